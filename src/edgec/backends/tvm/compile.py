@@ -1,0 +1,121 @@
+"""Compile a Relax module for a target and export the device library."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgec.backends.tvm import cuda
+from edgec.backends.tvm.env import captured_fds
+from edgec.errors import ToolchainError, UnsupportedOpError
+from edgec.targets import TargetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CompileResult:
+    """What a compile produced.
+
+    Attributes:
+        library: Path of the exported shared library.
+        compile_seconds: Wall time of lowering, code generation and linking (s).
+        cubin_archs: SM numbers of embedded cubins (CUDA targets), else empty.
+        tuned_tasks: Fused kernels that got a schedule from the tuning database.
+        total_tasks: Fused kernels in the module.
+    """
+
+    library: Path
+    compile_seconds: float
+    cubin_archs: list[int] = field(default_factory=list)
+    tuned_tasks: int = 0
+    total_tasks: int = 0
+
+
+def tvm_target(spec: TargetSpec):
+    """The ``tvm.target.Target`` of a target spec (with its host for CUDA)."""
+    from tvm.target import Target
+
+    if spec.host is not None:
+        return Target(spec.tvm, host=spec.host)
+    return Target(spec.tvm)
+
+
+def check_toolchain(spec: TargetSpec) -> None:
+    """Make sure the linker (and for CUDA targets, a toolkit for the arch) exists.
+
+    Raises:
+        ToolchainError: the cross compiler is missing (the message gives the apt
+            command), or no CUDA toolkit supports the target's arch.
+    """
+    compiler = spec.cross_compiler or "g++"
+    if shutil.which(compiler) is None:
+        pkg = spec.toolchain_apt or "g++"
+        raise ToolchainError(f"the C++ toolchain for target '{spec.name}' ({compiler}) is not installed",
+                             f"run: sudo apt-get install -y {pkg}")
+    if spec.kind == "cuda":
+        with cuda.cuda_env(spec.tvm["arch"]):
+            pass
+
+
+def _export(ex, spec: TargetSpec, path: Path) -> None:
+    if spec.cross_compiler:
+        from tvm.support import cc
+
+        ex.export_library(str(path), fcompile=cc.cross_compiler(spec.cross_compiler))
+    else:
+        ex.export_library(str(path))
+
+
+def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = None) -> CompileResult:
+    """Lower ``mod`` with edgec's Relax pipeline and export the device library.
+
+    Args:
+        mod: Relax ``IRModule`` from :func:`edgec.backends.tvm.importer.import_onnx`.
+        spec: The target.
+        library: Output path of the shared library (``.so``).
+        database: MetaSchedule database to apply (tuned schedules), or None.
+
+    Returns:
+        A :class:`CompileResult`.
+
+    Raises:
+        ToolchainError: linker or CUDA toolkit missing.
+        UnsupportedOpError: TVM failed to lower an operator.
+    """
+    import tvm
+
+    from edgec.backends.tvm.pipeline import relax_pipeline
+
+    check_toolchain(spec)
+    library = Path(library)
+    target = tvm_target(spec)
+    start = time.perf_counter()
+    try:
+        if spec.kind == "cuda":
+            import tvm.support.nvcc  # noqa: F401  registers the CUDA compile callback
+
+            with cuda.cuda_env(spec.tvm["arch"]), target, captured_fds():
+                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database))
+                _export(ex, spec, library)
+        else:
+            with captured_fds():
+                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database))
+                _export(ex, spec, library)
+    except (ToolchainError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else type(exc).__name__
+        if "compiler" in last.lower() or "ld" in last.split(":")[0]:
+            raise ToolchainError(f"linking the library for '{spec.name}' failed: {last[:200]}",
+                                 "rerun with --debug for the compiler output") from exc
+        raise UnsupportedOpError(f"TVM failed to compile the model for '{spec.name}': {last[:200]}",
+                                 "rerun with --debug for TVM's trace") from exc
+    seconds = time.perf_counter() - start
+    archs = cuda.cubin_archs(library) if spec.kind == "cuda" else []
+    return CompileResult(library=library, compile_seconds=seconds, cubin_archs=archs)

@@ -1,0 +1,70 @@
+"""ONNX -> Relax import with clear errors for unsupported operators."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import onnx
+
+from edgec.backends.tvm.env import captured_fds
+from edgec.errors import UnsupportedOpError
+
+log = logging.getLogger(__name__)
+
+
+def supported_ops() -> set[str]:
+    """ONNX op types TVM's Relax importer converts."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    return set(onnx_frontend._get_convert_map())
+
+
+def check_supported(model: onnx.ModelProto) -> None:
+    """Fail early, naming the op and the node, when TVM cannot import an operator.
+
+    Raises:
+        UnsupportedOpError: the first node whose op type (in the default domain)
+            TVM's importer does not convert.
+    """
+    known = supported_ops()
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            raise UnsupportedOpError(
+                f"op {node.domain}::{node.op_type} (node '{node.name or node.output[0]}') is a custom-domain "
+                "operator TVM cannot import", "export the model with standard ONNX ops only")
+        if node.op_type not in known:
+            raise UnsupportedOpError(
+                f"op {node.op_type} (node '{node.name or node.output[0]}') is not supported by TVM's ONNX importer",
+                "rewrite it with supported ops before export, or see `edgec passes list`")
+
+
+def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
+                dtypes: dict[str, np.dtype] | None = None):
+    """Import an ONNX model into a Relax ``IRModule`` with weights bound as constants.
+
+    Args:
+        model: Simplified ONNX model with static shapes.
+        shapes: ``{input name: shape}``.
+        dtypes: ``{input name: numpy dtype}`` (default float32).
+
+    Returns:
+        ``tvm.IRModule`` whose ``main`` takes the graph inputs in graph order.
+
+    Raises:
+        UnsupportedOpError: an op (or an op's attributes) TVM cannot import.
+    """
+    from tvm.relax.frontend.onnx import from_onnx
+
+    check_supported(model)
+    dtype_dict = {k: str(np.dtype((dtypes or {}).get(k, np.float32))) for k in shapes}
+    try:
+        with captured_fds():
+            mod = from_onnx(model, shape_dict={k: list(v) for k, v in shapes.items()},
+                            dtype_dict=dtype_dict, keep_params_in_input=False)
+    except Exception as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else type(exc).__name__
+        raise UnsupportedOpError(f"TVM's ONNX importer failed: {last[:240]}",
+                                 "rerun with --debug for the importer's trace") from exc
+    return mod

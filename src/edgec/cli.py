@@ -1,0 +1,239 @@
+"""The ``edgec`` command line: thin adapters over the Python API.
+
+Each subcommand parses its flags, calls one library function, and prints a
+summary. :func:`main` maps :class:`edgec.errors.EdgecError` subclasses to one
+line on stderr and a distinct exit code; tracebacks only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from edgec.errors import EdgecError, UsageError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="edgec: compile vision models for edge devices with TVM, verified against onnxruntime.")
+zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
+targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets.")
+app.add_typer(zoo_app, name="zoo")
+app.add_typer(targets_app, name="targets")
+
+# Not a terminal (pipes, CI logs): wide enough that tables do not wrap names.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_STATE = {"debug": False}
+
+
+@app.callback()
+def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and TVM's output.")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    _STATE["debug"] = debug
+    level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+class _StepPrinter:
+    """Shows the running step in a spinner and prints each finished step."""
+
+    def __init__(self) -> None:
+        self.status = err_console.status("starting")
+        self.current: str | None = None
+
+    def __enter__(self):
+        self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.status.__exit__(*exc)
+        if self.current and exc[0] is None:
+            err_console.print(f"  [dim]·[/] {self.current}")
+
+    def __call__(self, step: str) -> None:
+        self.status.update(f"[bold]{step}[/]…")
+        if self.current:
+            err_console.print(f"  [dim]·[/] {self.current}")
+        self.current = step
+
+
+def _shape_opt():
+    return typer.Option("--input-shape", help="Fix an input's shape: NAME=1,3,224,224 (repeat per input).")
+
+
+@app.command()
+def build(
+    model: Annotated[str, typer.Argument(help="Zoo name (`edgec zoo list`) or path of an .onnx file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target (`edgec targets list`).")] = "host",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the artifact.")] = Path("out"),
+    name: Annotated[Optional[str], typer.Option(help="Artifact folder name (default MODEL-TARGET).")] = None,
+    input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="PyTorch state dict for a zoo model.")] = None,
+    pretrained: Annotated[bool, typer.Option(help="Use timm's pretrained weights (cache or online).")] = False,
+    width_mult: Annotated[Optional[float], typer.Option(help="Width multiplier (MCUNetV2).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random weights and of the verification inputs.")] = 0,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the artifact against onnxruntime.")] = True,
+    passes: Annotated[str, typer.Option(help="Pass pipeline: default, none, or a comma-separated list.")] = "default",
+    dump_ir: Annotated[Optional[Path], typer.Option(help="Write the ONNX after every pass to this folder.")] = None,
+    db: Annotated[Optional[Path], typer.Option(help="Tuning database folder (default: the user cache).")] = None,
+    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", help="Apply the tuning database.")] = True,
+) -> None:
+    """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
+    from edgec.build import BuildOptions
+    from edgec.build import build as run_build
+
+    kwargs = {"width_mult": width_mult} if width_mult is not None else {}
+    opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape,
+                        weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
+                        dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs)
+    with _StepPrinter() as printer:
+        result = run_build(opts, progress=printer)
+    print_build_summary(result.report, result.artifact)
+
+
+def print_build_summary(report: dict, artifact: Path) -> None:
+    """One screen: model, target, size, compile time, passes, verification, artifact path."""
+    from edgec.profiling.report import human_bytes, human_count, verification_line
+
+    m, t, b = report["model"], report["target"], report["build"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", f"{m['name']} ({m['source']}), params {human_count(m['params'])}, "
+                           f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
+    table.add_row("target", f"{t['name']}: {t['description'][:90]}")
+    table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
+    table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
+    if b.get("total_tasks"):
+        table.add_row("tuning", f"{b['tuned_tasks']}/{b['total_tasks']} kernels tuned ({b['tuning_database']})")
+    elif b.get("tuning_database") is None:
+        table.add_row("tuning", "no tuning database for this target (see `edgec tune`)")
+    v = report.get("verification", {})
+    style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
+    table.add_row("verify", f"[{style}]{verification_line(v)}[/]")
+    console.print(table)
+    passes = [p for p in report.get("passes", []) if "nodes_before" in p]
+    if passes:
+        pt = Table(title="passes", title_justify="left")
+        for col in ("pass", "nodes", "params", "MACs", "max abs err", "s"):
+            pt.add_column(col, justify="left" if col == "pass" else "right")
+        for p in passes:
+            err = p.get("max_abs_error")
+            pt.add_row(p["name"], f"{p['nodes_before']} → {p['nodes_after']}",
+                       f"{human_count(p['params_before'])} → {human_count(p['params_after'])}",
+                       f"{human_count(p['macs_before'])} → {human_count(p['macs_after'])}",
+                       "-" if err is None else f"{err:.1e}", f"{p.get('seconds', 0):.2f}")
+        console.print(pt)
+    console.print(f"[bold green]artifact:[/] {artifact}")
+
+
+@app.command()
+def run(
+    artifact: Annotated[Path, typer.Argument(help="Artifact folder built for the host target.")],
+    image: Annotated[Path, typer.Option("--image", help="Image file (PNG, JPEG...).")],
+    top: Annotated[int, typer.Option(help="How many classes to print.")] = 5,
+) -> None:
+    """Run a host artifact on an image: resize and normalise as the manifest says, print the top-k."""
+    from edgec.profiling.image import classify
+
+    results = classify(artifact, image, top=top)
+    table = Table(title=f"top-{top} for {image.name}", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("class index", justify="right")
+    table.add_column("score", justify="right")
+    for i, (idx, score) in enumerate(results, 1):
+        table.add_row(str(i), str(idx), f"{score:.4f}")
+    console.print(table)
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """Table of zoo models: name, params, MACs, input shape, source."""
+    from edgec.profiling.report import human_count
+    from edgec.zoo import list_models
+
+    table = Table()
+    for col in ("name", "family", "params", "MACs", "input", "source"):
+        table.add_column(col, justify="right" if col in ("params", "MACs") else "left")
+    for e in list_models():
+        name = f"{e.name} [dim]= {e.alias_of}[/]" if e.alias_of else e.name
+        table.add_row(name, e.family, human_count(e.params), human_count(e.macs),
+                      "x".join(str(d) for d in e.input_shape), e.source.split(" ")[0])
+    console.print(table)
+
+
+@targets_app.command("list")
+def targets_list(
+    verbose: Annotated[bool, typer.Option("--json", help="Print the full target data as JSON.")] = False,
+) -> None:
+    """Table of targets: name, kind, TVM target, cross compiler, verification."""
+    import json
+
+    from edgec.targets import list_targets
+
+    specs = list_targets()
+    if verbose:
+        console.print_json(json.dumps([s.to_dict() for s in specs]))
+        return
+    table = Table()
+    for col in ("name", "kind", "device", "tvm target", "toolchain", "verify"):
+        table.add_column(col)
+    for s in specs:
+        tvm_desc = ", ".join(f"{k}={v}" for k, v in s.tvm.items() if k in ("arch", "mcpu", "mtriple", "num-cores"))
+        if s.host:
+            tvm_desc += f"; host mcpu={s.host.get('mcpu')}"
+        table.add_row(s.name, s.kind, s.description.split(":")[0], tvm_desc, s.cross_compiler or "g++", s.verify)
+    console.print(table)
+
+
+def _raise_interrupt(signum, frame):  # noqa: ARG001
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point. Returns the exit code (also via ``sys.exit``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("EDGEC_DEBUG") == "1"
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    code = 0
+    try:
+        # Non-standalone typer returns the exit code of Exit (130 for KeyboardInterrupt).
+        rv = app(args=argv, prog_name="edgec", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
+        if code == 130:
+            err_console.print("interrupted; nothing half-written was left behind")
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show(file=sys.stderr)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        code = 130
+    except EdgecError as exc:
+        if debug:
+            err_console.print_exception()
+        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        err_console.print("interrupted; nothing half-written was left behind")
+        code = 130
+    except Exception as exc:  # a bug: say so in one line
+        if debug:
+            err_console.print_exception()
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {first[:200]} "
+                          "(rerun with --debug and report it)", highlight=False, soft_wrap=True)
+        code = 70
+    sys.exit(code)
+
+
+__all__ = ["app", "main", "UsageError"]

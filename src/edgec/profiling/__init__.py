@@ -1,0 +1,1 @@
+"""Running artifacts (locally, emulated, over RPC), timing, memory and reports."""

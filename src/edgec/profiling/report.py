@@ -1,0 +1,119 @@
+"""The report: one JSON schema for every target (``report.schema.json``), rendered as Markdown.
+
+Numeric keys carry their unit (``_ms``, ``_bytes``, ``_seconds``); ``macs`` and
+``params`` are counts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from importlib import resources
+from typing import Any
+
+SCHEMA_ID = "edgec.report/1"
+
+
+def schema() -> dict[str, Any]:
+    """The report JSON schema."""
+    return json.loads(resources.files("edgec.profiling").joinpath("report.schema.json").read_text())
+
+
+def validate(report: dict[str, Any]) -> None:
+    """Validate a report against the schema.
+
+    Raises:
+        jsonschema.ValidationError: the report does not follow the schema.
+    """
+    import jsonschema
+
+    jsonschema.validate(report, schema())
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def human_bytes(n: float | None) -> str:
+    """``12.3 MB``-style size (powers of 1000)."""
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(n) < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def human_count(n: float | None) -> str:
+    """``1.81 M``-style count."""
+    if n is None:
+        return "-"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{n:.0f}"
+
+
+def verification_line(v: dict[str, Any] | None) -> str:
+    """One-line summary of a verification record."""
+    if not v:
+        return "not run"
+    if v.get("skipped"):
+        return f"skipped ({v.get('reason', '--no-verify')})"
+    status = "PASS" if v.get("passed") else "FAIL"
+    parts = [status, v.get("method", "")]
+    if v.get("max_abs_error") is not None:
+        parts.append(f"max abs err {v['max_abs_error']:.2e} (tol {v['tolerance']:.2e})")
+    if v.get("top1_match") is not None:
+        parts.append("same top-1" if v["top1_match"] else "top-1 differs")
+    if v.get("cubin_archs"):
+        parts.append("cubin sm_" + ",".join(str(a) for a in v["cubin_archs"]))
+    return ", ".join(p for p in parts if p)
+
+
+def _tensor_str(t: dict[str, Any]) -> str:
+    return f"`{t['name']}` {t['dtype']}[{','.join(str(d) for d in t['shape'])}]"
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """Render a report as Markdown (a human reading of ``report.json``)."""
+    m, t = report["model"], report["target"]
+    b = report.get("build", {})
+    lines = [f"# edgec {report['kind']} report: {m['name']} -> {t['name']}", "",
+             f"*{report['created']}* · target: {t.get('description', t['name'])}", "",
+             "## Model", "", "| | |", "|---|---|",
+             f"| source | {m['source']} `{m.get('path') or m['name']}` |",
+             f"| sha256 | `{m['sha256'][:16]}…` |",
+             f"| params | {human_count(m['params'])} ({human_bytes(m.get('param_bytes'))}) |",
+             f"| MACs | {human_count(m['macs'])} |",
+             f"| ONNX nodes | {m['nodes']} |",
+             f"| inputs | {', '.join(_tensor_str(x) for x in m['inputs'])} |",
+             f"| outputs | {', '.join(_tensor_str(x) for x in m['outputs'])} |", ""]
+    if b:
+        lines += ["## Build", "", "| | |", "|---|---|",
+                  f"| artifact | {human_bytes(b.get('artifact_bytes'))} (library {human_bytes(b.get('library_bytes'))}) |",
+                  f"| compile time | {b.get('compile_seconds', 0):.1f} s (whole build {b.get('total_seconds', 0):.1f} s) |"]
+        if b.get("total_tasks"):
+            lines.append(f"| tuned kernels | {b.get('tuned_tasks', 0)} of {b['total_tasks']} "
+                         f"({b.get('tuning_database') or 'no database'}) |")
+        lines.append("")
+    passes = report.get("passes") or []
+    if passes:
+        lines += ["## Passes", "", "| pass | nodes | params | MACs | max abs err | time |", "|---|---|---|---|---|---|"]
+        for p in passes:
+            err = p.get("max_abs_error")
+            lines.append(f"| {p['name']} | {p.get('nodes_before', '-')} → {p.get('nodes_after', '-')} | "
+                         f"{human_count(p.get('params_before'))} → {human_count(p.get('params_after'))} | "
+                         f"{human_count(p.get('macs_before'))} → {human_count(p.get('macs_after'))} | "
+                         f"{'-' if err is None else f'{err:.1e}'} | {p.get('seconds', 0):.2f} s |")
+        lines.append("")
+    lines += ["## Verification", "", verification_line(report.get("verification")), ""]
+    steps = report.get("steps") or []
+    if steps:
+        lines += ["## Steps", "", "| step | time |", "|---|---|"]
+        lines += [f"| {s['name']} | {s['seconds']:.1f} s |" for s in steps]
+        lines.append("")
+    lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()), ""]
+    return "\n".join(lines)
