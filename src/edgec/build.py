@@ -71,7 +71,7 @@ class BuildOptions:
     pretrained: bool = False
     seed: int = 0
     verify: bool = True
-    passes: str = "none"
+    passes: str = "default"
     dump_ir: Path | None = None
     tune_db: Path | None = None
     use_tune_db: bool = True
@@ -229,6 +229,54 @@ def _verify(spec: TargetSpec, mod, library: Path, inputs: dict[str, np.ndarray],
     return {"method": method, **base, **cmp.to_dict()}
 
 
+@dataclass
+class Lowered:
+    """The model after the frontend and the passes, imported into Relax (shared by build, tune, profile)."""
+
+    source: Source
+    prepared: onnx.ModelProto
+    final: onnx.ModelProto
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+    inputs: dict[str, np.ndarray]
+    reference: list[np.ndarray]
+    records: list[dict[str, Any]]
+    mod: Any
+
+
+def lower(opts: BuildOptions, steps: _Steps) -> Lowered:
+    """Source -> frontend -> passes -> Relax module, with the parity and per-pass checks.
+
+    Raises:
+        UsageError, ModelError, UnsupportedOpError, VerificationError: see :func:`build`.
+    """
+    from edgec.passes import run_pipeline
+
+    source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX", lambda: load_source(opts))
+    prepared, shapes, dtypes, inputs, ref, parity = _frontend(source, opts, steps)
+    final, pass_records = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs,
+                                                                   dump_dir=opts.dump_ir, progress=steps.progress))
+    from edgec.backends.tvm.importer import import_onnx
+
+    mod = steps.run("import to Relax", lambda: import_onnx(final, shapes, dtypes))
+    return Lowered(source, prepared, final, shapes, dtypes, inputs, ref, [parity] + pass_records, mod)
+
+
+def check_request(opts: BuildOptions) -> TargetSpec:
+    """Validate the target, toolchain and pass names before any work.
+
+    Raises:
+        UsageError, ToolchainError.
+    """
+    spec = get_target(opts.target)
+    from edgec.backends.tvm.compile import check_toolchain
+    from edgec.passes import resolve_pipeline
+
+    resolve_pipeline(opts.passes)
+    check_toolchain(spec)
+    return spec
+
+
 def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
     """Build a verified artifact for a target.
 
@@ -240,55 +288,48 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
         The artifact folder (``<out_dir>/<model>-<target>``) and its report.
 
     Raises:
-        UsageError: unknown model/target, bad ``--input-shape``.
+        UsageError: unknown model/target/pass, bad ``--input-shape``, empty ``--db``.
         ModelError: unreadable or malformed model.
         UnsupportedOpError: an op TVM cannot import or lower.
         ToolchainError: cross compiler, emulator or CUDA toolkit missing.
-        VerificationError: the artifact's outputs differ from onnxruntime's.
+        VerificationError: a pass or the artifact changed the outputs beyond tolerance.
         DeviceError: the emulated device failed.
     """
     start = time.perf_counter()
     say = progress or (lambda _m: None)
-    spec = get_target(opts.target)
-    from edgec.backends.tvm.compile import check_toolchain
-
-    check_toolchain(spec)
-    steps = _Steps(say)
-    source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX", lambda: load_source(opts))
-    prepared, shapes, dtypes, inputs, ref, parity = _frontend(source, opts, steps)
-    stats_before = graph_stats(prepared)
-
-    from edgec.passes import run_pipeline
-
-    final, pass_records = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs,
-                                                                   dump_dir=opts.dump_ir))
-    stats = graph_stats(final)
-
+    spec = check_request(opts)
     from edgec.backends.tvm import tuning
     from edgec.backends.tvm.compile import compile_module
-    from edgec.backends.tvm.importer import import_onnx
 
-    mod = steps.run("import to Relax", lambda: import_onnx(final, shapes, dtypes))
-    database, db_path = (tuning.open_database(spec, opts.tune_db) if opts.use_tune_db else (None, None))
-    name = opts.name or f"{source.name}-{spec.name}"
+    database, db_label = (tuning.open_database(spec, opts.tune_db) if opts.use_tune_db else (None, None))
+    steps = _Steps(say)
+    low = lower(opts, steps)
+    from edgec.backends.tvm.compile import tvm_target
+    from edgec.backends.tvm.pipeline import fused_module
+
+    fused = steps.run("legalize and fuse", lambda: fused_module(low.mod, tvm_target(spec)))
+    kernels = steps.run("count fused kernels", lambda: _kernel_counts(
+        low.prepared, fused, low.shapes, low.dtypes, spec, any(p.get("applied") for p in low.records)))
+    name = opts.name or f"{low.source.name}-{spec.name}"
     final_dir = Path(opts.out_dir) / name
     with staging_dir(final_dir) as tmp:
         library = tmp / spec.library
-        compiled = steps.run(f"compile for {spec.name}", lambda: compile_module(mod, spec, library, database))
+        compiled = steps.run(f"compile for {spec.name}", lambda: compile_module(fused, spec, library, database,
+                                                                                    prefused=True))
         if database is not None:
-            compiled.tuned_tasks, compiled.total_tasks = tuning.count_tuned(mod, spec, database)
+            compiled.tuned_tasks, compiled.total_tasks = steps.run(
+                "count tuned kernels", lambda: tuning.count_tuned(low.mod, spec, database, fused))
         if opts.verify:
-            verification = steps.run("verify", lambda: _verify(spec, mod, library, inputs, ref,
+            verification = steps.run("verify", lambda: _verify(spec, low.mod, library, low.inputs, low.reference,
                                                                compiled.cubin_archs, say))
         else:
             verification = {"method": spec.verify, "skipped": True, "reason": "--no-verify", "passed": None,
                             "cubin_archs": compiled.cubin_archs}
-        onnx.save(final, str(tmp / "model.onnx"))
-        report = _report(opts, spec, source, final, stats, stats_before, compiled, verification,
-                         [parity] + pass_records, steps, db_path, start, tmp)
+        onnx.save(low.final, str(tmp / "model.onnx"))
+        report = _report(opts, spec, low, compiled, verification, kernels, steps, db_label, start, tmp)
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(reports.render_markdown(report))
-        manifest = _manifest(opts, spec, source, final, pass_records, tmp)
+        manifest = _manifest(opts, spec, low, tmp)
         write_json(tmp / "manifest.json", manifest)
         if verification.get("passed") is False:
             raise VerificationError(
@@ -299,27 +340,46 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
     return BuildResult(final_dir, report, manifest)
 
 
-def _report(opts, spec, source, final, stats, stats_before, compiled, verification, pass_records,
-            steps, db_path, start, folder) -> dict[str, Any]:
+def _kernel_counts(prepared, fused, shapes, dtypes, spec: TargetSpec, passes_changed: bool) -> dict[str, Any]:
+    """Fused TVM kernels after the passes (and before them, when the passes changed the graph)."""
+    from edgec.backends.tvm.compile import tvm_target
+    from edgec.backends.tvm.importer import import_onnx
+    from edgec.backends.tvm.pipeline import fused_kernels, standalone_kernels
+
+    target = tvm_target(spec)
+    after = fused_kernels(None, target, fused)
+    out: dict[str, Any] = {"after_passes": len(after), "standalone_after_passes": standalone_kernels(after)}
+    if passes_changed:
+        before = fused_kernels(import_onnx(prepared, shapes, dtypes), target)
+        out.update(before_passes=len(before), standalone_before_passes=standalone_kernels(before))
+    else:
+        out.update(before_passes=len(after), standalone_before_passes=out["standalone_after_passes"])
+    return out
+
+
+def _report(opts, spec, low: Lowered, compiled, verification, kernels, steps, db_label, start,
+            folder) -> dict[str, Any]:
     from edgec.backends.tvm.env import versions
 
+    final = low.final
+    stats, stats_before = graph_stats(final), graph_stats(low.prepared)
     lib_bytes = compiled.library.stat().st_size
     artifact_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
     report = {
         "schema": reports.SCHEMA_ID, "kind": "build", "created": reports.now_iso(),
-        "model": {"name": source.name, "source": source.kind, "path": source.path, "sha256": source.sha256,
-                  "params": stats.params, "param_bytes": stats.param_bytes, "macs": stats.macs,
-                  "nodes": stats.nodes, "nodes_before_passes": stats_before.nodes,
+        "model": {"name": low.source.name, "source": low.source.kind, "path": low.source.path,
+                  "sha256": low.source.sha256, "params": stats.params, "param_bytes": stats.param_bytes,
+                  "macs": stats.macs, "nodes": stats.nodes, "nodes_before_passes": stats_before.nodes,
                   "inputs": _tensor_infos(graph_inputs(final)), "outputs": _tensor_infos(final.graph.output)},
         "target": spec.to_dict(),
         "build": {"compile_seconds": round(compiled.compile_seconds, 3),
                   "total_seconds": round(time.perf_counter() - start, 3),
                   "artifact_bytes": artifact_bytes, "library_bytes": lib_bytes,
                   "tuned_tasks": compiled.tuned_tasks, "total_tasks": compiled.total_tasks,
-                  "tuning_database": str(db_path) if db_path else None,
-                  "cubin_archs": compiled.cubin_archs},
+                  "tuning_database": db_label, "cubin_archs": compiled.cubin_archs},
         "steps": steps.records,
-        "passes": pass_records,
+        "passes": low.records,
+        "kernels": kernels,
         "verification": verification,
         "versions": versions(),
     }
@@ -327,17 +387,21 @@ def _report(opts, spec, source, final, stats, stats_before, compiled, verificati
     return report
 
 
-def _manifest(opts, spec, source, final, pass_records, folder) -> dict[str, Any]:
+def _manifest(opts, spec, low: Lowered, folder) -> dict[str, Any]:
     from edgec.backends.tvm.env import versions
 
+    source, final = low.source, low.final
+    passes = [p for p in low.records if not p.get("name", "").startswith("frontend")]
+    if source.kind == "zoo":
+        weights = str(opts.weights) if opts.weights else ("timm pretrained" if opts.pretrained else "random")
+    else:
+        weights = "onnx"
     return {
         "edgec_manifest": 1,
         "created": reports.now_iso(),
         "versions": versions(),
-        "model": {"name": source.name, "source": source.kind, "path": source.path,
-                  "source_sha256": source.sha256, "seed": opts.seed if source.kind == "zoo" else None,
-                  "weights": str(opts.weights) if opts.weights else ("timm pretrained" if opts.pretrained
-                                                                     else ("random" if source.kind == "zoo" else "onnx"))},
+        "model": {"name": source.name, "source": source.kind, "path": source.path, "source_sha256": source.sha256,
+                  "seed": opts.seed if source.kind == "zoo" else None, "weights": weights},
         "target": spec.to_dict(),
         "library": spec.library,
         "inputs": _tensor_infos(graph_inputs(final)),
@@ -345,10 +409,11 @@ def _manifest(opts, spec, source, final, pass_records, folder) -> dict[str, Any]
         "preprocessing": source.preprocessing,
         "steps": ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",
                   "onnxslim (constant folding, no fusion)", "shape inference"]
-                 + [f"pass:{p['name']}" for p in pass_records if p.get("name", "").startswith("frontend") is False]
-                 + ["tvm.relax import", "relax pipeline (legalize, fuse, schedule, plan memory)",
+                 + [f"pass:{p['name']}" for p in passes if p.get("applied")]
+                 + ["tvm.relax import", "relax pipeline (legalize, fuse, apply tuning database, plan memory)",
                     f"link ({spec.cross_compiler or 'g++'})"],
-        "passes": [{k: v for k, v in p.items() if k in ("name", "args", "equivalence")}
-                   for p in pass_records if not p.get("name", "").startswith("frontend")],
+        "pass_pipeline": {"spec": opts.passes,
+                          "passes": [{"name": p["name"], "equivalence": p.get("equivalence"),
+                                      "applied": p.get("applied", 0)} for p in passes]},
         "files": file_hashes(folder),
     }

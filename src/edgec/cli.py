@@ -26,7 +26,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets.")
 app.add_typer(zoo_app, name="zoo")
+passes_app = typer.Typer(no_args_is_help=True, help="Graph passes.")
 app.add_typer(targets_app, name="targets")
+app.add_typer(passes_app, name="passes")
 
 # Not a terminal (pipes, CI logs): wide enough that tables do not wrap names.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -120,19 +122,93 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
     table.add_row("verify", f"[{style}]{verification_line(v)}[/]")
     console.print(table)
-    passes = [p for p in report.get("passes", []) if "nodes_before" in p]
+    all_passes = [p for p in report.get("passes", []) if "nodes_before" in p]
+    passes = [p for p in all_passes if p.get("applied")]
+    if all_passes and not passes:
+        console.print(f"passes: {len(all_passes)} run, none changed the graph")
     if passes:
-        pt = Table(title="passes", title_justify="left")
-        for col in ("pass", "nodes", "params", "MACs", "max abs err", "s"):
-            pt.add_column(col, justify="left" if col == "pass" else "right")
+        pt = Table(title="passes (each checked against onnxruntime before/after)", title_justify="left")
+        for col in ("pass", "nodes", "params", "MACs", "op changes", "max abs err", "s"):
+            pt.add_column(col, justify="left" if col in ("pass", "op changes") else "right")
         for p in passes:
             err = p.get("max_abs_error")
+            ops = ", ".join(f"{k} {a}→{b}" for k, (a, b) in p.get("op_changes", {}).items()) or "no change"
             pt.add_row(p["name"], f"{p['nodes_before']} → {p['nodes_after']}",
                        f"{human_count(p['params_before'])} → {human_count(p['params_after'])}",
-                       f"{human_count(p['macs_before'])} → {human_count(p['macs_after'])}",
+                       f"{human_count(p['macs_before'])} → {human_count(p['macs_after'])}", ops,
                        "-" if err is None else f"{err:.1e}", f"{p.get('seconds', 0):.2f}")
         console.print(pt)
+        idle = [p["name"] for p in all_passes if not p.get("applied")]
+        if idle:
+            console.print(f"[dim]no change: {', '.join(idle)}[/]")
+    k = report.get("kernels")
+    if k and passes:
+        console.print(f"TVM fused kernels {k['before_passes']} → {k['after_passes']}; standalone element-wise/"
+                      f"layout kernels {len(k['standalone_before_passes'])} → {len(k['standalone_after_passes'])}")
     console.print(f"[bold green]artifact:[/] {artifact}")
+
+
+@app.command()
+def tune(
+    model: Annotated[str, typer.Argument(help="Zoo name or path of an .onnx file.")],
+    target: Annotated[str, typer.Option("--target", "-t", help="Target (`edgec targets list`).")] = "host",
+    trials: Annotated[Optional[int], typer.Option(help="Budget: new measured candidates, over all kernels.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(help="Budget: wall-clock minutes.")] = None,
+    db: Annotated[Optional[Path], typer.Option(help="Database folder (default: the user cache, per target).")] = None,
+    device: Annotated[str, typer.Option(help="Where to measure: local, rpc://HOST:PORT, tracker://HOST:PORT/KEY.")]
+    = "local",
+    input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
+    passes: Annotated[str, typer.Option(help="Pass pipeline (must match the builds that use the records).")]
+    = "default",
+    weights: Annotated[Optional[Path], typer.Option(help="PyTorch state dict for a zoo model.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of random weights and of the search.")] = 0,
+) -> None:
+    """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from edgec.build import BuildOptions, _Steps, check_request, lower
+    from edgec.backends.tvm.tuning import tune as run_tune
+
+    if not trials and not minutes:
+        raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
+    opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, weights=weights,
+                        seed=seed)
+    spec = check_request(opts)
+    with _StepPrinter() as printer:
+        low = lower(opts, _Steps(printer))
+    columns = [TextColumn("[bold]tuning[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
+               TextColumn("{task.fields[est]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+    with Progress(*columns, console=err_console, transient=False) as bar:
+        total = trials or 1000
+        job = bar.add_task("tune", total=total, est="")
+
+        def update(p) -> None:
+            if p.trials_total:
+                done, tot = p.trials_done, p.trials_total
+            else:  # time budget: show progress in elapsed time
+                tot = 1000
+                done = int(min(1.0, p.elapsed_s / p.deadline_s) * tot) if p.deadline_s else 0
+            if p.deadline_s and p.trials_total:
+                done = max(done, int(min(1.0, p.elapsed_s / p.deadline_s) * tot))
+            est = f"est. {p.est_latency_ms:.2f} ms ({p.tasks_measured}/{p.tasks_total} kernels)" \
+                if p.est_latency_ms is not None else ""
+            bar.update(job, completed=done, total=tot, est=est)
+
+        result = run_tune(low.mod, spec, trials=trials, minutes=minutes, db=db, device=device, progress=update,
+                          seed=seed)
+        bar.update(job, completed=bar.tasks[0].total)
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("database", f"{result.database} ({result.records_before} → {result.records_after} records)")
+    table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min, "
+                             f"{result.tasks} kernels")
+    if result.est_latency_ms is not None:
+        label = " [yellow](emulated device: not device speed)[/]" if result.emulated else ""
+        table.add_row("estimate", f"{result.est_latency_ms:.2f} ms per inference (sum of best kernel times){label}")
+    table.add_row("next", f"edgec build {model} --target {target}" + (f" --db {db}" if db else "")
+                  + " applies these records")
+    console.print(table)
 
 
 @app.command()
@@ -192,6 +268,22 @@ def targets_list(
             tvm_desc += f"; host mcpu={s.host.get('mcpu')}"
         table.add_row(s.name, s.kind, s.description.split(":")[0], tvm_desc, s.cross_compiler or "g++", s.verify)
     console.print(table)
+
+
+@passes_app.command("list")
+def passes_list() -> None:
+    """Describe every pass: what it matches, when it refuses, its equivalence, its source."""
+    from edgec.passes import DEFAULT_PIPELINE, all_passes
+
+    table = Table(show_lines=True)
+    for col in ("pass", "matches", "refuses unless", "equivalence", "source"):
+        table.add_column(col, overflow="fold")
+    for p in all_passes():
+        eq = p.equivalence
+        eq_text = f"exact (≤ {eq.rtol:g}·max(1,|ref|))" if eq.kind == "exact" else eq.kind
+        table.add_row(p.name, p.matches, p.preconditions, eq_text, p.source)
+    console.print(table)
+    console.print(f"default pipeline: {', '.join(DEFAULT_PIPELINE)} (repeated to a fixed point)")
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001

@@ -1,15 +1,11 @@
-"""ONNX -> ONNX graph passes, each verified numerically (see :mod:`edgec.passes.manager`)."""
+"""ONNX -> ONNX graph passes, each verified numerically.
 
-from __future__ import annotations
+``run_pipeline(model, "default")`` runs the default pipeline with per-pass checks
+(:mod:`edgec.passes.manager`); ``all_passes()`` lists the registered passes and
+their declarations (:mod:`edgec.passes.registry`).
+"""
 
-from pathlib import Path
-from typing import Any
+from edgec.passes.manager import apply_pass, run_pipeline, verify_pass
+from edgec.passes.registry import DEFAULT_PIPELINE, all_passes, get_pass, resolve_pipeline
 
-import numpy as np
-import onnx
-
-
-def run_pipeline(model: onnx.ModelProto, spec: str, inputs: dict[str, np.ndarray] | None = None,
-                 dump_dir: Path | None = None) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """Run the pass pipeline named by ``spec`` (``none`` only, for now)."""
-    return model, []
+__all__ = ["DEFAULT_PIPELINE", "all_passes", "apply_pass", "get_pass", "resolve_pipeline", "run_pipeline", "verify_pass"]

@@ -99,16 +99,25 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| tuned kernels | {b.get('tuned_tasks', 0)} of {b['total_tasks']} "
                          f"({b.get('tuning_database') or 'no database'}) |")
         lines.append("")
-    passes = report.get("passes") or []
+    passes = [p for p in report.get("passes") or [] if "nodes_before" in p]
     if passes:
-        lines += ["## Passes", "", "| pass | nodes | params | MACs | max abs err | time |", "|---|---|---|---|---|---|"]
+        lines += ["## Passes", "", "| pass | equivalence | nodes | params | MACs | op changes | max abs err | time |",
+                  "|---|---|---|---|---|---|---|---|"]
         for p in passes:
             err = p.get("max_abs_error")
-            lines.append(f"| {p['name']} | {p.get('nodes_before', '-')} → {p.get('nodes_after', '-')} | "
+            eq = p.get("equivalence", {})
+            ops = ", ".join(f"{k} {a}→{b}" for k, (a, b) in p.get("op_changes", {}).items()) or "no change"
+            lines.append(f"| {p['name']} | {eq.get('kind', '')} | {p.get('nodes_before', '-')} → "
+                         f"{p.get('nodes_after', '-')} | "
                          f"{human_count(p.get('params_before'))} → {human_count(p.get('params_after'))} | "
-                         f"{human_count(p.get('macs_before'))} → {human_count(p.get('macs_after'))} | "
+                         f"{human_count(p.get('macs_before'))} → {human_count(p.get('macs_after'))} | {ops} | "
                          f"{'-' if err is None else f'{err:.1e}'} | {p.get('seconds', 0):.2f} s |")
         lines.append("")
+    k = report.get("kernels")
+    if k:
+        lines += [f"TVM fused kernels: {k.get('before_passes')} before the passes, {k.get('after_passes')} after; "
+                  f"standalone element-wise/layout kernels: {len(k.get('standalone_before_passes', []))} → "
+                  f"{len(k.get('standalone_after_passes', []))}.", ""]
     lines += ["## Verification", "", verification_line(report.get("verification")), ""]
     steps = report.get("steps") or []
     if steps:

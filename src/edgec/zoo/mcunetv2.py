@@ -127,6 +127,18 @@ class MCUNetV2(nn.Module):
         self.features = nn.Sequential(*layers)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(w(mix["out"]), num_classes)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """He (fan-in) init for convs, so that activations keep their scale through the network in eval mode (fan-out init shrinks every depthwise layer ~C-fold and random-weight outputs stop depending on the input); N(0, 0.01) for the classifier."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.pool(self.features(x)), 1))

@@ -108,7 +108,8 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
         pretrained: Use timm's pretrained weights (from the local Hugging Face
             cache, or online when reachable).
         weights: A PyTorch state dict file, loaded with ``weights_only=True``.
-        seed: Seed for random initialisation (used when no weights are given).
+        seed: Seed for random initialisation (used when no weights are given); random
+            models also get non-trivial BatchNorm statistics (:func:`randomize_batchnorm`).
         **kwargs: Passed to the factory (e.g. ``width_mult`` for MCUNetV2).
 
     Returns:
@@ -139,7 +140,32 @@ def create_model(name: str, *, pretrained: bool = False, weights: str | Path | N
         model = entry.factory(pretrained=False, **kwargs)
     if weights is not None:
         _load_weights(model, Path(weights))
+    elif not pretrained:
+        randomize_batchnorm(model, seed)
     return model.eval()
+
+
+def randomize_batchnorm(model, seed: int = 0) -> None:
+    """Give every BatchNorm non-trivial statistics, like a trained network's.
+
+    Fresh modules have mean 0, variance 1, gamma 1, beta 0, under which a wrong
+    BN fold (e.g. one that forgets the variance) computes the same function and
+    the numerical checks cannot see it. Drawn from a seeded generator:
+    mean ~ U(-0.2, 0.2), var ~ U(0.5, 2), gamma ~ U(0.7, 1.3), beta ~ U(-0.2, 0.2).
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.running_mean is not None:
+                n = m.running_mean.numel()
+                u = lambda lo, hi: torch.rand(n, generator=gen) * (hi - lo) + lo  # noqa: E731
+                m.running_mean.copy_(u(-0.2, 0.2))
+                m.running_var.copy_(u(0.5, 2.0))
+                if m.affine:
+                    m.weight.copy_(u(0.7, 1.3))
+                    m.bias.copy_(u(-0.2, 0.2))
 
 
 def _offline_unless_hub_reachable(timeout: float = 3.0) -> None:

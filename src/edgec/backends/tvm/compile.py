@@ -71,7 +71,8 @@ def _export(ex, spec: TargetSpec, path: Path) -> None:
         ex.export_library(str(path))
 
 
-def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = None) -> CompileResult:
+def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = None,
+                   prefused: bool = False) -> CompileResult:
     """Lower ``mod`` with edgec's Relax pipeline and export the device library.
 
     Args:
@@ -79,6 +80,7 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
         spec: The target.
         library: Output path of the shared library (``.so``).
         database: MetaSchedule database to apply (tuned schedules), or None.
+        prefused: ``mod`` is already the output of ``pipeline.fused_module`` (saves redoing it).
 
     Returns:
         A :class:`CompileResult`.
@@ -100,11 +102,11 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
             import tvm.support.nvcc  # noqa: F401  registers the CUDA compile callback
 
             with cuda.cuda_env(spec.tvm["arch"]), target, captured_fds():
-                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database))
+                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
                 _export(ex, spec, library)
         else:
             with captured_fds():
-                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database))
+                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
                 _export(ex, spec, library)
     except (ToolchainError, KeyboardInterrupt):
         raise

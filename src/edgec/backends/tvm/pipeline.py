@@ -54,33 +54,59 @@ def lower_and_finalize(target) -> list:
     return passes
 
 
+def dispatch() -> list:
+    """Library dispatch (sampling, sort/scan) before legalization."""
+    from tvm import relax
+
+    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
+
+
 def fused_module(mod, target):
-    """``mod`` after legalization and fusion: what tuning extracts tasks from."""
+    """``mod`` after dispatch, legalization and fusion: what tuning extracts tasks from."""
     import tvm
 
     with target:
-        return tvm.transform.Sequential(legalize_and_fuse())(mod)
+        return tvm.transform.Sequential(dispatch() + legalize_and_fuse())(mod)
 
 
-def relax_pipeline(target, database: Any = None):
+def relax_pipeline(target, database: Any = None, prefused: bool = False):
     """The whole pipeline as one ``tvm.transform.Pass``.
 
     Args:
         target: ``tvm.target.Target``.
         database: A MetaSchedule database to apply, or None.
+        prefused: The module already went through :func:`fused_module`; start after fusion.
     """
     import tvm
-    from tvm import relax
-
-    phases = ([relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()] + legalize_and_fuse()
-              + schedule_passes(target, database) + lower_and_finalize(target))
 
     @tvm.transform.module_pass(opt_level=0, name="edgec_pipeline")
     def _pipeline(mod, _ctx):
-        with target:
+        with target:  # MetaScheduleApplyDatabase reads the target when constructed
+            front = [] if prefused else dispatch() + legalize_and_fuse()
+            phases = front + schedule_passes(target, database) + lower_and_finalize(target)
             if database is not None:
                 with database:
                     return tvm.transform.Sequential(phases)(mod)
             return tvm.transform.Sequential(phases)(mod)
 
     return _pipeline
+
+
+HEAVY_KERNEL = ("conv", "matmul", "dense", "mean", "sum", "max", "min", "softmax", "pool", "resize", "gemm")
+
+
+def fused_kernels(mod, target, fused=None) -> list[str]:
+    """Names of the fused TIR kernels ``main`` calls, in call order, after legalization and fusion.
+
+    A name lists the operators fused into it (``fused_conv2d_add_relu``). ``fused``:
+    the already fused module, if at hand.
+    """
+    import re
+
+    fused = fused if fused is not None else fused_module(mod, target)
+    return re.findall(r"R\.call_tir\((?:cls\.)?(\w+)", fused["main"].script())
+
+
+def standalone_kernels(names: list[str]) -> list[str]:
+    """Kernels that contain no conv/matmul/reduction/pooling: element-wise or layout work on its own."""
+    return [n for n in names if not any(h in n for h in HEAVY_KERNEL)]

@@ -1,18 +1,472 @@
-"""Tuning database lookup (MetaSchedule)."""
+"""Auto-tuning with MetaSchedule and a persistent, resumable tuning database.
+
+What MetaSchedule needs on this stack (``shared/notes/tvm-0.27.md``):
+
+* tasks are extracted from the module after edgec's own legalization and fusion
+  (:func:`edgec.backends.tvm.pipeline.fused_module`), so that the database
+  applied by ``edgec build`` (``MetaScheduleApplyDatabase`` right after FuseTIR)
+  matches the same structural hashes;
+* candidates are built in-process (:class:`InProcessBuilder`): MetaSchedule's
+  ``LocalBuilder`` workers spend 35-47 s importing tensor intrinsics, past its
+  30 s timeout, so every build would time out; device candidates are linked with
+  the target's cross compiler into a shared library the device's plain runtime loads;
+* measurement is local (``LocalRunner``) or on a device through TVM RPC
+  (``RPCRunner``): ``rpc://HOST:PORT`` connects directly, ``tracker://HOST:PORT/KEY``
+  spreads measurements over every board registered under ``KEY``;
+* the cost model is XGBoost (``xgb``), the task scheduler gradient-based.
+
+The database is a MetaSchedule ``JSONDatabase`` folder (``database_workload.json``,
+``database_tuning_record.json``), one per target (keyed by the target's triple,
+mcpu and features, and the TVM version) under ``<cache>/tuning/``. Records are
+appended to the files as they are measured; after ``kill -9`` a rerun first drops
+a torn last line (:func:`repair_database`) and continues from the records kept --
+evolutionary search seeds from the best ones, so no work restarts from zero.
+
+Sources: Shao et al., "Tensor Program Optimization with Probabilistic Programs"
+(MetaSchedule), NeurIPS 2022; apache/tvm ``python/tvm/s_tir/meta_schedule``.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from edgec.cache import cache_dir
+from edgec.errors import DeviceError, UsageError
 from edgec.targets import TargetSpec
 
+log = logging.getLogger(__name__)
 
-def open_database(spec: TargetSpec, path: Path | None) -> tuple[Any, Path | None]:
-    """Return ``(database, path)`` or ``(None, None)`` when there is none."""
-    return None, None
+DB_FILES = ("database_workload.json", "database_tuning_record.json")
+SHIPPED_DIR = "tuning_db"
 
 
-def count_tuned(mod, spec: TargetSpec, database) -> tuple[int, int]:
-    """``(tuned tasks, total tasks)``."""
-    return 0, 0
+# --------------------------------------------------------------------------- database
+
+def default_database_dir(spec: TargetSpec) -> Path:
+    """The user-cache database folder of ``spec``: ``<cache>/tuning/<target key>-tvm<version>``."""
+    return cache_dir("tuning") / f"{spec.key()}-tvm{version('apache-tvm')}"
+
+
+def shipped_database_dir(spec: TargetSpec) -> Path | None:
+    """The database shipped with edgec that applies to ``spec``, if any.
+
+    edgec ships records for the default zoo models on the ``host`` target class
+    x86-64 with AVX-512 (``tuning_db/x86_64-avx512``).
+    """
+    if spec.arch != "x86_64" or "avx512f" not in spec.extra.get("isa", []):
+        return None
+    folder = resources.files("edgec.backends.tvm").joinpath(SHIPPED_DIR, "x86_64-avx512")
+    path = Path(str(folder))
+    return path if (path / DB_FILES[1]).is_file() else None
+
+
+def repair_database(folder: Path) -> int:
+    """Drop lines that are not complete JSON (a write torn by ``kill -9``); return how many.
+
+    Only a torn *last* line is expected; any unreadable line is removed so the
+    database loads. The file is rewritten atomically.
+    """
+    dropped = 0
+    for name in DB_FILES:
+        path = folder / name
+        if not path.is_file():
+            continue
+        lines = path.read_text(errors="replace").splitlines()
+        good = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                json.loads(line)
+                good.append(line)
+            except json.JSONDecodeError:
+                dropped += 1
+        if dropped:
+            tmp = path.with_suffix(".repair")
+            tmp.write_text("".join(g + "\n" for g in good))
+            tmp.replace(path)
+    if dropped:
+        log.warning("tuning database %s: dropped %d torn line(s)", folder, dropped)
+    return dropped
+
+
+def record_count(folder: Path) -> int:
+    """Number of tuning records in a database folder (0 when absent)."""
+    path = folder / DB_FILES[1]
+    if not path.is_file():
+        return 0
+    with open(path, errors="replace") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def _json_database(folder: Path, writable: bool):
+    from tvm.s_tir import meta_schedule as ms
+
+    if writable:
+        folder.mkdir(parents=True, exist_ok=True)
+        repair_database(folder)
+    return ms.database.JSONDatabase(work_dir=str(folder), allow_missing=writable)
+
+
+def open_database(spec: TargetSpec, path: Path | None) -> tuple[Any, str | None]:
+    """The database ``edgec build`` applies: the user's (``--db`` or the cache) and the shipped one.
+
+    Args:
+        spec: Target.
+        path: ``--db`` folder, or None for the default.
+
+    Returns:
+        ``(database, description)``, or ``(None, None)`` when no records exist.
+
+    Raises:
+        UsageError: ``--db`` names a folder that holds no database.
+    """
+    user = Path(path) if path is not None else default_database_dir(spec)
+    if path is not None and record_count(user) == 0:
+        raise UsageError(f"--db {user} holds no tuning records",
+                         f"tune first: edgec tune MODEL --target {spec.name} --db {user}")
+    dbs, labels = [], []
+    if record_count(user):
+        dbs.append(_json_database(user, writable=False))
+        labels.append(str(user))
+    shipped = shipped_database_dir(spec) if path is None else None
+    if shipped is not None:
+        dbs.append(_json_database(shipped, writable=False))
+        labels.append(f"shipped {shipped.name}")
+    if not dbs:
+        return None, None
+    if len(dbs) == 1:
+        return dbs[0], labels[0]
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.database.UnionDatabase(*dbs), " + ".join(labels)
+
+
+# --------------------------------------------------------------------------- tasks
+
+def extract_tasks(mod, spec: TargetSpec, fused=None) -> list:
+    """MetaSchedule tasks of ``mod`` (after edgec's legalization and fusion) for ``spec``.
+
+    Args:
+        mod: Relax module as imported.
+        spec: Target.
+        fused: ``fused_module(mod, target)`` when already computed.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgec.backends.tvm.compile import tvm_target
+    from edgec.backends.tvm.env import captured_fds
+    from edgec.backends.tvm.pipeline import fused_module
+
+    target = tvm_target(spec)
+    with captured_fds():
+        return ms.relax_integration.extract_tasks(fused if fused is not None else fused_module(mod, target), target)
+
+
+def count_tuned(mod, spec: TargetSpec, database, fused=None) -> tuple[int, int]:
+    """``(tasks with a record in database, all tasks)`` for ``mod`` on ``spec``."""
+    from edgec.backends.tvm.compile import tvm_target
+
+    target = tvm_target(spec)
+    tasks = extract_tasks(mod, spec, fused)
+    tuned = 0
+    for task in tasks:
+        if database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None:
+            tuned += 1
+    return tuned, len(tasks)
+
+
+# --------------------------------------------------------------------------- builder / runner
+
+def _make_builder(spec: TargetSpec):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+
+    cross = spec.cross_compiler
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        """Builds candidates in this process (no worker start-up cost, no 30 s timeout)."""
+
+        def build(self, build_inputs):
+            import tvm.s_tir.tensor_intrin  # noqa: F401  registered once, here
+
+            results = []
+            for bi in build_inputs:
+                try:
+                    rt_mod = default_build(bi.mod, bi.target, None)
+                    folder = tempfile.mkdtemp(prefix="edgec-ms-")
+                    if cross:
+                        from tvm.support import cc
+
+                        path = os.path.join(folder, "candidate.so")
+                        rt_mod.export_library(path, fcompile=cc.cross_compiler(cross))
+                    else:
+                        from tvm.support.tar import tar
+
+                        path = os.path.join(folder, "candidate." + tar.output_format)
+                        rt_mod.export_library(path, fcompile=tar)
+                    results.append(BuilderResult(path, None))
+                except Exception as exc:  # a failing candidate is data for the search, not an error
+                    results.append(BuilderResult(None, f"{type(exc).__name__}: {str(exc)[:2000]}"))
+            return results
+
+    return InProcessBuilder()
+
+
+@dataclass(frozen=True)
+class DeviceURL:
+    """A measurement device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``."""
+
+    kind: str  # "local" | "rpc" | "tracker"
+    host: str = ""
+    port: int = 0
+    key: str = ""
+
+    @classmethod
+    def parse(cls, text: str | None) -> DeviceURL:
+        """Parse a ``--device`` value.
+
+        Raises:
+            UsageError: malformed value.
+        """
+        if text in (None, "", "local"):
+            return cls("local")
+        m = re.fullmatch(r"rpc://([^:/]+):(\d+)/?", text)
+        if m:
+            return cls("rpc", m.group(1), int(m.group(2)))
+        m = re.fullmatch(r"tracker://([^:/]+):(\d+)/([A-Za-z0-9_.-]+)", text)
+        if m:
+            return cls("tracker", m.group(1), int(m.group(2)), m.group(3))
+        raise UsageError(f"bad --device '{text}'", "use local, rpc://HOST:PORT or tracker://HOST:PORT/KEY")
+
+    def __str__(self) -> str:
+        if self.kind == "local":
+            return "local"
+        return f"{self.kind}://{self.host}:{self.port}" + (f"/{self.key}" if self.key else "")
+
+
+def direct_session(rpc_config):
+    """``f_create_session`` for ``rpc://``: connect to the server itself, no tracker.
+
+    The RPCConfig's tracker fields carry the server's host and port.
+    """
+    from tvm import rpc
+
+    return rpc.connect(rpc_config.tracker_host, int(rpc_config.tracker_port),
+                       session_timeout=rpc_config.session_timeout_sec)
+
+
+def _make_runner(device: DeviceURL, timeout_sec: int = 120):
+    from tvm.s_tir import meta_schedule as ms
+
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
+    if device.kind == "local":
+        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=timeout_sec)
+    key = device.key or "direct"
+    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=key,
+                                 session_timeout_sec=timeout_sec)
+    kwargs = {"f_create_session": direct_session} if device.kind == "rpc" else {}
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, **kwargs)
+
+
+def check_device(device: DeviceURL, timeout: float = 10.0) -> None:
+    """Fail fast when an RPC server or tracker does not answer.
+
+    Raises:
+        DeviceError: nothing listens at the address, or the tracker has no such key.
+    """
+    import socket
+
+    if device.kind == "local":
+        return
+    try:
+        socket.create_connection((device.host, device.port), timeout=timeout).close()
+    except OSError as exc:
+        raise DeviceError(f"{device} is unreachable: {exc.strerror or exc}",
+                          "start the RPC server/tracker, or check host and port") from exc
+    if device.kind == "tracker":
+        from tvm import rpc
+
+        try:
+            summary = rpc.connect_tracker(device.host, device.port).summary()
+        except Exception as exc:
+            raise DeviceError(f"{device} is not a TVM tracker: {exc}", "check the port") from exc
+        keys = {k for q in summary.get("queue_info", {}) for k in [q]}
+        if device.key not in keys:
+            raise DeviceError(f"the tracker at {device.host}:{device.port} has no device registered as "
+                              f"'{device.key}'", f"registered keys: {', '.join(sorted(keys)) or 'none'}")
+
+
+# --------------------------------------------------------------------------- tuning
+
+@dataclass
+class TuneProgress:
+    """What the progress callback sees after every measured batch."""
+
+    trials_done: int
+    trials_total: int | None
+    elapsed_s: float
+    deadline_s: float | None
+    est_latency_ms: float | None
+    tasks_measured: int
+    tasks_total: int
+
+
+@dataclass
+class TuneResult:
+    """Outcome of a tuning run.
+
+    Attributes:
+        database: Folder of the database.
+        trials: Candidates measured in this run.
+        records_before, records_after: Records in the database before/after the run.
+        seconds: Wall time of the run (s).
+        tasks: Number of tasks (fused kernels) tuned.
+        est_latency_ms: Sum over tasks of weight x best measured kernel time (ms).
+        device: Where candidates were measured (``local``, ``rpc://...``).
+        emulated: True when measured on the emulated device (figures are not device speed).
+    """
+
+    database: Path
+    trials: int
+    records_before: int
+    records_after: int
+    seconds: float
+    tasks: int
+    est_latency_ms: float | None
+    device: str
+    emulated: bool = False
+    per_task: list[dict[str, Any]] = field(default_factory=list)
+
+
+def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | None = None,
+         db: Path | None = None, device: str | None = None, per_iter: int = 16,
+         progress: Callable[[TuneProgress], None] | None = None, seed: int | None = None) -> TuneResult:
+    """Tune the fused kernels of ``mod`` for ``spec`` and add the records to the database.
+
+    Args:
+        mod: Relax module (from the same import as ``edgec build``).
+        spec: Target.
+        trials: Budget of new measured candidates (over all tasks).
+        minutes: Budget of wall time; tuning stops after the batch that passes it.
+        db: Database folder (default :func:`default_database_dir`).
+        device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
+        per_iter: Candidates per task per search iteration.
+        progress: Called after each measured batch.
+        seed: Search seed.
+
+    Returns:
+        A :class:`TuneResult`.
+
+    Raises:
+        UsageError: no budget given, or a CUDA target (not supported yet).
+        DeviceError: the device is unreachable.
+    """
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    if not trials and not minutes:
+        raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
+    if spec.kind != "cpu":
+        raise UsageError(f"tuning '{spec.name}' (CUDA) is not supported yet", "tune a CPU target")
+    where = DeviceURL.parse(device)
+    if where.kind == "local" and spec.arch != "x86_64":
+        raise UsageError(f"'{spec.name}' code cannot run on this machine",
+                         "measure on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
+    check_device(where)
+    folder = Path(db) if db is not None else default_database_dir(spec)
+    database = _json_database(folder, writable=True)
+    before = record_count(folder)
+    tasks = extract_tasks(mod, spec)
+    if not tasks:
+        raise UsageError("the model has no kernels to tune", "check the model")
+    work_dir = Path(tempfile.mkdtemp(prefix="edgec-tune-"))
+    from edgec.backends.tvm.env import captured_fds
+
+    with captured_fds():  # MetaSchedule announces its log folder on the console
+        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            tasks, str(work_dir), num_threads=int(spec.cpu_target.get("num-cores", 1) or 1), seed=seed)
+    _quiet_metaschedule_logs()
+    from edgec.backends.tvm.compile import tvm_target
+
+    target = tvm_target(spec)
+    best: dict[int, float] = {}
+    for i, t in enumerate(tasks):
+        rec = database.query_tuning_record(t.dispatched[0], target, t.task_name)
+        if rec is not None and rec.run_secs:
+            best[i] = 1e3 * sum(float(x) for x in rec.run_secs) / len(rec.run_secs)
+    start = time.perf_counter()
+    deadline = start + minutes * 60 if minutes else None
+    total = trials if trials else None
+    state = {"done": 0}
+    task_weights = [float(w) for w in weights]
+
+    def estimate() -> float | None:
+        if not best:
+            return None
+        return sum(task_weights[i] * ms_ for i, ms_ in best.items())
+
+    @derived_object
+    class Watch(PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+            state["done"] += len(runner_results)
+            for r in runner_results:
+                if r.error_msg is None and r.run_secs:
+                    ms_ = 1e3 * sum(float(x) for x in r.run_secs) / len(r.run_secs)
+                    best[task_id] = min(best.get(task_id, ms_), ms_)
+            if deadline is not None and time.perf_counter() > deadline:
+                for i in range(len(contexts)):
+                    task_scheduler.terminate_task(i)
+            if progress:
+                progress(TuneProgress(state["done"], total, time.perf_counter() - start,
+                                      None if deadline is None else deadline - start, estimate(),
+                                      len(best), len(contexts)))
+
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [Watch()]
+    budget = trials if trials else 10 ** 7
+    _quiet_metaschedule_logs()
+    try:
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=budget,
+                      num_trials_per_iter=per_iter, builder=_make_builder(spec), runner=_make_runner(where),
+                      database=database, cost_model="xgb", measure_callbacks=callbacks,
+                      task_scheduler="gradient")
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    per_task = [{"task": t.task_name, "weight": task_weights[i], "best_ms": best.get(i)}
+                for i, t in enumerate(tasks)]
+    return TuneResult(folder, state["done"], before, record_count(folder), time.perf_counter() - start,
+                      len(contexts), estimate(), str(where), emulated=is_emulated(where, spec), per_task=per_task)
+
+
+def _quiet_metaschedule_logs() -> None:
+    """MetaSchedule configures console handlers at INFO; keep only warnings on the console."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("tvm.s_tir.meta_schedule"):
+            lg = logging.getLogger(name)
+            lg.setLevel(logging.WARNING)
+            for h in lg.handlers:
+                if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
+                    h.setLevel(logging.WARNING)
+
+
+def is_emulated(device: DeviceURL, spec: TargetSpec) -> bool:
+    """A loopback device for a foreign ISA can only be the qemu-emulated one: its timings are not device speed."""
+    import platform
+
+    loopback = device.host in ("127.0.0.1", "localhost", "::1")
+    return device.kind != "local" and loopback and spec.arch != platform.machine()
