@@ -36,30 +36,46 @@ class LatencyStats:
         return dict(self.__dict__)
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup: int = 5,
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup: int = 5, block: int = 5,
                 progress: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
-    """Time each callable ``repeats`` times, round-robin, after ``warmup`` untimed rounds.
+    """Time each callable ``repeats`` times, interleaved in blocks, after ``warmup`` untimed calls each.
+
+    Runtimes keep their worker threads spinning for a while after a call (TVM's
+    thread pool, onnxruntime's intra-op pool). Alternating single calls would
+    make each engine run while the other's threads still spin -- on a 2-core
+    machine that doubles both latencies. So the engines alternate in blocks of
+    ``block`` calls, and the first call of each block (run while the previous
+    engine's threads wind down) is not timed. Block order alternates every round.
 
     Args:
         fns: ``{name: zero-argument callable}``; each call is one inference.
         repeats: Timed calls per callable.
-        warmup: Untimed rounds first (caches, thread pools, lazy init).
-        progress: Called with (round done, rounds) after each timed round.
+        warmup: Untimed calls of each callable first (caches, thread pools, lazy init).
+        block: Calls per block (``block - 1`` are timed).
+        progress: Called with (timed calls done, repeats) after each round.
 
     Returns:
         ``{name: [ms, ...]}`` samples in call order.
     """
-    for _ in range(warmup):
-        for fn in fns.values():
+    for fn in fns.values():
+        for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
-    for r in range(repeats):
+    timed_per_block = max(1, block - 1)
+    r = 0
+    while min(len(v) for v in samples.values()) < repeats:
         order = names if r % 2 == 0 else names[::-1]  # alternate order: no fixed first/second position
         for name in order:
-            t0 = time.perf_counter()
-            fns[name]()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
+            fn = fns[name]
+            fn()  # settle: the previous engine's threads are still spinning
+            for _ in range(timed_per_block):
+                if len(samples[name]) >= repeats:
+                    break
+                t0 = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
+        r += 1
         if progress:
-            progress(r + 1, repeats)
+            progress(min(len(v) for v in samples.values()), repeats)
     return samples

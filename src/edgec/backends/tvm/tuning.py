@@ -49,6 +49,7 @@ from edgec.targets import TargetSpec
 log = logging.getLogger(__name__)
 
 DB_FILES = ("database_workload.json", "database_tuning_record.json")
+CHUNK_TASKS = 3  # tasks per tune_tasks call: results are committed when a call returns
 SHIPPED_DIR = "tuning_db"
 
 
@@ -358,14 +359,22 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
          progress: Callable[[TuneProgress], None] | None = None, seed: int | None = None) -> TuneResult:
     """Tune the fused kernels of ``mod`` for ``spec`` and add the records to the database.
 
+    Tuning runs in rounds. Each round is one MetaSchedule ``tune_tasks`` call that
+    gives ``per_iter`` candidates to each selected task; the first round covers
+    every kernel without a record, later rounds the third of the kernels that
+    contribute most to the estimated latency (weight x best time). Records are
+    committed at the end of each task's batch, the XGBoost cost model is kept
+    across rounds, and the budgets are checked between rounds (a round of a
+    large model takes minutes on two cores).
+
     Args:
         mod: Relax module (from the same import as ``edgec build``).
         spec: Target.
         trials: Budget of new measured candidates (over all tasks).
-        minutes: Budget of wall time; tuning stops after the batch that passes it.
+        minutes: Budget of wall time; the round running when it expires finishes.
         db: Database folder (default :func:`default_database_dir`).
         device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
-        per_iter: Candidates per task per search iteration.
+        per_iter: Candidates per task per round.
         progress: Called after each measured batch.
         seed: Search seed.
 
@@ -379,6 +388,9 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+    from edgec.backends.tvm.compile import tvm_target
+    from edgec.backends.tvm.env import captured_fds
 
     if not trials and not minutes:
         raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
@@ -395,16 +407,9 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
     tasks = extract_tasks(mod, spec)
     if not tasks:
         raise UsageError("the model has no kernels to tune", "check the model")
-    work_dir = Path(tempfile.mkdtemp(prefix="edgec-tune-"))
-    from edgec.backends.tvm.env import captured_fds
-
-    with captured_fds():  # MetaSchedule announces its log folder on the console
-        contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            tasks, str(work_dir), num_threads=int(spec.cpu_target.get("num-cores", 1) or 1), seed=seed)
-    _quiet_metaschedule_logs()
-    from edgec.backends.tvm.compile import tvm_target
-
     target = tvm_target(spec)
+    cores = int(spec.cpu_target.get("num-cores", 1) or 1)
+    weights = [float(t.weight) for t in tasks]
     best: dict[int, float] = {}
     for i, t in enumerate(tasks):
         rec = database.query_tuning_record(t.dispatched[0], target, t.task_name)
@@ -412,45 +417,76 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
             best[i] = 1e3 * sum(float(x) for x in rec.run_secs) / len(rec.run_secs)
     start = time.perf_counter()
     deadline = start + minutes * 60 if minutes else None
-    total = trials if trials else None
-    state = {"done": 0}
-    task_weights = [float(w) for w in weights]
+    state = {"done": 0, "selected": []}
 
     def estimate() -> float | None:
-        if not best:
-            return None
-        return sum(task_weights[i] * ms_ for i, ms_ in best.items())
+        return sum(weights[i] * v for i, v in best.items()) if best else None
+
+    def report() -> None:
+        if progress:
+            progress(TuneProgress(state["done"], trials, time.perf_counter() - start,
+                                  None if deadline is None else deadline - start, estimate(), len(best), len(tasks)))
 
     @derived_object
     class Watch(PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
             state["done"] += len(runner_results)
+            i = state["selected"][task_id]
             for r in runner_results:
                 if r.error_msg is None and r.run_secs:
-                    ms_ = 1e3 * sum(float(x) for x in r.run_secs) / len(r.run_secs)
-                    best[task_id] = min(best.get(task_id, ms_), ms_)
-            if deadline is not None and time.perf_counter() > deadline:
-                for i in range(len(contexts)):
-                    task_scheduler.terminate_task(i)
-            if progress:
-                progress(TuneProgress(state["done"], total, time.perf_counter() - start,
-                                      None if deadline is None else deadline - start, estimate(),
-                                      len(best), len(contexts)))
+                    v = 1e3 * sum(float(x) for x in r.run_secs) / len(r.run_secs)
+                    best[i] = min(best.get(i, v), v)
+            report()
 
+    cost_model = ms.cost_model.XGBModel(num_tuning_cores=cores, tree_method="auto")
+    builder, runner = _make_builder(spec), _make_runner(where)
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [Watch()]
-    budget = trials if trials else 10 ** 7
-    _quiet_metaschedule_logs()
+    rounds = 0
+    report()
+    while True:
+        left = None if trials is None else trials - state["done"]
+        if (left is not None and left <= 0) or (deadline is not None and time.perf_counter() >= deadline):
+            break
+        untuned = [i for i in range(len(tasks)) if i not in best]
+        if untuned and rounds == 0:
+            selected = untuned
+        else:
+            ranked = sorted(range(len(tasks)), key=lambda i: -weights[i] * best.get(i, float("inf")))
+            selected = ranked[:max(1, (len(tasks) + 2) // 3)]
+        if left is not None:
+            selected = selected[:max(1, -(-left // per_iter))]
+        for chunk_start in range(0, len(selected), CHUNK_TASKS):
+            left = None if trials is None else trials - state["done"]
+            if (left is not None and left <= 0) or (deadline is not None and time.perf_counter() >= deadline):
+                break
+            _tune_chunk(ms, tasks, selected[chunk_start:chunk_start + CHUNK_TASKS], state, left, per_iter, cores,
+                        seed, rounds, builder, runner, database, cost_model, callbacks)
+        rounds += 1
+    per_task = [{"task": t.task_name, "weight": weights[i], "best_ms": best.get(i)} for i, t in enumerate(tasks)]
+    return TuneResult(folder, state["done"], before, record_count(folder), time.perf_counter() - start,
+                      len(tasks), estimate(), str(where), emulated=is_emulated(where, spec), per_task=per_task)
+
+
+def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, builder, runner, database,
+                cost_model, callbacks) -> None:
+    """One MetaSchedule ``tune_tasks`` call over a few tasks; its records are committed when it returns."""
+    from edgec.backends.tvm.env import captured_fds
+
+    state["selected"] = chunk
+    work_dir = Path(tempfile.mkdtemp(prefix="edgec-tune-"))
     try:
-        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(work_dir), max_trials_global=budget,
-                      num_trials_per_iter=per_iter, builder=_make_builder(spec), runner=_make_runner(where),
-                      database=database, cost_model="xgb", measure_callbacks=callbacks,
-                      task_scheduler="gradient")
+        with captured_fds():  # MetaSchedule announces its log folder on the console
+            contexts, ctx_weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [tasks[i] for i in chunk], str(work_dir), num_threads=cores,
+                seed=None if seed is None else seed + rounds)
+        _quiet_metaschedule_logs()
+        budget = len(chunk) * per_iter if left is None else min(left, len(chunk) * per_iter)
+        ms.tune_tasks(tasks=contexts, task_weights=ctx_weights, work_dir=str(work_dir), max_trials_global=budget,
+                      max_trials_per_task=per_iter, num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                      database=database, cost_model=cost_model, measure_callbacks=callbacks,
+                      task_scheduler="round-robin")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
-    per_task = [{"task": t.task_name, "weight": task_weights[i], "best_ms": best.get(i)}
-                for i, t in enumerate(tasks)]
-    return TuneResult(folder, state["done"], before, record_count(folder), time.perf_counter() - start,
-                      len(contexts), estimate(), str(where), emulated=is_emulated(where, spec), per_task=per_task)
 
 
 def _quiet_metaschedule_logs() -> None:
