@@ -53,3 +53,31 @@ def run_cli(capsys):
         return exc.value.code, out.out, out.err
 
     return _run
+
+
+def tiny_cnn(path: Path, channels: int = 8, size: int = 16) -> Path:
+    """A two-conv CNN with random weights saved at ``path`` (input ``x`` of shape (1, 3, size, size))."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1 = numpy_helper.from_array(rng.standard_normal((channels, 3, 3, 3)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(rng.standard_normal(channels).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(rng.standard_normal((4, channels, 1, 1)).astype(np.float32), "w2")
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+             helper.make_node("GlobalAveragePool", ["c2"], ["p"], name="pool"),
+             helper.make_node("Flatten", ["p"], ["y"], name="flatten")]
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", 1, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4])], [w1, b1, w2])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

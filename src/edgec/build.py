@@ -301,21 +301,28 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
     from edgec.backends.tvm import tuning
     from edgec.backends.tvm.compile import compile_module
 
-    database, db_label = (tuning.open_database(spec, opts.tune_db) if opts.use_tune_db else (None, None))
+    if opts.use_tune_db:
+        tuning.open_user_database(spec, opts.tune_db)  # a bad --db fails before any work
     steps = _Steps(say)
     low = lower(opts, steps)
     from edgec.backends.tvm.compile import tvm_target
     from edgec.backends.tvm.pipeline import fused_module
 
     fused = steps.run("legalize and fuse", lambda: fused_module(low.mod, tvm_target(spec)))
+    database, db_label = None, None
+    if opts.use_tune_db and spec.kind == "cpu":
+        tasks = steps.run("look up tuning records", lambda: tuning.extract_tasks(low.mod, spec, fused))
+        database, db_label = tuning.open_database(spec, opts.tune_db, tasks)
     kernels = steps.run("count fused kernels", lambda: _kernel_counts(
         low.prepared, fused, low.shapes, low.dtypes, spec, any(p.get("applied") for p in low.records)))
     name = opts.name or f"{low.source.name}-{spec.name}"
     final_dir = Path(opts.out_dir) / name
     with staging_dir(final_dir) as tmp:
         library = tmp / spec.library
-        compiled = steps.run(f"compile for {spec.name}", lambda: compile_module(fused, spec, library, database,
-                                                                                    prefused=True))
+        kernels_lib = tmp / KERNELS_LIBRARY if spec.kind == "cpu" else None
+        compiled = steps.run(f"compile for {spec.name}", lambda: compile_module(
+            fused, spec, library, database, prefused=True, kernels_library=kernels_lib))
+        steps.run("kernel and memory map", lambda: write_json(tmp / KERNELS_JSON, kernel_map(low, fused, spec)))
         if database is not None:
             compiled.tuned_tasks, compiled.total_tasks = steps.run(
                 "count tuned kernels", lambda: tuning.count_tuned(low.mod, spec, database, fused))
@@ -338,6 +345,24 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
                 + ("" if verification.get("top1_match") is not False else ", top-1 differs"),
                 "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
     return BuildResult(final_dir, report, manifest)
+
+
+KERNELS_LIBRARY = "kernels.so"
+KERNELS_JSON = "kernels.json"
+
+
+def kernel_map(low: Lowered, fused, spec: TargetSpec) -> dict[str, Any]:
+    """``kernels.json``: fused kernels in call order with shapes and ONNX nodes, and the memory plan."""
+    from edgec.backends.tvm.compile import tvm_target
+    from edgec.backends.tvm.kernel_info import kernel_calls, live_activation_bytes, map_onnx_nodes, planned_memory
+
+    calls = kernel_calls(fused)
+    map_onnx_nodes(calls, [(n.name or n.output[0], n.op_type) for n in low.final.graph.node])
+    memory = planned_memory(fused, tvm_target(spec))
+    live = live_activation_bytes(calls)
+    memory["peak_live_activation_bytes"] = max(live) if live else 0
+    return {"calls": calls, "live_activation_bytes": live, "memory": memory,
+            "library": KERNELS_LIBRARY if spec.kind == "cpu" else None}
 
 
 def _kernel_counts(prepared, fused, shapes, dtypes, spec: TargetSpec, passes_changed: bool) -> dict[str, Any]:

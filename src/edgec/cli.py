@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from edgec.errors import EdgecError, UsageError
+from edgec.errors import DeviceError, EdgecError, UsageError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgec: compile vision models for edge devices with TVM, verified against onnxruntime.")
@@ -27,6 +27,10 @@ zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets.")
 app.add_typer(zoo_app, name="zoo")
 passes_app = typer.Typer(no_args_is_help=True, help="Graph passes.")
+report_app = typer.Typer(no_args_is_help=True, help="Reports.")
+device_app = typer.Typer(no_args_is_help=True, help="Devices: an emulated board and a tracker for fleets.")
+app.add_typer(report_app, name="report")
+app.add_typer(device_app, name="device")
 app.add_typer(targets_app, name="targets")
 app.add_typer(passes_app, name="passes")
 
@@ -212,6 +216,172 @@ def tune(
 
 
 @app.command()
+def profile(
+    model: Annotated[str, typer.Argument(help="An artifact folder, a zoo name or an .onnx file (built first).")],
+    device: Annotated[str, typer.Option(help="local, rpc://HOST:PORT or tracker://HOST:PORT/KEY.")] = "local",
+    target: Annotated[str, typer.Option("--target", "-t", help="Target when building first.")] = "host",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default ARTIFACT/profile).")]
+    = None,
+    threads: Annotated[Optional[int], typer.Option(help="Threads (default: the target's cores).")] = None,
+    repeats: Annotated[int, typer.Option(help="Timed end-to-end runs.")] = 50,
+    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
+    timeout: Annotated[float, typer.Option(help="Seconds before giving up on a remote device (session limit); partial results are kept.")] = 600.0,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also time onnxruntime (local).")]
+    = True,
+    input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
+    passes: Annotated[str, typer.Option(help="Pass pipeline when building first.")] = "default",
+    db: Annotated[Optional[Path], typer.Option(help="Tuning database when building first.")] = None,
+    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", help="Apply the tuning database.")] = True,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Verify when building first.")] = True,
+) -> None:
+    """Latency (end to end and per kernel) and memory of MODEL on DEVICE; writes report.json/.md/.html."""
+    from edgec.artifact import write_json
+    from edgec.profiling.html import render_html
+    from edgec.profiling.profiler import ProfileOptions, profile_artifact
+    from edgec.profiling.report import render_markdown
+
+    artifact = Path(model)
+    if not (artifact.is_dir() and (artifact / "manifest.json").exists()):
+        from edgec.build import BuildOptions
+        from edgec.build import build as run_build
+
+        opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, tune_db=db,
+                            use_tune_db=tune_db, verify=verify)
+        with _StepPrinter() as printer:
+            artifact = run_build(opts, progress=printer).artifact
+    popts = ProfileOptions(device=device, threads=threads, repeats=repeats, warmup=warmup, baseline=baseline,
+                           timeout_s=timeout)
+    with _StepPrinter() as printer:
+        report = profile_artifact(artifact, popts, progress=printer)
+    folder = out or artifact / "profile"
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "report.json", report)
+    (folder / "report.md").write_text(render_markdown(report))
+    (folder / "report.html").write_text(render_html(report))
+    print_profile_summary(report, folder)
+    if not report.get("complete", True):
+        raise DeviceError(f"the profile is incomplete: {report['profile'].get('error')}",
+                          f"partial results kept in {folder / 'report.json'}")
+
+
+def print_profile_summary(report: dict, folder: Path) -> None:
+    """One screen: p50/p90, ratio vs onnxruntime, top 5 kernels, memory."""
+    from edgec.profiling.report import human_bytes, top_kernels
+
+    p = report["profile"]
+    lat = p["latency"].get("edgec", {})
+    if p.get("emulated"):
+        console.print("[bold yellow]EMULATED device (qemu): timings are not device speed[/]")
+    head = (f"[bold]{report['model']['name']}[/] on [bold]{report['target']['name']}[/] via {p['device']['url']}, "
+            f"threads {p.get('threads') or p['device'].get('threads')}")
+    console.print(head)
+    if lat:
+        line = (f"latency p50 [bold]{lat['latency_ms_p50']:.3f} ms[/], p90 {lat['latency_ms_p90']:.3f} ms, "
+                f"min {lat['latency_ms_min']:.3f}, max {lat['latency_ms_max']:.3f} ({lat['runs']} runs)")
+        console.print(line)
+    if "ratio_vs_onnxruntime_p50" in p["latency"]:
+        ort = p["latency"]["onnxruntime"]
+        console.print(f"onnxruntime p50 {ort['latency_ms_p50']:.3f} ms → edgec/ORT = "
+                      f"[bold]{p['latency']['ratio_vs_onnxruntime_p50']:.2f}[/]")
+    if p.get("kernels"):
+        t = Table(title=f"top 5 kernels (sum of kernels {p['kernels_total_ms']:.3f} ms)", title_justify="left")
+        for col in ("kernel", "calls", "ms", "share", "ONNX nodes"):
+            t.add_column(col, justify="left" if col in ("kernel", "ONNX nodes") else "right")
+        for k in top_kernels(p, 5):
+            nodes = ", ".join(k["onnx_nodes"][:3]) + (" …" if len(k["onnx_nodes"]) > 3 else "")
+            t.add_row(k["kernel"], str(k["calls"]), f"{k['time_ms']:.3f}", f"{100 * k['share']:.1f}%", nodes)
+        console.print(t)
+    m = p["memory"]
+    parts = [f"{label} {human_bytes(m.get(key))}" for label, key in (
+        ("planned activations", "planned_activation_bytes"), ("weights", "weight_bytes"),
+        ("artifact", "artifact_bytes"), ("peak RSS", "peak_rss_bytes")) if m.get(key) is not None]
+    console.print("memory: " + ", ".join(parts))
+    console.print(f"[bold green]report:[/] {folder / 'report.md'} (.json, .html)")
+
+
+@report_app.command("compare")
+def report_compare(
+    a: Annotated[Path, typer.Argument(help="First report.json.")],
+    b: Annotated[Path, typer.Argument(help="Second report.json.")],
+) -> None:
+    """Print the difference between two reports (e.g. before/after a pass, rpi4 vs host)."""
+    from edgec.profiling.compare import compare, load_report
+
+    diff = compare(load_report(a), load_report(b))
+    t = Table(title=f"A = {diff['a']}\nB = {diff['b']}", title_justify="left")
+    for col in ("metric", "A", "B", "B/A", "better"):
+        t.add_column(col, justify="left" if col == "metric" else "right")
+
+    def fmt(v):
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    for r in diff["metrics"]:
+        ratio = "-" if r["ratio_b_over_a"] is None else f"{r['ratio_b_over_a']:.3f}"
+        t.add_row(r["metric"], fmt(r["a"]), fmt(r["b"]), ratio, r["better"] or "")
+    console.print(t)
+    if diff["kernels"]:
+        k = Table(title="largest per-kernel changes (ms)", title_justify="left")
+        for col in ("kernel", "A", "B", "B-A"):
+            k.add_column(col, justify="left" if col == "kernel" else "right")
+        for r in diff["kernels"]:
+            k.add_row(r["kernel"], fmt(r["a_ms"]), fmt(r["b_ms"]), f"{r['delta_ms']:+.3f}")
+        console.print(k)
+    if diff["emulated"]:
+        console.print("[yellow]at least one report is from an emulated device: its timings are not device speed[/]")
+
+
+@device_app.command("emulate")
+def device_emulate(
+    target: Annotated[str, typer.Argument(help="aarch64 target to emulate (rpi4, rpi5).")] = "rpi4",
+    port: Annotated[int, typer.Option(help="Port of the RPC server.")] = 9090,
+    host: Annotated[str, typer.Option(help="Address to bind (keep loopback).")] = "127.0.0.1",
+    tracker: Annotated[Optional[str], typer.Option(help="Register with this tracker, HOST:PORT.")] = None,
+    key: Annotated[Optional[str], typer.Option(help="Device key at the tracker (default: the target name).")]
+    = None,
+) -> None:
+    """Run TVM's RPC server inside the qemu-aarch64 rootfs until Ctrl-C (timings are emulated)."""
+    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+    from edgec.targets import get_target
+
+    spec = get_target(target)
+    if spec.arch != "aarch64" or spec.kind != "cpu":
+        raise UsageError(f"only aarch64 CPU targets can be emulated, not '{target}'", "use rpi4 or rpi5")
+    with _StepPrinter() as printer:
+        proc = start_rpc_server(port=port, host=host, tracker=tracker, key=key or target, progress=printer)
+    where = f"rpc://{host}:{port}" + (f" (registered at tracker {tracker} as '{key or target}')" if tracker else "")
+    console.print(f"[bold]emulated {target}[/] serving at {where}; [yellow]timings are emulated, "
+                  f"not device speed[/]; Ctrl-C stops it")
+    try:
+        while proc.poll() is None:
+            __import__("time").sleep(1)
+    finally:
+        stop_rpc_server(proc)
+    if proc.returncode not in (0, -15, -9, None):
+        raise DeviceError(f"the emulated RPC server stopped (exit code {proc.returncode})", "rerun with --debug")
+
+
+@device_app.command("tracker")
+def device_tracker(
+    port: Annotated[int, typer.Option(help="Port of the tracker.")] = 9190,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Run a TVM RPC tracker (boards register with it under a key; profile/tune with tracker://HOST:PORT/KEY)."""
+    from tvm.rpc.tracker import Tracker
+
+    tr = Tracker(host=host, port=port, port_end=port + 1, silent=True)
+    console.print(f"TVM tracker at {host}:{tr.port}; Ctrl-C stops it")
+    try:
+        while True:
+            __import__("time").sleep(1)
+    finally:
+        tr.terminate()
+
+
+@app.command()
 def run(
     artifact: Annotated[Path, typer.Argument(help="Artifact folder built for the host target.")],
     image: Annotated[Path, typer.Option("--image", help="Image file (PNG, JPEG...).")],
@@ -329,3 +499,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["app", "main", "UsageError"]
+
+
+if __name__ == "__main__":
+    main()

@@ -46,6 +46,7 @@ PYTHON = "/usr/bin/python3.11"
 TVMENV = "/opt/tvmenv"
 READY = ".edgec-ready"
 APT_PACKAGES = "qemu-user-static debootstrap"
+EXTRA_PACKAGES = ("cloudpickle",)  # TVM's RPC server forks workers through cloudpickle
 
 
 def _tvm_versions() -> tuple[str, str]:
@@ -103,6 +104,7 @@ def ensure_rootfs(progress: Callable[[str], None] | None = None) -> Path:
     """
     root = rootfs_path()
     if (root / READY).exists():
+        _add_missing_packages(root)
         return root
     check_tools()
     say = progress or (lambda _msg: None)
@@ -141,18 +143,28 @@ def _build_rootfs(tmp: Path, say: Callable[[str], None]) -> None:
     tvm_v, ffi_v = _tvm_versions()
     _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--target", str(tmp / TVMENV.lstrip("/")),
           "--platform", "manylinux_2_28_aarch64", "--python-version", "3.11", "--implementation", "cp",
-          "--only-binary=:all:", f"apache-tvm=={tvm_v}", f"apache-tvm-ffi=={ffi_v}", "numpy"],
+          "--only-binary=:all:", f"apache-tvm=={tvm_v}", f"apache-tvm-ffi=={ffi_v}", "numpy", *EXTRA_PACKAGES],
          "pip install of the aarch64 TVM wheels")
     for lib in (tmp / TVMENV.lstrip("/") / "tvm" / "lib").glob("libtvm_compiler*"):
         lib.unlink()
     (tmp / READY).write_text(f"built in {time.perf_counter() - start:.0f} s\n")
 
 
+def _add_missing_packages(root: Path) -> None:
+    """Bring a rootfs made by an older edgec up to date (pure-Python extras only)."""
+    target = root / TVMENV.lstrip("/")
+    missing = [p for p in EXTRA_PACKAGES if not (target / p).exists()]
+    if missing:
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-cache-dir", "--target", str(target),
+              "--platform", "manylinux_2_28_aarch64", "--python-version", "3.11", "--implementation", "cp",
+              "--only-binary=:all:", *missing], "pip install into the emulated rootfs")
+
+
 def emulated_env(root: Path) -> dict[str, str]:
     """Environment for the emulated Python."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "LD_", "VIRTUAL_ENV"))}
     env.update({"PYTHONPATH": TVMENV, "TVM_USE_RUNTIME_LIB": "1", "QEMU_LD_PREFIX": str(root),
-                "PYTHONDONTWRITEBYTECODE": "1"})
+                "PYTHONDONTWRITEBYTECODE": "1", "TVM_THREAD_POOL_SPIN_COUNT": "1000000"})
     return env
 
 
@@ -198,3 +210,115 @@ def run_artifact(library: str | Path, inputs: list[np.ndarray], timeout: float =
                               "rerun with --debug; check the target's mcpu/mattr")
         with np.load(tmpd / "outputs.npz") as data:
             return [data[f"out{i}"] for i in range(len(data.files))]
+
+
+# --------------------------------------------------------------------------- RPC server
+
+def _helpers(root: Path) -> Path:
+    """Host-side helpers for the emulated Python: a wrapper re-entering qemu, and a sitecustomize.
+
+    TVM's RPC server starts child Pythons through ``sys.executable``; without
+    binfmt the kernel cannot execute the aarch64 binary directly, so
+    ``sitecustomize`` points ``sys.executable`` (and multiprocessing) at a host
+    shell script that runs the emulated interpreter under qemu.
+    """
+    folder = cache_dir("emulator", root.name)
+    wrapper = folder / "python3-aarch64"
+    wrapper.write_text(f"#!/bin/sh\nexec qemu-aarch64-static -L '{root}' '{root}{PYTHON}' \"$@\"\n")
+    wrapper.chmod(0o755)
+    (folder / "sitecustomize.py").write_text(
+        "import sys\n"
+        f"sys.executable = {str(wrapper)!r}\n"
+        "try:\n    import multiprocessing\n    multiprocessing.set_executable(sys.executable)\n"
+        "except Exception:\n    pass\n")
+    return folder
+
+
+def rpc_server_command(root: Path, host: str, port: int, tracker: str | None = None,
+                       key: str | None = None) -> tuple[list[str], dict[str, str]]:
+    """Command line and environment of TVM's RPC server inside the emulated device."""
+    helpers = _helpers(root)
+    args = ["-m", "tvm.exec.rpc_server", "--host", host, "--port", str(port), "--port-end", str(port + 1)]
+    if tracker:
+        args += ["--tracker", tracker, "--key", key or "rpi4"]
+    env = emulated_env(root)
+    env["PYTHONPATH"] = f"{TVMENV}:{helpers}"
+    return python_command(root, *args), env
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _tracker_has(tracker: str, key: str) -> bool:
+    from tvm import rpc
+
+    host, _, port = tracker.rpartition(":")
+    try:
+        summary = rpc.connect_tracker(host, int(port)).summary()
+    except Exception:
+        return False
+    return key in summary.get("queue_info", {}) or any(key in str(s) for s in summary.get("server_info", []))
+
+
+def start_rpc_server(port: int = 9090, host: str = "127.0.0.1", tracker: str | None = None, key: str = "rpi4",
+                     progress: Callable[[str], None] | None = None, ready_timeout: float = 180,
+                     log_file: Path | None = None) -> subprocess.Popen:
+    """Start TVM's RPC server in the emulated aarch64 device; return once it accepts sessions.
+
+    The server runs in its own process group (stop it with :func:`stop_rpc_server`).
+    Only loopback addresses are meant for tests; emulated timings are not device speed.
+
+    Raises:
+        UsageError: the port is taken.
+        ToolchainError, DeviceError: set-up failed, or the server did not come up in time.
+    """
+    from edgec.errors import UsageError
+
+    if _port_open(host, port):
+        raise UsageError(f"port {port} on {host} is already in use", "pick another --port")
+    if tracker:
+        t_host, _, t_port = tracker.rpartition(":")
+        if not t_port.isdigit() or not _port_open(t_host, int(t_port)):
+            raise DeviceError(f"the tracker {tracker} is unreachable", "start it first: edgec device tracker")
+    root = ensure_rootfs(progress)
+    cmd, env = rpc_server_command(root, host, port, tracker, key)
+    log_file = log_file or (cache_dir("emulator") / f"rpc-{port}.log")
+    if progress:
+        progress(f"starting the emulated RPC server on {host}:{port}")
+    with open(log_file, "w") as log_fh:
+        proc = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise DeviceError(f"the emulated RPC server exited: {tail[0][:200]}", f"see {log_file}")
+        if _port_open(host, port) and (tracker is None or _tracker_has(tracker, key)):
+            return proc
+        time.sleep(0.5)
+    stop_rpc_server(proc)
+    raise DeviceError(f"the emulated RPC server did not come up within {ready_timeout:.0f} s", f"see {log_file}")
+
+
+def stop_rpc_server(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """Stop the server and every process it started (its whole process group)."""
+    import signal
+
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

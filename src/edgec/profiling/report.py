@@ -119,6 +119,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"standalone element-wise/layout kernels: {len(k.get('standalone_before_passes', []))} → "
                   f"{len(k.get('standalone_after_passes', []))}.", ""]
     lines += ["## Verification", "", verification_line(report.get("verification")), ""]
+    if report.get("profile"):
+        lines += profile_markdown(report)
     steps = report.get("steps") or []
     if steps:
         lines += ["## Steps", "", "| step | time |", "|---|---|"]
@@ -126,3 +128,62 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()), ""]
     return "\n".join(lines)
+
+
+def top_kernels(profile: dict[str, Any], n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` kernels with the largest total time (calls of one kernel summed)."""
+    totals: dict[str, dict[str, Any]] = {}
+    for row in profile.get("kernels", []):
+        t = totals.setdefault(row["kernel"], {"kernel": row["kernel"], "time_ms": 0.0, "calls": 0, "onnx_nodes": []})
+        t["time_ms"] += row["time_ms"]
+        t["calls"] += 1
+        t["onnx_nodes"] += row.get("onnx_nodes", [])
+    total = sum(t["time_ms"] for t in totals.values()) or 1.0
+    out = sorted(totals.values(), key=lambda t: -t["time_ms"])[:n]
+    for t in out:
+        t["share"] = t["time_ms"] / total
+    return out
+
+
+def _nodes(names: list[str], limit: int = 3) -> str:
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit})" if len(names) > limit else "") if names else "-"
+
+
+def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
+    """Markdown lines of the ``profile`` section: latency, top layers, memory, environment."""
+    p = report["profile"]
+    lat = p.get("latency", {})
+    lines = ["## Latency", ""]
+    if p.get("emulated"):
+        lines += ["> **Emulated device (qemu):** these timings are not the speed of a real device.", ""]
+    if not report.get("complete", True):
+        lines += [f"> **Incomplete:** {p.get('error', 'the run stopped early')}", ""]
+    lines += [f"device `{p['device'].get('url')}`, threads {p.get('threads') or p['device'].get('threads')}", "",
+              "| runtime | runs | min ms | p50 ms | p90 ms | max ms |", "|---|---|---|---|---|---|"]
+    for name in ("edgec", "onnxruntime"):
+        if name in lat:
+            s = lat[name]
+            lines.append(f"| {name} | {s['runs']} | {s['latency_ms_min']:.3f} | {s['latency_ms_p50']:.3f} | "
+                         f"{s['latency_ms_p90']:.3f} | {s['latency_ms_max']:.3f} |")
+    if "ratio_vs_onnxruntime_p50" in lat:
+        lines += ["", f"**edgec p50 / onnxruntime p50 = {lat['ratio_vs_onnxruntime_p50']:.2f}** (interleaved in one run)"]
+    lines.append("")
+    if p.get("kernels"):
+        lines += [f"## Top {top} kernels", "", f"sum of kernel times {p['kernels_total_ms']:.3f} ms "
+                  f"over {len(p['kernels'])} calls", "", "| kernel | calls | ms | share | ONNX nodes |",
+                  "|---|---|---|---|---|"]
+        for k in top_kernels(p, top):
+            lines.append(f"| `{k['kernel']}` | {k['calls']} | {k['time_ms']:.3f} | {100 * k['share']:.1f}% | "
+                         f"{_nodes(k['onnx_nodes'])} |")
+        lines.append("")
+    m = p.get("memory", {})
+    lines += ["## Memory", "", "| | bytes |", "|---|---|"]
+    for key in ("planned_activation_bytes", "peak_live_activation_bytes", "weight_bytes", "library_bytes",
+                "artifact_bytes", "peak_rss_bytes"):
+        if m.get(key) is not None:
+            lines.append(f"| {key} | {m[key]:,} ({human_bytes(m[key])}) |")
+    lines.append("")
+    env = p.get("environment")
+    if env:
+        lines += ["## Environment", "", ", ".join(f"{k}: {v}" for k, v in env.items() if v is not None), ""]
+    return lines

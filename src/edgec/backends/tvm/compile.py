@@ -72,7 +72,7 @@ def _export(ex, spec: TargetSpec, path: Path) -> None:
 
 
 def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = None,
-                   prefused: bool = False) -> CompileResult:
+                   prefused: bool = False, kernels_library: str | Path | None = None) -> CompileResult:
     """Lower ``mod`` with edgec's Relax pipeline and export the device library.
 
     Args:
@@ -81,6 +81,10 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
         library: Output path of the shared library (``.so``).
         database: MetaSchedule database to apply (tuned schedules), or None.
         prefused: ``mod`` is already the output of ``pipeline.fused_module`` (saves redoing it).
+        kernels_library: Also export the compiled kernels alone (no VM, no weights) here: each
+            kernel is then a top-level function, which is what per-kernel profiling times with
+            ``time_evaluator`` -- also over RPC, where the VM library's kernels are not reachable.
+            CPU targets only.
 
     Returns:
         A :class:`CompileResult`.
@@ -108,6 +112,8 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
             with captured_fds():
                 ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
                 _export(ex, spec, library)
+                if kernels_library is not None and ex.mod.imports:
+                    _export(ex.mod.imports[0], spec, Path(kernels_library))
     except (ToolchainError, KeyboardInterrupt):
         raise
     except Exception as exc:

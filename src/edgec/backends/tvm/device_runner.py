@@ -2,18 +2,22 @@
 
 Used on devices and inside the emulated aarch64 rootfs::
 
-    python device_runner.py model.so inputs.npz outputs.npz
+    python device_runner.py model.so inputs.npz outputs.npz [--repeat N]
 
 ``inputs.npz`` holds arrays ``arg0, arg1, ...`` in graph input order;
-``outputs.npz`` receives ``out0, out1, ...`` in graph output order. Only NumPy
-and the ``tvm`` runtime are imported (``TVM_USE_RUNTIME_LIB=1`` skips the
-compiler library).
+``outputs.npz`` receives ``out0, out1, ...`` in graph output order. With
+``--repeat N`` the model runs N times and the last line printed is JSON with the
+process's peak resident memory (``peak_rss_bytes``). Only NumPy and the ``tvm``
+runtime are imported (``TVM_USE_RUNTIME_LIB=1`` skips the compiler library).
 """
 
 import os
 import sys
 
 os.environ.setdefault("TVM_USE_RUNTIME_LIB", "1")
+# As on a device: no PyTorch. tvm_ffi imports torch when it is installed (DLPack
+# interop), which would add ~500 MB to the memory this process reports.
+sys.modules.setdefault("torch", None)
 
 import numpy as np  # noqa: E402
 import tvm  # noqa: E402
@@ -31,11 +35,18 @@ def _flatten(value):
 
 def main(argv):
     library, inputs, outputs = argv[1:4]
+    repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 1
     vm = VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
     data = np.load(inputs)
     args = [tvm.runtime.tensor(data[f"arg{i}"]) for i in range(len(data.files))]
-    result = _flatten(vm["main"](*args))
+    for _ in range(repeat):
+        result = _flatten(vm["main"](*args))
     np.savez(outputs, **{f"out{i}": r for i, r in enumerate(result)})
+    if "--repeat" in argv:
+        import json
+        import resource
+
+        print(json.dumps({"peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))
     return 0
 
 

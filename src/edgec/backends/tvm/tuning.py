@@ -60,17 +60,104 @@ def default_database_dir(spec: TargetSpec) -> Path:
     return cache_dir("tuning") / f"{spec.key()}-tvm{version('apache-tvm')}"
 
 
-def shipped_database_dir(spec: TargetSpec) -> Path | None:
-    """The database shipped with edgec that applies to ``spec``, if any.
+SHIPPED_CLASS = "x86_64-avx512"
+SHIPPED_FILE = "records.jsonl"
 
-    edgec ships records for the default zoo models on the ``host`` target class
-    x86-64 with AVX-512 (``tuning_db/x86_64-avx512``).
+
+def shipped_records_file(spec: TargetSpec) -> Path | None:
+    """The records shipped with edgec that apply to ``spec``, if any.
+
+    edgec ships the best record per kernel of the default zoo models for the
+    ``host`` target class x86-64 with AVX-512 (``tuning_db/x86_64-avx512/records.jsonl``).
     """
     if spec.arch != "x86_64" or "avx512f" not in spec.extra.get("isa", []):
         return None
-    folder = resources.files("edgec.backends.tvm").joinpath(SHIPPED_DIR, "x86_64-avx512")
-    path = Path(str(folder))
-    return path if (path / DB_FILES[1]).is_file() else None
+    path = Path(str(resources.files("edgec.backends.tvm").joinpath(SHIPPED_DIR, SHIPPED_CLASS, SHIPPED_FILE)))
+    return path if path.is_file() else None
+
+
+def shipped_database(spec: TargetSpec, tasks: list) -> tuple[Any, int]:
+    """An in-memory database with the shipped records of ``tasks`` (matched by structural hash).
+
+    The shipped file holds no workloads (each is a whole TIR function, ~75 kB of
+    JSON): a record is keyed by its workload's structural hash, and the workload
+    is the task's own function, recomputed at build time.
+
+    Returns:
+        ``(MemoryDatabase or None, number of tasks matched)``.
+    """
+    path = shipped_records_file(spec)
+    if path is None:
+        return None, 0
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    records = {}
+    with open(path) as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                records[row["shash"]] = row
+    db = ms.database.MemoryDatabase()
+    matched = 0
+    for task in tasks:
+        mod = task.dispatched[0]
+        row = records.get(str(tvm_ffi.structural_hash(mod)))
+        if row is None:
+            continue
+        workload = db.commit_workload(mod)
+        db.commit_tuning_record(ms.database.TuningRecord.from_json(row["record"], workload))
+        matched += 1
+    return (db if matched else None), matched
+
+
+def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
+    """Write the best record of each of ``tasks`` found in database ``folder`` to ``out`` (JSON lines).
+
+    Returns:
+        Number of records written.
+    """
+    import tvm_ffi
+
+    from edgec.backends.tvm.compile import tvm_target
+
+    database = _json_database(folder, writable=False)
+    target = tvm_target(spec)
+    seen, rows = set(), []
+    for task in tasks:
+        mod = task.dispatched[0]
+        shash = str(tvm_ffi.structural_hash(mod))
+        if shash in seen:
+            continue
+        rec = database.query_tuning_record(mod, target, task.task_name)
+        if rec is None:
+            continue
+        seen.add(shash)
+        top = database.get_top_k(database.commit_workload(mod), 1)[0]
+        rows.append({"shash": shash, "task": task.task_name,
+                     "run_ms": 1e3 * sum(float(x) for x in top.run_secs) / len(top.run_secs),
+                     "record": json.loads(tvm_ffi.dumps_json(top.as_json()) if hasattr(tvm_ffi, "dumps_json")
+                                          else _to_py_json(top.as_json()))})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
+    tmp.replace(out)
+    (out.parent / "metadata.json").write_text(json.dumps(
+        {"target_class": SHIPPED_CLASS, "tvm": version("apache-tvm"), "models": models, "records": len(rows),
+         "measured_on": spec.to_dict()}, indent=1, default=str) + "\n")
+    return len(rows)
+
+
+def _to_py_json(obj) -> str:
+    """JSON text of a TVM ffi JSON value (Array/Map/str/int/float)."""
+    def conv(o):
+        if isinstance(o, (str, int, float)) or o is None:
+            return o
+        if hasattr(o, "items"):
+            return {str(k): conv(v) for k, v in o.items()}
+        return [conv(x) for x in o]
+
+    return json.dumps(conv(obj))
 
 
 def repair_database(folder: Path) -> int:
@@ -121,15 +208,8 @@ def _json_database(folder: Path, writable: bool):
     return ms.database.JSONDatabase(work_dir=str(folder), allow_missing=writable)
 
 
-def open_database(spec: TargetSpec, path: Path | None) -> tuple[Any, str | None]:
-    """The database ``edgec build`` applies: the user's (``--db`` or the cache) and the shipped one.
-
-    Args:
-        spec: Target.
-        path: ``--db`` folder, or None for the default.
-
-    Returns:
-        ``(database, description)``, or ``(None, None)`` when no records exist.
+def open_user_database(spec: TargetSpec, path: Path | None) -> tuple[Any, str | None]:
+    """The user's database (``--db`` or the cache folder of ``spec``), or ``(None, None)`` if it is empty.
 
     Raises:
         UsageError: ``--db`` names a folder that holds no database.
@@ -138,21 +218,35 @@ def open_database(spec: TargetSpec, path: Path | None) -> tuple[Any, str | None]
     if path is not None and record_count(user) == 0:
         raise UsageError(f"--db {user} holds no tuning records",
                          f"tune first: edgec tune MODEL --target {spec.name} --db {user}")
-    dbs, labels = [], []
-    if record_count(user):
-        dbs.append(_json_database(user, writable=False))
-        labels.append(str(user))
-    shipped = shipped_database_dir(spec) if path is None else None
-    if shipped is not None:
-        dbs.append(_json_database(shipped, writable=False))
-        labels.append(f"shipped {shipped.name}")
-    if not dbs:
+    if not record_count(user):
         return None, None
-    if len(dbs) == 1:
-        return dbs[0], labels[0]
+    return _json_database(user, writable=False), str(user)
+
+
+def open_database(spec: TargetSpec, path: Path | None, tasks: list | None = None) -> tuple[Any, str | None]:
+    """The database ``edgec build`` applies: the user's plus, without ``--db``, the shipped records.
+
+    Args:
+        spec: Target.
+        path: ``--db`` folder, or None for the default.
+        tasks: The model's tasks (:func:`extract_tasks`), needed to use the shipped records.
+
+    Returns:
+        ``(database, description)``, or ``(None, None)`` when there are no records.
+
+    Raises:
+        UsageError: ``--db`` names a folder that holds no database.
+    """
+    user, label = open_user_database(spec, path)
+    shipped, matched = (None, 0) if path is not None or tasks is None else shipped_database(spec, tasks)
+    if shipped is None:
+        return user, label
+    shipped_label = f"shipped {SHIPPED_CLASS} records ({matched} kernels)"
+    if user is None:
+        return shipped, shipped_label
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.database.UnionDatabase(*dbs), " + ".join(labels)
+    return ms.database.UnionDatabase(user, shipped), f"{label} + {shipped_label}"
 
 
 # --------------------------------------------------------------------------- tasks

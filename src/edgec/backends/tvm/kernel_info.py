@@ -47,7 +47,7 @@ def kernel_calls(fused) -> list[dict[str, Any]]:
     from tvm import relax
 
     main = fused["main"]
-    params = {p.name_hint for p in main.params}
+    params = {p.name for p in main.params}
     producer: dict[Any, int] = {}
     calls: list[dict[str, Any]] = []
     for block in main.body.blocks:
@@ -67,7 +67,7 @@ def kernel_calls(fused) -> list[dict[str, Any]]:
                 info = _tensor_info(a.ty)[0]
                 if isinstance(a, relax.Var) and a in producer:
                     info["source"] = f"kernel:{producer[a]}"
-                elif isinstance(a, relax.Var) and a.name_hint in params:
+                elif isinstance(a, relax.Var) and a.name in params:
                     info["source"] = "input"
                 else:
                     info["source"] = "const"

@@ -1,0 +1,53 @@
+"""Regenerate the tuning records edgec ships for the default zoo models (host, x86-64 with AVX-512).
+
+    python scripts/ship_tuning_db.py [--minutes 30,15,15,15] [--skip-tuning] [--db DIR]
+
+1. tunes each default model (mobilenetv4, ghostnet, efficientvit, mcunetv2) for the
+   ``host`` target with the given minutes (MetaSchedule, measured on this machine);
+2. writes the best record of every kernel of those models to
+   ``src/edgec/backends/tvm/tuning_db/x86_64-avx512/records.jsonl`` (one JSON line per
+   kernel, keyed by the kernel's structural hash; no workloads, so the file stays small).
+
+Run it on an AVX-512 x86-64 machine; the budget above takes ~75 minutes on 2 cores.
+``--skip-tuning`` only re-exports from the existing database.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from edgec.backends.tvm import tuning
+from edgec.build import BuildOptions, _Steps, check_request, lower
+
+MODELS = ["mobilenetv4", "ghostnet", "efficientvit", "mcunetv2"]
+OUT = Path(__file__).resolve().parents[1] / "src/edgec/backends/tvm/tuning_db" / tuning.SHIPPED_CLASS
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", default="30,15,15,15", help="per model, in the order " + ",".join(MODELS))
+    ap.add_argument("--skip-tuning", action="store_true")
+    ap.add_argument("--db", type=Path, default=None)
+    args = ap.parse_args()
+    minutes = [float(m) for m in args.minutes.split(",")]
+    all_tasks = []
+    spec = None
+    for name, budget in zip(MODELS, minutes):
+        opts = BuildOptions(model=name, target="host")
+        spec = check_request(opts)
+        low = lower(opts, _Steps(None))
+        if not args.skip_tuning:
+            result = tuning.tune(low.mod, spec, minutes=budget, db=args.db,
+                                 progress=lambda p, n=name: print(f"\r{n}: {p.trials_done} trials, "
+                                                                  f"est {p.est_latency_ms or 0:.2f} ms", end=""))
+            print(f"\n{name}: {result.trials} trials in {result.seconds / 60:.1f} min, "
+                  f"{result.records_after} records in {result.database}")
+        all_tasks += tuning.extract_tasks(low.mod, spec)
+    folder = args.db or tuning.default_database_dir(spec)
+    n = tuning.export_shipped(folder, all_tasks, OUT / tuning.SHIPPED_FILE, spec, MODELS)
+    print(f"wrote {n} records to {OUT / tuning.SHIPPED_FILE} ({(OUT / tuning.SHIPPED_FILE).stat().st_size} bytes)")
+
+
+if __name__ == "__main__":
+    main()

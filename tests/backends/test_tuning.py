@@ -1,0 +1,134 @@
+"""Tuning: records persist, builds apply them, a torn database is repaired, budgets hold."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import tiny_cnn
+from edgec.build import BuildOptions, build
+from edgec.errors import DeviceError, UsageError
+
+
+def test_tvm_ffi_is_the_version_that_does_not_segfault():
+    """apache-tvm-ffi 0.1.15.post2 segfaults in save_json on TIR objects (kills MetaSchedule)."""
+    from importlib.metadata import version
+
+    assert version("apache-tvm-ffi") == "0.1.14.post1"
+    code = "import tvm, tvm.tirx; print(len(tvm.ir.save_json(tvm.tirx.IntImm('int32', 3))))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def test_tune_then_build_applies_records(tmp_path):
+    from edgec.backends.tvm.tuning import record_count, tune
+    from edgec.build import _Steps, check_request, lower
+
+    model = tiny_cnn(tmp_path / "tiny.onnx")
+    db = tmp_path / "db"
+    opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out")
+    spec = check_request(opts)
+    low = lower(opts, _Steps(None))
+    seen = []
+    result = tune(low.mod, spec, trials=6, db=db, per_iter=3, progress=seen.append, seed=0)
+    assert result.trials >= 6 and record_count(db) == result.records_after > 0
+    assert seen and seen[-1].trials_done == result.trials
+    again = tune(low.mod, spec, trials=3, db=db, per_iter=3, seed=1)
+    assert again.records_before == result.records_after and again.records_after > again.records_before
+    built = build(BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out", tune_db=db))
+    b = built.report["build"]
+    assert b["tuned_tasks"] >= 1 and b["total_tasks"] >= b["tuned_tasks"] and b["tuning_database"] == str(db)
+    assert built.report["verification"]["passed"]
+    untuned = build(BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out2", tune_db=db,
+                                 use_tune_db=False))
+    assert untuned.report["build"]["tuning_database"] is None
+
+
+def test_shipped_records_apply_without_user_database(tmp_path, monkeypatch):
+    """Records exported in the shipped format (no workloads) are matched to tasks by structural hash."""
+    from edgec.backends.tvm import tuning
+    from edgec.build import _Steps, check_request, lower
+
+    model = tiny_cnn(tmp_path / "tiny.onnx", channels=6)
+    opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out")
+    spec = check_request(opts)
+    low = lower(opts, _Steps(None))
+    db = tmp_path / "db"
+    tuning.tune(low.mod, spec, trials=4, db=db, per_iter=2, seed=0)
+    shipped = tmp_path / "shipped" / "records.jsonl"
+    assert tuning.export_shipped(db, tuning.extract_tasks(low.mod, spec), shipped, spec, ["tiny"]) >= 1
+    assert shipped.stat().st_size < 50_000 and (shipped.parent / "metadata.json").exists()
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(tuning, "shipped_records_file", lambda _spec: shipped)
+    built = build(opts)
+    b = built.report["build"]
+    assert "shipped" in b["tuning_database"] and b["tuned_tasks"] >= 1
+    assert built.report["verification"]["passed"]
+
+
+def test_torn_database_line_is_repaired(tmp_path):
+    from edgec.backends.tvm.tuning import record_count, repair_database
+
+    db = tmp_path / "db"
+    db.mkdir()
+    (db / "database_tuning_record.json").write_text('[0, [["a"]]]\n[1, [["b"]]]\n[2, [["c"')
+    (db / "database_workload.json").write_text('["h", "w"]\n')
+    assert repair_database(db) == 1
+    assert record_count(db) == 2
+    assert all(json.loads(line) for line in (db / "database_tuning_record.json").read_text().splitlines())
+
+
+def test_empty_db_and_bad_budget_are_usage_errors(tmp_path):
+    from edgec.backends.tvm.tuning import open_database
+    from edgec.targets import get_target
+
+    with pytest.raises(UsageError, match="holds no tuning records"):
+        open_database(get_target("host"), tmp_path)
+
+
+def test_cli_tune_requires_budget(run_cli, tmp_path):
+    code, _, err = run_cli("tune", "mcunetv2", "--db", str(tmp_path))
+    assert code == 2 and "no tuning budget" in err
+
+
+def test_device_urls():
+    from edgec.backends.tvm.tuning import DeviceURL, check_device
+
+    assert DeviceURL.parse("local").kind == "local"
+    assert DeviceURL.parse("rpc://127.0.0.1:9090") == DeviceURL("rpc", "127.0.0.1", 9090)
+    assert DeviceURL.parse("tracker://10.0.0.2:9190/rpi4") == DeviceURL("tracker", "10.0.0.2", 9190, "rpi4")
+    for bad in ("rpc://host", "ssh://x:1", "tracker://h:1"):
+        with pytest.raises(UsageError):
+            DeviceURL.parse(bad)
+    from conftest import free_port
+
+    start = time.monotonic()
+    with pytest.raises(DeviceError, match="unreachable"):
+        check_device(DeviceURL("rpc", "127.0.0.1", free_port()))
+    assert time.monotonic() - start < 15
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume(tmp_path):
+    """Records written before kill -9 survive; a rerun adds to them."""
+    from edgec.backends.tvm.tuning import record_count
+
+    model = tiny_cnn(tmp_path / "tiny.onnx", channels=16)
+    db = tmp_path / "db"
+    cmd = [sys.executable, "-m", "edgec.cli", "tune", str(model), "--trials", "400", "--db", str(db)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 600
+        while record_count(db) == 0 and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(1)
+    finally:
+        proc.kill()
+        proc.wait()
+    kept = record_count(db)
+    assert kept > 0
+    code = subprocess.run(cmd[:5] + ["--trials", "3", "--db", str(db)], capture_output=True, text=True,
+                          timeout=900)
+    assert code.returncode == 0, code.stderr[-800:]
+    assert record_count(db) > kept
