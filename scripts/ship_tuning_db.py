@@ -26,7 +26,8 @@ OUT = Path(__file__).resolve().parents[1] / "src/edgec/backends/tvm/tuning_db" /
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", default="30,15,15,15", help="per model, in the order " + ",".join(MODELS))
+    ap.add_argument("--minutes", default="30,15,15,15",
+                    help="per model, in the order " + ",".join(MODELS) + " (0: export only)")
     ap.add_argument("--skip-tuning", action="store_true")
     ap.add_argument("--db", type=Path, default=None)
     args = ap.parse_args()
@@ -37,7 +38,7 @@ def main() -> None:
         opts = BuildOptions(model=name, target="host")
         spec = check_request(opts)
         low = lower(opts, _Steps(None))
-        if not args.skip_tuning:
+        if not args.skip_tuning and budget > 0:
             result = tuning.tune(low.mod, spec, minutes=budget, db=args.db,
                                  progress=lambda p, n=name: print(f"\r{n}: {p.trials_done} trials, "
                                                                   f"est {p.est_latency_ms or 0:.2f} ms", end=""))

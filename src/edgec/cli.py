@@ -170,14 +170,14 @@ def tune(
     """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from edgec.build import BuildOptions, _Steps, check_request, lower
+    from edgec.backends.tvm.tuning import check_tune_request
     from edgec.backends.tvm.tuning import tune as run_tune
+    from edgec.build import BuildOptions, _Steps, check_request, lower
 
-    if not trials and not minutes:
-        raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, weights=weights,
                         seed=seed)
     spec = check_request(opts)
+    check_tune_request(spec, trials, minutes, device)
     with _StepPrinter() as printer:
         low = lower(opts, _Steps(printer))
     columns = [TextColumn("[bold]tuning[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
@@ -240,6 +240,10 @@ def profile(
     from edgec.profiling.profiler import ProfileOptions, profile_artifact
     from edgec.profiling.report import render_markdown
 
+    from edgec.profiling.devices import DeviceURL, check_device
+
+    url = DeviceURL.parse(device)
+    check_device(url)  # before building: an unreachable device fails in seconds
     artifact = Path(model)
     if not (artifact.is_dir() and (artifact / "manifest.json").exists()):
         from edgec.build import BuildOptions

@@ -1,6 +1,7 @@
 """Tuning: records persist, builds apply them, a torn database is repaired, budgets hold."""
 
 import json
+import logging
 import subprocess
 import sys
 import time
@@ -32,7 +33,10 @@ def test_tune_then_build_applies_records(tmp_path):
     spec = check_request(opts)
     low = lower(opts, _Steps(None))
     seen = []
+    users_handler = logging.NullHandler()  # unnamed, like a user's or pytest's: MetaSchedule's dictConfig chokes
+    logging.getLogger("tvm.s_tir.meta_schedule").addHandler(users_handler)
     result = tune(low.mod, spec, trials=6, db=db, per_iter=3, progress=seen.append, seed=0)
+    assert users_handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers
     assert result.trials >= 6 and record_count(db) == result.records_after > 0
     assert seen and seen[-1].trials_done == result.trials
     again = tune(low.mod, spec, trials=3, db=db, per_iter=3, seed=1)
@@ -132,3 +136,26 @@ def test_kill_9_then_resume(tmp_path):
                           timeout=900)
     assert code.returncode == 0, code.stderr[-800:]
     assert record_count(db) > kept
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_remote_tuning_on_emulated_rpi4(tmp_path):
+    """RPC measurement path: candidates are cross-compiled, uploaded and timed on the (emulated) device."""
+    from conftest import free_port
+    from edgec.backends.tvm.tuning import record_count, tune
+    from edgec.build import _Steps, check_request, lower
+    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+
+    model = tiny_cnn(tmp_path / "tiny.onnx", channels=4, size=8)
+    opts = BuildOptions(model=str(model), target="rpi4", out_dir=tmp_path / "out")
+    spec = check_request(opts)
+    low = lower(opts, _Steps(None))
+    port = free_port()
+    proc = start_rpc_server(port=port)
+    try:
+        result = tune(low.mod, spec, trials=2, per_iter=2, db=tmp_path / "db", device=f"rpc://127.0.0.1:{port}")
+    finally:
+        stop_rpc_server(proc)
+    assert result.emulated and result.device == f"rpc://127.0.0.1:{port}"
+    assert record_count(tmp_path / "db") >= 1

@@ -169,3 +169,31 @@ def test_device_dropping_mid_run_keeps_partial_results(rpi4_artifact):
     assert 1 <= report["profile"]["latency"]["edgec"]["runs"] < 500
     validate(report)
     assert proc.poll() is not None
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_ctrl_c_leaves_no_server_running():
+    import signal
+    import subprocess
+    import sys
+
+    from edgec.profiling.emulator import _port_open
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "edgec.cli", "device", "emulate", "rpi4", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not _port_open("127.0.0.1", port) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert _port_open("127.0.0.1", port), proc.stdout.read() if proc.poll() is not None else "not up"
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(1)
+    assert not _port_open("127.0.0.1", port)
+    leftovers = subprocess.run(["pgrep", "-f", f"rpc_server.*--port {port}"], capture_output=True, text=True)
+    assert leftovers.stdout.strip() == ""

@@ -20,7 +20,7 @@ from typing import Any
 from edgec.backends.tvm.tuning import DeviceURL, check_device
 from edgec.errors import DeviceError
 
-__all__ = ["DeviceURL", "Session", "open_session", "host_environment"]
+__all__ = ["DeviceURL", "Session", "check_device", "open_session", "host_environment"]
 
 
 @dataclass

@@ -125,7 +125,10 @@ def _resolve_native(data: dict[str, Any]) -> dict[str, Any]:
         tvm_t["num-cores"] = int(cores)
     data["cores"] = tvm_t.get("num-cores")
     data["isa"] = _host_isa()
-    data["cpu_model"] = platform.processor() or _cpu_model_name()
+    data["cpu_model"] = _cpu_model_name() or platform.processor()
+    avx512 = " with AVX-512" if "avx512f" in data["isa"] else ""
+    data["description"] = (f"This machine: {data['cpu_model']}, x86-64{avx512}, LLVM mcpu {tvm_t['mcpu']}, "
+                           f"{data['cores']} cores (detected)")
     return data
 
 

@@ -28,6 +28,7 @@ Sources: Shao et al., "Tensor Program Optimization with Probabilistic Programs"
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -448,6 +449,30 @@ class TuneResult:
     per_task: list[dict[str, Any]] = field(default_factory=list)
 
 
+def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | None,
+                       device: str | None) -> DeviceURL:
+    """Validate a tuning request before any work.
+
+    Raises:
+        UsageError: no budget, a CUDA target, or host measurement of foreign code.
+        DeviceError: the device is unreachable.
+    """
+    import platform
+
+    if not trials and not minutes:
+        raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
+    if (trials is not None and trials <= 0) or (minutes is not None and minutes <= 0):
+        raise UsageError("tuning budgets must be positive", "e.g. --trials 64 or --minutes 10")
+    if spec.kind != "cpu":
+        raise UsageError(f"tuning '{spec.name}' (CUDA) is not supported yet", "tune a CPU target")
+    where = DeviceURL.parse(device)
+    if where.kind == "local" and spec.arch != platform.machine():
+        raise UsageError(f"'{spec.name}' code cannot run on this machine",
+                         "measure on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
+    check_device(where)
+    return where
+
+
 def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | None = None,
          db: Path | None = None, device: str | None = None, per_iter: int = 16,
          progress: Callable[[TuneProgress], None] | None = None, seed: int | None = None) -> TuneResult:
@@ -486,15 +511,7 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
     from edgec.backends.tvm.compile import tvm_target
     from edgec.backends.tvm.env import captured_fds
 
-    if not trials and not minutes:
-        raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
-    if spec.kind != "cpu":
-        raise UsageError(f"tuning '{spec.name}' (CUDA) is not supported yet", "tune a CPU target")
-    where = DeviceURL.parse(device)
-    if where.kind == "local" and spec.arch != "x86_64":
-        raise UsageError(f"'{spec.name}' code cannot run on this machine",
-                         "measure on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
-    check_device(where)
+    where = check_tune_request(spec, trials, minutes, device)
     folder = Path(db) if db is not None else default_database_dir(spec)
     database = _json_database(folder, writable=True)
     before = record_count(folder)
@@ -569,7 +586,7 @@ def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, bu
     state["selected"] = chunk
     work_dir = Path(tempfile.mkdtemp(prefix="edgec-tune-"))
     try:
-        with captured_fds():  # MetaSchedule announces its log folder on the console
+        with captured_fds(), _unnamed_handlers_set_aside():  # MetaSchedule announces its log folder
             contexts, ctx_weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 [tasks[i] for i in chunk], str(work_dir), num_threads=cores,
                 seed=None if seed is None else seed + rounds)
@@ -581,6 +598,23 @@ def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, bu
                       task_scheduler="round-robin")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _unnamed_handlers_set_aside():
+    """MetaSchedule rebuilds its loggers with ``logging.config.dictConfig``, naming every handler the
+    ``tvm.s_tir.meta_schedule`` logger already has; an unnamed one (a user's, or pytest's capture
+    handler) makes that fail with ``'NoneType' object has no attribute 'format'``. Detach those
+    handlers for the call and attach them again afterwards."""
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    aside = [h for h in logger.handlers if h.get_name() is None]
+    for h in aside:
+        logger.removeHandler(h)
+    try:
+        yield
+    finally:
+        for h in aside:
+            logger.addHandler(h)
 
 
 def _quiet_metaschedule_logs() -> None:
