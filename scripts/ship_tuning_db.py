@@ -20,7 +20,7 @@ from pathlib import Path
 from edgec.backends.tvm import tuning
 from edgec.build import BuildOptions, _Steps, check_request, lower
 
-MODELS = ["mobilenetv4", "ghostnet", "efficientvit", "mcunetv2"]
+MODELS = ["mobilenetv4", "ghostnet", "mcunetv2", "efficientvit"]
 OUT = Path(__file__).resolve().parents[1] / "src/edgec/backends/tvm/tuning_db" / tuning.SHIPPED_CLASS
 
 

@@ -369,11 +369,12 @@ def _kernel_counts(prepared, fused, shapes, dtypes, spec: TargetSpec, passes_cha
     """Fused TVM kernels after the passes (and before them, when the passes changed the graph)."""
     from edgec.backends.tvm.compile import tvm_target
     from edgec.backends.tvm.importer import import_onnx
-    from edgec.backends.tvm.pipeline import fused_kernels, standalone_kernels
+    from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, standalone_kernels
 
     target = tvm_target(spec)
     after = fused_kernels(None, target, fused)
-    out: dict[str, Any] = {"after_passes": len(after), "standalone_after_passes": standalone_kernels(after)}
+    out: dict[str, Any] = {"after_passes": len(after), "standalone_after_passes": standalone_kernels(after),
+                           "conv_layout": conv_layout(fused)}
     if passes_changed:
         before = fused_kernels(import_onnx(prepared, shapes, dtypes), target)
         out.update(before_passes=len(before), standalone_before_passes=standalone_kernels(before))

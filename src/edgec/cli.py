@@ -148,7 +148,8 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     k = report.get("kernels")
     if k and passes:
         console.print(f"TVM fused kernels {k['before_passes']} → {k['after_passes']}; standalone element-wise/"
-                      f"layout kernels {len(k['standalone_before_passes'])} → {len(k['standalone_after_passes'])}")
+                      f"layout kernels {len(k['standalone_before_passes'])} → {len(k['standalone_after_passes'])}; "
+                      f"convolutions in {k.get('conv_layout', 'NCHW')}")
     console.print(f"[bold green]artifact:[/] {artifact}")
 
 

@@ -117,7 +117,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     if k:
         lines += [f"TVM fused kernels: {k.get('before_passes')} before the passes, {k.get('after_passes')} after; "
                   f"standalone element-wise/layout kernels: {len(k.get('standalone_before_passes', []))} → "
-                  f"{len(k.get('standalone_after_passes', []))}.", ""]
+                  f"{len(k.get('standalone_after_passes', []))}; convolutions in "
+                  f"{k.get('conv_layout', 'NCHW')}.", ""]
     lines += ["## Verification", "", verification_line(report.get("verification")), ""]
     if report.get("profile"):
         lines += profile_markdown(report)

@@ -57,6 +57,7 @@ def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
     from tvm.relax.frontend.onnx import from_onnx
 
     check_supported(model)
+    _clip_with_constant_bounds_as_relax_ops()
     dtype_dict = {k: str(np.dtype((dtypes or {}).get(k, np.float32))) for k in shapes}
     try:
         with captured_fds():
@@ -68,3 +69,43 @@ def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
         raise UnsupportedOpError(f"TVM's ONNX importer failed: {last[:240]}",
                                  "rerun with --debug for the importer's trace") from exc
     return mod
+
+
+def _clip_with_constant_bounds_as_relax_ops() -> None:
+    """Import ``Clip(x, lo, hi)`` with constant scalar bounds (ReLU6) as ``R.minimum(R.maximum(x, lo), hi)``.
+
+    TVM 0.27's converter emits Clip as opaque TE kernels (``call_tir``), which Relax's
+    ConvertLayout cannot see through: an NHWC network would be transposed to NCHW and back
+    around every ReLU6. The Relax element-wise ops compute the same values, follow any layout
+    and fuse the same way. Clips with tensor or NaN bounds keep TVM's conversion.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    clip = onnx_frontend.Clip
+    if getattr(clip, "_edgec_patched", False):
+        return
+    original = clip._impl_v13.__func__
+
+    def _scalar(expr):
+        if not isinstance(expr, tvm.ir.Constant):
+            return None
+        value = expr.value.numpy()
+        return float(value) if value.size == 1 and not np.isnan(value).any() else None
+
+    def _impl_v13(cls, bb, inputs, attr, params):
+        x, lo, hi = (list(inputs) + [None, None])[:3]
+        bounds = [None if b is None else _scalar(b) for b in (lo, hi)]
+        if any(b is not None and v is None for b, v in zip((lo, hi), bounds)):
+            return original(cls, bb, inputs, attr, params)
+        dtype = str(x.ty.dtype)
+        out = x
+        if bounds[0] is not None:
+            out = bb.emit(relax.op.maximum(out, relax.const(bounds[0], dtype)))
+        if bounds[1] is not None:
+            out = bb.emit(relax.op.minimum(out, relax.const(bounds[1], dtype)))
+        return out
+
+    clip._impl_v13 = classmethod(_impl_v13)
+    clip._edgec_patched = True

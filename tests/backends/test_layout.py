@@ -1,0 +1,95 @@
+"""CPU convolutions run NHWC/HWIO when that adds no transposes; clip becomes min/max so it follows."""
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from edgec.backends.tvm.compile import tvm_target
+from edgec.backends.tvm.importer import import_onnx
+from edgec.backends.tvm.pipeline import conv_layout, convert_layout, fused_kernels, fused_module
+from edgec.build import BuildOptions, build
+from edgec.targets import get_target
+
+RNG = np.random.default_rng(3)
+
+
+def _const(name, shape):
+    return numpy_helper.from_array(RNG.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+
+def _model(nodes, inits, out_shape, size=16, channels=8) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, [1, 3, size, size])],
+                          [helper.make_tensor_value_info("y", 1, out_shape)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _cnn() -> onnx.ModelProto:
+    """conv/2 -> HardSwish -> depthwise conv -> Clip(0, 6) -> 1x1 conv -> HardSigmoid -> pool -> Gemm."""
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4),
+        helper.make_node("HardSwish", ["c1"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w2"], ["c2"], kernel_shape=[3, 3], pads=[1] * 4, group=8),
+        helper.make_node("Clip", ["c2", "lo", "hi"], ["a2"]),
+        helper.make_node("Conv", ["a2", "w3"], ["c3"], kernel_shape=[1, 1]),
+        helper.make_node("HardSigmoid", ["c3"], ["a3"]),
+        helper.make_node("GlobalAveragePool", ["a3"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "wf", "bf"], ["y"], transB=1),
+    ]
+    inits = [_const("w1", (8, 3, 3, 3)), _const("b1", (8,)), _const("w2", (8, 1, 3, 3)), _const("w3", (16, 8, 1, 1)),
+             _const("wf", (10, 16)), _const("bf", (10,)),
+             numpy_helper.from_array(np.array(0, np.float32), "lo"), numpy_helper.from_array(np.array(6, np.float32), "hi")]
+    return _model(nodes, inits, [1, 10])
+
+
+def _attention_like() -> onnx.ModelProto:
+    """conv -> reshape (N, C, HW) -> transpose -> matmul -> transpose -> reshape -> conv, twice."""
+    nodes, inits, cur = [], [], "x"
+    for i in range(2):
+        nodes += [helper.make_node("Conv", [cur, f"w{i}"], [f"c{i}"], kernel_shape=[1, 1]),
+                  helper.make_node("Reshape", [f"c{i}", "s3"], [f"r{i}"]),
+                  helper.make_node("Transpose", [f"r{i}"], [f"t{i}"], perm=[0, 2, 1]),
+                  helper.make_node("MatMul", [f"t{i}", f"m{i}"], [f"mm{i}"]),
+                  helper.make_node("Transpose", [f"mm{i}"], [f"u{i}"], perm=[0, 2, 1]),
+                  helper.make_node("Reshape", [f"u{i}", "s4"], [f"o{i}"])]
+        inits += [_const(f"w{i}", (8, 3 if i == 0 else 8, 1, 1)), _const(f"m{i}", (8, 8))]
+        cur = f"o{i}"
+    nodes[-1].output[0] = "y"
+    inits += [numpy_helper.from_array(np.array([1, 8, 64], np.int64), "s3"),
+              numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "s4")]
+    return _model(nodes, inits, [1, 8, 8, 8], size=8)
+
+
+def test_cnn_runs_nhwc_with_no_standalone_transposes_and_matches_onnxruntime(tmp_path):
+    model = _cnn()
+    target = tvm_target(get_target("host"))
+    fused = fused_module(import_onnx(model, {"x": (1, 3, 16, 16)}), target)
+    assert conv_layout(fused) == "NHWC"
+    kernels = fused_kernels(None, target, fused)
+    transposes = [k for k in kernels if "transpose" in k and "conv" not in k]
+    assert len(transposes) <= 2, kernels  # the input to NHWC; the pooled features back before Flatten
+    assert not [k for k in kernels if ("clip" in k or "minimum" in k) and "conv" not in k], kernels
+    path = tmp_path / "cnn.onnx"
+    onnx.save(model, path)
+    built = build(BuildOptions(model=str(path), target="host", out_dir=tmp_path / "out", passes="none",
+                               use_tune_db=False))
+    assert built.report["kernels"]["conv_layout"] == "NHWC"
+    assert built.report["verification"]["passed"] and built.report["verification"]["top1_match"] is not False
+
+
+def test_reshape_heavy_graph_stays_nchw(tmp_path):
+    model = _attention_like()
+    mod = import_onnx(model, {"x": (1, 3, 8, 8)})
+    _converted, layout = convert_layout(mod, tvm_target(get_target("host")))
+    assert layout == "NCHW"
+    path = tmp_path / "attn.onnx"
+    onnx.save(model, path)
+    built = build(BuildOptions(model=str(path), target="host", out_dir=tmp_path / "out", passes="none",
+                               use_tune_db=False))
+    assert built.report["kernels"]["conv_layout"] == "NCHW" and built.report["verification"]["passed"]
+
+
+def test_cuda_keeps_nchw():
+    mod = import_onnx(_cnn(), {"x": (1, 3, 16, 16)})
+    _same, layout = convert_layout(mod, tvm_target(get_target("jetson-orin-nano")))
+    assert layout == "NCHW"
