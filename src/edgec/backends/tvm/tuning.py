@@ -93,22 +93,26 @@ def shipped_database(spec: TargetSpec, tasks: list) -> tuple[Any, int]:
     import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
-    records = {}
+    records: dict[str, list] = {}
     with open(path) as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)
-                records[row["shash"]] = row
+                records.setdefault(row["shash"], []).append(row)
     db = ms.database.MemoryDatabase()
     matched = 0
     for task in tasks:
         mod = task.dispatched[0]
-        row = records.get(str(tvm_ffi.structural_hash(mod)))
-        if row is None:
-            continue
-        workload = db.commit_workload(mod)
-        db.commit_tuning_record(ms.database.TuningRecord.from_json(row["record"], workload))
-        matched += 1
+        # Structural hashes ignore names: a kernel of another model may share this hash but name
+        # its blocks differently, and then its trace does not replay here. Take the first that does.
+        for row in records.get(str(tvm_ffi.structural_hash(mod)), []):
+            try:
+                record = ms.database.TuningRecord.from_json(row["record"], db.commit_workload(mod))
+            except Exception:  # noqa: BLE001  tvm.s_tir.schedule.ScheduleError and kin
+                continue
+            db.commit_tuning_record(record)
+            matched += 1
+            break
     return (db if matched else None), matched
 
 
@@ -128,17 +132,18 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     for task in tasks:
         mod = task.dispatched[0]
         shash = str(tvm_ffi.structural_hash(mod))
-        if shash in seen:
-            continue
         rec = database.query_tuning_record(mod, target, task.task_name)
         if rec is None:
             continue
-        seen.add(shash)
         top = database.get_top_k(database.commit_workload(mod), 1)[0]
+        record = json.loads(tvm_ffi.dumps_json(top.as_json()) if hasattr(tvm_ffi, "dumps_json")
+                            else _to_py_json(top.as_json()))
+        key = (shash, json.dumps(record[0], sort_keys=True))  # same structure, same trace (block names)
+        if key in seen:
+            continue
+        seen.add(key)
         rows.append({"shash": shash, "task": task.task_name,
-                     "run_ms": 1e3 * sum(float(x) for x in top.run_secs) / len(top.run_secs),
-                     "record": json.loads(tvm_ffi.dumps_json(top.as_json()) if hasattr(tvm_ffi, "dumps_json")
-                                          else _to_py_json(top.as_json()))})
+                     "run_ms": 1e3 * sum(float(x) for x in top.run_secs) / len(top.run_secs), "record": record})
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
