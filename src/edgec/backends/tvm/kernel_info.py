@@ -160,6 +160,11 @@ def _kernel_tokens(name: str) -> list[str]:
     return [t for t in out if t and t != "fused"]
 
 
+#: ``onnx_nodes`` entry of a kernel that only converts activations between NCHW and NHWC
+#: (inserted by the compiler for NHWC convolutions; no ONNX node of its own).
+LAYOUT_TRANSFORM = "<layout NCHW<->NHWC>"
+
+
 def map_onnx_nodes(calls: list[dict[str, Any]], onnx_nodes: list[tuple[str, str]], window: int = 8) -> None:
     """Attach ``onnx_nodes`` (names) to each kernel call, best effort.
 
@@ -167,7 +172,7 @@ def map_onnx_nodes(calls: list[dict[str, Any]], onnx_nodes: list[tuple[str, str]
     sequences: ONNX nodes in graph order against kernels in call order, each node
     taking the first of its operator names still free in one of the next ``window``
     kernels. Nodes that fuse away entirely (reshapes folded into constants) stay
-    unmapped.
+    unmapped; kernels that only transpose between NCHW and NHWC get :data:`LAYOUT_TRANSFORM`.
 
     Args:
         calls: From :func:`kernel_calls`; gains an ``onnx_nodes`` list each.
@@ -190,3 +195,6 @@ def map_onnx_nodes(calls: list[dict[str, Any]], onnx_nodes: list[tuple[str, str]
                         remaining[j].remove(t)
                 k = j
                 break
+    for c, tokens in zip(calls, remaining):
+        if not c["onnx_nodes"] and tokens and set(tokens) <= {"fused", "transpose"}:
+            c["onnx_nodes"] = [LAYOUT_TRANSFORM]
