@@ -294,31 +294,43 @@ def start_rpc_server(port: int = 9090, host: str = "127.0.0.1", tracker: str | N
         progress(f"starting the emulated RPC server on {host}:{port}")
     with open(log_file, "w") as log_fh:
         proc = subprocess.Popen(cmd, env=env, stdout=log_fh, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + ready_timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise DeviceError(f"the emulated RPC server exited: {tail[0][:200]}", f"see {log_file}")
-        if _port_open(host, port) and (tracker is None or _tracker_has(tracker, key)):
-            return proc
-        time.sleep(0.5)
-    stop_rpc_server(proc)
-    raise DeviceError(f"the emulated RPC server did not come up within {ready_timeout:.0f} s", f"see {log_file}")
+    try:  # Ctrl-C (or any error) while waiting must not leave the server behind
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+                raise DeviceError(f"the emulated RPC server exited: {tail[0][:200]}", f"see {log_file}")
+            if _port_open(host, port) and (tracker is None or _tracker_has(tracker, key)):
+                return proc
+            time.sleep(0.5)
+        raise DeviceError(f"the emulated RPC server did not come up within {ready_timeout:.0f} s",
+                          f"see {log_file}")
+    except BaseException:
+        stop_rpc_server(proc)
+        raise
 
 
 def stop_rpc_server(proc: subprocess.Popen, grace: float = 5.0) -> None:
     """Stop the server and every process it started (its whole process group)."""
     import signal
+    import time
 
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+            return True
+        except (ProcessLookupError, PermissionError):
+            return False
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        if proc.poll() is not None and not group_alive():
+            return
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+        deadline = time.monotonic() + grace  # the leader and every child it forked (the qemu server)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not group_alive():
+                return
+            time.sleep(0.1)
