@@ -17,7 +17,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgec.backends.tvm.runtime import LocalModel
+from edgec.devices.local import LocalDevice
 from edgec.build import BuildOptions, build
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling.timing import LatencyStats, interleaved
@@ -48,7 +48,7 @@ def main() -> None:
             inputs = make_inputs({t["name"]: tuple(t["shape"]) for t in runs["default"].report["model"]["inputs"]})
             fns = {}
             for passes, res in runs.items():
-                fns[passes] = LocalModel(res.artifact / "model.so", threads=args.threads).prepare(*inputs.values())
+                fns[passes] = LocalDevice(args.threads).prepare(res.artifact / "model.so", list(inputs.values()))
             sess = ort_session(str(runs["none"].artifact / "model.onnx"), optimized=True, threads=args.threads)
             fns["ort"] = lambda s=sess: s.run(None, inputs)
             samples = interleaved(fns, repeats=args.repeats)

@@ -19,7 +19,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgec.backends.tvm.runtime import LocalModel
+from edgec.devices.local import LocalDevice
 from edgec.build import BuildOptions, build
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling.timing import LatencyStats, interleaved
@@ -49,7 +49,7 @@ def main() -> None:
             report = built["tuned"].report
             inputs = make_inputs({t["name"]: tuple(t["shape"]) for t in report["model"]["inputs"]})
             for threads in (int(t) for t in args.threads.split(",")):
-                fns = {label: LocalModel(res.artifact / "model.so", threads=threads).prepare(*inputs.values())
+                fns = {label: LocalDevice(threads).prepare(res.artifact / "model.so", list(inputs.values()))
                        for label, res in built.items()}
                 sess = ort_session(str(built["tuned"].artifact / "model.onnx"), optimized=True, threads=threads)
                 fns["ort"] = lambda s=sess: s.run(None, inputs)

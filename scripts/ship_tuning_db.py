@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edgec.backends.tvm import tuning
-from edgec.build import BuildOptions, _Steps, check_request, lower
+from edgec.backends.tvm import api, tuning
+from edgec.build import BuildOptions, check_request, lower
+from edgec.devices import open_device
 
 MODELS = ["mobilenetv4", "ghostnet", "mcunetv2", "efficientvit"]
 OUT = Path(__file__).resolve().parents[1] / "src/edgec/backends/tvm/tuning_db" / tuning.SHIPPED_CLASS
@@ -37,14 +38,14 @@ def main() -> None:
     for name, budget in zip(MODELS, minutes):
         opts = BuildOptions(model=name, target="host")
         spec = check_request(opts)
-        low = lower(opts, _Steps(None))
+        low = lower(opts)
         if not args.skip_tuning and budget > 0:
-            result = tuning.tune(low.mod, spec, minutes=budget, db=args.db,
-                                 progress=lambda p, n=name: print(f"\r{n}: {p.trials_done} trials, "
-                                                                  f"est {p.est_latency_ms or 0:.2f} ms", end=""))
+            result = api.tune(low.final, spec, open_device("local"), minutes=budget, db=args.db,
+                              progress=lambda p, n=name: print(f"\r{n}: {p.trials_done} trials, "
+                                                               f"est {p.est_latency_ms or 0:.2f} ms", end=""))
             print(f"\n{name}: {result.trials} trials in {result.seconds / 60:.1f} min, "
                   f"{result.records_after} records in {result.database}")
-        all_tasks += tuning.extract_tasks(low.mod, spec)
+        all_tasks += api.extract_tasks(low.final, spec)
     folder = args.db or tuning.default_database_dir(spec)
     n = tuning.export_shipped(folder, all_tasks, OUT / tuning.SHIPPED_FILE, spec, MODELS)
     print(f"wrote {n} records to {OUT / tuning.SHIPPED_FILE} ({(OUT / tuning.SHIPPED_FILE).stat().st_size} bytes)")

@@ -75,6 +75,17 @@ def tiny_cnn(path: Path, channels: int = 8, size: int = 16) -> Path:
     return path
 
 
+@pytest.fixture
+def scale_output_pass():
+    """Registers the test-only function-changing pass ``scale_output(factor=...)`` for one test."""
+    from edgec.passes import registry
+    from passes.scale_output import INFO
+
+    registry.add(INFO)
+    yield INFO
+    registry.remove(INFO.name)
+
+
 def free_port() -> int:
     import socket
 

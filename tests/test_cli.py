@@ -118,12 +118,13 @@ def test_build_summary_and_run_on_real_image(run_cli, tmp_path):
     rows = [ln for ln in out.splitlines() if ln.strip()[:1].isdigit() or "│" in ln]
     assert sum(1 for ln in rows if any(ch.isdigit() for ch in ln)) >= 5
 
-    from edgec.backends.tvm.runtime import run_local
+    from edgec.artifact import read_artifact
+    from edgec.devices.local import LocalDevice
     from edgec.frontend.reference import run_ort
-    from edgec.profiling.image import preprocess, read_manifest
+    from edgec.profiling.image import preprocess
 
-    x = preprocess(img, read_manifest(artifact)["preprocessing"])
-    ours = run_local(artifact / "model.so", [x])[0]
+    x = preprocess(img, read_artifact(artifact).manifest["preprocessing"])
+    ours = LocalDevice().run(artifact / "model.so", [x])[0]
     ref = run_ort(str(artifact / "model.onnx"), {"input": x})[0]
     assert ours.argmax() == ref.argmax()
 

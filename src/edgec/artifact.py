@@ -1,9 +1,16 @@
-"""Artifact folders: written to a temporary folder, then renamed into place.
+"""Artifact folders: written to a temporary folder, then renamed into place, and read back.
 
-An artifact ``out/<model>-<target>/`` holds the library, ``model.onnx`` (exactly
-what was compiled), ``manifest.json`` and ``report.json`` / ``report.md``.
-Nothing half-written is left after an error or Ctrl-C: everything is written
-to ``out/.<name>.tmp-*`` and renamed at the end.
+An artifact ``out/<name>/`` holds one or more **parts**. A one-part artifact keeps
+its files at the top: the library, ``model.onnx`` (exactly what was compiled),
+``manifest.json``, ``report.json`` / ``report.md`` and the kernel map. A multi-part
+artifact (a split deployment) holds one folder per part (``head/``, ``tail/``), each
+laid out like a one-part artifact, and at the top a ``manifest.json`` listing the
+parts and how they connect (which output feeds which input) and a ``report.json``
+with the verification of their composition.
+
+Nothing half-written is left after an error or Ctrl-C: everything is written to
+``out/.<name>.tmp-*`` and renamed at the end. Artifacts are addressed as
+``ARTIFACT[:PART]`` (``out/m-split:head``).
 """
 
 from __future__ import annotations
@@ -15,7 +22,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
+
+from edgec.errors import ModelError, UsageError
+
+#: The part name of a one-part artifact (its files sit at the top of the folder).
+MAIN_PART = "main"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -33,11 +46,12 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def file_hashes(folder: Path, exclude: tuple[str, ...] = ("manifest.json",)) -> dict[str, dict[str, Any]]:
-    """``{relative path: {"sha256", "bytes"}}`` for every file under ``folder``."""
+    """``{relative path: {"sha256", "bytes"}}`` for every file under ``folder`` but the ``exclude`` paths."""
     out = {}
     for p in sorted(folder.rglob("*")):
-        if p.is_file() and p.name not in exclude:
-            out[str(p.relative_to(folder))] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        rel = str(p.relative_to(folder))
+        if p.is_file() and rel not in exclude:
+            out[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     return out
 
 
@@ -70,3 +84,146 @@ def staging_dir(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def tensor_infos(values) -> list[dict[str, Any]]:
+    """``[{"name", "shape", "dtype"}]`` of ONNX value infos (static shapes)."""
+    import onnx
+
+    out = []
+    for v in values:
+        tt = v.type.tensor_type
+        out.append({"name": v.name, "shape": [d.dim_value for d in tt.shape.dim],
+                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name})
+    return out
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path} is not valid JSON ({exc.msg}, line {exc.lineno})", f"rebuild the {what}") from exc
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}", f"rebuild the {what}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"{path} is not an edgec manifest", f"rebuild the {what}")
+    return data
+
+
+@dataclass
+class Part:
+    """One part of an artifact: a folder with a library for one target.
+
+    Attributes:
+        name: ``main`` for a one-part artifact, else the part's name (``head``, ``tail``).
+        folder: The part's folder (the artifact folder itself for ``main``).
+        manifest: The part's ``manifest.json``.
+    """
+
+    name: str
+    folder: Path
+    manifest: dict[str, Any]
+
+    @property
+    def library(self) -> Path:
+        return self.folder / self.manifest["library"]
+
+    @property
+    def target(self) -> dict[str, Any]:
+        return self.manifest["target"]
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return self.manifest["inputs"]
+
+    def report(self) -> dict[str, Any]:
+        """The part's build report (``report.json``)."""
+        return _read_json(self.folder / "report.json", "artifact")
+
+    def kernels(self) -> dict[str, Any] | None:
+        """The kernel map (``kernels.json``), if the backend wrote one."""
+        path = self.folder / "kernels.json"
+        return _read_json(path, "artifact") if path.exists() else None
+
+
+@dataclass
+class Artifact:
+    """An artifact folder read back (any edgec version's layout).
+
+    Attributes:
+        folder: The artifact folder.
+        manifest: Its top-level ``manifest.json``.
+        parts: Parts by name, in execution order.
+        connections: ``[{"from": {"part", "tensor"}, "to": {"part", "tensor"}}]``.
+    """
+
+    folder: Path
+    manifest: dict[str, Any]
+    parts: dict[str, Part] = field(default_factory=dict)
+    connections: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def multi_part(self) -> bool:
+        return MAIN_PART not in self.parts
+
+    def part(self, name: str | None) -> Part:
+        """A part by name; ``None`` is the only part of a one-part artifact.
+
+        Raises:
+            UsageError: no such part, or ``None`` on a multi-part artifact.
+        """
+        names = ", ".join(self.parts)
+        if name is None:
+            if len(self.parts) == 1:
+                return next(iter(self.parts.values()))
+            raise UsageError(f"{self.folder} has parts {names}; name one",
+                             f"e.g. {self.folder}:{next(iter(self.parts))}")
+        if name not in self.parts:
+            raise UsageError(f"{self.folder} has no part '{name}'", f"its parts: {names}")
+        return self.parts[name]
+
+
+def read_artifact(folder: str | Path) -> Artifact:
+    """Read an artifact folder: one part (today's and older layouts) or several.
+
+    Raises:
+        UsageError: the folder is not an edgec artifact.
+        ModelError: a manifest is unreadable.
+    """
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    if not path.is_file():
+        raise UsageError(f"{folder} is not an edgec artifact (no manifest.json)",
+                         "give the folder `edgec build` printed")
+    manifest = _read_json(path, "artifact")
+    if "parts" not in manifest:
+        if "library" not in manifest or "target" not in manifest:
+            raise ModelError(f"{path} lacks 'library' or 'target'", "rebuild the artifact")
+        return Artifact(folder, manifest, {MAIN_PART: Part(MAIN_PART, folder, manifest)})
+    parts = {}
+    for entry in manifest["parts"]:
+        sub = folder / entry["path"]
+        parts[entry["name"]] = Part(entry["name"], sub, _read_json(sub / "manifest.json", "artifact"))
+    return Artifact(folder, manifest, parts, list(manifest.get("connections", [])))
+
+
+def open_part(ref: str | Path) -> tuple[Artifact, Part | None]:
+    """Resolve ``ARTIFACT[:PART]``.
+
+    Returns:
+        ``(artifact, part)``; ``part`` is None when no part was named on a multi-part
+        artifact, else the named (or only) part.
+
+    Raises:
+        UsageError: not an artifact, or no such part.
+    """
+    text = str(ref)
+    folder, part = Path(text), None
+    if not (folder / "manifest.json").is_file() and ":" in text:
+        head, _, tail = text.rpartition(":")
+        if (Path(head) / "manifest.json").is_file():
+            folder, part = Path(head), tail
+    artifact = read_artifact(folder)
+    if part is None and artifact.multi_part:
+        return artifact, None
+    return artifact, artifact.part(part)

@@ -1,17 +1,23 @@
 """``edgec build``: a zoo model or an ONNX file in, a verified device artifact out.
 
-Stages (data flows one way, ``shared/README.md``):
+Stages (data flows one way, ``docs/design.md``):
 
 1. source -- export a zoo model to ONNX (:mod:`edgec.frontend.export`) or load an ONNX file;
 2. frontend -- check, fix input shapes, simplify (:mod:`edgec.frontend.load`), parity
    of the simplified graph against the source (PyTorch or onnxruntime);
-3. passes -- ONNX -> ONNX rewrites (:mod:`edgec.passes`), each verified;
-4. backend -- Relax import, compilation and linking for the target;
-5. verification -- the artifact against onnxruntime on fixed inputs: run locally
-   (``host``), under qemu-aarch64 (Raspberry Pi), or for CUDA targets the cubin's
-   architecture plus the same graph compiled for the CPU;
-6. artifact -- library, ``model.onnx``, ``manifest.json``, ``report.json``/``.md``,
-   written to a temporary folder and renamed into place.
+3. passes -- ONNX -> ONNX rewrites (:mod:`edgec.passes`), each verified; function-changing
+   passes report their fidelity and name the model the artifact must match;
+4. backend -- compile for the target (:func:`edgec.backends.get_backend`);
+5. verification -- the artifact against onnxruntime on fixed inputs, on the target's
+   verification device (:mod:`edgec.devices`: this machine, the emulated Raspberry Pi),
+   or as the backend plans it (CUDA: cubin architecture plus the same graph on the CPU);
+6. artifact -- written to a temporary folder and renamed into place
+   (:mod:`edgec.artifact`).
+
+An artifact holds one part (today's layout: files at the top) or several named
+parts (``head/``, ``tail/``), each compiled for its own target and verified, plus
+the composition of the parts verified against the whole model
+(:func:`build_parts`). This module orchestrates; it handles no backend IR.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgec.artifact import file_hashes, sha256_bytes, sha256_file, staging_dir, write_json
+from edgec.artifact import MAIN_PART, file_hashes, sha256_bytes, sha256_file, staging_dir, tensor_infos, write_json
+from edgec.backends import Compiled, TuningOptions, get_backend
 from edgec.errors import UsageError, VerificationError
 from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
@@ -47,7 +54,7 @@ class BuildOptions:
 
     Attributes:
         model: Zoo name or path of an ``.onnx`` file.
-        target: Target name (``edgec targets list``).
+        target: Target name (``edgec targets list``) or a target data file.
         out_dir: Parent folder of the artifact.
         name: Artifact folder name (default ``<model>-<target>``).
         input_shapes: ``--input-shape`` strings (``NAME=1,3,224,224``).
@@ -55,7 +62,8 @@ class BuildOptions:
         pretrained: Use timm's pretrained weights.
         seed: Seed for random weights and for the verification inputs.
         verify: Run the numerical check of the artifact.
-        passes: Pass pipeline: ``"default"``, ``"none"`` or a comma-separated list.
+        passes: Pass pipeline: ``"default"``, ``"none"``, ``"a,b(k=v)"``, a pipeline file,
+            or pass calls (:func:`edgec.passes.resolve_pipeline`).
         dump_ir: Folder receiving the ONNX after each pass.
         tune_db: Tuning database folder (None: the default one for the target).
         use_tune_db: Apply a tuning database when one exists.
@@ -71,16 +79,20 @@ class BuildOptions:
     pretrained: bool = False
     seed: int = 0
     verify: bool = True
-    passes: str = "default"
+    passes: Any = "default"
     dump_ir: Path | None = None
     tune_db: Path | None = None
     use_tune_db: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def tuning(self) -> TuningOptions:
+        return TuningOptions(use_database=self.use_tune_db, database=self.tune_db)
+
 
 @dataclass
 class BuildResult:
-    """A finished build: the artifact folder and its report (``report.json`` content)."""
+    """A finished build: the artifact folder, its report (``report.json``) and manifest."""
 
     artifact: Path
     report: dict[str, Any]
@@ -98,6 +110,10 @@ class Source:
     sha256: str
     preprocessing: dict[str, Any] | None
     torch_model: Any = None
+    weights: str = "onnx"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.kind, "path": self.path, "sha256": self.sha256}
 
 
 def is_onnx_path(model: str) -> bool:
@@ -105,19 +121,10 @@ def is_onnx_path(model: str) -> bool:
     return model.endswith(".onnx") or "/" in model or Path(model).is_file()
 
 
-def _tensor_infos(values) -> list[dict[str, Any]]:
-    out = []
-    for v in values:
-        tt = v.type.tensor_type
-        out.append({"name": v.name, "shape": [d.dim_value for d in tt.shape.dim],
-                    "dtype": onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name})
-    return out
+class Steps:
+    """Times named steps and reports each to a progress callback as it starts."""
 
-
-class _Steps:
-    """Times named steps and reports them to the progress callback."""
-
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Progress | None = None) -> None:
         self.records: list[dict[str, Any]] = []
         self.progress = progress or (lambda _m: None)
 
@@ -158,8 +165,10 @@ def load_source(opts: BuildOptions) -> Source:
     model = export_torch(torch_model, shape)
     pre = dict(entry.preprocessing)
     pre["resize"] = list(shape[2:])
+    weights = str(opts.weights) if opts.weights else ("timm pretrained" if opts.pretrained else "random")
     return Source(name=entry.name, kind="zoo", path=None, model=model,
-                  sha256=sha256_bytes(model.SerializeToString()), preprocessing=pre, torch_model=torch_model)
+                  sha256=sha256_bytes(model.SerializeToString()), preprocessing=pre, torch_model=torch_model,
+                  weights=weights)
 
 
 def _torch_reference(source: Source, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -171,7 +180,7 @@ def _torch_reference(source: Source, inputs: dict[str, np.ndarray]) -> list[np.n
     return [o.detach().numpy() for o in outs]
 
 
-def _frontend(source: Source, opts: BuildOptions, steps: _Steps):
+def _frontend(source: Source, opts: BuildOptions, steps: Steps):
     given = {} if source.kind == "zoo" else parse_input_shapes(opts.input_shapes)
     prepared, shapes = steps.run("simplify", lambda: prepare_onnx(source.model, given, source.path or source.name))
     dtypes = reference.input_dtypes(prepared)
@@ -193,253 +202,460 @@ def _frontend(source: Source, opts: BuildOptions, steps: _Steps):
     return prepared, shapes, dtypes, inputs, ref, parity_record
 
 
-def _verify(spec: TargetSpec, mod, library: Path, inputs: dict[str, np.ndarray], ref: list[np.ndarray],
-            cubin_archs: list[int], progress: Progress) -> dict[str, Any]:
-    base = {"reference": "onnxruntime CPU, ORT_DISABLE_ALL, source model", "emulated": False}
-    args = list(inputs.values())
-    if spec.verify == "local":
-        from edgec.backends.tvm.runtime import run_local
-
-        outs = run_local(library, args)
-        method = "local run (host)"
-    elif spec.verify == "qemu-aarch64":
-        from edgec.profiling.emulator import run_artifact
-
-        outs = run_artifact(library, args, progress=progress)
-        method = "qemu-aarch64 emulated device, plain TVM runtime"
-        base["emulated"] = True
-    elif spec.verify == "cuda-cubin":
-        want = int(re.sub(r"\D", "", spec.tvm["arch"]))
-        if not cubin_archs or any(a != want for a in cubin_archs):
-            raise VerificationError(f"the library's cubins are for sm_{cubin_archs or 'none'}, not {spec.tvm['arch']}",
-                                    "check the CUDA toolkit (rerun with --debug)")
-        progress("verifying the same graph on the CPU")
-        from edgec.backends.tvm.compile import compile_module
-        from edgec.backends.tvm.runtime import run_local
-
-        with tempfile.TemporaryDirectory(prefix="edgec-cpu-check-") as tmp:
-            cpu_lib = Path(tmp) / "cpu.so"
-            compile_module(mod, get_target("host"), cpu_lib)
-            outs = run_local(cpu_lib, args)
-        method = f"cubin arch sm_{want} checked; same graph run on the host CPU (no GPU here)"
-        base["cubin_archs"] = cubin_archs
-    else:
-        raise UsageError(f"target '{spec.name}' has unknown verify method '{spec.verify}'", "fix the target file")
-    cmp = reference.compare(outs, ref, rtol=reference.BUILD_RTOL)
-    return {"method": method, **base, **cmp.to_dict()}
-
-
 @dataclass
 class Lowered:
-    """The model after the frontend and the passes, imported into Relax (shared by build, tune, profile)."""
+    """The model after the frontend and the passes (ONNX; shared by build, tune and profile).
+
+    Attributes:
+        source: The model as it entered.
+        prepared: After the frontend (checked, static shapes, simplified).
+        final: After the passes: what the backend compiles.
+        reference: What the artifact must match exactly: ``prepared`` unless a pass changed
+            the function, then the model after the last such pass.
+        inputs: The fixed verification inputs.
+        source_outputs: onnxruntime's outputs of the source model on ``inputs``.
+        records: The frontend parity record, then one record per pass.
+        function_change: The intended change of function (see ``PipelineResult``), or None.
+    """
 
     source: Source
     prepared: onnx.ModelProto
     final: onnx.ModelProto
+    reference: onnx.ModelProto
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, np.dtype]
     inputs: dict[str, np.ndarray]
-    reference: list[np.ndarray]
+    source_outputs: list[np.ndarray]
     records: list[dict[str, Any]]
-    mod: Any
+    function_change: dict[str, Any] | None = None
+
+    @property
+    def passes_changed(self) -> bool:
+        return any(p.get("applied") for p in self.records)
 
 
-def lower(opts: BuildOptions, steps: _Steps) -> Lowered:
-    """Source -> frontend -> passes -> Relax module, with the parity and per-pass checks.
+def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
+    """Source -> frontend -> passes, with the parity and per-pass checks.
 
     Raises:
         UsageError, ModelError, UnsupportedOpError, VerificationError: see :func:`build`.
     """
     from edgec.passes import run_pipeline
 
+    steps = steps or Steps()
     source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX", lambda: load_source(opts))
     prepared, shapes, dtypes, inputs, ref, parity = _frontend(source, opts, steps)
-    final, pass_records = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs,
-                                                                   dump_dir=opts.dump_ir, progress=steps.progress))
-    from edgec.backends.tvm.importer import import_onnx
-
-    mod = steps.run("import to Relax", lambda: import_onnx(final, shapes, dtypes))
-    return Lowered(source, prepared, final, shapes, dtypes, inputs, ref, [parity] + pass_records, mod)
+    result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,
+                                                      progress=steps.progress))
+    return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
+                   [parity] + result.records, result.function_change)
 
 
 def check_request(opts: BuildOptions) -> TargetSpec:
-    """Validate the target, toolchain and pass names before any work.
+    """Validate the target, pipeline, toolchain and tuning database before any work.
 
     Raises:
-        UsageError, ToolchainError.
+        UsageError, TargetError, ToolchainError.
     """
-    spec = get_target(opts.target)
-    from edgec.backends.tvm.compile import check_toolchain
     from edgec.passes import resolve_pipeline
 
+    spec = get_target(opts.target)
     resolve_pipeline(opts.passes)
-    check_toolchain(spec)
+    get_backend(spec).check(spec, opts.tuning)
     return spec
 
 
+# --------------------------------------------------------------------------- parts
+
+
+@dataclass
+class PartRequest:
+    """One part to compile and verify.
+
+    Attributes:
+        name: Part name (``head``, ``tail``; :data:`MAIN_PART` for a one-part artifact).
+        model: ONNX with static shapes to compile.
+        reference: The model the compiled part must match (default: ``model``).
+        target: Its target.
+        inputs: Verification inputs of the part, by input name.
+        passes: Pass records to report (frontend parity first).
+        function_change: The intended function change to report, or None.
+        before_passes: The model before the passes (for kernel counts), or None.
+    """
+
+    name: str
+    model: onnx.ModelProto
+    target: TargetSpec
+    inputs: dict[str, np.ndarray]
+    reference: onnx.ModelProto | None = None
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    function_change: dict[str, Any] | None = None
+    before_passes: onnx.ModelProto | None = None
+
+
+@dataclass
+class Connection:
+    """A tensor flowing from one part's output to another part's input."""
+
+    src_part: str
+    src_tensor: str
+    dst_part: str
+    dst_tensor: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"from": {"part": self.src_part, "tensor": self.src_tensor},
+                "to": {"part": self.dst_part, "tensor": self.dst_tensor}}
+
+
+def _run_on_device(plan, inputs: list[np.ndarray], say: Progress) -> tuple[list[np.ndarray], Any]:
+    from edgec.devices import verification_device
+
+    device = verification_device(plan.device)
+    return device.run(plan.library, inputs, progress=say), device
+
+
+def _verify_part(req: PartRequest, compiled: Compiled, expected: list[np.ndarray], workdir: Path,
+                 say: Progress, reference_label: str) -> tuple[dict[str, Any], Any]:
+    """Run the compiled part on its verification device and compare with ``expected``."""
+    backend = get_backend(req.target)
+    plan = backend.verify_plan(req.model, req.target, compiled, workdir)
+    outs, device = _run_on_device(plan, list(req.inputs.values()), say)
+    cmp = reference.compare(outs, expected, rtol=reference.BUILD_RTOL)
+    record = {"method": plan.method or getattr(device, "description", plan.device),
+              "reference": reference_label, "emulated": bool(device.emulated), **plan.extra, **cmp.to_dict()}
+    return record, plan
+
+
+def compile_part(req: PartRequest, folder: Path, steps: Steps, *, tuning: TuningOptions, verify: bool,
+                 reference_label: str) -> tuple[Compiled, dict[str, Any], Any]:
+    """Compile one part into ``folder`` and verify it against onnxruntime on its inputs.
+
+    Returns:
+        ``(compiled, verification record, verify plan or None)``.
+
+    Raises:
+        UnsupportedOpError, ToolchainError, DeviceError: from the backend or the device.
+    """
+    backend = get_backend(req.target)
+    folder.mkdir(parents=True, exist_ok=True)
+    compiled = backend.compile(req.model, req.target, folder, tuning, step=steps.run)
+    if compiled.kernel_map is not None:
+        write_json(folder / "kernels.json", compiled.kernel_map)
+    if not verify:
+        return compiled, {"method": req.target.verify, "skipped": True, "reason": "--no-verify", "passed": None,
+                          "cubin_archs": compiled.cubin_archs}, None
+    expected = reference.run_ort(req.reference or req.model, req.inputs)
+    with tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
+        record, plan = steps.run("verify", lambda: _verify_part(req, compiled, expected, Path(work), steps.progress,
+                                                                reference_label))
+    return compiled, record, plan
+
+
+def _kernel_counts(req: PartRequest, compiled: Compiled) -> dict[str, Any]:
+    k = dict(compiled.kernels)
+    if req.before_passes is not None and any(p.get("applied") for p in req.passes):
+        before = get_backend(req.target).count_kernels(req.before_passes, req.target)
+        k.update(before_passes=before["count"], standalone_before_passes=before["standalone"])
+    else:
+        k.update(before_passes=k.get("after_passes"), standalone_before_passes=k.get("standalone_after_passes", []))
+    return k
+
+
+def _part_report(source: Source, req: PartRequest, compiled: Compiled, verification: dict[str, Any],
+                 kernels: dict[str, Any], steps: Steps, start: float, folder: Path) -> dict[str, Any]:
+    stats = graph_stats(req.model)
+    before = graph_stats(req.before_passes) if req.before_passes is not None else stats
+    report = {
+        "schema": reports.SCHEMA_ID, "kind": "build", "created": reports.now_iso(),
+        "model": {**source.to_dict(), "params": stats.params, "param_bytes": stats.param_bytes,
+                  "macs": stats.macs, "nodes": stats.nodes, "nodes_before_passes": before.nodes,
+                  "weights": source.weights,
+                  "inputs": tensor_infos(graph_inputs(req.model)), "outputs": tensor_infos(req.model.graph.output)},
+        "target": compiled.target,
+        "build": {"compile_seconds": round(compiled.compile_seconds, 3),
+                  "total_seconds": round(time.perf_counter() - start, 3),
+                  "artifact_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
+                  "library_bytes": compiled.library.stat().st_size, "backend": compiled.backend,
+                  "tuned_tasks": compiled.tuned_kernels, "total_tasks": compiled.total_kernels,
+                  "tuning_database": compiled.tuning_source, "cubin_archs": compiled.cubin_archs},
+        "steps": steps.records,
+        "passes": req.passes,
+        "kernels": kernels,
+        "verification": verification,
+        "versions": compiled.versions,
+    }
+    if req.name != MAIN_PART:
+        report["part"] = req.name
+    if req.function_change:
+        report["function_change"] = req.function_change
+    reports.validate(report)
+    return report
+
+
+def _part_manifest(source: Source, req: PartRequest, compiled: Compiled, opts_record: dict[str, Any],
+                   folder: Path) -> dict[str, Any]:
+    passes = [p for p in req.passes if not p.get("name", "").startswith("frontend")]
+    return {
+        "edgec_manifest": 2,
+        "created": reports.now_iso(),
+        "versions": compiled.versions,
+        "model": {"name": source.name, "source": source.kind, "path": source.path, "source_sha256": source.sha256,
+                  "seed": opts_record.get("seed") if source.kind == "zoo" else None, "weights": source.weights},
+        "part": req.name,
+        "target": compiled.target,
+        "library": compiled.library.name,
+        "inputs": tensor_infos(graph_inputs(req.model)),
+        "outputs": tensor_infos(req.model.graph.output),
+        "preprocessing": source.preprocessing if req.name in (MAIN_PART, opts_record.get("first_part")) else None,
+        "steps": ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",
+                  "onnxslim (constant folding, no fusion)", "shape inference"]
+                 + [f"pass:{p.get('label', p['name'])}" for p in passes if p.get("applied")]
+                 + [f"{compiled.backend}: compile for {req.target.name}"],
+        "pass_pipeline": {"spec": opts_record.get("passes"),
+                          "passes": [{"name": p["name"], "label": p.get("label", p["name"]),
+                                      "options": p.get("options", {}), "equivalence": p.get("equivalence"),
+                                      "applied": p.get("applied", 0)} for p in passes]},
+        "function_change": req.function_change,
+        "files": file_hashes(folder),
+    }
+
+
+def _write_part(source: Source, req: PartRequest, folder: Path, steps: Steps, start: float, *,
+                tuning: TuningOptions, verify: bool, opts_record: dict[str, Any],
+                reference_label: str) -> tuple[dict[str, Any], dict[str, Any], Compiled, Any]:
+    compiled, verification, plan = compile_part(req, folder, steps, tuning=tuning, verify=verify,
+                                                reference_label=reference_label)
+    kernels = steps.run("count fused kernels", lambda: _kernel_counts(req, compiled))
+    onnx.save(req.model, str(folder / "model.onnx"))
+    report = _part_report(source, req, compiled, verification, kernels, steps, start, folder)
+    write_json(folder / "report.json", report)
+    (folder / "report.md").write_text(reports.render_markdown(report))
+    manifest = _part_manifest(source, req, compiled, opts_record, folder)
+    write_json(folder / "manifest.json", manifest)
+    return report, manifest, compiled, plan
+
+
+def _fail_if_unverified(verification: dict[str, Any], what: str) -> None:
+    if verification.get("passed") is False:
+        top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
+        raise VerificationError(
+            f"{what} outputs differ from onnxruntime: max abs error {verification['max_abs_error']:.3g} "
+            f"> {verification['tolerance']:.3g}{top1}",
+            "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
+
+
+def _reference_label(function_change: dict[str, Any] | None) -> str:
+    base = "onnxruntime CPU, ORT_DISABLE_ALL"
+    if function_change:
+        return f"{base}, model after {', '.join(function_change['passes'])} (the function-changing passes)"
+    return f"{base}, source model"
+
+
 def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
-    """Build a verified artifact for a target.
+    """Build a verified one-part artifact for a target.
 
     Args:
         opts: Build options.
         progress: Called with the name of each step as it starts.
 
     Returns:
-        The artifact folder (``<out_dir>/<model>-<target>``) and its report.
+        The artifact folder (``<out_dir>/<model>-<target>``), its report and manifest.
 
     Raises:
-        UsageError: unknown model/target/pass, bad ``--input-shape``, empty ``--db``.
+        UsageError: unknown model/target/pass/option, bad ``--input-shape``, empty ``--db``.
+        TargetError: a malformed target file.
         ModelError: unreadable or malformed model.
-        UnsupportedOpError: an op TVM cannot import or lower.
+        UnsupportedOpError: an op the backend cannot import or lower.
         ToolchainError: cross compiler, emulator or CUDA toolkit missing.
         VerificationError: a pass or the artifact changed the outputs beyond tolerance.
-        DeviceError: the emulated device failed.
+        DeviceError: the verification device failed.
     """
     start = time.perf_counter()
-    say = progress or (lambda _m: None)
     spec = check_request(opts)
-    from edgec.backends.tvm import tuning
-    from edgec.backends.tvm.compile import compile_module
-
-    if opts.use_tune_db:
-        tuning.open_user_database(spec, opts.tune_db)  # a bad --db fails before any work
-    steps = _Steps(say)
+    steps = Steps(progress)
     low = lower(opts, steps)
-    from edgec.backends.tvm.compile import tvm_target
-    from edgec.backends.tvm.pipeline import fused_module
-
-    fused = steps.run("legalize and fuse", lambda: fused_module(low.mod, tvm_target(spec)))
-    database, db_label = None, None
-    if opts.use_tune_db and spec.kind == "cpu":
-        tasks = steps.run("look up tuning records", lambda: tuning.extract_tasks(low.mod, spec, fused))
-        database, db_label = tuning.open_database(spec, opts.tune_db, tasks)
-    kernels = steps.run("count fused kernels", lambda: _kernel_counts(
-        low.prepared, fused, low.shapes, low.dtypes, spec, any(p.get("applied") for p in low.records)))
     name = opts.name or f"{low.source.name}-{spec.name}"
-    final_dir = Path(opts.out_dir) / name
-    with staging_dir(final_dir) as tmp:
-        library = tmp / spec.library
-        kernels_lib = tmp / KERNELS_LIBRARY if spec.kind == "cpu" else None
-        compiled = steps.run(f"compile for {spec.name}", lambda: compile_module(
-            fused, spec, library, database, prefused=True, kernels_library=kernels_lib))
-        steps.run("kernel and memory map", lambda: write_json(tmp / KERNELS_JSON, kernel_map(low, fused, spec)))
-        if database is not None:
-            compiled.tuned_tasks, compiled.total_tasks = steps.run(
-                "count tuned kernels", lambda: tuning.count_tuned(low.mod, spec, database, fused))
-        if opts.verify:
-            verification = steps.run("verify", lambda: _verify(spec, low.mod, library, low.inputs, low.reference,
-                                                               compiled.cubin_archs, say))
-        else:
-            verification = {"method": spec.verify, "skipped": True, "reason": "--no-verify", "passed": None,
-                            "cubin_archs": compiled.cubin_archs}
-        onnx.save(low.final, str(tmp / "model.onnx"))
-        report = _report(opts, spec, low, compiled, verification, kernels, steps, db_label, start, tmp)
+    req = PartRequest(MAIN_PART, low.final, spec, low.inputs, reference=low.reference, passes=low.records,
+                      function_change=low.function_change, before_passes=low.prepared)
+    opts_record = {"seed": opts.seed, "passes": _pipeline_spec(opts.passes)}
+    with staging_dir(Path(opts.out_dir) / name) as tmp:
+        report, manifest, _, _ = _write_part(low.source, req, tmp, steps, start, tuning=opts.tuning,
+                                             verify=opts.verify, opts_record=opts_record,
+                                             reference_label=_reference_label(low.function_change))
+        _fail_if_unverified(report["verification"], "the artifact's")
+    return BuildResult(Path(opts.out_dir) / name, report, manifest)
+
+
+def _pipeline_spec(passes: Any) -> Any:
+    if isinstance(passes, list):
+        return ",".join(c.label() for c in passes)
+    return passes
+
+
+def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection],
+                out_dir: Path, name: str, *, tuning: TuningOptions | None = None, verify: bool = True,
+                progress: Progress | None = None, seed: int = 0) -> BuildResult:
+    """Build a multi-part artifact: each part compiled for its own target and verified, and
+    the composition of the parts verified against the whole model.
+
+    The parts are listed in execution order; a part's inputs are the whole model's inputs
+    of the same name or outputs of earlier parts (``connections``). Each part is verified
+    on its own inputs (the whole model's inputs, or onnxruntime's outputs of the earlier
+    parts); the composition runs every part on its verification device, each fed by the
+    earlier parts' device outputs, and must match onnxruntime's run of ``whole`` within the
+    build tolerance.
+
+    Args:
+        source: The model as it entered (recorded in manifests and reports).
+        whole: The whole model (ONNX, static shapes), the composition's reference.
+        parts: The parts, in execution order (``model``, ``target`` set; ``inputs`` may be
+            empty: they are computed here).
+        connections: Which output feeds which input.
+        out_dir: Parent folder of the artifact.
+        name: Artifact folder name.
+        tuning: Tuning records to apply.
+        verify: Run the numerical checks.
+        progress: Called with each step as it starts.
+        seed: Seed of the verification inputs.
+
+    Returns:
+        The artifact (``<out_dir>/<name>/<part>/`` per part, ``manifest.json`` and ``report.json``
+        at the top).
+
+    Raises:
+        UsageError: duplicate or reserved part names, a part input fed by nothing.
+        VerificationError: a part, or the composition, differs from onnxruntime.
+        (and what :func:`build` raises)
+    """
+    start = time.perf_counter()
+    tuning = tuning or TuningOptions()
+    steps = Steps(progress)
+    _check_parts(whole, parts, connections)
+    shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(whole)}
+    whole_inputs = reference.make_inputs(shapes, reference.input_dtypes(whole), seed=seed)
+    whole_outputs = steps.run("reference (onnxruntime)", lambda: reference.run_ort(whole, whole_inputs))
+    # each part's verification inputs: the whole model's inputs, or earlier parts' onnxruntime outputs
+    values: dict[tuple[str, str], np.ndarray] = {}
+    for part in parts:
+        part.inputs = {n: _feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)}
+        outs = reference.run_ort(part.reference or part.model, part.inputs)
+        for o, arr in zip(part.model.graph.output, outs):
+            values[(part.name, o.name)] = arr
+    final = Path(out_dir) / name
+    records: list[dict[str, Any]] = []
+    with staging_dir(final) as tmp:
+        plans = {}
+        for part in parts:
+            steps.progress(f"part {part.name} ({part.target.name})")
+            report, manifest, compiled, plan = _write_part(
+                source, part, tmp / part.name, steps, start, tuning=tuning, verify=verify,
+                opts_record={"seed": seed, "first_part": parts[0].name}, reference_label=_reference_label(None))
+            _fail_if_unverified(report["verification"], f"part '{part.name}':")
+            plans[part.name] = plan
+            records.append({"name": part.name, "path": part.name, "target": compiled.target,
+                            "library": f"{part.name}/{compiled.library.name}",
+                            "inputs": manifest["inputs"], "outputs": manifest["outputs"],
+                            "verification": report["verification"],
+                            "build": {k: report["build"][k] for k in ("library_bytes", "tuned_tasks", "total_tasks",
+                                                                      "compile_seconds")}})
+        composition = (steps.run("verify the composition", lambda: _verify_composition(
+            parts, plans, connections, whole, whole_inputs, whole_outputs, steps.progress)) if verify
+            else {"method": "parts chained on their devices", "skipped": True, "reason": "--no-verify",
+                  "passed": None})
+        report = _whole_report(source, whole, records, connections, composition, steps, start, tmp,
+                               versions=compiled.versions)
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(reports.render_markdown(report))
-        manifest = _manifest(opts, spec, low, tmp)
+        manifest = {"edgec_manifest": 2, "created": reports.now_iso(), "versions": report["versions"],
+                    "model": {"name": source.name, "source": source.kind, "path": source.path,
+                              "source_sha256": source.sha256, "weights": source.weights},
+                    "inputs": tensor_infos(graph_inputs(whole)), "outputs": tensor_infos(whole.graph.output),
+                    "preprocessing": source.preprocessing,
+                    "parts": [{k: r[k] for k in ("name", "path", "target", "library", "inputs", "outputs")}
+                              for r in records],
+                    "connections": [c.to_dict() for c in connections],
+                    "files": file_hashes(tmp)}
         write_json(tmp / "manifest.json", manifest)
-        if verification.get("passed") is False:
-            raise VerificationError(
-                f"the artifact's outputs differ from onnxruntime: max abs error {verification['max_abs_error']:.3g} "
-                f"> {verification['tolerance']:.3g}"
-                + ("" if verification.get("top1_match") is not False else ", top-1 differs"),
-                "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
-    return BuildResult(final_dir, report, manifest)
+        _fail_if_unverified(composition, "the composed parts'")
+    return BuildResult(final, report, manifest)
 
 
-KERNELS_LIBRARY = "kernels.so"
-KERNELS_JSON = "kernels.json"
+def _input_names(model: onnx.ModelProto) -> list[str]:
+    return [i.name for i in graph_inputs(model)]
 
 
-def kernel_map(low: Lowered, fused, spec: TargetSpec) -> dict[str, Any]:
-    """``kernels.json``: fused kernels in call order with shapes and ONNX nodes, and the memory plan."""
-    from edgec.backends.tvm.compile import tvm_target
-    from edgec.backends.tvm.kernel_info import kernel_calls, live_activation_bytes, map_onnx_nodes, planned_memory
-
-    calls = kernel_calls(fused)
-    map_onnx_nodes(calls, [(n.name or n.output[0], n.op_type) for n in low.final.graph.node])
-    memory = planned_memory(fused, tvm_target(spec))
-    live = live_activation_bytes(calls)
-    memory["peak_live_activation_bytes"] = max(live) if live else 0
-    return {"calls": calls, "live_activation_bytes": live, "memory": memory,
-            "library": KERNELS_LIBRARY if spec.kind == "cpu" else None}
+def _feed(part: str, tensor: str, whole_inputs: dict[str, np.ndarray], values: dict[tuple[str, str], np.ndarray],
+          connections: list[Connection]) -> np.ndarray:
+    for c in connections:
+        if c.dst_part == part and c.dst_tensor == tensor:
+            return values[(c.src_part, c.src_tensor)]
+    return whole_inputs[tensor]
 
 
-def _kernel_counts(prepared, fused, shapes, dtypes, spec: TargetSpec, passes_changed: bool) -> dict[str, Any]:
-    """Fused TVM kernels after the passes (and before them, when the passes changed the graph)."""
-    from edgec.backends.tvm.compile import tvm_target
-    from edgec.backends.tvm.importer import import_onnx
-    from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, standalone_kernels
+def _check_parts(whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection]) -> None:
+    names = [p.name for p in parts]
+    if len(set(names)) != len(names) or MAIN_PART in names:
+        raise UsageError(f"part names must be unique and not '{MAIN_PART}': {', '.join(names)}",
+                         "name the parts e.g. head and tail")
+    for p in names:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", p):
+            raise UsageError(f"part name '{p}' is not a plain folder name", "use letters, digits, _ and -")
+    whole_in = set(_input_names(whole))
+    produced: set[tuple[str, str]] = set()
+    for part in parts:
+        for n in _input_names(part.model):
+            fed = [c for c in connections if c.dst_part == part.name and c.dst_tensor == n]
+            if fed and (fed[0].src_part, fed[0].src_tensor) not in produced:
+                raise UsageError(f"part '{part.name}' input '{n}' is fed by {fed[0].src_part}:{fed[0].src_tensor}, "
+                                 "which no earlier part produces", "list the parts in execution order")
+            if not fed and n not in whole_in:
+                raise UsageError(f"part '{part.name}' input '{n}' is fed by nothing",
+                                 "connect it to an earlier part's output")
+        produced |= {(part.name, o.name) for o in part.model.graph.output}
 
-    target = tvm_target(spec)
-    after = fused_kernels(None, target, fused)
-    out: dict[str, Any] = {"after_passes": len(after), "standalone_after_passes": standalone_kernels(after),
-                           "conv_layout": conv_layout(fused)}
-    if passes_changed:
-        before = fused_kernels(import_onnx(prepared, shapes, dtypes), target)
-        out.update(before_passes=len(before), standalone_before_passes=standalone_kernels(before))
-    else:
-        out.update(before_passes=len(after), standalone_before_passes=out["standalone_after_passes"])
-    return out
+
+def _verify_composition(parts: list[PartRequest], plans: dict[str, Any], connections: list[Connection],
+                        whole: onnx.ModelProto, whole_inputs: dict[str, np.ndarray],
+                        whole_outputs: list[np.ndarray], say: Progress) -> dict[str, Any]:
+    """Chain the parts on their verification devices and compare with the whole model's outputs."""
+    values: dict[tuple[str, str], np.ndarray] = {}
+    emulated = False
+    for part in parts:
+        args = [_feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)]
+        outs, device = _run_on_device(plans[part.name], args, say)
+        emulated = emulated or bool(device.emulated)
+        for o, arr in zip(part.model.graph.output, outs):
+            values[(part.name, o.name)] = arr
+    final = [_whole_output(o.name, parts, values) for o in whole.graph.output]
+    cmp = reference.compare(final, whole_outputs, rtol=reference.BUILD_RTOL)
+    return {"method": "parts chained on their verification devices: " + " -> ".join(
+        f"{p.name} ({plans[p.name].device})" for p in parts),
+            "reference": "onnxruntime CPU, ORT_DISABLE_ALL, whole model", "emulated": emulated, **cmp.to_dict()}
 
 
-def _report(opts, spec, low: Lowered, compiled, verification, kernels, steps, db_label, start,
-            folder) -> dict[str, Any]:
-    from edgec.backends.tvm.env import versions
+def _whole_output(name: str, parts: list[PartRequest], values: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
+    for part in reversed(parts):
+        if (part.name, name) in values:
+            return values[(part.name, name)]
+    raise UsageError(f"no part produces the model output '{name}'", "the last part must end at the model's outputs")
 
-    final = low.final
-    stats, stats_before = graph_stats(final), graph_stats(low.prepared)
-    lib_bytes = compiled.library.stat().st_size
-    artifact_bytes = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+def _whole_report(source: Source, whole: onnx.ModelProto, parts: list[dict[str, Any]],
+                  connections: list[Connection], composition: dict[str, Any], steps: Steps, start: float,
+                  folder: Path, versions: dict[str, str]) -> dict[str, Any]:
+    stats = graph_stats(whole)
     report = {
         "schema": reports.SCHEMA_ID, "kind": "build", "created": reports.now_iso(),
-        "model": {"name": low.source.name, "source": low.source.kind, "path": low.source.path,
-                  "sha256": low.source.sha256, "params": stats.params, "param_bytes": stats.param_bytes,
-                  "macs": stats.macs, "nodes": stats.nodes, "nodes_before_passes": stats_before.nodes,
-                  "inputs": _tensor_infos(graph_inputs(final)), "outputs": _tensor_infos(final.graph.output)},
-        "target": spec.to_dict(),
-        "build": {"compile_seconds": round(compiled.compile_seconds, 3),
-                  "total_seconds": round(time.perf_counter() - start, 3),
-                  "artifact_bytes": artifact_bytes, "library_bytes": lib_bytes,
-                  "tuned_tasks": compiled.tuned_tasks, "total_tasks": compiled.total_tasks,
-                  "tuning_database": db_label, "cubin_archs": compiled.cubin_archs},
+        "model": {**source.to_dict(), "params": stats.params, "param_bytes": stats.param_bytes, "macs": stats.macs,
+                  "nodes": stats.nodes, "weights": source.weights,
+                  "inputs": tensor_infos(graph_inputs(whole)), "outputs": tensor_infos(whole.graph.output)},
+        "parts": parts,
+        "connections": [c.to_dict() for c in connections],
+        "build": {"total_seconds": round(time.perf_counter() - start, 3),
+                  "artifact_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())},
         "steps": steps.records,
-        "passes": low.records,
-        "kernels": kernels,
-        "verification": verification,
-        "versions": versions(),
+        "verification": composition,
+        "versions": versions,
     }
     reports.validate(report)
     return report
-
-
-def _manifest(opts, spec, low: Lowered, folder) -> dict[str, Any]:
-    from edgec.backends.tvm.env import versions
-
-    source, final = low.source, low.final
-    passes = [p for p in low.records if not p.get("name", "").startswith("frontend")]
-    if source.kind == "zoo":
-        weights = str(opts.weights) if opts.weights else ("timm pretrained" if opts.pretrained else "random")
-    else:
-        weights = "onnx"
-    return {
-        "edgec_manifest": 1,
-        "created": reports.now_iso(),
-        "versions": versions(),
-        "model": {"name": source.name, "source": source.kind, "path": source.path, "source_sha256": source.sha256,
-                  "seed": opts.seed if source.kind == "zoo" else None, "weights": weights},
-        "target": spec.to_dict(),
-        "library": spec.library,
-        "inputs": _tensor_infos(graph_inputs(final)),
-        "outputs": _tensor_infos(final.graph.output),
-        "preprocessing": source.preprocessing,
-        "steps": ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",
-                  "onnxslim (constant folding, no fusion)", "shape inference"]
-                 + [f"pass:{p['name']}" for p in passes if p.get("applied")]
-                 + ["tvm.relax import", "relax pipeline (legalize, fuse, apply tuning database, plan memory)",
-                    f"link ({spec.cross_compiler or 'g++'})"],
-        "pass_pipeline": {"spec": opts.passes,
-                          "passes": [{"name": p["name"], "equivalence": p.get("equivalence"),
-                                      "applied": p.get("applied", 0)} for p in passes]},
-        "files": file_hashes(folder),
-    }

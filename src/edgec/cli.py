@@ -71,6 +71,55 @@ class _StepPrinter:
         self.current = step
 
 
+PASSES_HELP = ("Pass pipeline: default, none, 'a,b(key=value,...)' (options: `edgec passes list`), "
+               "or a pipeline file (.toml/.json).")
+
+
+class _TuneDisplay:
+    """A spinner while the model is prepared, then a progress bar over the trials (one live display at a time)."""
+
+    def __init__(self, trials: int | None) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.printer = _StepPrinter()
+        self.bar = Progress(TextColumn("[bold]tuning[/]"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total} trials"), TextColumn("{task.fields[est]}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        self.trials = trials
+        self.job = None
+
+    def __enter__(self):
+        self.printer.__enter__()
+        return self
+
+    def step(self, name: str) -> None:
+        self.printer(name)
+
+    def update(self, p) -> None:
+        if self.job is None:
+            self.printer.__exit__(None, None, None)
+            self.bar.start()
+            self.job = self.bar.add_task("tune", total=self.trials or 1000, est="")
+        if p.trials_total:
+            done, tot = p.trials_done, p.trials_total
+        else:  # time budget: show progress in elapsed time
+            tot = 1000
+            done = int(min(1.0, p.elapsed_s / p.deadline_s) * tot) if p.deadline_s else 0
+        if p.deadline_s and p.trials_total:
+            done = max(done, int(min(1.0, p.elapsed_s / p.deadline_s) * tot))
+        est = f"est. {p.est_latency_ms:.2f} ms ({p.tasks_measured}/{p.tasks_total} kernels)" \
+            if p.est_latency_ms is not None else ""
+        self.bar.update(self.job, completed=done, total=tot, est=est)
+
+    def __exit__(self, *exc):
+        if self.job is None:
+            self.printer.__exit__(*exc)
+        else:
+            if exc[0] is None:
+                self.bar.update(self.job, completed=self.bar.tasks[0].total)
+            self.bar.stop()
+
+
 def _shape_opt():
     return typer.Option("--input-shape", help="Fix an input's shape: NAME=1,3,224,224 (repeat per input).")
 
@@ -87,7 +136,7 @@ def build(
     width_mult: Annotated[Optional[float], typer.Option(help="Width multiplier (MCUNetV2).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of random weights and of the verification inputs.")] = 0,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the artifact against onnxruntime.")] = True,
-    passes: Annotated[str, typer.Option(help="Pass pipeline: default, none, or a comma-separated list.")] = "default",
+    passes: Annotated[str, typer.Option(help=PASSES_HELP)] = "default",
     dump_ir: Annotated[Optional[Path], typer.Option(help="Write the ONNX after every pass to this folder.")] = None,
     db: Annotated[Optional[Path], typer.Option(help="Tuning database folder (default: the user cache).")] = None,
     tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", help="Apply the tuning database.")] = True,
@@ -106,8 +155,9 @@ def build(
 
 
 def print_build_summary(report: dict, artifact: Path) -> None:
-    """One screen: model, target, size, compile time, passes, verification, artifact path."""
-    from edgec.profiling.report import human_bytes, human_count, verification_line
+    """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
+    from edgec.profiling.report import (function_change_line, human_bytes, human_count, pass_error,
+                                        verification_line, weights_note)
 
     m, t, b = report["model"], report["target"], report["build"]
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -115,7 +165,9 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     table.add_column()
     table.add_row("model", f"{m['name']} ({m['source']}), params {human_count(m['params'])}, "
                            f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
-    table.add_row("target", f"{t['name']}: {t['description'][:90]}")
+    if m.get("weights") == "random":
+        table.add_row("weights", f"[yellow]{weights_note('random')}[/]")
+    table.add_row("target", f"{t['name']}: {t['description'][:110]}")
     table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
     table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
     if b.get("total_tasks"):
@@ -124,7 +176,11 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         table.add_row("tuning", "no tuning database for this target (see `edgec tune`)")
     v = report.get("verification", {})
     style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
-    table.add_row("verify", f"[{style}]{verification_line(v)}[/]")
+    fc = report.get("function_change")
+    against = f" (vs the model after {', '.join(fc['passes'])})" if fc else ""
+    table.add_row("verify", f"[{style}]{verification_line(v)}[/]{against}")
+    if fc:
+        table.add_row("function", f"[yellow]{function_change_line(fc)}[/]")
     console.print(table)
     all_passes = [p for p in report.get("passes", []) if "nodes_before" in p]
     passes = [p for p in all_passes if p.get("applied")]
@@ -135,19 +191,18 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         for col in ("pass", "nodes", "params", "MACs", "op changes", "max abs err", "s"):
             pt.add_column(col, justify="left" if col in ("pass", "op changes") else "right")
         for p in passes:
-            err = p.get("max_abs_error")
             ops = ", ".join(f"{k} {a}→{b}" for k, (a, b) in p.get("op_changes", {}).items()) or "no change"
-            pt.add_row(p["name"], f"{p['nodes_before']} → {p['nodes_after']}",
+            pt.add_row(p.get("label", p["name"]), f"{p['nodes_before']} → {p['nodes_after']}",
                        f"{human_count(p['params_before'])} → {human_count(p['params_after'])}",
                        f"{human_count(p['macs_before'])} → {human_count(p['macs_after'])}", ops,
-                       "-" if err is None else f"{err:.1e}", f"{p.get('seconds', 0):.2f}")
+                       pass_error(p), f"{p.get('seconds', 0):.2f}")
         console.print(pt)
-        idle = [p["name"] for p in all_passes if not p.get("applied")]
+        idle = [p.get("label", p["name"]) for p in all_passes if not p.get("applied")]
         if idle:
             console.print(f"[dim]no change: {', '.join(idle)}[/]")
     k = report.get("kernels")
     if k and passes:
-        console.print(f"TVM fused kernels {k['before_passes']} → {k['after_passes']}; standalone element-wise/"
+        console.print(f"fused kernels {k['before_passes']} → {k['after_passes']}; standalone element-wise/"
                       f"layout kernels {len(k['standalone_before_passes'])} → {len(k['standalone_after_passes'])}; "
                       f"convolutions in {k.get('conv_layout', 'NCHW')}")
     console.print(f"[bold green]artifact:[/] {artifact}")
@@ -169,39 +224,14 @@ def tune(
     seed: Annotated[int, typer.Option(help="Seed of random weights and of the search.")] = 0,
 ) -> None:
     """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
-    from edgec.backends.tvm.tuning import check_tune_request
-    from edgec.backends.tvm.tuning import tune as run_tune
-    from edgec.build import BuildOptions, _Steps, check_request, lower
+    from edgec.build import BuildOptions
+    from edgec.tune import tune as run_tune
 
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, weights=weights,
                         seed=seed)
-    spec = check_request(opts)
-    check_tune_request(spec, trials, minutes, device)
-    with _StepPrinter() as printer:
-        low = lower(opts, _Steps(printer))
-    columns = [TextColumn("[bold]tuning[/]"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
-               TextColumn("{task.fields[est]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    with Progress(*columns, console=err_console, transient=False) as bar:
-        total = trials or 1000
-        job = bar.add_task("tune", total=total, est="")
-
-        def update(p) -> None:
-            if p.trials_total:
-                done, tot = p.trials_done, p.trials_total
-            else:  # time budget: show progress in elapsed time
-                tot = 1000
-                done = int(min(1.0, p.elapsed_s / p.deadline_s) * tot) if p.deadline_s else 0
-            if p.deadline_s and p.trials_total:
-                done = max(done, int(min(1.0, p.elapsed_s / p.deadline_s) * tot))
-            est = f"est. {p.est_latency_ms:.2f} ms ({p.tasks_measured}/{p.tasks_total} kernels)" \
-                if p.est_latency_ms is not None else ""
-            bar.update(job, completed=done, total=tot, est=est)
-
-        result = run_tune(low.mod, spec, trials=trials, minutes=minutes, db=db, device=device, progress=update,
-                          seed=seed)
-        bar.update(job, completed=bar.tasks[0].total)
+    with _TuneDisplay(trials) as display:
+        result = run_tune(opts, trials=trials, minutes=minutes, db=db, device=device, progress=display.step,
+                          on_trials=display.update)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
@@ -218,8 +248,9 @@ def tune(
 
 @app.command()
 def profile(
-    model: Annotated[str, typer.Argument(help="An artifact folder, a zoo name or an .onnx file (built first).")],
-    device: Annotated[str, typer.Option(help="local, rpc://HOST:PORT or tracker://HOST:PORT/KEY.")] = "local",
+    model: Annotated[str, typer.Argument(help="An artifact (ARTIFACT[:PART]), a zoo name or an .onnx file (built first).")],
+    device: Annotated[str, typer.Option(help="local, qemu-aarch64, rpc://HOST:PORT or tracker://HOST:PORT/KEY.")]
+    = "local",
     target: Annotated[str, typer.Option("--target", "-t", help="Target when building first.")] = "host",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default ARTIFACT/profile).")]
     = None,
@@ -236,37 +267,20 @@ def profile(
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Verify when building first.")] = True,
 ) -> None:
     """Latency (end to end and per kernel) and memory of MODEL on DEVICE; writes report.json/.md/.html."""
-    from edgec.artifact import write_json
-    from edgec.profiling.html import render_html
-    from edgec.profiling.profiler import ProfileOptions, profile_artifact
-    from edgec.profiling.report import render_markdown
+    from edgec.build import BuildOptions
+    from edgec.profile import profile as run_profile
+    from edgec.profiling.profiler import ProfileOptions
 
-    from edgec.profiling.devices import DeviceURL, check_device
-
-    url = DeviceURL.parse(device)
-    check_device(url)  # before building: an unreachable device fails in seconds
-    artifact = Path(model)
-    if not (artifact.is_dir() and (artifact / "manifest.json").exists()):
-        from edgec.build import BuildOptions
-        from edgec.build import build as run_build
-
-        opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, tune_db=db,
-                            use_tune_db=tune_db, verify=verify)
-        with _StepPrinter() as printer:
-            artifact = run_build(opts, progress=printer).artifact
+    bopts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, tune_db=db,
+                         use_tune_db=tune_db, verify=verify)
     popts = ProfileOptions(device=device, threads=threads, repeats=repeats, warmup=warmup, baseline=baseline,
                            timeout_s=timeout)
     with _StepPrinter() as printer:
-        report = profile_artifact(artifact, popts, progress=printer)
-    folder = out or artifact / "profile"
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "report.json", report)
-    (folder / "report.md").write_text(render_markdown(report))
-    (folder / "report.html").write_text(render_html(report))
-    print_profile_summary(report, folder)
-    if not report.get("complete", True):
-        raise DeviceError(f"the profile is incomplete: {report['profile'].get('error')}",
-                          f"partial results kept in {folder / 'report.json'}")
+        result = run_profile(model, popts, build_opts=bopts, out=out, progress=printer)
+    print_profile_summary(result.report, result.folder)
+    if not result.report.get("complete", True):
+        raise DeviceError(f"the profile is incomplete: {result.report['profile'].get('error')}",
+                          f"partial results kept in {result.folder / 'report.json'}")
 
 
 def print_profile_summary(report: dict, folder: Path) -> None:
@@ -349,7 +363,7 @@ def device_emulate(
     = None,
 ) -> None:
     """Run TVM's RPC server inside the qemu-aarch64 rootfs until Ctrl-C (timings are emulated)."""
-    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
     from edgec.targets import get_target
 
     spec = get_target(target)
@@ -375,9 +389,9 @@ def device_tracker(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Run a TVM RPC tracker (boards register with it under a key; profile/tune with tracker://HOST:PORT/KEY)."""
-    from tvm.rpc.tracker import Tracker
+    from edgec.devices.rpc import start_tracker
 
-    tr = Tracker(host=host, port=port, port_end=port + 1, silent=True)
+    tr = start_tracker(host, port)
     console.print(f"TVM tracker at {host}:{tr.port}; Ctrl-C stops it")
     try:
         while True:
@@ -388,14 +402,14 @@ def device_tracker(
 
 @app.command()
 def run(
-    artifact: Annotated[Path, typer.Argument(help="Artifact folder built for the host target.")],
+    artifact: Annotated[str, typer.Argument(help="Artifact built for this machine: ARTIFACT or ARTIFACT:PART.")],
     image: Annotated[Path, typer.Option("--image", help="Image file (PNG, JPEG...).")],
     top: Annotated[int, typer.Option(help="How many classes to print.")] = 5,
 ) -> None:
-    """Run a host artifact on an image: resize and normalise as the manifest says, print the top-k."""
-    from edgec.profiling.image import classify
+    """Run an artifact (all its parts in order, or one part) on an image: preprocess as the manifest says, print the top-k."""
+    from edgec.run import run_image
 
-    results = classify(artifact, image, top=top)
+    results = run_image(artifact, image, top=top)
     table = Table(title=f"top-{top} for {image.name}", title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("class index", justify="right")
@@ -447,18 +461,21 @@ def targets_list(
 
 @passes_app.command("list")
 def passes_list() -> None:
-    """Describe every pass: what it matches, when it refuses, its equivalence, its source."""
-    from edgec.passes import DEFAULT_PIPELINE, all_passes
+    """Describe every pass: what it matches, when it refuses, its options, its equivalence, its source."""
+    from dataclasses import MISSING
+
+    from edgec.passes import DEFAULT_PIPELINE, all_passes, option_fields
 
     table = Table(show_lines=True)
-    for col in ("pass", "matches", "refuses unless", "equivalence", "source"):
+    for col in ("pass", "matches", "refuses unless", "options", "equivalence", "source"):
         table.add_column(col, overflow="fold")
     for p in all_passes():
-        eq = p.equivalence
-        eq_text = f"exact (≤ {eq.rtol:g}·max(1,|ref|))" if eq.kind == "exact" else eq.kind
-        table.add_row(p.name, p.matches, p.preconditions, eq_text, p.source)
+        opts = "\n".join(f"{f.name}: {f.type_words}" + ("" if f.default is MISSING else f" = {f.default}")
+                         + (f" — {f.help}" if f.help else "") for f in option_fields(p.options)) or "-"
+        table.add_row(p.name, p.matches, p.preconditions, opts, p.equivalence.describe(), p.source)
     console.print(table)
     console.print(f"default pipeline: {', '.join(DEFAULT_PIPELINE)} (repeated to a fixed point)")
+    console.print("with options: --passes 'default,NAME(key=value,...)', or a pipeline file (.toml/.json)")
 
 
 def _raise_interrupt(signum, frame):  # noqa: ARG001
@@ -469,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     """Console entry point. Returns the exit code (also via ``sys.exit``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("EDGEC_DEBUG") == "1"
+    if "--debug" in argv:  # a global flag, accepted anywhere on the command line
+        argv = ["--debug"] + [a for a in argv if a != "--debug"]
     signal.signal(signal.SIGTERM, _raise_interrupt)
     code = 0
     try:

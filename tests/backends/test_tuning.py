@@ -24,22 +24,21 @@ def test_tvm_ffi_is_the_version_that_does_not_segfault():
 
 
 def test_tune_then_build_applies_records(tmp_path):
-    from edgec.backends.tvm.tuning import record_count, tune
-    from edgec.build import _Steps, check_request, lower
+    from edgec.backends.tvm.tuning import record_count
+    from edgec.tune import tune
 
     model = tiny_cnn(tmp_path / "tiny.onnx")
     db = tmp_path / "db"
     opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out")
-    spec = check_request(opts)
-    low = lower(opts, _Steps(None))
     seen = []
     users_handler = logging.NullHandler()  # unnamed, like a user's or pytest's: MetaSchedule's dictConfig chokes
     logging.getLogger("tvm.s_tir.meta_schedule").addHandler(users_handler)
-    result = tune(low.mod, spec, trials=6, db=db, per_iter=3, progress=seen.append, seed=0)
+    result = tune(opts, trials=6, db=db, per_iter=3, on_trials=seen.append)
     assert users_handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers
     assert result.trials >= 6 and record_count(db) == result.records_after > 0
     assert seen and seen[-1].trials_done == result.trials
-    again = tune(low.mod, spec, trials=3, db=db, per_iter=3, seed=1)
+    opts.seed = 1
+    again = tune(opts, trials=3, db=db, per_iter=3)
     assert again.records_before == result.records_after and again.records_after > again.records_before
     built = build(BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out", tune_db=db))
     b = built.report["build"]
@@ -52,17 +51,18 @@ def test_tune_then_build_applies_records(tmp_path):
 
 def test_shipped_records_apply_without_user_database(tmp_path, monkeypatch):
     """Records exported in the shipped format (no workloads) are matched to tasks by structural hash."""
-    from edgec.backends.tvm import tuning
-    from edgec.build import _Steps, check_request, lower
+    from edgec.backends.tvm import api, tuning
+    from edgec.build import check_request, lower
+    from edgec.devices import open_device
 
     model = tiny_cnn(tmp_path / "tiny.onnx", channels=6)
     opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out")
     spec = check_request(opts)
-    low = lower(opts, _Steps(None))
+    low = lower(opts)
     db = tmp_path / "db"
-    tuning.tune(low.mod, spec, trials=4, db=db, per_iter=2, seed=0)
+    api.tune(low.final, spec, open_device("local"), trials=4, db=db, per_iter=2, seed=0)
     shipped = tmp_path / "shipped" / "records.jsonl"
-    assert tuning.export_shipped(db, tuning.extract_tasks(low.mod, spec), shipped, spec, ["tiny"]) >= 1
+    assert tuning.export_shipped(db, api.extract_tasks(low.final, spec), shipped, spec, ["tiny"]) >= 1
     assert shipped.stat().st_size < 50_000 and (shipped.parent / "metadata.json").exists()
     monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(tuning, "shipped_records_file", lambda _spec: shipped)
@@ -98,9 +98,11 @@ def test_cli_tune_requires_budget(run_cli, tmp_path):
 
 
 def test_device_urls():
-    from edgec.backends.tvm.tuning import DeviceURL, check_device
+    from edgec.devices import DeviceURL
+    from edgec.devices.probe import probe as check_device
 
     assert DeviceURL.parse("local").kind == "local"
+    assert DeviceURL.parse("qemu-aarch64").kind == "qemu-aarch64"
     assert DeviceURL.parse("rpc://127.0.0.1:9090") == DeviceURL("rpc", "127.0.0.1", 9090)
     assert DeviceURL.parse("tracker://10.0.0.2:9190/rpi4") == DeviceURL("tracker", "10.0.0.2", 9190, "rpi4")
     for bad in ("rpc://host", "ssh://x:1", "tracker://h:1"):
@@ -143,18 +145,16 @@ def test_kill_9_then_resume(tmp_path):
 def test_remote_tuning_on_emulated_rpi4(tmp_path):
     """RPC measurement path: candidates are cross-compiled, uploaded and timed on the (emulated) device."""
     from conftest import free_port
-    from edgec.backends.tvm.tuning import record_count, tune
-    from edgec.build import _Steps, check_request, lower
-    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+    from edgec.backends.tvm.tuning import record_count
+    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
+    from edgec.tune import tune
 
     model = tiny_cnn(tmp_path / "tiny.onnx", channels=4, size=8)
     opts = BuildOptions(model=str(model), target="rpi4", out_dir=tmp_path / "out")
-    spec = check_request(opts)
-    low = lower(opts, _Steps(None))
     port = free_port()
     proc = start_rpc_server(port=port)
     try:
-        result = tune(low.mod, spec, trials=2, per_iter=2, db=tmp_path / "db", device=f"rpc://127.0.0.1:{port}")
+        result = tune(opts, trials=2, per_iter=2, db=tmp_path / "db", device=f"rpc://127.0.0.1:{port}")
     finally:
         stop_rpc_server(proc)
     assert result.emulated and result.device == f"rpc://127.0.0.1:{port}"

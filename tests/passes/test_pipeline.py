@@ -17,6 +17,11 @@ def prepared(name):
     return m
 
 
+def pipeline(m, spec, **kw):
+    result = run_pipeline(m, spec, **kw)
+    return result.model, result.records
+
+
 def ops(m):
     return Counter(n.op_type for n in m.graph.node)
 
@@ -33,7 +38,7 @@ def changes(records):
 def test_ghostnetv3_100_figures():
     m = prepared("ghostnetv3_100")
     before = ops(m)
-    out, records = run_pipeline(m, "default")
+    out, records = pipeline(m, "default")
     after = ops(out)
     assert before["BatchNormalization"] == 32 and after["BatchNormalization"] == 0
     assert before["Conv"] == 309 and after["Conv"] == 137
@@ -44,7 +49,7 @@ def test_ghostnetv3_100_figures():
 @pytest.mark.slow
 def test_efficientvit_m0_figures():
     m = prepared("efficientvit_m0")
-    out, records = run_pipeline(m, "default")
+    out, records = pipeline(m, "default")
     assert ops(m)["BatchNormalization"] == 1 and ops(out)["BatchNormalization"] == 0
     # 24 query-scale Muls (one per attention head); the 2 left are the squeeze-excite gates x * sigmoid(.)
     assert ops(m)["Mul"] - ops(out)["Mul"] == 24
@@ -54,7 +59,7 @@ def test_efficientvit_m0_figures():
 @pytest.mark.slow
 def test_mobilenetv4_hybrid_medium_figures():
     m = prepared("mobilenetv4_hybrid_medium")
-    out, records = run_pipeline(m, "default")
+    out, records = pipeline(m, "default")
     inits = {i.name for i in m.graph.initializer}
     const_muls = [n for n in m.graph.node if n.op_type == "Mul" and n.input[1] in inits]
     layerscale = [n for n in const_muls if len(m.graph.initializer[[i.name for i in m.graph.initializer].index(
@@ -69,16 +74,16 @@ def test_mobilenetv4_hybrid_medium_figures():
 @pytest.mark.parametrize("name", ["mobilenetv4_conv_small", "ghostnet_100", "ghostnetv2_100"])
 def test_pipeline_is_a_noop_and_idempotent_on_exported_models(name):
     m = prepared(name)
-    out, records = run_pipeline(m, "default")
+    out, records = pipeline(m, "default")
     assert ops(out) == ops(m) and len(out.graph.node) == len(m.graph.node)
     assert not any(r["applied"] for r in records)
-    again, records2 = run_pipeline(out, "default")
+    again, records2 = pipeline(out, "default")
     assert not any(r["applied"] for r in records2)
 
 
 def test_records_dump_and_idempotence(tmp_path):
     m = prepared("ghostnetv3_050")
-    out, records = run_pipeline(m, "reparameterize_branches,fold_batchnorm", dump_dir=tmp_path)
+    out, records = pipeline(m, "reparameterize_branches,fold_batchnorm", dump_dir=tmp_path)
     rep = records[0]
     assert rep["name"] == "reparameterize_branches" and rep["applied"] >= 1 and rep["passed"]
     assert rep["nodes_after"] < rep["nodes_before"] and rep["macs_after"] < rep["macs_before"]
@@ -87,7 +92,7 @@ def test_records_dump_and_idempotence(tmp_path):
     dumped = sorted(p.name for p in tmp_path.iterdir())
     assert dumped[0] == "00_input.onnx" and any("reparameterize_branches" in d for d in dumped)
     onnx.checker.check_model(onnx.load(str(tmp_path / dumped[-1])), full_check=True)
-    _, again = run_pipeline(out, "default")
+    _, again = pipeline(out, "default")
     assert not any(r["applied"] for r in again)
 
 
@@ -116,7 +121,7 @@ def test_broken_pass_is_caught_by_the_harness(monkeypatch):
             return ir.passes.PassResult(model, False)
 
     monkeypatch.setitem(registry._PASSES, "breaks", registry.PassInfo(
-        "breaks", "Conv", "-", registry.EXACT, "-", lambda: Breaks()))
+        "breaks", "Conv", "-", registry.EXACT, "-", Breaks))
     m = prepared("mcunetv2")
     with pytest.raises(VerificationError, match="pass breaks changed the outputs"):
         run_pipeline(m, "breaks")

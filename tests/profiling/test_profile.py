@@ -10,7 +10,8 @@ from conftest import free_port
 from edgec.build import BuildOptions, build
 from edgec.errors import DeviceError
 from edgec.profiling.html import render_html
-from edgec.profiling.profiler import ProfileOptions, profile_artifact
+from edgec.artifact import open_part
+from edgec.profiling.profiler import ProfileOptions, profile_part
 from edgec.profiling.report import render_markdown, validate
 
 KERNEL_SUM_TOLERANCE = 0.35  # per-kernel times (each timed alone) sum to within 35% of end-to-end p50
@@ -27,6 +28,11 @@ def rpi4_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("art")
     return build(BuildOptions(model="mcunetv2", target="rpi4", out_dir=out, input_shapes=["1,3,64,64"],
                               verify=False, model_kwargs={"width_mult": 0.5})).artifact
+
+
+def profile_artifact(ref, opts):
+    _artifact, part = open_part(ref)
+    return profile_part(part, opts)
 
 
 def test_local_profile(host_artifact, tmp_path):
@@ -111,7 +117,7 @@ def test_compare_reports(run_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def emulated_server():
-    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
 
     port = free_port()
     proc = start_rpc_server(port=port)
@@ -135,7 +141,7 @@ def test_rpc_profile_on_emulated_device(emulated_server, rpi4_artifact, tmp_path
 def test_tracker_with_one_emulated_board(rpi4_artifact):
     from tvm.rpc.tracker import Tracker
 
-    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
 
     tport = free_port()
     tracker = Tracker(host="127.0.0.1", port=tport, port_end=tport + 1, silent=True)
@@ -154,7 +160,7 @@ def test_tracker_with_one_emulated_board(rpi4_artifact):
 @pytest.mark.slow
 @pytest.mark.qemu
 def test_device_dropping_mid_run_keeps_partial_results(rpi4_artifact):
-    from edgec.profiling.emulator import start_rpc_server, stop_rpc_server
+    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
 
     port = free_port()
     proc = start_rpc_server(port=port)
@@ -178,7 +184,7 @@ def test_ctrl_c_leaves_no_server_running():
     import subprocess
     import sys
 
-    from edgec.profiling.emulator import _port_open
+    from edgec.devices.qemu_aarch64 import _port_open
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edgec.cli", "device", "emulate", "rpi4", "--port", str(port)],

@@ -1,1 +1,138 @@
-"""Lowering backends. Only :mod:`edgec.backends.tvm` exists; it is the one package that imports TVM."""
+"""Backends: lower a verified ONNX model to a compiled library for a target.
+
+One interface for every backend (:class:`Backend`); :func:`get_backend` picks the
+one a target needs. Today every target is served by the TVM Relax backend
+(:mod:`edgec.backends.tvm.api`); a second one (C for microcontrollers) plugs in
+beside it by implementing the same functions and adding its target kinds to
+:data:`BACKENDS`.
+
+A backend takes ONNX with static shapes (after the frontend and the passes) and
+writes its files into a folder; what it produced is described by :class:`Compiled`.
+Orchestration (:mod:`edgec.build`) never touches the backend's own IR.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from edgec.targets import TargetSpec
+
+#: Runs one named, timed step: ``step(name, fn) -> fn()`` (the build's progress and timings).
+Step = Callable[[str, Callable[[], Any]], Any]
+
+
+def untimed(_name: str, fn: Callable[[], Any]) -> Any:
+    """A :data:`Step` that only calls ``fn``."""
+    return fn()
+
+
+@dataclass
+class TuningOptions:
+    """Which tuned schedules a compile applies.
+
+    Attributes:
+        use_database: Apply tuning records (the user's database and the shipped ones).
+        database: The user's database folder (None: the default one for the target).
+    """
+
+    use_database: bool = True
+    database: Path | None = None
+
+
+@dataclass
+class Compiled:
+    """What a backend produced for one model and target.
+
+    Attributes:
+        backend: Backend name (``"tvm"``).
+        target: The target's data as compiled, with detected values filled in (e.g. LLVM's
+            ``mcpu`` for ``native``).
+        library: The deployable library (in the output folder).
+        files: Names of every file the backend wrote into the output folder.
+        compile_seconds: Wall time of lowering, code generation and linking (s).
+        kernels: Fused-kernel facts: ``after_passes`` (count), ``standalone_after_passes``
+            (element-wise/layout kernels alone), ``conv_layout`` (``NHWC``/``NCHW``).
+        kernel_map: Kernels in call order with shapes, ONNX nodes and live bytes, and the
+            memory plan (written as ``kernels.json``), or None.
+        memory: Planned memory in bytes (``planned_activation_bytes``, ...).
+        tuned_kernels: Kernels that got a schedule from tuning records.
+        total_kernels: Kernels that could be tuned.
+        tuning_source: Where the records came from (a database folder, "shipped ..."), or None.
+        cubin_archs: SM numbers of embedded CUDA cubins, else empty.
+        versions: Versions of the compiler stack.
+    """
+
+    backend: str
+    target: dict[str, Any]
+    library: Path
+    files: list[str]
+    compile_seconds: float
+    kernels: dict[str, Any] = field(default_factory=dict)
+    kernel_map: dict[str, Any] | None = None
+    memory: dict[str, Any] = field(default_factory=dict)
+    tuned_kernels: int = 0
+    total_kernels: int = 0
+    tuning_source: str | None = None
+    cubin_archs: list[int] = field(default_factory=list)
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class VerifyPlan:
+    """How to check a compiled library numerically.
+
+    Attributes:
+        library: The library to run (the artifact's own, or a stand-in the device can run).
+        device: The verification device: ``local`` or ``qemu-aarch64`` (see :mod:`edgec.devices`).
+        method: Human description when the plan is more than "run the library on the device".
+        extra: Facts to record with the verification (e.g. ``cubin_archs``).
+    """
+
+    library: Path
+    device: str
+    method: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """The functions every backend module provides."""
+
+    name: str
+
+    def check(self, spec: TargetSpec, tuning: TuningOptions) -> None:
+        """Validate the toolchain and tuning options before any work (raises ToolchainError/UsageError)."""
+
+    def compile(self, model: Any, spec: TargetSpec, out_dir: Path, tuning: TuningOptions,
+                step: Step = untimed) -> Compiled:
+        """Compile an ONNX model (static shapes) into ``out_dir``."""
+
+    def count_kernels(self, model: Any, spec: TargetSpec) -> dict[str, Any]:
+        """Fused kernels the model would compile to: ``{"count", "standalone"}``."""
+
+    def verify_plan(self, model: Any, spec: TargetSpec, compiled: Compiled, workdir: Path) -> VerifyPlan:
+        """What to run, and where, to check ``compiled`` numerically."""
+
+    def resolved_target(self, spec: TargetSpec) -> dict[str, Any]:
+        """The target data with detected values filled in."""
+
+
+#: Target kind -> backend module.
+BACKENDS = {"cpu": "edgec.backends.tvm.api", "cuda": "edgec.backends.tvm.api"}
+
+
+def get_backend(spec: TargetSpec) -> Backend:
+    """The backend that compiles for ``spec``.
+
+    Raises:
+        UsageError: no backend serves the target's kind.
+    """
+    from edgec.errors import UsageError
+
+    if spec.kind not in BACKENDS:
+        raise UsageError(f"no backend compiles for target kind '{spec.kind}' ({spec.name})",
+                         f"kinds with a backend: {', '.join(sorted(BACKENDS))}")
+    return importlib.import_module(BACKENDS[spec.kind])  # type: ignore[return-value]

@@ -2,9 +2,9 @@
 
 The reference is onnxruntime's CPU provider with graph optimisations disabled
 (``ORT_DISABLE_ALL``), so that ORT does not apply the same rewrite to the
-reference that is being verified (``shared/README.md``, Conventions).
+reference that is being verified (``docs/design.md``, Conventions).
 
-Tolerances (``shared/README.md``):
+Tolerances (``docs/design.md``):
 
 * an exact pass: max abs error <= 1e-5 * max(1, max|ref|);
 * a whole build: max abs error <= 1e-4 * max(1, max|ref|), and the same top-1.

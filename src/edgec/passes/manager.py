@@ -1,13 +1,25 @@
-"""The pass harness: run a named pipeline to a fixed point, checking every pass numerically.
+"""The pass harness: run a pipeline, checking every pass numerically.
 
-Each pass runs through ``onnx_ir.passes.PassManager`` (with dead-node removal) to
-its own fixed point; the pipeline repeats until no pass changes the graph. After
-every pass that changed the graph, the harness records node count, parameter
-count, MACs and op-count changes, the time taken, and the numerical check: the
-graph before and after the pass run in onnxruntime (``ORT_DISABLE_ALL``) on the
-same fixed inputs, and the max abs error must stay within the pass's declared
-tolerance (``rtol * max(1, max|ref|)``; ``shared/README.md``). Passes declared as
-``changes-function`` are measured but not held to a tolerance.
+A pipeline (:func:`edgec.passes.registry.resolve_pipeline`) is cut into segments
+at its function-changing passes. A segment of exact passes repeats until no pass
+changes the graph (each pass to its own fixed point through
+``onnx_ir.passes.PassManager``, with dead-node removal). A function-changing pass
+runs once, where it stands.
+
+After every pass that changed the graph, the harness records node count,
+parameter count, MACs and op-count changes, the time taken, and a check on fixed
+inputs in onnxruntime (``ORT_DISABLE_ALL``):
+
+* an exact/allclose pass must keep max abs error within its declared tolerance
+  (``rtol * max(1, max|ref|) + atol``; exact passes: rtol 1e-5) against the graph
+  before it, or the pipeline stops with :class:`~edgec.errors.VerificationError`;
+* a function-changing pass gets its fidelity figure (its own, or max abs error and
+  top-1 agreement on N input sets, :mod:`edgec.passes.fidelity`) against the graph
+  before it.
+
+The result names the model a compiled artifact must match exactly: the model as it
+stood after the last function-changing pass (the input model when there is none),
+and the whole function change against the input model.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +40,37 @@ from onnx import shape_inference
 from edgec.errors import VerificationError
 from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
-from edgec.passes.registry import PassInfo, resolve_pipeline
+from edgec.passes import fidelity
+from edgec.passes.options import PassCall
+from edgec.passes.registry import resolve_pipeline
 
 log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 8
 MAX_STEPS = 64
+#: Input sets a function change is measured on.
+FIDELITY_INPUTS = 8
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline did.
+
+    Attributes:
+        model: The rewritten model.
+        records: One record per pipeline entry (see :func:`run_pipeline`).
+        reference: The model a compiled artifact must match exactly: after the last
+            function-changing pass that changed the graph, else the input model.
+        function_change: The reference against the input model (``fidelity`` figures plus
+            ``passes``: the labels of the function-changing passes), or None when no pass
+            changed the function.
+    """
+
+    model: onnx.ModelProto
+    records: list[dict[str, Any]]
+    reference: onnx.ModelProto
+    function_change: dict[str, Any] | None = None
+    calls: list[PassCall] = field(default_factory=list)
 
 
 def _to_ir(model: onnx.ModelProto) -> ir.Model:
@@ -45,8 +83,9 @@ def _to_proto(model: ir.Model) -> onnx.ModelProto:
     return shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
 
 
-def _new_record(info: PassInfo) -> dict[str, Any]:
-    return {"name": info.name, "equivalence": info.equivalence.to_dict(), "applied": 0, "seconds": 0.0,
+def _new_record(call: PassCall) -> dict[str, Any]:
+    return {"name": call.name, "label": call.label(), "options": call.options_dict(),
+            "equivalence": call.info.equivalence.to_dict(), "applied": 0, "seconds": 0.0,
             "max_abs_error": None, "max_abs_ref": None, "tolerance": None, "passed": None}
 
 
@@ -55,110 +94,166 @@ def _op_changes(before: dict[str, int], after: dict[str, int]) -> dict[str, list
             if before.get(op, 0) != after.get(op, 0)}
 
 
-def apply_pass(info: PassInfo, model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
-    """Run one pass to its fixed point on a copy of ``model``.
+def apply_pass(call: PassCall, model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """Run one pass on a copy of ``model``: to its fixed point, or once if it changes the function.
 
     Returns:
         ``(new model, changed)``; the input proto is not modified.
     """
     ir_model = _to_ir(model)
-    manager = ir.passes.PassManager([info.factory(), common_passes.RemoveUnusedNodesPass()],
-                                    steps=MAX_STEPS, early_stop=True)
+    once = call.info.equivalence.changes_function
+    manager = ir.passes.PassManager([call.create(), common_passes.RemoveUnusedNodesPass()],
+                                    steps=1 if once else MAX_STEPS, early_stop=True)
     result = manager(ir_model)
     if not result.modified:
         return model, False
     return _to_proto(result.model), True
 
 
-def run_pipeline(model: onnx.ModelProto, spec: str, inputs: dict[str, np.ndarray] | None = None,
-                 dump_dir: Path | None = None,
-                 progress: Callable[[str], None] | None = None) -> tuple[onnx.ModelProto, list[dict[str, Any]]]:
-    """Run the pipeline ``spec`` (``default``, ``none`` or ``a,b,c``) on ``model`` with checks.
+def _segments(calls: list[PassCall]) -> list[list[int]]:
+    """Indices of ``calls`` grouped: runs of exact passes, and each function-changing pass alone."""
+    out: list[list[int]] = []
+    run: list[int] = []
+    for i, c in enumerate(calls):
+        if c.info.equivalence.changes_function:
+            if run:
+                out.append(run)
+                run = []
+            out.append([i])
+        else:
+            run.append(i)
+    if run:
+        out.append(run)
+    return out
+
+
+class _Run:
+    """State of one pipeline run: the current model, its outputs, stats and the records."""
+
+    def __init__(self, model, inputs, calls, dump_dir, progress) -> None:
+        self.model = model
+        self.inputs = inputs
+        self.outputs = reference.run_ort(model, inputs)
+        self.stats = graph_stats(model)
+        self.calls = calls
+        self.records = [_new_record(c) for c in calls]
+        self.dump_dir = dump_dir
+        self.dumps = 0
+        self.progress = progress or (lambda _m: None)
+        self.reference = model
+        self.changed_by: list[str] = []
+
+    def step(self, i: int) -> bool:
+        call, rec = self.calls[i], self.records[i]
+        self.progress(f"pass {call.label()}")
+        start = time.perf_counter()
+        new, changed = apply_pass(call, self.model)
+        if not changed:
+            rec["seconds"] += time.perf_counter() - start
+            return False
+        new_out = reference.run_ort(new, self.inputs)
+        new_stats = graph_stats(new)
+        eq = call.info.equivalence
+        if rec["applied"] == 0:
+            rec.update(nodes_before=self.stats.nodes, params_before=self.stats.params, macs_before=self.stats.macs,
+                       ops_before=self.stats.op_counts)
+        rec["applied"] += 1
+        rec.update(nodes_after=new_stats.nodes, params_after=new_stats.params, macs_after=new_stats.macs,
+                   ops_after=new_stats.op_counts)
+        if eq.changes_function:
+            fn = call.info.fidelity or fidelity.compare_functions
+            rec["fidelity"] = fn(self.model, new, fidelity.input_sets(self.inputs, FIDELITY_INPUTS))
+            rec["max_abs_error"] = rec["fidelity"].get("max_abs_error")
+            rec["max_abs_ref"] = rec["fidelity"].get("max_abs_ref")
+            self.changed_by.append(call.label())
+        else:
+            check = reference.compare(new_out, self.outputs, rtol=eq.rtol, check_top1=False)
+            tol = check.tolerance + eq.atol
+            passed = check.max_abs_error <= tol
+            err = check.max_abs_error
+            rec["max_abs_error"] = err if rec["max_abs_error"] is None else max(rec["max_abs_error"], err)
+            rec["max_abs_ref"], rec["tolerance"] = check.max_abs_ref, tol
+            rec["passed"] = passed if rec["passed"] is None else rec["passed"] and passed
+            if not passed:
+                raise VerificationError(
+                    f"pass {call.label()} changed the outputs: max abs error {err:.3g} > tolerance {tol:.3g}",
+                    "leave it out with --passes, e.g. --passes none; please report it")
+        rec["seconds"] += time.perf_counter() - start
+        if self.dump_dir is not None:
+            self.dumps += 1
+            onnx.save(new, str(self.dump_dir / f"{self.dumps:02d}_{call.name}.onnx"))
+        self.model, self.outputs, self.stats = new, new_out, new_stats
+        if eq.changes_function:
+            self.reference = new
+        return True
+
+    def finish(self) -> list[dict[str, Any]]:
+        for rec in self.records:
+            if rec["applied"]:
+                rec["op_changes"] = _op_changes(rec.pop("ops_before"), rec.pop("ops_after"))
+            else:
+                s = self.stats
+                rec.update(nodes_before=s.nodes, nodes_after=s.nodes, params_before=s.params, params_after=s.params,
+                           macs_before=s.macs, macs_after=s.macs, op_changes={})
+            rec["seconds"] = round(rec["seconds"], 3)
+        return self.records
+
+
+def run_pipeline(model: onnx.ModelProto, spec: str | list[PassCall] | None,
+                 inputs: dict[str, np.ndarray] | None = None, dump_dir: Path | None = None,
+                 progress: Callable[[str], None] | None = None) -> PipelineResult:
+    """Run the pipeline ``spec`` on ``model`` with checks.
 
     Args:
         model: ONNX model with static shapes (the frontend's output). Not modified.
-        spec: Pipeline name or comma-separated pass names.
-        inputs: Fixed inputs of the numerical check (default: seeded random from the input shapes).
+        spec: ``default``, ``none``, ``a,b(k=v)``, a pipeline file, or pass calls.
+        inputs: Fixed inputs of the numerical checks (default: seeded random from the input shapes).
         dump_dir: When given, the ONNX before the first pass and after every pass
             application is written there (``00_input.onnx``, ``01_<pass>.onnx``, ...).
-        progress: Called with each pass name as it runs.
+        progress: Called with each pass as it runs.
 
     Returns:
-        ``(rewritten model, per-pass records)``; each record has ``nodes_before/after``,
-        ``params_before/after``, ``macs_before/after``, ``op_changes`` (``{op: [before, after]}``),
-        ``seconds``, ``applied`` (how many times the pass changed the graph) and the
-        check's ``max_abs_error``, ``tolerance`` and ``passed``.
+        A :class:`PipelineResult`. Each record has ``name``, ``label`` (with options),
+        ``options``, ``equivalence``, ``nodes_before/after``, ``params_before/after``,
+        ``macs_before/after``, ``op_changes`` (``{op: [before, after]}``), ``seconds``,
+        ``applied`` (how many times the pass changed the graph), and either the check's
+        ``max_abs_error``, ``tolerance`` and ``passed`` (exact passes) or ``fidelity``
+        (function-changing passes).
 
     Raises:
-        UsageError: an unknown pass name.
+        UsageError: an unknown pass or option.
         VerificationError: an exact pass changed the outputs beyond its tolerance.
     """
-    infos = resolve_pipeline(spec)
-    if not infos:
-        return model, []
+    calls = resolve_pipeline(spec)
+    if not calls:
+        return PipelineResult(model, [], model, None, [])
     if inputs is None:
-        from edgec.frontend.load import graph_inputs
-
-        shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(model)}
-        inputs = reference.make_inputs(shapes, reference.input_dtypes(model))
+        inputs = default_inputs(model)
     if dump_dir is not None:
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(dump_dir / "00_input.onnx"))
-    current = model
-    current_out = reference.run_ort(current, inputs)
-    stats = graph_stats(current)
-    records = {info.name: _new_record(info) for info in infos}
-    dumps = 0
-    for _round in range(MAX_ROUNDS):
-        round_changed = False
-        for info in infos:
-            if progress:
-                progress(f"pass {info.name}")
-            rec = records[info.name]
-            start = time.perf_counter()
-            new, changed = apply_pass(info, current)
+    run = _Run(model, inputs, calls, dump_dir, progress)
+    for segment in _segments(calls):
+        for _round in range(1 if calls[segment[0]].info.equivalence.changes_function else MAX_ROUNDS):
+            changed = False
+            for i in segment:
+                changed = run.step(i) or changed
             if not changed:
-                rec["seconds"] += time.perf_counter() - start
-                continue
-            new_out = reference.run_ort(new, inputs)
-            check = reference.compare(new_out, current_out, rtol=info.equivalence.rtol, check_top1=False)
-            new_stats = graph_stats(new)
-            rec["seconds"] += time.perf_counter() - start
-            if rec["applied"] == 0:
-                rec.update(nodes_before=stats.nodes, params_before=stats.params, macs_before=stats.macs,
-                           ops_before=stats.op_counts)
-            rec["applied"] += 1
-            rec.update(nodes_after=new_stats.nodes, params_after=new_stats.params, macs_after=new_stats.macs,
-                       ops_after=new_stats.op_counts)
-            err = check.max_abs_error
-            rec["max_abs_error"] = err if rec["max_abs_error"] is None else max(rec["max_abs_error"], err)
-            rec["max_abs_ref"], rec["tolerance"] = check.max_abs_ref, check.tolerance
-            exact = info.equivalence.kind == "exact"
-            rec["passed"] = (check.passed if rec["passed"] is None else rec["passed"] and check.passed) if exact \
-                else None
-            if exact and not check.passed:
-                raise VerificationError(
-                    f"pass {info.name} changed the outputs: max abs error {err:.3g} > tolerance "
-                    f"{check.tolerance:.3g}", f"leave it out with --passes, e.g. --passes none; please report it")
-            if dump_dir is not None:
-                dumps += 1
-                onnx.save(new, str(dump_dir / f"{dumps:02d}_{info.name}.onnx"))
-            current, current_out, stats = new, new_out, new_stats
-            round_changed = True
-        if not round_changed:
-            break
-    out = []
-    for info in infos:
-        rec = records[info.name]
-        if rec["applied"]:
-            rec["op_changes"] = _op_changes(rec.pop("ops_before"), rec.pop("ops_after"))
-        else:
-            rec.update(nodes_before=stats.nodes, nodes_after=stats.nodes, params_before=stats.params,
-                       params_after=stats.params, macs_before=stats.macs, macs_after=stats.macs, op_changes={})
-        rec["seconds"] = round(rec["seconds"], 3)
-        out.append(rec)
-    return current, out
+                break
+    change = None
+    if run.changed_by:
+        change = {"passes": run.changed_by,
+                  **fidelity.compare_functions(model, run.reference, fidelity.input_sets(inputs, FIDELITY_INPUTS))}
+    return PipelineResult(run.model, run.finish(), run.reference, change, calls)
+
+
+def default_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random inputs of the model's static input shapes."""
+    from edgec.frontend.load import graph_inputs
+
+    shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(model)}
+    return reference.make_inputs(shapes, reference.input_dtypes(model), seed=seed)
 
 
 def verify_pass(name: str, model: onnx.ModelProto, inputs: dict[str, np.ndarray] | None = None,
@@ -166,22 +261,31 @@ def verify_pass(name: str, model: onnx.ModelProto, inputs: dict[str, np.ndarray]
     """Apply one pass and compare outputs before/after in onnxruntime (the equivalence harness).
 
     Args:
-        name: Registered pass name.
+        name: A pipeline entry: ``name`` or ``name(key=value,...)``.
         model: Model with static input shapes.
         inputs: Fixed inputs (default: seeded random from the input shapes).
         seed: Seed of the default inputs.
 
     Returns:
         ``(new model, changed, comparison at the pass's declared tolerance)``.
-    """
-    from edgec.frontend.load import graph_inputs
-    from edgec.passes.registry import get_pass
 
-    info = get_pass(name)
+    Raises:
+        UsageError: not exactly one pass, or an unknown pass or option.
+    """
+    from edgec.errors import UsageError
+
+    calls = resolve_pipeline(name)
+    if len(calls) != 1:
+        raise UsageError(f"verify_pass takes one pass, not '{name}'", "give one pipeline entry")
+    call = calls[0]
     if inputs is None:
-        shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(model)}
-        inputs = reference.make_inputs(shapes, reference.input_dtypes(model), seed=seed)
+        inputs = default_inputs(model, seed)
     before = reference.run_ort(model, inputs)
-    new, changed = apply_pass(info, model)
+    new, changed = apply_pass(call, model)
     after = reference.run_ort(new, inputs)
-    return new, changed, reference.compare(after, before, rtol=info.equivalence.rtol, check_top1=False)
+    eq = call.info.equivalence
+    cmp = reference.compare(after, before, rtol=eq.rtol, check_top1=False)
+    if eq.atol:
+        cmp.tolerance += eq.atol
+        cmp.passed = cmp.max_abs_error <= cmp.tolerance
+    return new, changed, cmp

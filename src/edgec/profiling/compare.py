@@ -71,7 +71,9 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "kernels": [{"kernel", "a_ms", "b_ms", "delta_ms"}] (largest changes first)}``.
     """
     def label(r):
-        return f"{r['model']['name']} on {r['target']['name']} ({r['kind']})"
+        where = r["target"]["name"] if "target" in r else f"{len(r.get('parts', []))} parts"
+        part = f" part {r['part']}" if r.get("part") else ""
+        return f"{r['model']['name']}{part} on {where} ({r['kind']})"
 
     rows = []
     for name, path, lower in METRICS:

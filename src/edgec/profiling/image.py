@@ -1,30 +1,13 @@
-"""Run a host artifact on a real image (``edgec run ARTIFACT --image photo.png``)."""
+"""Images in: preprocessing as an artifact's manifest records it (``edgec run``)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from edgec.errors import ModelError, UsageError
-
-
-def read_manifest(artifact: str | Path) -> dict[str, Any]:
-    """Load ``manifest.json`` of an artifact folder.
-
-    Raises:
-        UsageError: the folder is not an edgec artifact.
-    """
-    path = Path(artifact) / "manifest.json"
-    if not path.is_file():
-        raise UsageError(f"{artifact} is not an edgec artifact (no manifest.json)",
-                         "give the folder `edgec build` printed")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{path} is not valid JSON", "rebuild the artifact") from exc
+from edgec.errors import UsageError
 
 
 def preprocess(image: str | Path, pre: dict[str, Any]) -> np.ndarray:
@@ -51,28 +34,3 @@ def preprocess(image: str | Path, pre: dict[str, Any]) -> np.ndarray:
     x = np.asarray(rgb, dtype=np.float32) * float(pre.get("scale", 1 / 255))
     x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
-
-
-def classify(artifact: str | Path, image: str | Path, top: int = 5) -> list[tuple[int, float]]:
-    """Run a host artifact on an image and return the top-``top`` (class index, softmax score).
-
-    Raises:
-        UsageError: not a host artifact, no preprocessing recorded, bad image.
-    """
-    manifest = read_manifest(artifact)
-    target = manifest["target"]
-    if target.get("verify") != "local":
-        raise UsageError(f"{artifact} was built for '{target['name']}', which cannot run on this machine",
-                         "build with --target host, or run it on the device")
-    pre = manifest.get("preprocessing")
-    if not pre:
-        raise UsageError(f"{artifact} records no preprocessing (an ONNX-file build)",
-                         "run it through the Python API with your own preprocessing")
-    from edgec.backends.tvm.runtime import LocalModel
-
-    x = preprocess(image, pre)
-    logits = LocalModel(Path(artifact) / manifest["library"])(x)[0].reshape(-1).astype(np.float64)
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
-    idx = np.argsort(-p)[:top]
-    return [(int(i), float(p[i])) for i in idx]

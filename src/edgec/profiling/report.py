@@ -73,12 +73,60 @@ def verification_line(v: dict[str, Any] | None) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def function_change_line(fc: dict[str, Any] | None) -> str:
+    """One line on the function change made on purpose by function-changing passes."""
+    if not fc:
+        return "unchanged (every pass is exact)"
+    parts = [f"changed on purpose by {', '.join(fc.get('passes', []))}:",
+             f"max abs err {fc['max_abs_error']:.2e}"]
+    if fc.get("relative_error") is not None:
+        parts[-1] += f" ({100 * fc['relative_error']:.2f}% of the largest output)"
+    if fc.get("top1_agreement") is not None:
+        parts.append(f"top-1 agreement {100 * fc['top1_agreement']:.1f}%")
+    return " ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + f" over {fc.get('inputs', 1)} input sets"
+
+
+def pass_error(p: dict[str, Any]) -> str:
+    """A pass's figure for tables: the check's max abs error, or a function-changing pass's relative error."""
+    fid = p.get("fidelity")
+    if fid:
+        return f"{100 * fid.get('relative_error', 0):.2f}% (fidelity)"
+    err = p.get("max_abs_error")
+    return "-" if err is None else f"{err:.1e}"
+
+
 def _tensor_str(t: dict[str, Any]) -> str:
     return f"`{t['name']}` {t['dtype']}[{','.join(str(d) for d in t['shape'])}]"
 
 
+def _parts_markdown(report: dict[str, Any]) -> list[str]:
+    lines = ["## Parts", "", "| part | target | library | tuned kernels | verification |", "|---|---|---|---|---|"]
+    for p in report["parts"]:
+        b = p.get("build", {})
+        tuned = f"{b.get('tuned_tasks', 0)}/{b.get('total_tasks', 0)}" if b.get("total_tasks") else "-"
+        lines.append(f"| `{p['name']}` | {p['target']['name']} | `{p['library']}` "
+                     f"({human_bytes(b.get('library_bytes'))}) | {tuned} | {verification_line(p.get('verification'))} |")
+    lines += ["", "Each part has its own folder with `report.md`, `manifest.json` and `model.onnx`.", "",
+              "## Connections", ""]
+    for c in report.get("connections", []):
+        lines.append(f"- `{c['from']['part']}:{c['from']['tensor']}` → `{c['to']['part']}:{c['to']['tensor']}`")
+    lines += ["", "## Verification of the composition", "", verification_line(report.get("verification")), ""]
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """Render a report as Markdown (a human reading of ``report.json``)."""
+    if "parts" in report:
+        m = report["model"]
+        lines = [f"# edgec {report['kind']} report: {m['name']} in {len(report['parts'])} parts", "",
+                 f"*{report['created']}*", "", "## Model", "", "| | |", "|---|---|",
+                 f"| source | {m['source']} `{m.get('path') or m['name']}` |",
+                 f"| params | {human_count(m['params'])} |", f"| MACs | {human_count(m['macs'])} |",
+                 f"| inputs | {', '.join(_tensor_str(x) for x in m['inputs'])} |",
+                 f"| outputs | {', '.join(_tensor_str(x) for x in m['outputs'])} |", ""]
+        lines += _parts_markdown(report)
+        lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()), ""]
+        return "\n".join(lines)
     m, t = report["model"], report["target"]
     b = report.get("build", {})
     lines = [f"# edgec {report['kind']} report: {m['name']} -> {t['name']}", "",
@@ -86,6 +134,7 @@ def render_markdown(report: dict[str, Any]) -> str:
              "## Model", "", "| | |", "|---|---|",
              f"| source | {m['source']} `{m.get('path') or m['name']}` |",
              f"| sha256 | `{m['sha256'][:16]}…` |",
+             *([f"| weights | {weights_note(m['weights'])} |"] if m.get("weights") else []),
              f"| params | {human_count(m['params'])} ({human_bytes(m.get('param_bytes'))}) |",
              f"| MACs | {human_count(m['macs'])} |",
              f"| ONNX nodes | {m['nodes']} |",
@@ -104,14 +153,13 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += ["## Passes", "", "| pass | equivalence | nodes | params | MACs | op changes | max abs err | time |",
                   "|---|---|---|---|---|---|---|---|"]
         for p in passes:
-            err = p.get("max_abs_error")
             eq = p.get("equivalence", {})
             ops = ", ".join(f"{k} {a}→{b}" for k, (a, b) in p.get("op_changes", {}).items()) or "no change"
-            lines.append(f"| {p['name']} | {eq.get('kind', '')} | {p.get('nodes_before', '-')} → "
+            lines.append(f"| {p.get('label', p['name'])} | {eq.get('kind', '')} | {p.get('nodes_before', '-')} → "
                          f"{p.get('nodes_after', '-')} | "
                          f"{human_count(p.get('params_before'))} → {human_count(p.get('params_after'))} | "
                          f"{human_count(p.get('macs_before'))} → {human_count(p.get('macs_after'))} | {ops} | "
-                         f"{'-' if err is None else f'{err:.1e}'} | {p.get('seconds', 0):.2f} s |")
+                         f"{pass_error(p)} | {p.get('seconds', 0):.2f} s |")
         lines.append("")
     k = report.get("kernels")
     if k:
@@ -119,7 +167,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"standalone element-wise/layout kernels: {len(k.get('standalone_before_passes', []))} → "
                   f"{len(k.get('standalone_after_passes', []))}; convolutions in "
                   f"{k.get('conv_layout', 'NCHW')}.", ""]
-    lines += ["## Verification", "", verification_line(report.get("verification")), ""]
+    lines += ["## Verification", "", "| check | result |", "|---|---|",
+              f"| compiler exactness (artifact vs {_reference_words(report)}) | "
+              f"{verification_line(report.get('verification'))} |",
+              f"| function change (vs the source model) | {function_change_line(report.get('function_change'))} |", ""]
     if report.get("profile"):
         lines += profile_markdown(report)
     steps = report.get("steps") or []
@@ -129,6 +180,18 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines.append("")
     lines += ["## Versions", "", ", ".join(f"{k} {v}" for k, v in report.get("versions", {}).items()), ""]
     return "\n".join(lines)
+
+
+def _reference_words(report: dict[str, Any]) -> str:
+    fc = report.get("function_change")
+    return f"the model after {', '.join(fc['passes'])}" if fc else "the source model"
+
+
+def weights_note(weights: str | None) -> str:
+    """How the weights were set, with a warning for random ones."""
+    if weights == "random":
+        return "random (pass --pretrained or --weights for a trained model)"
+    return weights or "-"
 
 
 def top_kernels(profile: dict[str, Any], n: int = 5) -> list[dict[str, Any]]:

@@ -1,25 +1,34 @@
-"""Target registry: one JSON data file per device in this folder.
+"""Target registry: one JSON data file per device, validated against ``target.schema.json``.
 
 Each file holds the device's description and datasheet, the TVM target dict
 (``tvm``; plus ``host`` for CUDA devices), the cross compiler and the Debian
 package providing it, the library file name and how a build is verified
-(``local``, ``qemu-aarch64`` or ``cuda-cubin``).
+(``local``, ``qemu-aarch64`` or ``cuda-cubin``). ``--target`` takes a registry
+name or the path of such a file (a board of your own).
 
-The ``host`` target is resolved at load time: ``"mcpu": "native"`` becomes
-LLVM's name for this CPU and ``"num-cores": "native"`` the physical core count.
+The ``host`` target is data too: ``"num-cores": "native"`` becomes this machine's
+physical core count here (:mod:`edgec.targets.host`), and ``"mcpu": "native"`` is
+resolved by the backend that compiles (only the compiler knows its CPU names).
+This package imports nothing of edgec but :mod:`edgec.errors`.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import platform
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
-from edgec.errors import unknown_name
+from edgec.errors import UsageError, unknown_name
+from edgec.targets import host as host_facts
+
+__all__ = ["TargetSpec", "TargetError", "get_target", "list_targets", "target_names", "host_facts"]
+
+
+class TargetError(UsageError):
+    """A target data file is malformed: names the file and the field."""
 
 
 @dataclass(frozen=True)
@@ -32,13 +41,13 @@ class TargetSpec:
         kind: ``"cpu"`` or ``"cuda"``.
         arch: CPU architecture of the device (``"x86_64"``, ``"aarch64"``).
         datasheet: Where the figures come from.
-        tvm: TVM target dict of the device code.
+        tvm: TVM target dict of the device code (``mcpu`` may be ``"native"`` for the host).
         host: TVM target dict of the host code (CUDA targets), else None.
         cross_compiler: C++ compiler used to link the library (None: the system's).
         toolchain_apt: Debian package providing ``cross_compiler``.
         library: File name of the compiled library in the artifact.
         verify: How a build is checked: ``local``, ``qemu-aarch64`` or ``cuda-cubin``.
-        extra: Other fields of the data file (``cores``, ``device_software``, detected ISA...).
+        extra: Other fields (``cores``, ``device_software``, detected ``isa`` and ``cpu_model``...).
     """
 
     name: str
@@ -59,6 +68,11 @@ class TargetSpec:
         """The LLVM target dict that runs host-side code on the device."""
         return self.host if self.host is not None else self.tvm
 
+    @property
+    def cores(self) -> int:
+        """CPU cores of the device (for thread pools), at least 1."""
+        return int(self.cpu_target.get("num-cores") or self.extra.get("cores") or 1)
+
     def to_dict(self) -> dict[str, Any]:
         """Data as recorded in manifests and printed by ``edgec targets list``."""
         d = {"name": self.name, "description": self.description, "kind": self.kind, "arch": self.arch,
@@ -71,76 +85,79 @@ class TargetSpec:
         d.update(self.extra)
         return d
 
-    def key(self) -> str:
-        """A stable string naming what code generation depends on (triple, mcpu, features)."""
-        parts = []
-        for t in (self.tvm, self.host or {}):
-            for k in ("kind", "mtriple", "mcpu", "arch"):
-                if k in t:
-                    parts.append(str(t[k]))
-            parts.extend(t.get("mattr", []))
-        return "-".join(p.replace("+", "") for p in parts)
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TargetSpec:
+        """Rebuild a spec from :meth:`to_dict` output (e.g. an artifact's manifest)."""
+        data = copy.deepcopy(data)
+        extra = {k: v for k, v in data.items() if k not in _FIELDS}
+        return cls(**{k: v for k, v in data.items() if k in _FIELDS}, extra=extra)
 
 
 _FIELDS = {"name", "description", "kind", "arch", "datasheet", "tvm", "host", "cross_compiler",
            "toolchain_apt", "library", "verify"}
 
 
+def _schema() -> dict[str, Any]:
+    return json.loads(resources.files(__name__).joinpath("target.schema.json").read_text())
+
+
+def validate(data: Any, label: str) -> None:
+    """Check target data against ``target.schema.json``.
+
+    Raises:
+        TargetError: one line naming ``label`` (the file) and the offending field.
+    """
+    import jsonschema
+
+    errors = sorted(jsonschema.Draft202012Validator(_schema()).iter_errors(data), key=lambda e: list(e.path))
+    if not errors:
+        return
+    err = errors[0]
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+        what = f"unknown field '{extra[0]}'" if extra else err.message
+    elif err.validator == "required":
+        what = err.message.replace("is a required property", "is missing")
+    else:
+        what = err.message
+    raise TargetError(f"target file {label}: {where}: {' '.join(what.split())[:200]}",
+                      "fix the file (fields: src/edgec/targets/target.schema.json)")
+
+
+def _read(path: Path | Any, label: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TargetError(f"target file {label} is not valid JSON: {exc.msg} at line {exc.lineno}",
+                          "fix the file") from exc
+    validate(data, label)
+    return data
+
+
 def _data_files() -> dict[str, dict[str, Any]]:
     out = {}
     for entry in resources.files(__name__).iterdir():
-        if entry.name.endswith(".json"):
-            data = json.loads(entry.read_text())
+        if entry.name.endswith(".json") and entry.name != "target.schema.json":
+            data = _read(entry, entry.name)
             out[data["name"]] = data
     return out
 
 
-def _host_isa() -> list[str]:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return sorted(f for f in flags if f.startswith(("avx", "fma", "sse4", "amx")))
-    except OSError:
-        pass
-    return []
-
-
 def _resolve_native(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill in the detected facts of this machine for ``"native"`` fields."""
     data = copy.deepcopy(data)
     tvm_t = data["tvm"]
-    if tvm_t.get("mcpu") == "native":
-        from edgec.backends.tvm.env import host_cpu_name
-
-        tvm_t["mcpu"] = host_cpu_name()
     if tvm_t.get("num-cores") == "native":
-        try:
-            import psutil
-
-            cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
-        except ImportError:
-            cores = os.cpu_count() or 1
-        cores = min(cores, len(os.sched_getaffinity(0)))
-        tvm_t["num-cores"] = int(cores)
+        tvm_t["num-cores"] = host_facts.physical_cores()
     data["cores"] = tvm_t.get("num-cores")
-    data["isa"] = _host_isa()
-    data["cpu_model"] = _cpu_model_name() or platform.processor()
-    avx512 = " with AVX-512" if "avx512f" in data["isa"] else ""
-    data["description"] = (f"This machine: {data['cpu_model']}, x86-64{avx512}, LLVM mcpu {tvm_t['mcpu']}, "
-                           f"{data['cores']} cores (detected)")
+    data["isa"] = host_facts.isa_flags()
+    data["cpu_model"] = host_facts.cpu_model_name()
+    vector = next((words for flag, words in (("avx512f", " with AVX-512"), ("avx2", " with AVX2"), ("sve", " with SVE"),
+                                              ("asimd", " with NEON")) if flag in data["isa"]), "")
+    arch = data["arch"].replace("x86_64", "x86-64")
+    data["description"] = f"This machine: {data['cpu_model']}, {arch}{vector}, {data['cores']} cores (detected)"
     return data
-
-
-def _cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 def target_names() -> list[str]:
@@ -149,23 +166,27 @@ def target_names() -> list[str]:
 
 
 def get_target(name: str) -> TargetSpec:
-    """Load a target by name.
+    """Load a target by registry name, or from a target data file (``board.json``).
 
     Raises:
         UsageError: unknown target (suggests near names).
+        TargetError: the data file is malformed (names the file and the field).
     """
-    files = _data_files()
-    if name not in files:
-        raise unknown_name("target", name, files, "edgec targets list")
-    data = files[name]
-    if data["tvm"].get("mcpu") == "native" or data["tvm"].get("num-cores") == "native":
+    if name.endswith(".json") and Path(name).is_file():
+        data = _read(Path(name), name)
+    else:
+        files = _data_files()
+        if name not in files:
+            raise unknown_name("target", name, files, "edgec targets list")
+        data = files[name]
+    if "native" in (data["tvm"].get("mcpu"), data["tvm"].get("num-cores")):
         data = _resolve_native(data)
     extra = {k: v for k, v in data.items() if k not in _FIELDS}
     return TargetSpec(**{k: v for k, v in data.items() if k in _FIELDS}, extra=extra)
 
 
 def list_targets() -> list[TargetSpec]:
-    """All targets, host first."""
+    """All registered targets, host first."""
     names = target_names()
     names.sort(key=lambda n: (n != "host", n))
     return [get_target(n) for n in names]

@@ -25,7 +25,7 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """Load an MCUNetV2 architecture config.
 
     Args:
-        path: A JSON file in the format of ``shared/zoo/mcunetv2_large.json``;
+        path: A JSON file in the format of ``edgec/zoo/mcunetv2_large.json``;
             defaults to the copy shipped with edgec.
 
     Returns:

@@ -175,16 +175,10 @@ def _offline_unless_hub_reachable(timeout: float = 3.0) -> None:
     (tens of seconds) before failing.
     """
     import os
-    import socket
 
-    if os.environ.get("HF_HUB_OFFLINE") == "1":
-        reachable = False
-    else:
-        try:
-            socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
-            reachable = True
-        except OSError:
-            reachable = False
+    from edgec.net import tcp_reachable
+
+    reachable = os.environ.get("HF_HUB_OFFLINE") != "1" and tcp_reachable("huggingface.co", 443, timeout) is None
     if not reachable:
         os.environ["HF_HUB_OFFLINE"] = "1"
         try:

@@ -36,13 +36,22 @@ class CompileResult:
     total_tasks: int = 0
 
 
+def resolve_native(target: dict[str, Any]) -> dict[str, Any]:
+    """A TVM target dict with ``"mcpu": "native"`` replaced by LLVM's name for this CPU."""
+    if target.get("mcpu") != "native":
+        return target
+    from edgec.backends.tvm.env import host_cpu_name
+
+    return {**target, "mcpu": host_cpu_name()}
+
+
 def tvm_target(spec: TargetSpec):
-    """The ``tvm.target.Target`` of a target spec (with its host for CUDA)."""
+    """The ``tvm.target.Target`` of a target spec (with its host for CUDA; ``native`` resolved)."""
     from tvm.target import Target
 
     if spec.host is not None:
-        return Target(spec.tvm, host=spec.host)
-    return Target(spec.tvm)
+        return Target(resolve_native(spec.tvm), host=resolve_native(spec.host))
+    return Target(resolve_native(spec.tvm))
 
 
 def check_toolchain(spec: TargetSpec) -> None:

@@ -1,12 +1,9 @@
 """CUDA code generation on a build machine without a GPU (Jetson targets).
 
-How a cubin gets embedded without a GPU (``shared/notes/tvm-0.27.md``):
+How a cubin gets embedded without a GPU (``docs/tvm-0.27.md``):
 
-1. TVM's CUDA code generator lives in ``libtvm_runtime_cuda.so``, which links
-   ``libcuda.so.1`` (the driver) and ``libcudart.so.13``. Before TVM is imported,
-   :func:`prepare_codegen` loads the CUDA runtime from the ``nvidia-cuda-runtime``
-   wheel and, when no driver is installed, a stub ``libcuda.so.1`` compiled from
-   ``cuda_stub.c`` (every call fails). The code generator then loads.
+1. TVM's CUDA code generator must be loadable: :mod:`edgec.tvm_env` loads the CUDA
+   runtime and, without a driver, a stub ``libcuda.so.1`` before TVM is imported.
 2. Kernels are compiled to cubin by NVRTC (CUDA 13, ``nvidia-cuda-nvrtc`` wheel)
    through ``tvm.support.nvcc``, with ``CUDA_PATH`` pointing at the CUDA headers
    of the ``nvidia-cuda-runtime`` / ``nvidia-cuda-cccl`` wheels (:func:`cuda_env`).
@@ -19,92 +16,26 @@ How a cubin gets embedded without a GPU (``shared/notes/tvm-0.27.md``):
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import importlib.util
 import logging
 import os
 import re
-import shutil
 import struct
-import subprocess
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 
 from edgec.cache import cache_dir
 from edgec.errors import ToolchainError
+from edgec.tvm_env import cuda_codegen_status, nvidia_dir
 
 log = logging.getLogger(__name__)
 
 EM_CUDA = 190
 NVRTC_MIN_SM = 75  # CUDA 13 dropped Maxwell, Pascal and Volta (sm_50 .. sm_72)
 
-_STATE: dict[str, str] = {}
-
-
-def _nvidia_dir() -> Path | None:
-    spec = importlib.util.find_spec("nvidia")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        if (Path(loc) / "cu13").is_dir():
-            return Path(loc) / "cu13"
-    return None
-
-
-def _try_load(name: str) -> bool:
-    try:
-        ctypes.CDLL(name, mode=ctypes.RTLD_GLOBAL)
-        return True
-    except OSError:
-        return False
-
-
-def _build_stub() -> Path:
-    out = cache_dir("cuda-stub") / "libcuda.so.1"
-    if out.exists():
-        return out
-    src = resources.files("edgec.backends.tvm").joinpath("cuda_stub.c")
-    cc = shutil.which("gcc") or shutil.which("cc")
-    if cc is None:
-        raise ToolchainError("no C compiler to build the CUDA driver stub", "apt-get install gcc")
-    tmp = out.with_suffix(f".tmp{os.getpid()}")
-    with resources.as_file(src) as path:
-        subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wl,-soname,libcuda.so.1", "-o", str(tmp), str(path)],
-                       check=True, capture_output=True)
-    tmp.replace(out)
-    return out
-
-
-def prepare_codegen() -> str:
-    """Make TVM's CUDA code generator loadable; call before the first ``import tvm``.
-
-    Returns:
-        ``"driver"`` (a real NVIDIA driver is present), ``"stub"`` (the stub
-        was loaded) or ``"unavailable: <why>"``. Never raises.
-    """
-    if "status" in _STATE:
-        return _STATE["status"]
-    status = "driver"
-    try:
-        if not _try_load("libcuda.so.1"):
-            cudart = "libcudart.so.13"
-            nv = _nvidia_dir()
-            if not _try_load(cudart) and not (nv and _try_load(str(nv / "lib" / cudart))):
-                status = "unavailable: libcudart.so.13 not found (pip install nvidia-cuda-runtime)"
-            else:
-                ctypes.CDLL(str(_build_stub()), mode=ctypes.RTLD_GLOBAL)
-                status = "stub"
-    except Exception as exc:  # never break CPU builds over CUDA set-up
-        status = f"unavailable: {exc}"
-    _STATE["status"] = status
-    log.debug("CUDA codegen: %s", status)
-    return status
-
 
 def _wheel_cuda_path() -> Path | None:
     """A ``CUDA_PATH``-shaped folder built from the nvidia wheels' headers."""
-    nv = _nvidia_dir()
+    nv = nvidia_dir()
     if nv is None or not (nv / "include" / "cuda_runtime.h").exists():
         return None
     if not (nv / "include" / "cccl").is_dir():
@@ -158,7 +89,7 @@ def cuda_env(arch: str) -> Iterator[dict[str, str]]:
     Raises:
         ToolchainError: the code generator cannot load, or no toolkit supports ``arch``.
     """
-    status = prepare_codegen()
+    status = cuda_codegen_status()
     if status.startswith("unavailable"):
         raise ToolchainError(f"TVM's CUDA code generator is {status}",
                              "pip install nvidia-cuda-runtime==13.0.* nvidia-cuda-nvrtc==13.0.*")

@@ -1,6 +1,6 @@
 """Auto-tuning with MetaSchedule and a persistent, resumable tuning database.
 
-What MetaSchedule needs on this stack (``shared/notes/tvm-0.27.md``):
+What MetaSchedule needs on this stack (``docs/tvm-0.27.md``):
 
 * tasks are extracted from the module after edgec's own legalization and fusion
   (:func:`edgec.backends.tvm.pipeline.fused_module`), so that the database
@@ -12,7 +12,8 @@ What MetaSchedule needs on this stack (``shared/notes/tvm-0.27.md``):
   the target's cross compiler into a shared library the device's plain runtime loads;
 * measurement is local (``LocalRunner``) or on a device through TVM RPC
   (``RPCRunner``): ``rpc://HOST:PORT`` connects directly, ``tracker://HOST:PORT/KEY``
-  spreads measurements over every board registered under ``KEY``;
+  spreads measurements over every board registered under ``KEY``; the RPC sessions
+  are opened by the device (:mod:`edgec.devices`), which the caller passes in;
 * the cost model is XGBoost (``xgb``), the task scheduler gradient-based.
 
 The database is a MetaSchedule ``JSONDatabase`` folder (``database_workload.json``,
@@ -32,7 +33,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.cache import cache_dir
-from edgec.errors import DeviceError, UsageError
+from edgec.errors import UsageError
 from edgec.targets import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -56,9 +56,23 @@ SHIPPED_DIR = "tuning_db"
 
 # --------------------------------------------------------------------------- database
 
+def target_key(spec: TargetSpec) -> str:
+    """A stable string naming what code generation depends on (triple, mcpu, features; ``native`` resolved)."""
+    from edgec.backends.tvm.compile import resolve_native
+
+    parts = []
+    for t in (spec.tvm, spec.host or {}):
+        t = resolve_native(t)
+        for k in ("kind", "mtriple", "mcpu", "arch"):
+            if k in t:
+                parts.append(str(t[k]))
+        parts.extend(t.get("mattr", []))
+    return "-".join(p.replace("+", "") for p in parts)
+
+
 def default_database_dir(spec: TargetSpec) -> Path:
     """The user-cache database folder of ``spec``: ``<cache>/tuning/<target key>-tvm<version>``."""
-    return cache_dir("tuning") / f"{spec.key()}-tvm{version('apache-tvm')}"
+    return cache_dir("tuning") / f"{target_key(spec)}-tvm{version('apache-tvm')}"
 
 
 SHIPPED_CLASS = "x86_64-avx512"
@@ -328,88 +342,19 @@ def _make_builder(spec: TargetSpec):
     return InProcessBuilder()
 
 
-@dataclass(frozen=True)
-class DeviceURL:
-    """A measurement device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``."""
-
-    kind: str  # "local" | "rpc" | "tracker"
-    host: str = ""
-    port: int = 0
-    key: str = ""
-
-    @classmethod
-    def parse(cls, text: str | None) -> DeviceURL:
-        """Parse a ``--device`` value.
-
-        Raises:
-            UsageError: malformed value.
-        """
-        if text in (None, "", "local"):
-            return cls("local")
-        m = re.fullmatch(r"rpc://([^:/]+):(\d+)/?", text)
-        if m:
-            return cls("rpc", m.group(1), int(m.group(2)))
-        m = re.fullmatch(r"tracker://([^:/]+):(\d+)/([A-Za-z0-9_.-]+)", text)
-        if m:
-            return cls("tracker", m.group(1), int(m.group(2)), m.group(3))
-        raise UsageError(f"bad --device '{text}'", "use local, rpc://HOST:PORT or tracker://HOST:PORT/KEY")
-
-    def __str__(self) -> str:
-        if self.kind == "local":
-            return "local"
-        return f"{self.kind}://{self.host}:{self.port}" + (f"/{self.key}" if self.key else "")
-
-
-def direct_session(rpc_config):
-    """``f_create_session`` for ``rpc://``: connect to the server itself, no tracker.
-
-    The RPCConfig's tracker fields carry the server's host and port.
-    """
-    from tvm import rpc
-
-    return rpc.connect(rpc_config.tracker_host, int(rpc_config.tracker_port),
-                       session_timeout=rpc_config.session_timeout_sec)
-
-
-def _make_runner(device: DeviceURL, timeout_sec: int = 120):
+def _make_runner(device, timeout_sec: int = 120):
+    """MetaSchedule's runner for ``device`` (an :mod:`edgec.devices` device: ``.url``, and ``.connect``
+    for a remote one, which opens the RPC sessions)."""
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
-    if device.kind == "local":
+    url = device.url
+    if url.kind == "local":
         return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=timeout_sec)
-    key = device.key or "direct"
-    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=key,
+    config = ms.runner.RPCConfig(tracker_host=url.host, tracker_port=url.port, tracker_key=url.key or "direct",
                                  session_timeout_sec=timeout_sec)
-    kwargs = {"f_create_session": direct_session} if device.kind == "rpc" else {}
-    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, **kwargs)
-
-
-def check_device(device: DeviceURL, timeout: float = 10.0) -> None:
-    """Fail fast when an RPC server or tracker does not answer.
-
-    Raises:
-        DeviceError: nothing listens at the address, or the tracker has no such key.
-    """
-    import socket
-
-    if device.kind == "local":
-        return
-    try:
-        socket.create_connection((device.host, device.port), timeout=timeout).close()
-    except OSError as exc:
-        raise DeviceError(f"{device} is unreachable: {exc.strerror or exc}",
-                          "start the RPC server/tracker, or check host and port") from exc
-    if device.kind == "tracker":
-        from tvm import rpc
-
-        try:
-            summary = rpc.connect_tracker(device.host, device.port).summary()
-        except Exception as exc:
-            raise DeviceError(f"{device} is not a TVM tracker: {exc}", "check the port") from exc
-        keys = {k for q in summary.get("queue_info", {}) for k in [q]}
-        if device.key not in keys:
-            raise DeviceError(f"the tracker at {device.host}:{device.port} has no device registered as "
-                              f"'{device.key}'", f"registered keys: {', '.join(sorted(keys)) or 'none'}")
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator,
+                               f_create_session=lambda cfg: device.connect(cfg.session_timeout_sec))
 
 
 # --------------------------------------------------------------------------- tuning
@@ -454,13 +399,16 @@ class TuneResult:
     per_task: list[dict[str, Any]] = field(default_factory=list)
 
 
-def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | None,
-                       device: str | None) -> DeviceURL:
+def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | None, device_kind: str) -> None:
     """Validate a tuning request before any work.
+
+    Args:
+        spec: Target.
+        trials, minutes: Budgets (at least one).
+        device_kind: Kind of the measuring device's URL (``local``, ``rpc``, ``tracker``, ...).
 
     Raises:
         UsageError: no budget, a CUDA target, or host measurement of foreign code.
-        DeviceError: the device is unreachable.
     """
     import platform
 
@@ -470,16 +418,16 @@ def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | No
         raise UsageError("tuning budgets must be positive", "e.g. --trials 64 or --minutes 10")
     if spec.kind != "cpu":
         raise UsageError(f"tuning '{spec.name}' (CUDA) is not supported yet", "tune a CPU target")
-    where = DeviceURL.parse(device)
-    if where.kind == "local" and spec.arch != platform.machine():
+    if device_kind == "local" and spec.arch != platform.machine():
         raise UsageError(f"'{spec.name}' code cannot run on this machine",
                          "measure on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
-    check_device(where)
-    return where
+    if device_kind not in ("local", "rpc", "tracker"):
+        raise UsageError(f"tuning cannot measure on a '{device_kind}' device",
+                         "use --device local, rpc://HOST:PORT or tracker://HOST:PORT/KEY")
 
 
-def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | None = None,
-         db: Path | None = None, device: str | None = None, per_iter: int = 16,
+def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: float | None = None,
+         db: Path | None = None, per_iter: int = 16,
          progress: Callable[[TuneProgress], None] | None = None, seed: int | None = None) -> TuneResult:
     """Tune the fused kernels of ``mod`` for ``spec`` and add the records to the database.
 
@@ -496,8 +444,8 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
         spec: Target.
         trials: Budget of new measured candidates (over all tasks).
         minutes: Budget of wall time; the round running when it expires finishes.
+        device: Where candidates are measured: an :mod:`edgec.devices` device (probed by the caller).
         db: Database folder (default :func:`default_database_dir`).
-        device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
         per_iter: Candidates per task per round.
         progress: Called after each measured batch.
         seed: Search seed.
@@ -507,16 +455,14 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
 
     Raises:
         UsageError: no budget given, or a CUDA target (not supported yet).
-        DeviceError: the device is unreachable.
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
     from edgec.backends.tvm.compile import tvm_target
-    from edgec.backends.tvm.env import captured_fds
 
-    where = check_tune_request(spec, trials, minutes, device)
+    check_tune_request(spec, trials, minutes, device.url.kind)
     folder = Path(db) if db is not None else default_database_dir(spec)
     database = _json_database(folder, writable=True)
     before = record_count(folder)
@@ -555,7 +501,7 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
             report()
 
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=cores, tree_method="auto")
-    builder, runner = _make_builder(spec), _make_runner(where)
+    builder, runner = _make_builder(spec), _make_runner(device)
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [Watch()]
     rounds = 0
     report()
@@ -580,7 +526,7 @@ def tune(mod, spec: TargetSpec, *, trials: int | None = None, minutes: float | N
         rounds += 1
     per_task = [{"task": t.task_name, "weight": weights[i], "best_ms": best.get(i)} for i, t in enumerate(tasks)]
     return TuneResult(folder, state["done"], before, record_count(folder), time.perf_counter() - start,
-                      len(tasks), estimate(), str(where), emulated=is_emulated(where, spec), per_task=per_task)
+                      len(tasks), estimate(), str(device.url), emulated=bool(device.emulated), per_task=per_task)
 
 
 def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, builder, runner, database,
@@ -631,11 +577,3 @@ def _quiet_metaschedule_logs() -> None:
             for h in lg.handlers:
                 if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler):
                     h.setLevel(logging.WARNING)
-
-
-def is_emulated(device: DeviceURL, spec: TargetSpec) -> bool:
-    """A loopback device for a foreign ISA can only be the qemu-emulated one: its timings are not device speed."""
-    import platform
-
-    loopback = device.host in ("127.0.0.1", "localhost", "::1")
-    return device.kind != "local" and loopback and spec.arch != platform.machine()

@@ -2,7 +2,7 @@
 
 Used on devices and inside the emulated aarch64 rootfs::
 
-    python device_runner.py model.so inputs.npz outputs.npz [--repeat N]
+    python runner.py model.so inputs.npz outputs.npz [--repeat N]
 
 ``inputs.npz`` holds arrays ``arg0, arg1, ...`` in graph input order;
 ``outputs.npz`` receives ``out0, out1, ...`` in graph output order. With

@@ -1,9 +1,11 @@
 """An emulated aarch64 Linux device: a Debian rootfs run with qemu-user.
 
-Used to verify Raspberry Pi builds without a board, and (later) as an RPC
-device in tests. Timings under emulation say nothing about a real device.
+Used to verify Raspberry Pi builds without a board (``--device qemu-aarch64``,
+the ``qemu-aarch64`` verification of the rpi4/rpi5 targets), and as an RPC device
+(``edgec device emulate``) for trying the remote path. Timings under emulation say
+nothing about a real device.
 
-Set-up (``shared/notes/tvm-0.27.md``), cached under ``<cache>/rootfs/``:
+Set-up (``docs/tvm-0.27.md``, "Raspberry Pi"), cached under ``<cache>/rootfs/``:
 
 1. ``debootstrap --foreign --arch=arm64 --variant=minbase --include=python3.11,...``
    bookworm into a temporary folder; every downloaded ``.deb`` is unpacked with
@@ -20,6 +22,7 @@ so inputs and outputs are exchanged through a host temporary folder.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -29,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
@@ -37,7 +40,11 @@ from pathlib import Path
 import numpy as np
 
 from edgec.cache import cache_dir
+from edgec.devices.probe import tracker_keys
+from edgec.devices.session import Progress, Session, rpc_session
+from edgec.devices.url import DeviceURL
 from edgec.errors import DeviceError, ToolchainError
+from edgec.net import tcp_reachable
 
 log = logging.getLogger(__name__)
 
@@ -192,12 +199,12 @@ def run_artifact(library: str | Path, inputs: list[np.ndarray], timeout: float =
     if progress:
         progress("running the artifact under qemu-aarch64")
     with tempfile.TemporaryDirectory(prefix="edgec-emu-") as tmp, \
-            resources.as_file(resources.files("edgec.backends.tvm").joinpath("device_runner.py")) as runner:
+            resources.as_file(resources.files("edgec.devices").joinpath("runner.py")) as runner:
         tmpd = Path(tmp)
         np.savez(tmpd / "inputs.npz", **{f"arg{i}": x for i, x in enumerate(inputs)})
         shutil.copy(library, tmpd / "model.so")
-        shutil.copy(runner, tmpd / "device_runner.py")
-        cmd = python_command(root, str(tmpd / "device_runner.py"), str(tmpd / "model.so"),
+        shutil.copy(runner, tmpd / "runner.py")
+        cmd = python_command(root, str(tmpd / "runner.py"), str(tmpd / "model.so"),
                              str(tmpd / "inputs.npz"), str(tmpd / "outputs.npz"))
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=emulated_env(root))
@@ -247,24 +254,15 @@ def rpc_server_command(root: Path, host: str, port: int, tracker: str | None = N
 
 
 def _port_open(host: str, port: int) -> bool:
-    import socket
-
-    try:
-        socket.create_connection((host, port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+    return tcp_reachable(host, port, timeout=1) is None
 
 
 def _tracker_has(tracker: str, key: str) -> bool:
-    from tvm import rpc
-
     host, _, port = tracker.rpartition(":")
     try:
-        summary = rpc.connect_tracker(host, int(port)).summary()
-    except Exception:
+        return key in tracker_keys(host, int(port), timeout=3)
+    except DeviceError:
         return False
-    return key in summary.get("queue_info", {}) or any(key in str(s) for s in summary.get("server_info", []))
 
 
 def start_rpc_server(port: int = 9090, host: str = "127.0.0.1", tracker: str | None = None, key: str = "rpi4",
@@ -334,3 +332,55 @@ def stop_rpc_server(proc: subprocess.Popen, grace: float = 5.0) -> None:
             if proc.poll() is not None and not group_alive():
                 return
             time.sleep(0.1)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class QemuAarch64Device:
+    """An emulated aarch64 Linux board (``--device qemu-aarch64``): the Debian rootfs under qemu-user.
+
+    ``run`` executes an artifact once with the plain TVM runtime (no server);
+    ``open`` starts TVM's RPC server inside the emulator on a free loopback port for
+    the duration of the block. Its timings are labelled emulated: never device speed.
+    """
+
+    emulated = True
+    description = "qemu-aarch64 emulated device, plain TVM runtime"
+
+    def __init__(self) -> None:
+        self.url = DeviceURL("qemu-aarch64")
+
+    def probe(self, timeout: float = 10.0) -> None:  # noqa: ARG002
+        """Check that the emulator's tools are installed.
+
+        Raises:
+            ToolchainError: qemu-user-static / debootstrap missing (names the apt command).
+        """
+        if not (rootfs_path() / READY).exists():
+            check_tools()
+
+    def run(self, library: str | Path, inputs: list[np.ndarray], timeout: float = 600,
+            progress: Progress | None = None) -> list[np.ndarray]:
+        """Run an aarch64 library once under emulation; outputs in graph order."""
+        return run_artifact(library, inputs, timeout=timeout, progress=progress)
+
+    @contextlib.contextmanager
+    def open(self, timeout_s: float = 60.0, progress: Progress | None = None) -> Iterator[Session]:
+        """Start the emulated RPC server, connect, and stop it after the block."""
+        from tvm import rpc
+
+        port = free_port()
+        proc = start_rpc_server(port=port, progress=progress)
+        try:
+            sess = rpc.connect("127.0.0.1", port, session_timeout=int(timeout_s))
+            with rpc_session(self.url, sess, emulated=True) as session:
+                yield session
+        finally:
+            stop_rpc_server(proc)

@@ -1,0 +1,54 @@
+"""``edgec tune``: search kernel schedules for a model on a target, measured on a device.
+
+The model goes through the same frontend and passes as ``edgec build`` (so the
+tuned kernels are the ones a build compiles); the backend tunes them, measuring
+on the device (:mod:`edgec.devices`), and stores the records in its database,
+which later builds apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgec.backends import get_backend
+from edgec.build import BuildOptions, Progress, Steps, check_request, lower
+from edgec.devices import DeviceURL, open_device
+
+
+def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None = None, db: Path | None = None,
+         device: str = "local", per_iter: int = 16, progress: Progress | None = None,
+         on_trials: Callable[[Any], None] | None = None) -> Any:
+    """Tune the kernels of ``opts.model`` (after the passes) for ``opts.target``.
+
+    Every check (target, passes, toolchain, budget, device reachability) runs before any work.
+
+    Args:
+        opts: The model, target, input shapes, passes and seed, as for a build.
+        trials: Budget of new measured candidates (over all kernels).
+        minutes: Budget of wall-clock minutes.
+        db: Database folder (default: the user cache folder of the target).
+        device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
+        per_iter: Candidates per kernel per round.
+        progress: Called with the name of each preparation step.
+        on_trials: Called after each measured batch with the backend's progress record
+            (``trials_done``, ``trials_total``, ``elapsed_s``, ``deadline_s``, ``est_latency_ms``...).
+
+    Returns:
+        The backend's tuning result (database, trials, records before/after, estimate, device).
+
+    Raises:
+        UsageError: no budget, an unknown model/target/pass, a CUDA target, or local
+            measurement of code for another ISA.
+        DeviceError: the device is unreachable.
+    """
+    spec = check_request(opts)
+    backend = get_backend(spec)
+    url = DeviceURL.parse(device)
+    backend.check_tune(spec, trials, minutes, url.kind)
+    where = open_device(url, arch=spec.arch)
+    where.probe()
+    low = lower(opts, Steps(progress))
+    return backend.tune(low.final, spec, where, trials=trials, minutes=minutes, db=db, per_iter=per_iter,
+                        progress=on_trials, seed=opts.seed)
