@@ -207,6 +207,22 @@ def read_artifact(folder: str | Path) -> Artifact:
     return Artifact(folder, manifest, parts, list(manifest.get("connections", [])))
 
 
+def _split_ref(ref: str | Path) -> tuple[Path, str | None] | None:
+    """``(folder, part or None)`` when ``ref`` names an artifact (``ARTIFACT[:PART]``), else None."""
+    text = str(ref)
+    if (Path(text) / "manifest.json").is_file():
+        return Path(text), None
+    head, sep, tail = text.rpartition(":")
+    if sep and (Path(head) / "manifest.json").is_file():
+        return Path(head), tail
+    return None
+
+
+def is_artifact(ref: str | Path) -> bool:
+    """Whether ``ref`` names an artifact folder (``ARTIFACT[:PART]``)."""
+    return _split_ref(ref) is not None
+
+
 def open_part(ref: str | Path) -> tuple[Artifact, Part | None]:
     """Resolve ``ARTIFACT[:PART]``.
 
@@ -217,12 +233,7 @@ def open_part(ref: str | Path) -> tuple[Artifact, Part | None]:
     Raises:
         UsageError: not an artifact, or no such part.
     """
-    text = str(ref)
-    folder, part = Path(text), None
-    if not (folder / "manifest.json").is_file() and ":" in text:
-        head, _, tail = text.rpartition(":")
-        if (Path(head) / "manifest.json").is_file():
-            folder, part = Path(head), tail
+    folder, part = _split_ref(ref) or (Path(ref), None)
     artifact = read_artifact(folder)
     if part is None and artifact.multi_part:
         return artifact, None

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgec.artifact import open_part, write_json
+from edgec.artifact import is_artifact, open_part, write_json
 from edgec.build import BuildOptions, Progress, build
 from edgec.devices import DeviceURL, open_device
 from edgec.profiling.html import render_html
@@ -30,13 +30,6 @@ class ProfileResult:
     report: dict[str, Any]
     folder: Path
     built: Path | None = None
-
-
-def _is_artifact(ref: str) -> bool:
-    if (Path(ref) / "manifest.json").is_file():
-        return True
-    head, sep, _ = ref.rpartition(":")
-    return bool(sep) and (Path(head) / "manifest.json").is_file()
 
 
 def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None = None, out: Path | None = None,
@@ -58,7 +51,7 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
     url = DeviceURL.parse(opts.device)
     open_device(url).probe()  # before building: an unreachable device fails in seconds
     built = None
-    if not _is_artifact(model):
+    if not is_artifact(model):
         bopts = build_opts or BuildOptions(model=model)
         bopts.model = model
         built = build(bopts, progress=progress).artifact
