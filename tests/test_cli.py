@@ -25,6 +25,9 @@ def test_zoo_and_targets_list(run_cli):
     (["build", "mcunetv2", "--input-shape", "1,3,x,224"], 2, "bad --input-shape"),
     (["build", "mcunetv2", "--input-shape", "1,1,224,224"], 2, "not (N, 3, H, W)"),
     (["build", "missing/model.onnx"], 3, "not found"),
+    (["build", "mcunetv2", "--taget", "host"], 2, "No such option: --taget"),
+    (["buidl", "mcunetv2"], 2, "Did you mean 'build'"),
+    (["build", "--seed", "1"], 2, "Missing argument 'model'"),
 ])
 def test_bad_input_is_one_line(run_cli, tmp_path, args, code, text):
     out_dir = tmp_path / "out"
@@ -33,6 +36,11 @@ def test_bad_input_is_one_line(run_cli, tmp_path, args, code, text):
     assert text in err
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
     assert no_artifacts(out_dir)
+
+
+def test_debug_is_accepted_anywhere(run_cli, tmp_path):
+    code, _, err = run_cli("build", "mcunetv2", "--debug", "--target", "rpi3", "--out", str(tmp_path))
+    assert code == 2 and "did you mean rpi" in err and "Traceback" in err  # --debug shows the trace
 
 
 def test_malformed_and_truncated_onnx(run_cli, tmp_path, ppocr_cls):

@@ -482,6 +482,12 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
+# typer >= 0.16 vendors click (typer._click): catch both its exceptions and click's.
+_EXITS = (click.exceptions.Exit, typer.Exit)
+_ABORTS = (click.exceptions.Abort, typer.Abort)
+_USAGE_ERRORS = (click.ClickException, typer.TyperException)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point. Returns the exit code (also via ``sys.exit``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -496,14 +502,18 @@ def main(argv: list[str] | None = None) -> int:
         code = rv if isinstance(rv, int) else 0
         if code == 130:
             err_console.print("interrupted; nothing half-written was left behind")
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        code = exc.exit_code
-    except click.exceptions.Abort:
+    except _EXITS as exc:
+        code = getattr(exc, "exit_code", 0)
+    except _ABORTS:
         err_console.print("aborted")
         code = 130
+    except _USAGE_ERRORS as exc:  # a flag typo, a missing argument, a bad value: the user's, not ours
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "edgec"
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        err_console.print(f"[bold red]error:[/] {' '.join(message.split())} (see `{where} --help`)",
+                          highlight=False, soft_wrap=True)
+        code = getattr(exc, "exit_code", 2) or 2
     except EdgecError as exc:
         if debug:
             err_console.print_exception()
