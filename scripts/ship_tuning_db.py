@@ -1,14 +1,16 @@
-"""Regenerate the tuning records edgec ships for the default zoo models (host, x86-64 with AVX-512).
+"""Regenerate the tuning records edgec ships for the default zoo models, for this machine's class.
 
     python scripts/ship_tuning_db.py [--minutes 30,15,15,15] [--skip-tuning] [--db DIR]
 
 1. tunes each default model (mobilenetv4, ghostnet, efficientvit, mcunetv2) for the
    ``host`` target with the given minutes (MetaSchedule, measured on this machine);
 2. writes the best record of every kernel of those models to
-   ``src/edgec/backends/tvm/tuning_db/x86_64-avx512/records.jsonl`` (one JSON line per
-   kernel, keyed by the kernel's structural hash; no workloads, so the file stays small).
+   ``src/edgec/backends/tvm/tuning_db/<class>/records.jsonl``, where ``<class>`` is this
+   machine's target class (``x86_64-avx2``, ``x86_64-avx512``; :func:`edgec.targets.target_class`):
+   one JSON line per kernel, keyed by the kernel's structural hash; no workloads, so the file
+   stays small. Builds on other classes replay these records as "transferred".
 
-Run it on an AVX-512 x86-64 machine; the budget above takes ~75 minutes on 2 cores.
+The budget above takes ~75 minutes on 2 cores.
 ``--skip-tuning`` only re-exports from the existing database.
 """
 
@@ -20,9 +22,10 @@ from pathlib import Path
 from edgec.backends.tvm import api, tuning
 from edgec.build import BuildOptions, check_request, lower
 from edgec.devices import open_device
+from edgec.targets import target_class
 
 MODELS = ["mobilenetv4", "ghostnet", "mcunetv2", "efficientvit"]
-OUT = Path(__file__).resolve().parents[1] / "src/edgec/backends/tvm/tuning_db" / tuning.SHIPPED_CLASS
+DB_ROOT = Path(__file__).resolve().parents[1] / "src/edgec/backends/tvm/tuning_db"
 
 
 def main() -> None:
@@ -47,8 +50,9 @@ def main() -> None:
                   f"{result.records_after} records in {result.database}")
         all_tasks += api.extract_tasks(low.final, spec)
     folder = args.db or tuning.default_database_dir(spec)
-    n = tuning.export_shipped(folder, all_tasks, OUT / tuning.SHIPPED_FILE, spec, MODELS)
-    print(f"wrote {n} records to {OUT / tuning.SHIPPED_FILE} ({(OUT / tuning.SHIPPED_FILE).stat().st_size} bytes)")
+    out = DB_ROOT / target_class(spec) / tuning.SHIPPED_FILE
+    n = tuning.export_shipped(folder, all_tasks, out, spec, MODELS)
+    print(f"wrote {n} records to {out} ({out.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

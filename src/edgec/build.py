@@ -41,7 +41,7 @@ from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
 from edgec.frontend.load import graph_inputs, load_onnx, parse_input_shapes, prepare_onnx
 from edgec.profiling import report as reports
-from edgec.targets import TargetSpec, get_target
+from edgec.targets import TargetSpec, get_target, target_class
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,8 @@ def _part_report(source: Source, req: PartRequest, compiled: Compiled, verificat
                   "artifact_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
                   "library_bytes": compiled.library.stat().st_size, "backend": compiled.backend,
                   "tuned_tasks": compiled.tuned_kernels, "total_tasks": compiled.total_kernels,
-                  "tuning_database": compiled.tuning_source, "cubin_archs": compiled.cubin_archs},
+                  "tuning_database": compiled.tuning_source, "schedules": compiled.schedules,
+                  "target_class": target_class(req.target), "cubin_archs": compiled.cubin_archs},
         "steps": steps.records,
         "passes": req.passes,
         "kernels": kernels,

@@ -157,7 +157,7 @@ def build(
 def print_build_summary(report: dict, artifact: Path) -> None:
     """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
     from edgec.profiling.report import (function_change_line, human_bytes, human_count, pass_error,
-                                        verification_line, weights_note)
+                                        schedules_line, verification_line, weights_note)
 
     m, t, b = report["model"], report["target"], report["build"]
     table = Table(show_header=False, box=None, pad_edge=False)
@@ -170,10 +170,13 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     table.add_row("target", f"{t['name']}: {t['description'][:110]}")
     table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
     table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
-    if b.get("total_tasks"):
-        table.add_row("tuning", f"{b['tuned_tasks']}/{b['total_tasks']} kernels tuned ({b['tuning_database']})")
-    elif b.get("tuning_database") is None:
-        table.add_row("tuning", "no tuning database for this target (see `edgec tune`)")
+    if b.get("total_tasks") or t.get("kind") == "cpu":
+        sched = b.get("schedules") or {}
+        table.add_row("tuning", schedules_line(b))
+        if sched.get("transferred") or sched.get("untuned") or not b.get("total_tasks"):
+            device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
+            table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
+                              f"--target {t['name']}{device} --minutes 30[/]")
     v = report.get("verification", {})
     style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
     fc = report.get("function_change")

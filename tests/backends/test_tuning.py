@@ -49,27 +49,88 @@ def test_tune_then_build_applies_records(tmp_path):
     assert untuned.report["build"]["tuning_database"] is None
 
 
-def test_shipped_records_apply_without_user_database(tmp_path, monkeypatch):
-    """Records exported in the shipped format (no workloads) are matched to tasks by structural hash."""
+@pytest.fixture(scope="module")
+def shipped_tiny(tmp_path_factory):
+    """A tiny model tuned for a few trials, its records exported in the shipped format (no workloads)."""
     from edgec.backends.tvm import api, tuning
     from edgec.build import check_request, lower
     from edgec.devices import open_device
 
-    model = tiny_cnn(tmp_path / "tiny.onnx", channels=6)
-    opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out")
+    tmp = tmp_path_factory.mktemp("shipped")
+    model = tiny_cnn(tmp / "tiny.onnx", channels=6)
+    opts = BuildOptions(model=str(model), target="host", out_dir=tmp / "out")
     spec = check_request(opts)
     low = lower(opts)
-    db = tmp_path / "db"
+    db = tmp / "db"
     api.tune(low.final, spec, open_device("local"), trials=4, db=db, per_iter=2, seed=0)
-    shipped = tmp_path / "shipped" / "records.jsonl"
+    shipped = tmp / "shipped" / "records.jsonl"
     assert tuning.export_shipped(db, api.extract_tasks(low.final, spec), shipped, spec, ["tiny"]) >= 1
-    assert shipped.stat().st_size < 50_000 and (shipped.parent / "metadata.json").exists()
+    return model, shipped
+
+
+def _serve_shipped(monkeypatch, tmp_path, files: dict, own_class: str):
+    """Shipped records by class from ``files``; this machine's class forced to ``own_class``."""
+    import edgec.targets
+    from edgec.backends.tvm import tuning
+
     monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "empty-cache"))
-    monkeypatch.setattr(tuning, "shipped_records_file", lambda _spec: shipped)
-    built = build(opts)
+    monkeypatch.setattr(tuning, "shipped_records_file", lambda cls: files.get(cls))
+    monkeypatch.setattr(edgec.targets, "target_class", lambda _spec: own_class)
+
+
+def test_shipped_records_apply_without_user_database(shipped_tiny, tmp_path, monkeypatch):
+    """Records of this machine's class are matched to tasks by structural hash and count as tuned."""
+    model, shipped = shipped_tiny
+    assert shipped.stat().st_size < 50_000
+    meta = json.loads((shipped.parent / "metadata.json").read_text())
+    assert meta["measured"] and meta["target_class"].startswith("x86_64")
+    _serve_shipped(monkeypatch, tmp_path, {"x86_64-avx2": shipped}, "x86_64-avx2")
+    built = build(BuildOptions(model=str(model), out_dir=tmp_path / "out"))
     b = built.report["build"]
-    assert "shipped" in b["tuning_database"] and b["tuned_tasks"] >= 1
+    assert "shipped x86_64-avx2" in b["tuning_database"] and b["schedules"]["tuned"] >= 1
+    assert b["schedules"]["transferred"] == 0 and b["tuned_tasks"] == b["schedules"]["tuned"]
     assert built.report["verification"]["passed"]
+
+
+def test_records_of_another_class_are_transferred_and_labelled(shipped_tiny, tmp_path, monkeypatch):
+    model, shipped = shipped_tiny
+    _serve_shipped(monkeypatch, tmp_path, {"x86_64-avx512": shipped}, "x86_64-avx2")
+    built = build(BuildOptions(model=str(model), out_dir=tmp_path / "out"))
+    b = built.report["build"]
+    assert b["schedules"]["transferred"] >= 1 and b["schedules"]["tuned"] == 0
+    assert built.report["verification"]["passed"]  # a transferred schedule still matches onnxruntime
+    calls = json.loads((built.artifact / "kernels.json").read_text())["calls"]
+    kinds = {c["schedule"]["kind"] for c in calls}
+    assert "transferred" in kinds and kinds <= {"transferred", "untuned"}
+    assert any("not measured on x86_64-avx2" in c["schedule"]["source"] for c in calls)
+
+
+def test_a_trace_that_does_not_replay_falls_back_cleanly(shipped_tiny, tmp_path, monkeypatch):
+    """Records whose traces name blocks the kernel does not have are skipped: untuned, still correct."""
+    model, shipped = shipped_tiny
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(shipped.read_text().replace('"GetSBlock",[],["', '"GetSBlock",[],["renamed_'))
+    _serve_shipped(monkeypatch, tmp_path, {"x86_64-avx512": broken}, "x86_64-avx2")
+    built = build(BuildOptions(model=str(model), out_dir=tmp_path / "out"))
+    b = built.report["build"]
+    assert b["schedules"]["transferred"] == 0 and b["schedules"]["untuned"] == b["total_tasks"] >= 1
+    assert built.report["verification"]["passed"]
+
+
+def test_target_classes_are_derived_from_target_data():
+    from edgec.targets import TargetSpec, get_target, target_class
+
+    assert target_class(get_target("rpi4")) == "aarch64-neon"
+    assert target_class(get_target("jetson-orin-nano")) == "cuda-sm_87"
+    x86 = {"name": "x", "description": "d", "kind": "cpu", "arch": "x86_64", "datasheet": "-",
+           "tvm": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": "skylake-avx512",
+                   "mattr": ["+avx512f", "+avx2"]}}
+    assert target_class(TargetSpec.from_dict(x86)) == "x86_64-avx512"
+    x86["tvm"]["mattr"] = ["+avx2"]
+    assert target_class(TargetSpec.from_dict(x86)) == "x86_64-avx2"
+    host = get_target("host")
+    assert target_class(host) == ("x86_64-avx512" if "avx512f" in host.extra["isa"] else
+                                  "x86_64-avx2" if "avx2" in host.extra["isa"] else "x86_64")
 
 
 def test_torn_database_line_is_repaired(tmp_path):
@@ -89,7 +150,7 @@ def test_empty_db_and_bad_budget_are_usage_errors(tmp_path):
     from edgec.targets import get_target
 
     with pytest.raises(UsageError, match="holds no tuning records"):
-        open_database(get_target("host"), tmp_path)
+        open_database(get_target("host"), tmp_path, [])
 
 
 def test_cli_tune_requires_budget(run_cli, tmp_path):

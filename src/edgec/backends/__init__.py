@@ -59,9 +59,11 @@ class Compiled:
         kernel_map: Kernels in call order with shapes, ONNX nodes and live bytes, and the
             memory plan (written as ``kernels.json``), or None.
         memory: Planned memory in bytes (``planned_activation_bytes``, ...).
-        tuned_kernels: Kernels that got a schedule from tuning records.
+        tuned_kernels: Kernels that got a schedule from tuning records (tuned or transferred).
         total_kernels: Kernels that could be tuned.
         tuning_source: Where the records came from (a database folder, "shipped ..."), or None.
+        schedules: Kernels by provenance of their schedule: ``tuned`` (measured on this machine
+            class), ``transferred`` (replayed from another class), ``untuned``.
         cubin_archs: SM numbers of embedded CUDA cubins, else empty.
         versions: Versions of the compiler stack.
     """
@@ -77,6 +79,7 @@ class Compiled:
     tuned_kernels: int = 0
     total_kernels: int = 0
     tuning_source: str | None = None
+    schedules: dict[str, int] = field(default_factory=dict)
     cubin_archs: list[int] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
 

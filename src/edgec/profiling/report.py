@@ -73,6 +73,25 @@ def verification_line(v: dict[str, Any] | None) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def schedules_line(build: dict[str, Any], target: str | None = None) -> str:
+    """Where the kernels' schedules came from, in one line (tuned / transferred / untuned)."""
+    sched = build.get("schedules") or {}
+    total = build.get("total_tasks") or sum(sched.values())
+    if not total:
+        return "no tuning records apply (see `edgec tune`)"
+    parts = []
+    if sched.get("tuned"):
+        parts.append(f"{sched['tuned']} tuned for {build.get('target_class', 'this class')}")
+    if sched.get("transferred"):
+        parts.append(f"{sched['transferred']} transferred from another machine class (replayed, not measured here)")
+    if sched.get("untuned"):
+        parts.append(f"{sched['untuned']} untuned (TVM's default schedule)")
+    line = f"{build.get('tuned_tasks', 0)}/{total} kernels with tuned schedules: " + ", ".join(parts)
+    if build.get("tuning_database"):
+        line += f"; from {build['tuning_database']}"
+    return line
+
+
 def function_change_line(fc: dict[str, Any] | None) -> str:
     """One line on the function change made on purpose by function-changing passes."""
     if not fc:
@@ -145,8 +164,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"| artifact | {human_bytes(b.get('artifact_bytes'))} (library {human_bytes(b.get('library_bytes'))}) |",
                   f"| compile time | {b.get('compile_seconds', 0):.1f} s (whole build {b.get('total_seconds', 0):.1f} s) |"]
         if b.get("total_tasks"):
-            lines.append(f"| tuned kernels | {b.get('tuned_tasks', 0)} of {b['total_tasks']} "
-                         f"({b.get('tuning_database') or 'no database'}) |")
+            lines.append(f"| schedules | {schedules_line(b)} |")
         lines.append("")
     passes = [p for p in report.get("passes") or [] if "nodes_before" in p]
     if passes:

@@ -24,7 +24,7 @@ from typing import Any
 from edgec.errors import UsageError, unknown_name
 from edgec.targets import host as host_facts
 
-__all__ = ["TargetSpec", "TargetError", "get_target", "list_targets", "target_names", "host_facts"]
+__all__ = ["TargetSpec", "TargetError", "get_target", "list_targets", "target_class", "target_names", "host_facts"]
 
 
 class TargetError(UsageError):
@@ -158,6 +158,25 @@ def _resolve_native(data: dict[str, Any]) -> dict[str, Any]:
     arch = data["arch"].replace("x86_64", "x86-64")
     data["description"] = f"This machine: {data['cpu_model']}, {arch}{vector}, {data['cores']} cores (detected)"
     return data
+
+
+def target_class(spec: TargetSpec) -> str:
+    """The class of machines whose tuned kernel schedules ``spec`` shares, derived from its data.
+
+    ``x86_64-avx512`` / ``x86_64-avx2`` / ``x86_64`` (from the detected ISA of the host, or
+    ``mattr``), ``aarch64-neon``, or ``cuda-sm_NN`` for CUDA targets.
+    """
+    if spec.kind == "cuda":
+        return f"cuda-{spec.tvm.get('arch', 'unknown')}"
+    features = set(spec.extra.get("isa", [])) | {a.lstrip("+") for a in spec.cpu_target.get("mattr", [])
+                                                 if a.startswith("+")}
+    if spec.arch == "x86_64":
+        if "avx512f" in features:
+            return "x86_64-avx512"
+        return "x86_64-avx2" if "avx2" in features else "x86_64"
+    if spec.arch == "aarch64":
+        return "aarch64-neon"
+    return spec.arch
 
 
 def target_names() -> list[str]:

@@ -121,10 +121,11 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     mod = step("import to Relax", lambda: import_model(model))
     target = tvm_target(spec)
     fused = step("legalize and fuse", lambda: fused_module(mod, target))
-    database, db_label = None, None
+    schedules = None
     if tuning.use_database and spec.kind == "cpu":
         tasks = step("look up tuning records", lambda: tuning_db.extract_tasks(mod, spec, fused))
-        database, db_label = tuning_db.open_database(spec, tuning.database, tasks)
+        schedules = tuning_db.open_database(spec, tuning.database, tasks)
+    database = schedules.database if schedules is not None else None
     after = fused_kernels(None, target, fused)
     kernels = {"after_passes": len(after), "standalone_after_passes": standalone_kernels(after),
                "conv_layout": conv_layout(fused)}
@@ -133,14 +134,18 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     result = step(f"compile for {spec.name}", lambda: compile_module(
         fused, spec, library, database, prefused=True, kernels_library=kernels_lib))
     kmap = step("kernel and memory map", lambda: kernel_map(model, fused, spec))
-    tuned, total = 0, 0
-    if database is not None:
-        tuned, total = step("count tuned kernels", lambda: tuning_db.count_tuned(mod, spec, database, fused))
+    counts: dict[str, int] = {}
+    if schedules is not None:
+        for call in kmap["calls"]:
+            call["schedule"] = schedules.provenance.get(call["kernel"], {"kind": tuning_db.UNTUNED,
+                                                                         "source": "not a tunable kernel"})
+        counts = schedules.counts()
     files = [p.name for p in (library, kernels_lib) if p is not None and p.exists()]
     return Compiled(backend=name, target=resolved_target(spec), library=library, files=files,
                     compile_seconds=result.compile_seconds, kernels=kernels, kernel_map=kmap,
-                    memory=dict(kmap["memory"]), tuned_kernels=tuned, total_kernels=total,
-                    tuning_source=db_label, cubin_archs=result.cubin_archs, versions=versions())
+                    memory=dict(kmap["memory"]), tuned_kernels=counts.get("tuned", 0) + counts.get("transferred", 0),
+                    total_kernels=sum(counts.values()), tuning_source=schedules.label if schedules else None,
+                    schedules=counts, cubin_archs=result.cubin_archs, versions=versions())
 
 
 def kernel_map(model: onnx.ModelProto, fused, spec: TargetSpec) -> dict[str, Any]:

@@ -75,59 +75,114 @@ def default_database_dir(spec: TargetSpec) -> Path:
     return cache_dir("tuning") / f"{target_key(spec)}-tvm{version('apache-tvm')}"
 
 
-SHIPPED_CLASS = "x86_64-avx512"
 SHIPPED_FILE = "records.jsonl"
 
+#: For each target class, the classes whose records are replayed when its own have none for a
+#: kernel, nearest first (vector width, then ISA family). A replayed trace keeps its loop
+#: structure and tile sizes; LLVM legalizes the vector widths for the target.
+TRANSFER_FROM: dict[str, list[str]] = {
+    "x86_64-avx512": ["x86_64-avx2"],
+    "x86_64-avx2": ["x86_64-avx512"],
+    "x86_64": ["x86_64-avx2", "x86_64-avx512"],
+    "aarch64-neon": ["x86_64-avx2", "x86_64-avx512"],
+}
 
-def shipped_records_file(spec: TargetSpec) -> Path | None:
-    """The records shipped with edgec that apply to ``spec``, if any.
+#: Provenance kinds of a kernel's schedule (``kernels.json``, report, summary).
+TUNED, TRANSFERRED, UNTUNED = "tuned", "transferred", "untuned"
 
-    edgec ships the best record per kernel of the default zoo models for the
-    ``host`` target class x86-64 with AVX-512 (``tuning_db/x86_64-avx512/records.jsonl``).
+
+def shipped_records_file(target_class: str) -> Path | None:
+    """The records edgec ships for ``target_class`` (``tuning_db/<class>/records.jsonl``), if any.
+
+    Each holds the best measured record per kernel of the default zoo models on a machine of
+    that class; ``metadata.json`` beside it says which machine and models.
     """
-    if spec.arch != "x86_64" or "avx512f" not in spec.extra.get("isa", []):
-        return None
-    path = Path(str(resources.files("edgec.backends.tvm").joinpath(SHIPPED_DIR, SHIPPED_CLASS, SHIPPED_FILE)))
+    path = Path(str(resources.files("edgec.backends.tvm").joinpath(SHIPPED_DIR, target_class, SHIPPED_FILE)))
     return path if path.is_file() else None
 
 
-def shipped_database(spec: TargetSpec, tasks: list) -> tuple[Any, int]:
-    """An in-memory database with the shipped records of ``tasks`` (matched by structural hash).
-
-    The shipped file holds no workloads (each is a whole TIR function, ~75 kB of
-    JSON): a record is keyed by its workload's structural hash, and the workload
-    is the task's own function, recomputed at build time.
-
-    Returns:
-        ``(MemoryDatabase or None, number of tasks matched)``.
-    """
-    path = shipped_records_file(spec)
-    if path is None:
-        return None, 0
-    import tvm_ffi
-    from tvm.s_tir import meta_schedule as ms
-
+def _read_shipped(target_class: str) -> dict[str, list]:
+    path = shipped_records_file(target_class)
     records: dict[str, list] = {}
+    if path is None:
+        return records
     with open(path) as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)
                 records.setdefault(row["shash"], []).append(row)
+    return records
+
+
+@dataclass
+class Schedules:
+    """The tuned schedules a build applies, and where each kernel's came from.
+
+    Attributes:
+        database: A MetaSchedule database holding every applicable record, or None.
+        label: Where the records came from, in words (None when there are none).
+        provenance: Task (kernel) name -> ``{"kind": tuned|transferred|untuned, "source": ...}``.
+    """
+
+    database: Any
+    label: str | None
+    provenance: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out = {TUNED: 0, TRANSFERRED: 0, UNTUNED: 0}
+        for p in self.provenance.values():
+            out[p["kind"]] += 1
+        return out
+
+
+def _replay(db, ms, task, rows: list) -> bool:
+    """Commit the first of ``rows`` whose trace replays on ``task``'s workload."""
+    mod = task.dispatched[0]
+    # Structural hashes ignore names: a kernel of another model may share this hash but name
+    # its blocks differently, and then its trace does not replay here. Take the first that does.
+    for row in rows:
+        try:
+            record = ms.database.TuningRecord.from_json(row["record"], db.commit_workload(mod))
+        except Exception:  # noqa: BLE001  tvm.s_tir.schedule.ScheduleError and kin
+            continue
+        db.commit_tuning_record(record)
+        return True
+    return False
+
+
+def shipped_database(target_class: str, tasks: list, skip: set[str] = frozenset()) -> tuple[Any, dict]:
+    """An in-memory database with the shipped records that replay on ``tasks``: the class's own
+    first, then those of the classes in :data:`TRANSFER_FROM`.
+
+    The shipped files hold no workloads (each is a whole TIR function, ~75 kB of JSON): a
+    record is keyed by its workload's structural hash, and the workload is the task's own
+    function, recomputed at build time.
+
+    Args:
+        target_class: The class of the target (:func:`edgec.targets.target_class`).
+        tasks: The model's tasks.
+        skip: Task names that already have a record (the user's database).
+
+    Returns:
+        ``(MemoryDatabase or None, {task name: provenance})``.
+    """
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
     db = ms.database.MemoryDatabase()
-    matched = 0
-    for task in tasks:
-        mod = task.dispatched[0]
-        # Structural hashes ignore names: a kernel of another model may share this hash but name
-        # its blocks differently, and then its trace does not replay here. Take the first that does.
-        for row in records.get(str(tvm_ffi.structural_hash(mod)), []):
-            try:
-                record = ms.database.TuningRecord.from_json(row["record"], db.commit_workload(mod))
-            except Exception:  # noqa: BLE001  tvm.s_tir.schedule.ScheduleError and kin
+    provenance: dict[str, dict[str, str]] = {}
+    for cls in [target_class] + TRANSFER_FROM.get(target_class, []):
+        rows = _read_shipped(cls)
+        if not rows:
+            continue
+        for task in tasks:
+            if task.task_name in skip or task.task_name in provenance:
                 continue
-            db.commit_tuning_record(record)
-            matched += 1
-            break
-    return (db if matched else None), matched
+            if _replay(db, ms, task, rows.get(str(tvm_ffi.structural_hash(task.dispatched[0])), [])):
+                provenance[task.task_name] = (
+                    {"kind": TUNED, "source": f"shipped {cls} records"} if cls == target_class else
+                    {"kind": TRANSFERRED, "source": f"shipped {cls} records, replayed (not measured on {target_class})"})
+    return (db if provenance else None), provenance
 
 
 def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
@@ -139,6 +194,7 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     import tvm_ffi
 
     from edgec.backends.tvm.compile import tvm_target
+    from edgec.targets import target_class
 
     database = _json_database(folder, writable=False)
     target = tvm_target(spec)
@@ -163,7 +219,8 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
     tmp.replace(out)
     (out.parent / "metadata.json").write_text(json.dumps(
-        {"target_class": SHIPPED_CLASS, "tvm": version("apache-tvm"), "models": models, "records": len(rows),
+        {"target_class": target_class(spec), "measured": True, "tvm": version("apache-tvm"), "models": models,
+         "records": len(rows),
          "measured_on": spec.to_dict()}, indent=1, default=str) + "\n")
     return len(rows)
 
@@ -243,30 +300,43 @@ def open_user_database(spec: TargetSpec, path: Path | None) -> tuple[Any, str | 
     return _json_database(user, writable=False), str(user)
 
 
-def open_database(spec: TargetSpec, path: Path | None, tasks: list | None = None) -> tuple[Any, str | None]:
-    """The database ``edgec build`` applies: the user's plus, without ``--db``, the shipped records.
+def open_database(spec: TargetSpec, path: Path | None, tasks: list) -> Schedules:
+    """The schedules ``edgec build`` applies: the user's database, then (without ``--db``) the shipped
+    records of the target's class, then those transferred from the nearest classes.
 
     Args:
         spec: Target.
         path: ``--db`` folder, or None for the default.
-        tasks: The model's tasks (:func:`extract_tasks`), needed to use the shipped records.
+        tasks: The model's tasks (:func:`extract_tasks`).
 
     Returns:
-        ``(database, description)``, or ``(None, None)`` when there are no records.
+        A :class:`Schedules` with every kernel's provenance.
 
     Raises:
         UsageError: ``--db`` names a folder that holds no database.
     """
-    user, label = open_user_database(spec, path)
-    shipped, matched = (None, 0) if path is not None or tasks is None else shipped_database(spec, tasks)
-    if shipped is None:
-        return user, label
-    shipped_label = f"shipped {SHIPPED_CLASS} records ({matched} kernels)"
-    if user is None:
-        return shipped, shipped_label
+    from edgec.backends.tvm.compile import tvm_target
+    from edgec.targets import target_class
+
+    user, user_label = open_user_database(spec, path)
+    provenance: dict[str, dict[str, str]] = {}
+    if user is not None:
+        target = tvm_target(spec)
+        for task in tasks:
+            if user.query_tuning_record(task.dispatched[0], target, task.task_name) is not None:
+                provenance[task.task_name] = {"kind": TUNED, "source": f"user database {user_label}"}
+    shipped, shipped_prov = (None, {}) if path is not None else shipped_database(
+        target_class(spec), tasks, skip=set(provenance))
+    provenance.update(shipped_prov)
+    for task in tasks:
+        provenance.setdefault(task.task_name, {"kind": UNTUNED, "source": "TVM's default schedule"})
+    sources = sorted({p["source"].split(",")[0] for p in provenance.values() if p["kind"] != UNTUNED})
+    label = "; ".join(sources) or None
+    if shipped is None or user is None:
+        return Schedules(shipped if user is None else user, label, provenance)
     from tvm.s_tir import meta_schedule as ms
 
-    return ms.database.UnionDatabase(user, shipped), f"{label} + {shipped_label}"
+    return Schedules(ms.database.UnionDatabase(user, shipped), label, provenance)
 
 
 # --------------------------------------------------------------------------- tasks
@@ -288,19 +358,6 @@ def extract_tasks(mod, spec: TargetSpec, fused=None) -> list:
     target = tvm_target(spec)
     with captured_fds():
         return ms.relax_integration.extract_tasks(fused if fused is not None else fused_module(mod, target), target)
-
-
-def count_tuned(mod, spec: TargetSpec, database, fused=None) -> tuple[int, int]:
-    """``(tasks with a record in database, all tasks)`` for ``mod`` on ``spec``."""
-    from edgec.backends.tvm.compile import tvm_target
-
-    target = tvm_target(spec)
-    tasks = extract_tasks(mod, spec, fused)
-    tuned = 0
-    for task in tasks:
-        if database.query_tuning_record(task.dispatched[0], target, task.task_name) is not None:
-            tuned += 1
-    return tuned, len(tasks)
 
 
 # --------------------------------------------------------------------------- builder / runner
