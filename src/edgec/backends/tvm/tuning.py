@@ -185,27 +185,40 @@ def shipped_database(target_class: str, tasks: list, skip: set[str] = frozenset(
     return (db if provenance else None), provenance
 
 
+def _measured_here(record, mcpu: str) -> bool:
+    """Whether a record was measured on a machine with LLVM CPU ``mcpu`` (not seeded from another class)."""
+    try:
+        return str(record.target.attrs.get("mcpu", "")) == mcpu
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
-    """Write the best record of each of ``tasks`` found in database ``folder`` to ``out`` (JSON lines).
+    """Write the best record measured on this machine of each of ``tasks``, found in database
+    ``folder``, to ``out`` (JSON lines). Records seeded from another class (:func:`seed_database`)
+    and never measured here are left out.
 
     Returns:
         Number of records written.
     """
     import tvm_ffi
 
-    from edgec.backends.tvm.compile import tvm_target
+    from edgec.backends.tvm.compile import resolve_native, tvm_target
     from edgec.targets import target_class
 
     database = _json_database(folder, writable=False)
     target = tvm_target(spec)
+    mcpu = resolve_native(spec.cpu_target).get("mcpu", "")
     seen, rows = set(), []
     for task in tasks:
         mod = task.dispatched[0]
         shash = str(tvm_ffi.structural_hash(mod))
-        rec = database.query_tuning_record(mod, target, task.task_name)
-        if rec is None:
+        if database.query_tuning_record(mod, target, task.task_name) is None:
             continue
-        top = database.get_top_k(database.commit_workload(mod), 1)[0]
+        here = [r for r in database.get_top_k(database.commit_workload(mod), 256) if _measured_here(r, mcpu)]
+        if not here:
+            continue
+        top = here[0]
         record = json.loads(tvm_ffi.dumps_json(top.as_json()) if hasattr(tvm_ffi, "dumps_json")
                             else _to_py_json(top.as_json()))
         key = (shash, json.dumps(record[0], sort_keys=True))  # same structure, same trace (block names)
@@ -221,8 +234,57 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     (out.parent / "metadata.json").write_text(json.dumps(
         {"target_class": target_class(spec), "measured": True, "tvm": version("apache-tvm"), "models": models,
          "records": len(rows),
-         "measured_on": spec.to_dict()}, indent=1, default=str) + "\n")
+         "measured_on": {**spec.to_dict(), "tvm": resolve_native(spec.tvm)}}, indent=1, default=str) + "\n")
     return len(rows)
+
+
+def seed_database(folder: Path, spec: TargetSpec, tasks: list, from_class: str, device) -> int:
+    """Start a tuning database from another class's shipped records (transfer tuning).
+
+    Every record of ``from_class`` that replays on one of ``tasks`` is built and measured on
+    ``device`` for ``spec``, and committed with the times measured here; MetaSchedule's
+    evolutionary search then starts from those schedules (Gibson et al., "Transfer-Tuning",
+    PACT 2022, reuse tuned schedules across workloads and machines).
+
+    Args:
+        folder: The database to seed (created if needed).
+        spec: This target.
+        tasks: The model's tasks.
+        from_class: A class with shipped records (``x86_64-avx512``...).
+        device: Where to measure (an :mod:`edgec.devices` device).
+
+    Returns:
+        Number of records measured and committed.
+    """
+    import tvm_ffi
+    from tvm.s_tir import meta_schedule as ms
+
+    from edgec.backends.tvm.compile import tvm_target
+
+    database = _json_database(folder, writable=True)
+    scratch = ms.database.MemoryDatabase()
+    rows = _read_shipped(from_class)
+    target = tvm_target(spec)
+    builder, runner = _make_builder(spec), _make_runner(device)
+    seeded = 0
+    for task in tasks:
+        if not _replay(scratch, ms, task, rows.get(str(tvm_ffi.structural_hash(task.dispatched[0])), [])):
+            continue
+        mod = task.dispatched[0]
+        foreign = scratch.get_top_k(scratch.commit_workload(mod), 1)[0]
+        sch = foreign.as_measure_candidate().sch
+        built = builder.build([ms.builder.BuilderInput(sch.mod, target)])[0]
+        if built.error_msg:
+            continue
+        args = ms.arg_info.ArgInfo.from_entry_func(sch.mod, remove_preproc=True)
+        result = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args)])[0].result()
+        shutil.rmtree(Path(built.artifact_path).parent, ignore_errors=True)
+        if result.error_msg or not result.run_secs:
+            continue
+        database.commit_tuning_record(ms.database.TuningRecord(
+            foreign.trace, database.commit_workload(mod), [float(x) for x in result.run_secs], target, args))
+        seeded += 1
+    return seeded
 
 
 def _to_py_json(obj) -> str:
