@@ -257,9 +257,13 @@ def check_request(opts: BuildOptions) -> TargetSpec:
     Raises:
         UsageError, TargetError, ToolchainError.
     """
+    if not is_onnx_path(opts.model):
+        from edgec.zoo import get
+
+        get(opts.model)  # an unknown name fails here, before the passes and the compiler are loaded
+    spec = get_target(opts.target)
     from edgec.passes import resolve_pipeline
 
-    spec = get_target(opts.target)
     resolve_pipeline(opts.passes)
     get_backend(spec).check(spec, opts.tuning)
     return spec

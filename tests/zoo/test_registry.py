@@ -43,6 +43,29 @@ def test_every_entry_has_figures_and_sources():
         assert e.paper and e.source and len(e.input_shape) == 4
 
 
+def test_stored_configs_match_timm():
+    """figures.json holds timm's default configs (read instead of importing timm to list the zoo)."""
+    from edgec.zoo.models import timm_config
+
+    for e in list_models():
+        if e.family == "MCUNetV2" or e.alias_of:
+            continue
+        cfg = timm_config(e.name)
+        assert list(e.input_shape) == cfg["input_shape"] and list(e.mean) == cfg["mean"], e.name
+        assert list(e.std) == cfg["std"] and e.num_classes == cfg["num_classes"], e.name
+        assert e.pretrained_tag == cfg["pretrained_tag"], e.name
+
+
+def test_listing_the_zoo_imports_neither_torch_nor_timm():
+    import subprocess
+    import sys
+
+    code = ("import sys, edgec.zoo; edgec.zoo.get('mobilenetv4'); edgec.zoo.list_models(); "
+            "print([m for m in ('torch', 'timm', 'tvm') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr[-500:]
+
+
 def test_unknown_model_suggests_near_names():
     with pytest.raises(UsageError) as exc:
         get("mobilenetv5")

@@ -1,7 +1,8 @@
-"""Measure params and MACs of every zoo entry on its exported ONNX graph.
+"""Measure params and MACs of every zoo entry on its exported ONNX graph, and record timm's configs.
 
-``python -m edgec.zoo.figures [--write]`` prints the figures and, with
-``--write``, stores them in ``figures.json`` beside this module.
+``python -m edgec.zoo.figures [--write]`` prints each entry's data and, with
+``--write``, stores it in ``figures.json`` beside this module (read at run time
+instead of importing torch and timm).
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ def measure(name: str) -> dict[str, int]:
 
 def main(argv: list[str]) -> int:
     from edgec.zoo import list_models
+    from edgec.zoo.models import timm_config
 
     out = {}
     for entry in list_models():
         if entry.alias_of:
             continue
-        out[entry.name] = measure(entry.name)
+        config = timm_config(entry.name) if entry.family != "MCUNetV2" else {}
+        out[entry.name] = {**config, **measure(entry.name)}
         print(entry.name, out[entry.name], flush=True)
     if "--write" in argv:
         (Path(__file__).parent / "figures.json").write_text(json.dumps(out, indent=1) + "\n")

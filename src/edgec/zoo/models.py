@@ -1,8 +1,11 @@
 """Zoo entries: MobileNetV4, GhostNet v1/v2/v3, EfficientViT-M (timm) and MCUNetV2.
 
-Parameter counts and MACs are measured on the exported ONNX graph at the
-default input shape and stored in ``figures.json`` (regenerate with
-``python -m edgec.zoo.figures``; ``tests/zoo`` checks them).
+Each entry's data -- timm's default config (input size, mean/std, classes, pretrained
+tag) and the parameter count and MACs measured on the exported ONNX graph at the
+default input shape -- is stored in ``figures.json`` when edgec is released
+(regenerate with ``python -m edgec.zoo.figures --write``; ``tests/zoo`` checks it
+against timm and against measurement). Listing the zoo and checking a name import
+neither torch nor timm; only creating a model does.
 """
 
 from __future__ import annotations
@@ -63,24 +66,30 @@ def _mcunet_factory(pretrained: bool = False, **kwargs: Any):
     return mcunetv2_large(**kwargs)
 
 
-def _register_all() -> None:
+def timm_config(name: str) -> dict[str, Any]:
+    """timm's default config of ``name`` as stored in ``figures.json`` (imports timm)."""
     import timm
 
+    cfg = timm.get_pretrained_cfg(name)
+    return {"input_shape": [1, *cfg.input_size], "mean": list(cfg.mean), "std": list(cfg.std),
+            "num_classes": cfg.num_classes or 1000, "pretrained_tag": cfg.hf_hub_id or None}
+
+
+def _register_all() -> None:
     figures = _figures()
 
-    def fig(name: str) -> dict[str, int]:
+    def fig(name: str) -> dict[str, Any]:
         return figures.get(name, {"params": 0, "macs": 0})
 
     for family, info in FAMILIES.items():
         entries = {}
         for name in info["names"]:
-            cfg = timm.get_pretrained_cfg(name)
-            shape = (1, *cfg.input_size)
+            f = fig(name)
             entries[name] = register(ZooEntry(
-                name=name, family=family, factory=partial(_timm_factory, name), input_shape=shape,
-                mean=tuple(cfg.mean), std=tuple(cfg.std), paper=info["paper"], source=info["source"],
-                params=fig(name)["params"], macs=fig(name)["macs"], num_classes=cfg.num_classes or 1000,
-                pretrained_tag=cfg.hf_hub_id or None))
+                name=name, family=family, factory=partial(_timm_factory, name), input_shape=tuple(f["input_shape"]),
+                mean=tuple(f["mean"]), std=tuple(f["std"]), paper=info["paper"], source=info["source"],
+                params=f["params"], macs=f["macs"], num_classes=f["num_classes"],
+                pretrained_tag=f["pretrained_tag"]))
         alias, canonical = info["alias"]
         e = entries[canonical]
         register(ZooEntry(name=alias, family=family, factory=e.factory, input_shape=e.input_shape, mean=e.mean,
