@@ -61,6 +61,9 @@ def test_jetson_build_embeds_cubin_for_target_arch(tmp_path):
     result = host_build(tmp_path, "mcunetv2", target="jetson-orin-nano")
     assert result.report["build"]["cubin_archs"] and set(result.report["build"]["cubin_archs"]) == {87}
     assert result.report["verification"]["passed"]
+    from edgec.profiling.report import verification_line
+
+    assert verification_line(result.report["verification"]).startswith("CHECKED, GPU code not run")
     lib = (result.artifact / "model.so").read_bytes()
     assert b"__global__" not in lib  # no CUDA source: the device needs no NVRTC
 

@@ -41,8 +41,9 @@ _STATE = {"debug": False}
 
 
 @app.callback()
-def _root(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and TVM's output.")] = False,
-          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def _root(debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show tracebacks and TVM's output.")] = False,
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", metavar="",
+                                                help="Log progress details.")] = False) -> None:
     _STATE["debug"] = debug
     level = logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -121,25 +122,35 @@ class _TuneDisplay:
 
 
 def _shape_opt():
-    return typer.Option("--input-shape", help="Fix an input's shape: NAME=1,3,224,224 (repeat per input).")
+    return typer.Option("--input-shape", metavar="NAME=1,3,H,W",
+                        help="Fix an input's shape: NAME=1,3,224,224 (repeat per input).")
 
 
 @app.command()
 def build(
-    model: Annotated[str, typer.Argument(help="Zoo name (`edgec zoo list`) or path of an .onnx file.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target (`edgec targets list`).")] = "host",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Parent folder of the artifact.")] = Path("out"),
-    name: Annotated[Optional[str], typer.Option(help="Artifact folder name (default MODEL-TARGET).")] = None,
+    model: Annotated[str, typer.Argument(metavar="MODEL",
+                                         help="Zoo name (`edgec zoo list`) or path of an .onnx file.")],
+    target: Annotated[str, typer.Option("--target", "-t", metavar="TARGET",
+                                        help="Target (`edgec targets list`).")] = "host",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Parent folder of the artifact.")] = Path("out"),
+    name: Annotated[Optional[str], typer.Option(metavar="NAME",
+                                                help="Artifact folder name (default MODEL-TARGET).")] = None,
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="PyTorch state dict for a zoo model.")] = None,
-    pretrained: Annotated[bool, typer.Option(help="Use timm's pretrained weights (cache or online).")] = False,
-    width_mult: Annotated[Optional[float], typer.Option(help="Width multiplier (MCUNetV2).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of random weights and of the verification inputs.")] = 0,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Check the artifact against onnxruntime.")] = True,
-    passes: Annotated[str, typer.Option(help=PASSES_HELP)] = "default",
-    dump_ir: Annotated[Optional[Path], typer.Option(help="Write the ONNX after every pass to this folder.")] = None,
-    db: Annotated[Optional[Path], typer.Option(help="Tuning database folder (default: the user cache).")] = None,
-    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", help="Apply the tuning database.")] = True,
+    weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
+    pretrained: Annotated[bool, typer.Option(metavar="",
+                                             help="Use timm's pretrained weights (cache or online).")] = False,
+    width_mult: Annotated[Optional[float], typer.Option(metavar="X", help="Width multiplier (MCUNetV2).")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of random weights and of the verification inputs.")] = 0,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
+                                         help="Check the artifact against onnxruntime.")] = True,
+    passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
+    dump_ir: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                                    help="Write the ONNX after every pass to this folder.")] = None,
+    db: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                               help="Tuning database folder (default: the user cache).")] = None,
+    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", metavar="",
+                                          help="Apply the tuning database.")] = True,
 ) -> None:
     """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
     from edgec.build import BuildOptions
@@ -179,6 +190,8 @@ def print_build_summary(report: dict, artifact: Path) -> None:
                               f"--target {t['name']}{device} --minutes 30[/]")
     v = report.get("verification", {})
     style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
+    if v.get("cubin_archs") and v.get("passed"):
+        style = "yellow"
     fc = report.get("function_change")
     against = f" (vs the model after {', '.join(fc['passes'])})" if fc else ""
     table.add_row("verify", f"[{style}]{verification_line(v)}[/]{against}")
@@ -213,18 +226,24 @@ def print_build_summary(report: dict, artifact: Path) -> None:
 
 @app.command()
 def tune(
-    model: Annotated[str, typer.Argument(help="Zoo name or path of an .onnx file.")],
-    target: Annotated[str, typer.Option("--target", "-t", help="Target (`edgec targets list`).")] = "host",
-    trials: Annotated[Optional[int], typer.Option(help="Budget: new measured candidates, over all kernels.")] = None,
-    minutes: Annotated[Optional[float], typer.Option(help="Budget: wall-clock minutes.")] = None,
-    db: Annotated[Optional[Path], typer.Option(help="Database folder (default: the user cache, per target).")] = None,
-    device: Annotated[str, typer.Option(help="Where to measure: local, rpc://HOST:PORT, tracker://HOST:PORT/KEY.")]
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
+    target: Annotated[str, typer.Option("--target", "-t", metavar="TARGET",
+                                        help="Target (`edgec targets list`).")] = "host",
+    trials: Annotated[Optional[int], typer.Option(metavar="N", min=1,
+                                                  help="Budget: new measured candidates, over all kernels.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(metavar="MINUTES", min=0.01,
+                                                     help="Budget: wall-clock minutes.")] = None,
+    db: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                               help="Database folder (default: the user cache, per target).")] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE",
+                                        help="Where to measure: local, rpc://HOST:PORT, tracker://HOST:PORT/KEY.")]
     = "local",
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
-    passes: Annotated[str, typer.Option(help="Pass pipeline (must match the builds that use the records).")]
+    passes: Annotated[str, typer.Option(metavar="PIPELINE",
+                                        help="Pass pipeline (must match the builds that use the records).")]
     = "default",
-    weights: Annotated[Optional[Path], typer.Option(help="PyTorch state dict for a zoo model.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of random weights and of the search.")] = 0,
+    weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", help="Seed of random weights and of the search.")] = 0,
 ) -> None:
     """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
     from edgec.build import BuildOptions
@@ -251,23 +270,34 @@ def tune(
 
 @app.command()
 def profile(
-    model: Annotated[str, typer.Argument(help="An artifact (ARTIFACT[:PART]), a zoo name or an .onnx file (built first).")],
-    device: Annotated[str, typer.Option(help="local, qemu-aarch64, rpc://HOST:PORT or tracker://HOST:PORT/KEY.")]
+    model: Annotated[str, typer.Argument(metavar="ARTIFACT[:PART]|MODEL",
+                                         help="An artifact (ARTIFACT[:PART]), a zoo name or an .onnx file (built"
+                                         "first).")],
+    device: Annotated[str, typer.Option(metavar="DEVICE",
+                                        help="local, qemu-aarch64, rpc://HOST:PORT or tracker://HOST:PORT/KEY.")]
     = "local",
-    target: Annotated[str, typer.Option("--target", "-t", help="Target when building first.")] = "host",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Report folder (default ARTIFACT/profile).")]
+    target: Annotated[str, typer.Option("--target", "-t", metavar="TARGET",
+                                        help="Target when building first.")] = "host",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR",
+                                                help="Report folder (default ARTIFACT/profile).")]
     = None,
-    threads: Annotated[Optional[int], typer.Option(help="Threads (default: the target's cores).")] = None,
-    repeats: Annotated[int, typer.Option(help="Timed end-to-end runs.")] = 50,
-    warmup: Annotated[int, typer.Option(help="Untimed runs first.")] = 5,
-    timeout: Annotated[float, typer.Option(help="Seconds before giving up on a remote device (session limit); partial results are kept.")] = 600.0,
-    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", help="Also time onnxruntime (local).")]
+    threads: Annotated[Optional[int], typer.Option(metavar="N", min=1,
+                                                   help="Threads (default: the target's cores).")] = None,
+    repeats: Annotated[int, typer.Option(metavar="N", min=1, help="Timed end-to-end runs.")] = 50,
+    warmup: Annotated[int, typer.Option(metavar="N", min=0, help="Untimed runs first.")] = 5,
+    timeout: Annotated[float, typer.Option(metavar="SECONDS", min=1,
+                                           help="Seconds before giving up on a remote device (session limit); partial"
+                                           "results are kept.")] = 600.0,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", metavar="",
+                                           help="Also time onnxruntime (local).")]
     = True,
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
-    passes: Annotated[str, typer.Option(help="Pass pipeline when building first.")] = "default",
-    db: Annotated[Optional[Path], typer.Option(help="Tuning database when building first.")] = None,
-    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", help="Apply the tuning database.")] = True,
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Verify when building first.")] = True,
+    passes: Annotated[str, typer.Option(metavar="PIPELINE", help="Pass pipeline when building first.")] = "default",
+    db: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Tuning database when building first.")] = None,
+    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", metavar="",
+                                          help="Apply the tuning database.")] = True,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
+                                         help="Verify when building first.")] = True,
 ) -> None:
     """Latency (end to end and per kernel) and memory of MODEL on DEVICE; writes report.json/.md/.html."""
     from edgec.build import BuildOptions
@@ -323,8 +353,8 @@ def print_profile_summary(report: dict, folder: Path) -> None:
 
 @report_app.command("compare")
 def report_compare(
-    a: Annotated[Path, typer.Argument(help="First report.json.")],
-    b: Annotated[Path, typer.Argument(help="Second report.json.")],
+    a: Annotated[Path, typer.Argument(metavar="REPORT.json", help="First report.json.")],
+    b: Annotated[Path, typer.Argument(metavar="REPORT.json", help="Second report.json.")],
 ) -> None:
     """Print the difference between two reports (e.g. before/after a pass, rpi4 vs host)."""
     from edgec.profiling.compare import compare, load_report
@@ -358,11 +388,13 @@ def report_compare(
 
 @device_app.command("emulate")
 def device_emulate(
-    target: Annotated[str, typer.Argument(help="aarch64 target to emulate (rpi4, rpi5).")] = "rpi4",
-    port: Annotated[int, typer.Option(help="Port of the RPC server.")] = 9090,
-    host: Annotated[str, typer.Option(help="Address to bind (keep loopback).")] = "127.0.0.1",
-    tracker: Annotated[Optional[str], typer.Option(help="Register with this tracker, HOST:PORT.")] = None,
-    key: Annotated[Optional[str], typer.Option(help="Device key at the tracker (default: the target name).")]
+    target: Annotated[str, typer.Argument(metavar="TARGET", help="aarch64 target to emulate (rpi4, rpi5).")] = "rpi4",
+    port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="Port of the RPC server.")] = 9090,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind (keep loopback).")] = "127.0.0.1",
+    tracker: Annotated[Optional[str], typer.Option(metavar="HOST:PORT",
+                                                   help="Register with this tracker, HOST:PORT.")] = None,
+    key: Annotated[Optional[str], typer.Option(metavar="KEY",
+                                               help="Device key at the tracker (default: the target name).")]
     = None,
 ) -> None:
     """Run TVM's RPC server inside the qemu-aarch64 rootfs until Ctrl-C (timings are emulated)."""
@@ -388,8 +420,8 @@ def device_emulate(
 
 @device_app.command("tracker")
 def device_tracker(
-    port: Annotated[int, typer.Option(help="Port of the tracker.")] = 9190,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", min=1, max=65535, help="Port of the tracker.")] = 9190,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Run a TVM RPC tracker (boards register with it under a key; profile/tune with tracker://HOST:PORT/KEY)."""
     from edgec.devices.rpc import start_tracker
@@ -405,11 +437,12 @@ def device_tracker(
 
 @app.command()
 def run(
-    artifact: Annotated[str, typer.Argument(help="Artifact built for this machine: ARTIFACT or ARTIFACT:PART.")],
-    image: Annotated[Path, typer.Option("--image", help="Image file (PNG, JPEG...).")],
-    top: Annotated[int, typer.Option(help="How many classes to print.")] = 5,
+    artifact: Annotated[str, typer.Argument(metavar="ARTIFACT[:PART]",
+                                            help="Artifact built for this machine: ARTIFACT or ARTIFACT:PART.")],
+    image: Annotated[Path, typer.Option("--image", metavar="FILE", help="Image file (PNG, JPEG...).")],
+    top: Annotated[int, typer.Option(metavar="N", min=1, help="How many classes to print.")] = 5,
 ) -> None:
-    """Run an artifact (all its parts in order, or one part) on an image: preprocess as the manifest says, print the top-k."""
+    """Run an artifact (its parts in order, or one part) on an image; preprocess as the manifest says, print top-k."""
     from edgec.run import run_image
 
     results = run_image(artifact, image, top=top)
@@ -440,7 +473,7 @@ def zoo_list() -> None:
 
 @targets_app.command("list")
 def targets_list(
-    verbose: Annotated[bool, typer.Option("--json", help="Print the full target data as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--json", metavar="", help="Print the full target data as JSON.")] = False,
 ) -> None:
     """Table of targets: name, kind, TVM target, cross compiler, verification."""
     import json

@@ -13,7 +13,10 @@ constants (weight layout transforms then run once at compile time).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 #: Convolution layouts for CPU targets: activations NHWC, weights HWIO. Vectorizing along the
@@ -69,8 +72,9 @@ def clip_to_min_max():
 
 
 def convert_layout(mod, target):
-    """``mod`` with CPU convolutions in :data:`CPU_CONV_LAYOUT`, or unchanged (CUDA; or NHWC
-    would add more than :data:`MAX_EXTRA_TRANSPOSES` activation transposes).
+    """``mod`` with CPU convolutions in :data:`CPU_CONV_LAYOUT`, or unchanged (CUDA; NHWC would
+    add more than :data:`MAX_EXTRA_TRANSPOSES` activation transposes; or TVM's ConvertLayout
+    fails on an op it has no layout rule for).
 
     Returns:
         ``(module, layout)`` with layout ``"NHWC"`` or ``"NCHW"``.
@@ -80,7 +84,11 @@ def convert_layout(mod, target):
     if target.kind.name == "cuda":
         return mod, "NCHW"
     mod = clip_to_min_max()(mod)
-    converted = relax.transform.ConvertLayout(CPU_CONV_LAYOUT)(mod)
+    try:
+        converted = relax.transform.ConvertLayout(CPU_CONV_LAYOUT)(mod)
+    except Exception as exc:  # noqa: BLE001  an op without a layout rule (e.g. variadic Sum): keep NCHW
+        log.warning("NHWC layout conversion failed (%s); compiling in NCHW", str(exc).strip().splitlines()[-1][:200])
+        return mod, "NCHW"
     if _activation_transposes(converted) - _activation_transposes(mod) > MAX_EXTRA_TRANSPOSES:
         return mod, "NCHW"
     return converted, "NHWC"
