@@ -27,7 +27,7 @@ def test_zoo_and_targets_list(run_cli):
     (["build", "missing/model.onnx"], 3, "not found"),
     (["build", "mcunetv2", "--taget", "host"], 2, "No such option: --taget"),
     (["buidl", "mcunetv2"], 2, "Did you mean 'build'"),
-    (["build", "--seed", "1"], 2, "Missing argument 'model'"),
+    (["build", "--seed", "1"], 2, "Missing argument 'MODEL'"),
 ])
 def test_bad_input_is_one_line(run_cli, tmp_path, args, code, text):
     out_dir = tmp_path / "out"

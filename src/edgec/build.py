@@ -251,16 +251,87 @@ def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
                    [parity] + result.records, result.function_change)
 
 
+#: Largest total input size a build accepts (bytes; ``$EDGEC_MAX_INPUT_BYTES`` overrides): activations
+#: of vision models run to tens of times their input, so beyond this a build would exhaust memory.
+MAX_INPUT_BYTES = 1 << 30
+
+#: ``--width-mult`` range the zoo's width-scalable models accept.
+WIDTH_MULT_RANGE = (0.1, 4.0)
+
+
+def _check_model_options(opts: BuildOptions) -> None:
+    """The options that depend on the model: refused when they do not apply or are out of range."""
+    import os
+
+    from edgec.frontend.load import parse_input_shapes
+
+    given = parse_input_shapes(opts.input_shapes)
+    if is_onnx_path(opts.model):
+        if opts.weights is not None or opts.pretrained:
+            flag = "--weights" if opts.weights is not None else "--pretrained"
+            raise UsageError(f"{flag} applies to zoo models; an ONNX file carries its own weights",
+                             f"drop {flag}, or give a zoo name (`edgec zoo list`)")
+        if opts.model_kwargs:
+            raise UsageError(f"--{next(iter(opts.model_kwargs)).replace('_', '-')} applies to zoo models, "
+                             "not to an ONNX file", "drop it")
+    else:
+        from edgec.zoo import get
+
+        entry = get(opts.model)  # an unknown name fails here, before the passes and the compiler are loaded
+        for key, value in opts.model_kwargs.items():
+            flag = f"--{key.replace('_', '-')}"
+            if key not in entry.options:
+                takes = sorted({e.name for e in _zoo_entries() if key in e.options and not e.alias_of})
+                raise UsageError(f"{flag} does not apply to '{opts.model}'", f"models that take it: {', '.join(takes)}")
+            lo, hi = WIDTH_MULT_RANGE
+            if key == "width_mult" and not lo <= float(value) <= hi:
+                raise UsageError(f"{flag} {value} is outside [{lo}, {hi}]", "e.g. --width-mult 0.5")
+        unknown = [n for n in given if n not in (None, "input")]
+        if unknown:
+            raise UsageError(f"--input-shape names '{unknown[0]}', but zoo models have one input, 'input'",
+                             "write --input-shape 1,3,H,W or input=1,3,H,W")
+    limit = int(os.environ.get("EDGEC_MAX_INPUT_BYTES", MAX_INPUT_BYTES))
+    need = sum(4 * int(np.prod(shape, dtype=np.float64)) for shape in given.values())
+    if need > limit:
+        from edgec.profiling.report import human_bytes
+
+        raise UsageError(f"--input-shape asks for {human_bytes(need)} of input alone, over the {human_bytes(limit)} "
+                         "limit", "give a smaller shape, or raise the limit with EDGEC_MAX_INPUT_BYTES")
+
+
+def _zoo_entries():
+    from edgec.zoo import list_models
+
+    return list_models()
+
+
+def _check_output(opts: BuildOptions) -> None:
+    """``--name`` is a plain folder name and ``--out`` a folder edgec can write, before any work."""
+    import os
+
+    if opts.name is not None and (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", opts.name)
+                                  or opts.name in (".", "..")):
+        raise UsageError(f"--name '{opts.name}' is not a plain folder name",
+                         "use letters, digits, '_', '.', '+' and '-'; the artifact goes inside --out")
+    out = Path(opts.out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder", "give a folder (created if missing)")
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out} cannot be written ({probe} is not writable)", "give a folder you can write")
+
+
 def check_request(opts: BuildOptions) -> TargetSpec:
-    """Validate the target, pipeline, toolchain and tuning database before any work.
+    """Validate the model's options, the output folder, the target, the pipeline, the toolchain
+    and the tuning database, before any work.
 
     Raises:
         UsageError, TargetError, ToolchainError.
     """
-    if not is_onnx_path(opts.model):
-        from edgec.zoo import get
-
-        get(opts.model)  # an unknown name fails here, before the passes and the compiler are loaded
+    _check_model_options(opts)
+    _check_output(opts)
     spec = get_target(opts.target)
     from edgec.passes import resolve_pipeline
 

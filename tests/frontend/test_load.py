@@ -64,7 +64,7 @@ def test_input_shape_errors_name_the_fix():
     model = parse_model(DYNAMIC_RESHAPE)
     with pytest.raises(UsageError) as exc:
         resolve_input_shapes(model, {})
-    assert "pass --input-shape x=N,4,8,N" in exc.value.one_line()
+    assert "pass --input-shape x=1,4,8,W, replacing W with sizes" in exc.value.one_line()
     with pytest.raises(UsageError, match="not an input"):
         resolve_input_shapes(model, {"y": (1, 4, 8, 8)})
     with pytest.raises(UsageError, match="rank"):

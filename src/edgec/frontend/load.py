@@ -56,13 +56,71 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
         raise ModelError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
     if path.stat().st_size == 0:
         raise ModelError(f"{path} is empty", "re-export or re-download the model")
+    _refuse_other_formats(path)
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise ModelError(f"{path} is not a readable ONNX file (truncated or not protobuf): "
                          f"{type(exc).__name__}", "re-export or re-download the model") from exc
+    _load_external_data(model, path)
     check_model(model, str(path))
     return model
+
+
+#: File signatures of model formats that are not ONNX, with what to do instead.
+_OTHER_FORMATS = [
+    (lambda head: head[4:8] == b"TFL3", "a TensorFlow Lite model",
+     "convert it to ONNX first, e.g. python -m tf2onnx.convert --tflite FILE --output model.onnx"),
+    (lambda head: head[:2] == b"PK" or head[:2] == b"\x80\x02", "a PyTorch file (torch.save)",
+     "export it to ONNX with torch.onnx.export, or pass it as --weights of a zoo model"),
+    (lambda head: head[:8] == b"\x89HDF\r\n\x1a\n", "a Keras/HDF5 model", "convert it to ONNX first (tf2onnx)"),
+]
+
+
+def _refuse_other_formats(path: Path) -> None:
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    for test, what, hint in _OTHER_FORMATS:
+        if test(head):
+            raise ModelError(f"{path} is {what}, not ONNX", hint)
+
+
+def _tensors(graph: onnx.GraphProto):
+    """Every tensor of a graph and its subgraphs: initializers and tensor attributes."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _tensors(a.g)
+            for g in a.graphs:
+                yield from _tensors(g)
+
+
+def _load_external_data(model: onnx.ModelProto, path: Path) -> None:
+    """Load tensors stored beside the model (``external_data``), refusing paths outside its folder."""
+    from onnx.external_data_helper import load_external_data_for_model, uses_external_data
+
+    folder = path.resolve().parent
+    for tensor in _tensors(model.graph):
+        if not uses_external_data(tensor):
+            continue
+        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        target = (folder / location).resolve()
+        if folder not in target.parents:
+            raise ModelError(f"{path}: tensor '{tensor.name}' points to external data '{location}', outside the "
+                             "model's folder (refused: a model file may only read files beside it)",
+                             "move the data file next to the model and fix its location")
+        if not target.is_file():
+            raise ModelError(f"{path}: tensor '{tensor.name}' needs external data file '{location}', "
+                             f"which is missing beside the model", f"put {location} next to {path.name}")
+    try:
+        load_external_data_for_model(model, str(folder))
+    except Exception as exc:  # noqa: BLE001  truncated data file and kin
+        raise ModelError(f"{path}: its external data cannot be read: {' '.join(str(exc).split())[:200]}",
+                         "re-export or re-download the model with its data files") from exc
 
 
 def check_model(model: onnx.ModelProto, label: str = "model") -> None:
@@ -102,8 +160,10 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str | None, tuple[int, .
         except ValueError:
             shape = ()
         if not shape or any(d <= 0 for d in shape):
-            raise UsageError(f"bad --input-shape '{spec}'",
-                             "write NAME=1,3,224,224 with positive integer dims")
+            letters = [d for d in re.split(r"[,x]", dims.strip()) if d.strip() and not d.strip().isdigit()]
+            hint = (f"replace {', '.join(letters)} with sizes, e.g. NAME=1,3,224,224" if letters
+                    else "write NAME=1,3,224,224 with positive integer dims")
+            raise UsageError(f"bad --input-shape '{spec}'", hint)
         out[name or None] = shape
     return out
 
@@ -151,9 +211,7 @@ def resolve_input_shapes(model: onnx.ModelProto, given: dict[str | None, tuple[i
         if want is None:
             if not all(isinstance(d, int) and d > 0 for d in dims):
                 shown = ",".join(str(d) for d in dims)
-                raise UsageError(f"input '{inp.name}' has dynamic dims [{shown}]",
-                                 f"pass --input-shape {inp.name}=" +
-                                 ",".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims))
+                raise UsageError(f"input '{inp.name}' has dynamic dims [{shown}]", _shape_hint(inp.name, dims))
             shapes[inp.name] = tuple(int(d) for d in dims)
             continue
         if len(want) != len(dims):
@@ -167,6 +225,23 @@ def resolve_input_shapes(model: onnx.ModelProto, given: dict[str | None, tuple[i
                                  "dynamic axes changed")
         shapes[inp.name] = tuple(want)
     return shapes
+
+
+def _shape_hint(name: str, dims: list[int | str]) -> str:
+    """A ``--input-shape`` the user can paste: batch 1, known dims kept, other dynamic dims named."""
+    letters = iter(["H", "W", "D", "E", "F", "G"] if len(dims) == 4 else ["D1", "D2", "D3", "D4", "D5"])
+    shown, todo = [], []
+    for axis, d in enumerate(dims):
+        if isinstance(d, int) and d > 0:
+            shown.append(str(d))
+        elif axis == 0:
+            shown.append("1")
+        else:
+            named = isinstance(d, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,15}", d) and d not in todo
+            todo.append(d if named else next(letters))
+            shown.append(todo[-1])
+    hint = f"pass --input-shape {name}={','.join(shown)}"
+    return hint + (f", replacing {', '.join(todo)} with sizes" if todo else "")
 
 
 def fix_input_shapes(model: onnx.ModelProto, shapes: ShapeDict) -> onnx.ModelProto:

@@ -189,6 +189,27 @@ def _offline_unless_hub_reachable(timeout: float = 3.0) -> None:
             pass
 
 
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+def _unwrap_state_dict(state):
+    """The state dict inside common checkpoint shapes: ``{"state_dict": ...}``, ``{"model": ...}``,
+    ``{"model_state_dict": ...}``, ``{"module": ...}``; a ``module.`` prefix (DataParallel) is dropped."""
+    for key in ("state_dict", "model_state_dict", "model", "module", "net"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict) and state[key] and all(
+                isinstance(k, str) for k in state[key]):
+            inner = state[key]
+            if any(hasattr(v, "shape") for v in inner.values()):
+                state = inner
+                break
+    if isinstance(state, dict) and state and all(isinstance(k, str) and k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
 def _load_weights(model, path: Path) -> None:
     import torch
 
@@ -197,16 +218,28 @@ def _load_weights(model, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ModelError(f"cannot load weights {path}: {str(exc).splitlines()[0][:160]}",
-                         "pass a state dict saved with torch.save(model.state_dict(), FILE)") from exc
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
+        first = " ".join(_strip_ansi(str(exc)).split())
+        reason = "it holds Python objects besides tensors (unsafe to load)" if "weights_only" in first.lower() \
+            else first[:300]
+        raise ModelError(f"cannot load weights {path}: {reason}",
+                         "save a plain state dict: torch.save(model.state_dict(), FILE)") from exc
+    state = _unwrap_state_dict(state)
     if not isinstance(state, dict):
         raise ModelError(f"{path} holds a {type(state).__name__}, not a state dict",
                          "save it with torch.save(model.state_dict(), FILE)")
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()
-        raise ModelError(f"weights in {path} do not match the model: {' '.join(first[:2])[:200]}",
-                         "use weights trained for this exact zoo entry") from exc
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        lines = [ln.strip() for ln in _strip_ansi(str(exc)).splitlines() if "size mismatch" in ln]
+        shown = "; ".join(lines[:2]) + (f" (+{len(lines) - 2} more)" if len(lines) > 2 else "")
+        raise ModelError(f"weights in {path} do not match the model: {shown or str(exc).splitlines()[0][:200]}",
+                         "use weights trained for this exact zoo entry (and its --width-mult)") from exc
+    missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
+    if missing or unexpected:
+        def few(keys):
+            return ", ".join(keys[:3]) + (f" (+{len(keys) - 3} more)" if len(keys) > 3 else "")
+
+        parts = ([f"{len(missing)} missing keys: {few(missing)}"] if missing else []) + \
+            ([f"{len(unexpected)} unexpected keys: {few(unexpected)}"] if unexpected else [])
+        raise ModelError(f"weights in {path} do not match the model: {'; '.join(parts)}",
+                         "use weights trained for this exact zoo entry (and its --width-mult)")
