@@ -89,6 +89,13 @@ class BuildOptions:
     def tuning(self) -> TuningOptions:
         return TuningOptions(use_database=self.use_tune_db, database=self.tune_db)
 
+    def record(self) -> dict[str, Any]:
+        """The options that decide what an artifact holds (recorded in its manifest, compared for reuse)."""
+        return {"model": self.model, "target": self.target, "input_shapes": list(self.input_shapes or []),
+                "weights": str(self.weights) if self.weights else None, "pretrained": self.pretrained,
+                "seed": self.seed, "passes": _pipeline_spec(self.passes), "use_tune_db": self.use_tune_db,
+                "tune_db": str(self.tune_db) if self.tune_db else None, "model_kwargs": dict(self.model_kwargs)}
+
 
 @dataclass
 class BuildResult:
@@ -114,6 +121,12 @@ class Source:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "source": self.kind, "path": self.path, "sha256": self.sha256}
+
+
+def default_name(opts: BuildOptions, spec: TargetSpec) -> str:
+    """The artifact folder name when ``--name`` is not given: ``<model>-<target>``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opts.model).stem) if is_onnx_path(opts.model) else opts.model
+    return f"{stem}-{spec.name}"
 
 
 def is_onnx_path(model: str) -> bool:
@@ -492,6 +505,7 @@ def _part_manifest(source: Source, req: PartRequest, compiled: Compiled, opts_re
                                       "options": p.get("options", {}), "equivalence": p.get("equivalence"),
                                       "applied": p.get("applied", 0)} for p in passes]},
         "function_change": req.function_change,
+        "build_options": opts_record.get("build_options"),
         "files": file_hashes(folder),
     }
 
@@ -550,10 +564,10 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
     spec = check_request(opts)
     steps = Steps(progress)
     low = lower(opts, steps)
-    name = opts.name or f"{low.source.name}-{spec.name}"
+    name = opts.name or default_name(opts, spec)
     req = PartRequest(MAIN_PART, low.final, spec, low.inputs, reference=low.reference, passes=low.records,
                       function_change=low.function_change, before_passes=low.prepared)
-    opts_record = {"seed": opts.seed, "passes": _pipeline_spec(opts.passes)}
+    opts_record = {"seed": opts.seed, "passes": _pipeline_spec(opts.passes), "build_options": opts.record()}
     with staging_dir(Path(opts.out_dir) / name) as tmp:
         report, manifest, _, _ = _write_part(low.source, req, tmp, steps, start, tuning=opts.tuning,
                                              verify=opts.verify, opts_record=opts_record,

@@ -310,6 +310,10 @@ def profile(
                            timeout_s=timeout)
     with _StepPrinter() as printer:
         result = run_profile(model, popts, build_opts=bopts, out=out, progress=printer)
+    if result.reused:
+        console.print(f"[dim]reused {result.reused}: built from the same model with the same options[/]")
+    elif result.built:
+        console.print(f"[dim]built {result.built} ({result.rebuilt_because})[/]")
     print_profile_summary(result.report, result.folder)
     if not result.report.get("complete", True):
         raise DeviceError(f"the profile is incomplete: {result.report['profile'].get('error')}",
@@ -359,7 +363,7 @@ def report_compare(
     """Print the difference between two reports (e.g. before/after a pass, rpi4 vs host)."""
     from edgec.profiling.compare import compare, load_report
 
-    diff = compare(load_report(a), load_report(b))
+    diff = compare(load_report(a), load_report(b), a, b)
     t = Table(title=f"A = {diff['a']}\nB = {diff['b']}", title_justify="left")
     for col in ("metric", "A", "B", "B/A", "better"):
         t.add_column(col, justify="left" if col == "metric" else "right")
@@ -435,24 +439,52 @@ def device_tracker(
         tr.terminate()
 
 
+def _floats(text: str | None, n: int, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise UsageError(f"{flag} '{text}' needs {n} numbers", f"e.g. {flag} " + ",".join(["0.5"] * n))
+    return values
+
+
 @app.command()
 def run(
     artifact: Annotated[str, typer.Argument(metavar="ARTIFACT[:PART]",
                                             help="Artifact built for this machine: ARTIFACT or ARTIFACT:PART.")],
     image: Annotated[Path, typer.Option("--image", metavar="FILE", help="Image file (PNG, JPEG...).")],
     top: Annotated[int, typer.Option(metavar="N", min=1, help="How many classes to print.")] = 5,
+    size: Annotated[Optional[str], typer.Option(metavar="H,W", help="Resize to (default: the model's input).")]
+    = None,
+    mean: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Mean on [0, 1] RGB (ONNX-file builds).")]
+    = None,
+    std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Std on [0, 1] RGB (ONNX-file builds).")]
+    = None,
+    layout: Annotated[Optional[str], typer.Option(metavar="NCHW|NHWC", help="The input tensor's layout.")] = None,
 ) -> None:
     """Run an artifact (its parts in order, or one part) on an image; preprocess as the manifest says, print top-k."""
+    from edgec.profiling.report import weights_note
     from edgec.run import run_image
 
-    results = run_image(artifact, image, top=top)
+    if layout is not None and layout not in ("NCHW", "NHWC"):
+        raise UsageError(f"--layout '{layout}' is not NCHW or NHWC", "e.g. --layout NCHW")
+    sz = _floats(size, 2, "--size")
+    over = {"resize": [int(v) for v in sz] if sz else None, "mean": _floats(mean, 3, "--mean"),
+            "std": _floats(std, 3, "--std"), "layout": layout}
+    result = run_image(artifact, image, top=top, preprocessing=over)
     table = Table(title=f"top-{top} for {image.name}", title_justify="left")
     table.add_column("rank", justify="right")
-    table.add_column("class index", justify="right")
+    table.add_column("class", justify="right")
+    table.add_column("label")
     table.add_column("score", justify="right")
-    for i, (idx, score) in enumerate(results, 1):
-        table.add_row(str(i), str(idx), f"{score:.4f}")
+    for i, (idx, score, label) in enumerate(result.top, 1):
+        table.add_row(str(i), str(idx), label or "-", f"{score:.4f}")
     console.print(table)
+    if result.weights == "random":
+        console.print(f"[yellow]weights: {weights_note('random')}; these classes mean nothing[/]")
 
 
 @zoo_app.command("list")

@@ -25,11 +25,44 @@ class ProfileResult:
     """A finished profile: the report and the folder holding ``report.json``/``.md``/``.html``.
 
     ``report["complete"]`` is false when the device dropped mid-run (partial results kept).
+    ``built`` is the artifact built for the profile; ``reused`` an existing one that matched.
     """
 
     report: dict[str, Any]
     folder: Path
     built: Path | None = None
+    reused: Path | None = None
+    rebuilt_because: str | None = None
+
+
+def reusable(folder: Path, opts: BuildOptions) -> tuple[bool, str]:
+    """Whether the artifact in ``folder`` was built from the same model with the same options.
+
+    Returns:
+        ``(reusable, why not)``.
+    """
+    import edgec
+    from edgec.artifact import read_artifact, sha256_file
+    from edgec.build import is_onnx_path
+
+    if not (folder / "manifest.json").is_file():
+        return False, "no artifact there yet"
+    try:
+        manifest = read_artifact(folder).manifest
+    except Exception as exc:  # noqa: BLE001  unreadable: rebuild
+        return False, f"its manifest is unreadable ({exc})"
+    recorded = manifest.get("build_options")
+    if recorded is None:
+        return False, "it was built by an older edgec (no options recorded)"
+    want = opts.record()
+    differ = [k for k in want if recorded.get(k) != want[k]]
+    if differ:
+        return False, f"options differ: {', '.join(differ)}"
+    if manifest.get("versions", {}).get("edgec") != edgec.__version__:
+        return False, "it was built by another edgec version"
+    if is_onnx_path(opts.model) and manifest["model"].get("source_sha256") != sha256_file(opts.model):
+        return False, "the ONNX file changed"
+    return True, ""
 
 
 def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None = None, out: Path | None = None,
@@ -50,12 +83,22 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
     """
     url = DeviceURL.parse(opts.device)
     open_device(url).probe()  # before building: an unreachable device fails in seconds
-    built = None
+    built, reused, why = None, None, None
     if not is_artifact(model):
+        from edgec.build import check_request, default_name
+
         bopts = build_opts or BuildOptions(model=model)
         bopts.model = model
-        built = build(bopts, progress=progress).artifact
-        model = str(built)
+        spec = check_request(bopts)
+        existing = Path(bopts.out_dir) / (bopts.name or default_name(bopts, spec))
+        ok, why = reusable(existing, bopts)
+        if ok:
+            reused = existing
+            if progress:
+                progress(f"reusing {existing} (same model, target and options)")
+        else:
+            built = build(bopts, progress=progress).artifact
+        model = str(reused or built)
     artifact, part = open_part(model)
     if part is None:
         artifact.part(None)  # raises: name one part of a multi-part artifact
@@ -65,4 +108,4 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
     write_json(folder / "report.json", report)
     (folder / "report.md").write_text(render_markdown(report))
     (folder / "report.html").write_text(render_html(report))
-    return ProfileResult(report, folder, built)
+    return ProfileResult(report, folder, built, reused, why if built is not None else None)

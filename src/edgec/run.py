@@ -8,13 +8,14 @@ was built for this machine.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgec.artifact import Artifact, Part, open_part
 from edgec.errors import UsageError
-from edgec.profiling.image import preprocess
+from edgec.profiling.image import imagenet_labels, preprocess
 
 
 def _local_part(part: Part, artifact: Artifact) -> None:
@@ -32,12 +33,28 @@ def _top(logits: np.ndarray, top: int) -> list[tuple[int, float]]:
     return [(int(i), float(p[i])) for i in idx]
 
 
-def run_image(ref: str | Path, image: str | Path, top: int = 5) -> list[tuple[int, float]]:
-    """Run ``ARTIFACT[:PART]`` on an image; return the top-``top`` (class index, softmax score).
+@dataclass
+class RunResult:
+    """Top classes of one image: ``[(class index, softmax score, label or None)]``, and the weights' origin."""
+
+    top: list[tuple[int, float, str | None]]
+    weights: str | None
+    preprocessing: dict
+
+
+def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: dict | None = None) -> RunResult:
+    """Run ``ARTIFACT[:PART]`` on an image; return the top-``top`` classes.
+
+    Args:
+        ref: ``ARTIFACT`` or ``ARTIFACT:PART``.
+        image: An image file.
+        top: How many classes.
+        preprocessing: Overrides of the recorded preprocessing (``resize`` [H, W], ``mean``,
+            ``std``, ``scale``, ``layout`` NCHW/NHWC); needed for artifacts built from ONNX files.
 
     Raises:
         UsageError: not an artifact, no such part, a part built for another machine,
-            a part that does not take the image, no preprocessing recorded, a bad image.
+            a part that does not take the image, no preprocessing known, a bad image.
     """
     from edgec.devices.local import LocalDevice
 
@@ -46,14 +63,18 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5) -> list[tuple[in
     for p in parts:
         _local_part(p, artifact)
     first = parts[0]
-    pre = first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing")
+    pre = dict(first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing") or {})
+    pre.update({k: v for k, v in (preprocessing or {}).items() if v is not None})
+    if pre and "resize" not in pre:
+        pre["resize"] = _input_size(first.inputs[0], pre.get("layout", "NCHW"))
+    pre = _complete(pre) if (preprocessing and any(v is not None for v in preprocessing.values())) else pre
     model_inputs = {t["name"] for t in artifact.manifest.get("inputs", first.inputs)}
     if not {t["name"] for t in first.inputs} <= model_inputs:
         raise UsageError(f"part '{first.name}' takes {', '.join(t['name'] for t in first.inputs)} from an "
                          "earlier part, not an image", f"run the whole artifact: edgec run {artifact.folder}")
     if not pre:
         raise UsageError(f"{artifact.folder} records no preprocessing (an ONNX-file build)",
-                         "run it through the Python API with your own preprocessing")
+                         "give it: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (and --size H,W, --layout)")
     if len(first.inputs) != 1:
         raise UsageError(f"'{first.name}' takes {len(first.inputs)} inputs, not one image",
                          "run it through the Python API")
@@ -69,4 +90,16 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5) -> list[tuple[in
             feeds.append(x if src is None else values[(src["part"], src["tensor"])])
         outs = device.run(p.library, feeds)
         values.update({(p.name, o["name"]): arr for o, arr in zip(p.manifest["outputs"], outs)})
-    return _top(outs[0], top)
+    labels = imagenet_labels() if outs[0].size == 1000 and artifact.manifest["model"].get("source") == "zoo" else None
+    ranked = [(i, p, labels[i] if labels else None) for i, p in _top(outs[0], top)]
+    return RunResult(ranked, artifact.manifest["model"].get("weights"), pre)
+
+
+def _input_size(tensor: dict, layout: str) -> list[int]:
+    shape = tensor["shape"]
+    return list(shape[1:3]) if layout == "NHWC" else list(shape[2:4])
+
+
+def _complete(pre: dict) -> dict:
+    """Fill unset preprocessing fields with neutral values (scale to [0, 1], no normalisation)."""
+    return {"layout": "NCHW", "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], **pre}

@@ -205,3 +205,31 @@ def test_ctrl_c_leaves_no_server_running():
     assert not _port_open("127.0.0.1", port)
     leftovers = subprocess.run(["pgrep", "-f", f"rpc_server.*--port {port}"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
+
+
+def test_profile_of_a_model_reuses_a_matching_artifact(run_cli, tmp_path, monkeypatch):
+    from conftest import tiny_cnn
+
+    monkeypatch.chdir(tmp_path)
+    model = tiny_cnn(tmp_path / "t.onnx")
+    code, out, err = run_cli("profile", str(model), "--repeats", "3", "--no-baseline")
+    assert code == 0 and "built out/t-host (no artifact there yet)" in out, err
+    stamp = (tmp_path / "out" / "t-host" / "model.so").stat().st_mtime_ns
+    code, out, err = run_cli("profile", str(model), "--repeats", "3", "--no-baseline")
+    assert code == 0 and "reused out/t-host" in out, err
+    assert (tmp_path / "out" / "t-host" / "model.so").stat().st_mtime_ns == stamp
+    code, out, err = run_cli("profile", str(model), "--repeats", "3", "--no-baseline", "--passes", "none")
+    assert code == 0 and "options differ: passes" in out, err
+
+
+def test_html_is_rendered_markdown_and_compare_labels_differ(host_artifact, tmp_path):
+    from edgec.profiling.compare import compare
+
+    report = profile_artifact(host_artifact, ProfileOptions(repeats=3, warmup=1, baseline=False))
+    page = render_html(report)
+    body = page.split("<body>", 1)[1]
+    assert "<table>" in body and "<th>" in body and "<code>" in body and "<em>" in body
+    assert "`" not in body.split("<img", 1)[0] and "**" not in body
+    other = dict(report, created="2020-01-01T00:00:00+00:00")
+    diff = compare(report, other, tmp_path / "a" / "report.json", tmp_path / "b" / "report.json")
+    assert diff["a"] != diff["b"] and "2020-01-01" in diff["b"]

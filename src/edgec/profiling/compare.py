@@ -63,18 +63,29 @@ def _get(report: dict[str, Any], path: tuple[str, ...]) -> Any:
     return cur
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def label(report: dict[str, Any], path: str | Path | None = None) -> str:
+    """What a report is about, where it lies and when it was made (tells two reports apart)."""
+    where = report["target"]["name"] if "target" in report else f"{len(report.get('parts', []))} parts"
+    part = f" part {report['part']}" if report.get("part") else ""
+    text = f"{report['model']['name']}{part} on {where} ({report['kind']})"
+    folder = (report.get("artifact") or {}).get("path") or (str(Path(path).parent) if path else None)
+    if folder:
+        text += f", {folder}"
+    return text + f", {report.get('created', '?')}"
+
+
+def compare(a: dict[str, Any], b: dict[str, Any], a_path: str | Path | None = None,
+            b_path: str | Path | None = None) -> dict[str, Any]:
     """Metric-by-metric and kernel-by-kernel differences of two reports.
+
+    Args:
+        a, b: Reports.
+        a_path, b_path: Where they were read from (labels them).
 
     Returns:
         ``{"a", "b" (labels), "metrics": [{"metric", "a", "b", "ratio_b_over_a", "better"}],
         "kernels": [{"kernel", "a_ms", "b_ms", "delta_ms"}] (largest changes first)}``.
     """
-    def label(r):
-        where = r["target"]["name"] if "target" in r else f"{len(r.get('parts', []))} parts"
-        part = f" part {r['part']}" if r.get("part") else ""
-        return f"{r['model']['name']}{part} on {where} ({r['kind']})"
-
     rows = []
     for name, path, lower in METRICS:
         va, vb = _get(a, path), _get(b, path)
@@ -90,7 +101,7 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     kernels = [{"kernel": k, "a_ms": ka.get(k), "b_ms": kb.get(k),
                 "delta_ms": (kb.get(k) or 0.0) - (ka.get(k) or 0.0)} for k in set(ka) | set(kb)]
     kernels.sort(key=lambda r: -abs(r["delta_ms"]))
-    return {"a": label(a), "b": label(b), "metrics": rows, "kernels": kernels[:10] if ka and kb else [],
+    return {"a": label(a, a_path), "b": label(b, b_path), "metrics": rows, "kernels": kernels[:10] if ka and kb else [],
             "emulated": bool(_get(a, ("profile", "emulated")) or _get(b, ("profile", "emulated")))}
 
 

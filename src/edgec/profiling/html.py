@@ -1,4 +1,4 @@
-"""HTML rendering of a report, with plots (matplotlib, embedded as PNG).
+"""HTML rendering of a report (its Markdown through markdown-it-py), with plots (matplotlib, embedded as PNG).
 
 Plots: per-kernel latency (the slowest kernels, bars), the latency distribution
 (edgec and onnxruntime samples), and memory across the network (live
@@ -68,26 +68,17 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
 
 
 def render_html(report: dict[str, Any]) -> str:
-    """A self-contained HTML page: the Markdown report as preformatted tables, plus the plots."""
-    md = render_markdown(report)
-    body = []
-    for block in md.split("\n\n"):
-        if block.startswith("# "):
-            body.append(f"<h1>{html.escape(block[2:])}</h1>")
-        elif block.startswith("## "):
-            body.append(f"<h2>{html.escape(block[3:])}</h2>")
-        elif block.lstrip().startswith("|"):
-            rows = [r.strip().strip("|").split("|") for r in block.strip().splitlines()]
-            rows = [r for r in rows if not all(set(c.strip()) <= {"-"} for c in r)]
-            cells = "".join("<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in r) + "</tr>" for r in rows)
-            body.append(f"<table>{cells}</table>")
-        else:
-            body.append(f"<p>{html.escape(block)}</p>")
+    """A self-contained HTML page: the Markdown report rendered by markdown-it-py (tables on), plus the plots."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(render_markdown(report))
     figs = "".join(f"<h2>{html.escape(t)}</h2><img alt='{html.escape(t)}' src='data:image/png;base64,{b}'/>"
                    for t, b in plots(report).items())
-    title = html.escape(f"edgec {report['kind']}: {report['model']['name']} on {report['target']['name']}")
+    where = report["target"]["name"] if "target" in report else f"{len(report.get('parts', []))} parts"
+    title = html.escape(f"edgec {report['kind']}: {report['model']['name']} on {where}")
     style = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
-             "table{border-collapse:collapse;margin:.5em 0}td{border:1px solid #ccc;padding:.25em .6em}"
-             "tr:first-child td{font-weight:600;background:#f3f3f3}img{max-width:100%}")
+             "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ccc;padding:.25em .6em}"
+             "th{background:#f3f3f3}code{background:#f6f6f6;padding:0 .2em}img{max-width:100%}"
+             "blockquote{border-left:4px solid #e0a030;margin:.5em 0;padding:.2em 1em;background:#fff8e8}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}{figs}</body></html>\n")
+            f"</head><body>{body}{figs}</body></html>\n")
