@@ -21,8 +21,12 @@ from rich.table import Table
 
 from edgec.errors import DeviceError, EdgecError, UsageError
 
+EXIT_CODES = ("Exit codes: 0 ok, 2 usage (a wrong flag, name or value), 3 model file, 4 unsupported operator, "
+              "5 missing toolchain, 6 verification failed, 7 device, 70 a bug of edgec (please report it), "
+              "130 interrupted. --debug (anywhere) shows tracebacks.")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="edgec: compile vision models for edge devices with TVM, verified against onnxruntime.")
+                  help="edgec: compile vision models for edge devices with TVM, verified against onnxruntime.",
+                  epilog=EXIT_CODES)
 zoo_app = typer.Typer(no_args_is_help=True, help="The model zoo.")
 targets_app = typer.Typer(no_args_is_help=True, help="Deployment targets.")
 app.add_typer(zoo_app, name="zoo")
