@@ -129,7 +129,7 @@ def test_build_summary_and_run_on_real_image(run_cli, tmp_path):
     from edgec.artifact import read_artifact
     from edgec.devices.local import LocalDevice
     from edgec.frontend.reference import run_ort
-    from edgec.profiling.image import preprocess
+    from edgec.frontend.image import preprocess
 
     x = preprocess(img, read_artifact(artifact).manifest["preprocessing"])
     ours = LocalDevice().run(artifact / "model.so", [x])[0]

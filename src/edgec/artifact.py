@@ -60,21 +60,48 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def check_replaceable(final: Path) -> None:
+    """Refuse to replace anything at ``final`` but an earlier edgec artifact (or an empty folder).
+
+    Raises:
+        UsageError: ``final`` is a file, or a folder holding something that is not an edgec artifact.
+    """
+    final = Path(final)
+    if not final.exists() and not final.is_symlink():
+        return
+    if final.is_symlink() or not final.is_dir():
+        raise UsageError(f"{final} exists and is not an artifact folder; edgec will not replace it",
+                         "choose another --name or --out")
+    if any(final.iterdir()) and not (final / "manifest.json").is_file():
+        raise UsageError(f"{final} holds files that are not an edgec artifact; edgec will not replace them",
+                         "choose another --name or --out")
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` on success.
 
-    An existing ``final`` is replaced only once the new folder is complete. On
-    any exception (or KeyboardInterrupt) the temporary folder is removed and
+    An existing ``final`` -- only ever an earlier artifact or an empty folder
+    (:func:`check_replaceable`) -- is replaced only once the new folder is complete.
+    On any exception (or KeyboardInterrupt) the temporary folder is removed and
     ``final`` is left as it was.
+
+    Raises:
+        UsageError: ``final`` holds something that is not an artifact, or its parent cannot be created.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(final)
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create {final.parent}: {exc.strerror or exc}", "give a folder you can write") \
+            from exc
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:
         yield tmp
         tmp.chmod(0o755)
         old = None
+        check_replaceable(final)  # nothing foreign appeared there while building
         if final.exists():
             old = final.parent / f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
             final.rename(old)
@@ -135,6 +162,21 @@ class Part:
     @property
     def inputs(self) -> list[dict[str, Any]]:
         return self.manifest["inputs"]
+
+    def check_library(self) -> None:
+        """The library is there and is the file the manifest recorded.
+
+        Raises:
+            ModelError: missing, or its sha256 differs from the manifest's (damaged or replaced).
+        """
+        lib = self.library
+        if not lib.is_file():
+            raise ModelError(f"the artifact {self.folder} is damaged: {lib.name} is missing", "rebuild the artifact")
+        files = self.manifest.get("files") or {}
+        recorded = files.get(lib.name) or files.get(str(lib.relative_to(self.folder)))
+        if recorded and (recorded.get("bytes") != lib.stat().st_size or recorded.get("sha256") != sha256_file(lib)):
+            raise ModelError(f"the artifact {self.folder} is damaged: {lib.name} differs from what its manifest "
+                             "recorded (truncated or replaced)", "rebuild the artifact")
 
     def report(self) -> dict[str, Any]:
         """The part's build report (``report.json``)."""

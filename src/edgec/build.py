@@ -68,6 +68,8 @@ class BuildOptions:
         tune_db: Tuning database folder (None: the default one for the target).
         use_tune_db: Apply a tuning database when one exists.
         model_kwargs: Extra zoo factory arguments (e.g. ``width_mult``).
+        verify_inputs: The user's own verification samples (``.npz``, ``.npy`` or images), checked
+            besides the generated input sets.
     """
 
     model: str
@@ -84,6 +86,7 @@ class BuildOptions:
     tune_db: Path | None = None
     use_tune_db: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    verify_inputs: list[Path] = field(default_factory=list)
 
     @property
     def tuning(self) -> TuningOptions:
@@ -229,6 +232,8 @@ class Lowered:
         source_outputs: onnxruntime's outputs of the source model on ``inputs``.
         records: The frontend parity record, then one record per pass.
         function_change: The intended change of function (see ``PipelineResult``), or None.
+        input_sets: Named verification input sets (``normal`` is ``inputs``; see
+            :func:`edgec.frontend.reference.verification_sets`), with the user's samples.
     """
 
     source: Source
@@ -241,6 +246,7 @@ class Lowered:
     source_outputs: list[np.ndarray]
     records: list[dict[str, Any]]
     function_change: dict[str, Any] | None = None
+    input_sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def passes_changed(self) -> bool:
@@ -260,8 +266,13 @@ def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
     prepared, shapes, dtypes, inputs, ref, parity = _frontend(source, opts, steps)
     result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,
                                                       progress=steps.progress))
+    sets = reference.verification_sets(shapes, dtypes, seed=opts.seed, preprocessing=source.preprocessing)
+    if opts.verify_inputs:
+        from edgec.frontend.image import load_samples
+
+        sets.update(load_samples(opts.verify_inputs, shapes, dtypes, source.preprocessing))
     return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
-                   [parity] + result.records, result.function_change)
+                   [parity] + result.records, result.function_change, sets)
 
 
 #: Largest total input size a build accepts (bytes; ``$EDGEC_MAX_INPUT_BYTES`` overrides): activations
@@ -280,6 +291,10 @@ def _check_model_options(opts: BuildOptions) -> None:
 
     given = parse_input_shapes(opts.input_shapes)
     if is_onnx_path(opts.model):
+        if not Path(opts.model).exists():
+            from edgec.errors import ModelError
+
+            raise ModelError(f"ONNX file not found: {opts.model}", "check the path, or give a zoo name (`edgec zoo list`)")
         if opts.weights is not None or opts.pretrained:
             flag = "--weights" if opts.weights is not None else "--pretrained"
             raise UsageError(f"{flag} applies to zoo models; an ONNX file carries its own weights",
@@ -346,6 +361,9 @@ def check_request(opts: BuildOptions) -> TargetSpec:
     _check_model_options(opts)
     _check_output(opts)
     spec = get_target(opts.target)
+    from edgec.artifact import check_replaceable
+
+    check_replaceable(Path(opts.out_dir) / (opts.name or default_name(opts, spec)))
     from edgec.passes import resolve_pipeline
 
     resolve_pipeline(opts.passes)
@@ -369,6 +387,7 @@ class PartRequest:
         passes: Pass records to report (frontend parity first).
         function_change: The intended function change to report, or None.
         before_passes: The model before the passes (for kernel counts), or None.
+        input_sets: Named verification input sets (default: ``{"normal": inputs}``).
     """
 
     name: str
@@ -379,6 +398,10 @@ class PartRequest:
     passes: list[dict[str, Any]] = field(default_factory=list)
     function_change: dict[str, Any] | None = None
     before_passes: onnx.ModelProto | None = None
+    input_sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+    def sets(self) -> dict[str, dict[str, np.ndarray]]:
+        return self.input_sets or {"normal": self.inputs}
 
 
 @dataclass
@@ -395,28 +418,45 @@ class Connection:
                 "to": {"part": self.dst_part, "tensor": self.dst_tensor}}
 
 
-def _run_on_device(plan, inputs: list[np.ndarray], say: Progress) -> tuple[list[np.ndarray], Any]:
+def _run_on_device(plan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:
     from edgec.devices import verification_device
 
     device = verification_device(plan.device)
-    return device.run(plan.library, inputs, progress=say), device
+    return device.run_sets(plan.library, sets, progress=say), device
 
 
-def _verify_part(req: PartRequest, compiled: Compiled, expected: list[np.ndarray], workdir: Path,
+def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    """Compare per input set at the build tolerance; the worst set's figures lead the record.
+
+    Returns:
+        ``{"sets": [{"name", "max_abs_error", "max_abs_ref", "tolerance", "top1_match", "passed"...}],
+        "worst_set", and the worst set's comparison fields, "passed": every set passed}``.
+    """
+    rows = []
+    for name, outs in outputs.items():
+        cmp = reference.compare(outs, expected[name], rtol=reference.BUILD_RTOL)
+        rows.append({"name": name, **cmp.to_dict()})
+    worst = max(rows, key=lambda r: (not r["passed"], r["max_abs_error"] / max(r["tolerance"], 1e-30)))
+    return {**{k: v for k, v in worst.items() if k != "name"}, "worst_set": worst["name"], "sets": rows,
+            "passed": all(r["passed"] for r in rows)}
+
+
+def _verify_part(req: PartRequest, compiled: Compiled, expected: dict[str, list[np.ndarray]], workdir: Path,
                  say: Progress, reference_label: str) -> tuple[dict[str, Any], Any]:
-    """Run the compiled part on its verification device and compare with ``expected``."""
+    """Run the compiled part on its verification device on every input set and compare with ``expected``."""
     backend = get_backend(req.target)
     plan = backend.verify_plan(req.model, req.target, compiled, workdir)
-    outs, device = _run_on_device(plan, list(req.inputs.values()), say)
-    cmp = reference.compare(outs, expected, rtol=reference.BUILD_RTOL)
+    sets = req.sets()
+    outs, device = _run_on_device(plan, [list(v.values()) for v in sets.values()], say)
     record = {"method": plan.method or getattr(device, "description", plan.device),
-              "reference": reference_label, "emulated": bool(device.emulated), **plan.extra, **cmp.to_dict()}
+              "reference": reference_label, "emulated": bool(device.emulated), **plan.extra,
+              **compare_sets(dict(zip(sets, outs)), expected)}
     return record, plan
 
 
 def compile_part(req: PartRequest, folder: Path, steps: Steps, *, tuning: TuningOptions, verify: bool,
                  reference_label: str) -> tuple[Compiled, dict[str, Any], Any]:
-    """Compile one part into ``folder`` and verify it against onnxruntime on its inputs.
+    """Compile one part into ``folder`` and verify it against onnxruntime on its input sets.
 
     Returns:
         ``(compiled, verification record, verify plan or None)``.
@@ -432,7 +472,8 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, *, tuning: Tuning
     if not verify:
         return compiled, {"method": req.target.verify, "skipped": True, "reason": "--no-verify", "passed": None,
                           "cubin_archs": compiled.cubin_archs}, None
-    expected = reference.run_ort(req.reference or req.model, req.inputs)
+    session = reference.ort_session(req.reference or req.model)
+    expected = {name: session.run(None, xs) for name, xs in req.sets().items()}
     with tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
         record, plan = steps.run("verify", lambda: _verify_part(req, compiled, expected, Path(work), steps.progress,
                                                                 reference_label))
@@ -528,8 +569,9 @@ def _write_part(source: Source, req: PartRequest, folder: Path, steps: Steps, st
 def _fail_if_unverified(verification: dict[str, Any], what: str) -> None:
     if verification.get("passed") is False:
         top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
+        where = f" on the '{verification['worst_set']}' inputs" if verification.get("worst_set") else ""
         raise VerificationError(
-            f"{what} outputs differ from onnxruntime: max abs error {verification['max_abs_error']:.3g} "
+            f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
             f"> {verification['tolerance']:.3g}{top1}",
             "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
 
@@ -566,7 +608,7 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
     low = lower(opts, steps)
     name = opts.name or default_name(opts, spec)
     req = PartRequest(MAIN_PART, low.final, spec, low.inputs, reference=low.reference, passes=low.records,
-                      function_change=low.function_change, before_passes=low.prepared)
+                      function_change=low.function_change, before_passes=low.prepared, input_sets=low.input_sets)
     opts_record = {"seed": opts.seed, "passes": _pipeline_spec(opts.passes), "build_options": opts.record()}
     with staging_dir(Path(opts.out_dir) / name) as tmp:
         report, manifest, _, _ = _write_part(low.source, req, tmp, steps, start, tuning=opts.tuning,
@@ -622,15 +664,23 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
     steps = Steps(progress)
     _check_parts(whole, parts, connections)
     shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(whole)}
-    whole_inputs = reference.make_inputs(shapes, reference.input_dtypes(whole), seed=seed)
-    whole_outputs = steps.run("reference (onnxruntime)", lambda: reference.run_ort(whole, whole_inputs))
-    # each part's verification inputs: the whole model's inputs, or earlier parts' onnxruntime outputs
-    values: dict[tuple[str, str], np.ndarray] = {}
+    whole_sets = reference.verification_sets(shapes, reference.input_dtypes(whole), seed, source.preprocessing)
+    session = reference.ort_session(whole)
+    whole_outputs = steps.run("reference (onnxruntime)",
+                              lambda: {k: session.run(None, xs) for k, xs in whole_sets.items()})
+    # each part's verification inputs: the whole model's inputs, or earlier parts' onnxruntime outputs, per set
     for part in parts:
-        part.inputs = {n: _feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)}
-        outs = reference.run_ort(part.reference or part.model, part.inputs)
-        for o, arr in zip(part.model.graph.output, outs):
-            values[(part.name, o.name)] = arr
+        part.input_sets = {}
+    for set_name, whole_inputs in whole_sets.items():
+        values: dict[tuple[str, str], np.ndarray] = {}
+        for part in parts:
+            xs = {n: _feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)}
+            part.input_sets[set_name] = xs
+            outs = reference.run_ort(part.reference or part.model, xs)
+            for o, arr in zip(part.model.graph.output, outs):
+                values[(part.name, o.name)] = arr
+    for part in parts:
+        part.inputs = part.input_sets["normal"]
     final = Path(out_dir) / name
     records: list[dict[str, Any]] = []
     with staging_dir(final) as tmp:
@@ -649,7 +699,7 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
                             "build": {k: report["build"][k] for k in ("library_bytes", "tuned_tasks", "total_tasks",
                                                                       "compile_seconds")}})
         composition = (steps.run("verify the composition", lambda: _verify_composition(
-            parts, plans, connections, whole, whole_inputs, whole_outputs, steps.progress)) if verify
+            parts, plans, connections, whole, whole_sets, whole_outputs, steps.progress)) if verify
             else {"method": "parts chained on their devices", "skipped": True, "reason": "--no-verify",
                   "passed": None})
         report = _whole_report(source, whole, records, connections, composition, steps, start, tmp,
@@ -705,22 +755,24 @@ def _check_parts(whole: onnx.ModelProto, parts: list[PartRequest], connections: 
 
 
 def _verify_composition(parts: list[PartRequest], plans: dict[str, Any], connections: list[Connection],
-                        whole: onnx.ModelProto, whole_inputs: dict[str, np.ndarray],
-                        whole_outputs: list[np.ndarray], say: Progress) -> dict[str, Any]:
-    """Chain the parts on their verification devices and compare with the whole model's outputs."""
-    values: dict[tuple[str, str], np.ndarray] = {}
+                        whole: onnx.ModelProto, whole_sets: dict[str, dict[str, np.ndarray]],
+                        whole_outputs: dict[str, list[np.ndarray]], say: Progress) -> dict[str, Any]:
+    """Chain the parts on their verification devices, per input set, and compare with the whole model."""
+    values = {k: {} for k in whole_sets}
     emulated = False
     for part in parts:
-        args = [_feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)]
+        args = [[_feed(part.name, n, whole_sets[k], values[k], connections) for n in _input_names(part.model)]
+                for k in whole_sets]
         outs, device = _run_on_device(plans[part.name], args, say)
         emulated = emulated or bool(device.emulated)
-        for o, arr in zip(part.model.graph.output, outs):
-            values[(part.name, o.name)] = arr
-    final = [_whole_output(o.name, parts, values) for o in whole.graph.output]
-    cmp = reference.compare(final, whole_outputs, rtol=reference.BUILD_RTOL)
+        for k, set_outs in zip(whole_sets, outs):
+            for o, arr in zip(part.model.graph.output, set_outs):
+                values[k][(part.name, o.name)] = arr
+    finals = {k: [_whole_output(o.name, parts, values[k]) for o in whole.graph.output] for k in whole_sets}
     return {"method": "parts chained on their verification devices: " + " -> ".join(
         f"{p.name} ({plans[p.name].device})" for p in parts),
-            "reference": "onnxruntime CPU, ORT_DISABLE_ALL, whole model", "emulated": emulated, **cmp.to_dict()}
+            "reference": "onnxruntime CPU, ORT_DISABLE_ALL, whole model", "emulated": emulated,
+            **compare_sets(finals, whole_outputs)}
 
 
 def _whole_output(name: str, parts: list[PartRequest], values: dict[tuple[str, str], np.ndarray]) -> np.ndarray:

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgec.errors import DeviceError, EdgecError, UsageError
@@ -67,12 +68,12 @@ class _StepPrinter:
     def __exit__(self, *exc):
         self.status.__exit__(*exc)
         if self.current and exc[0] is None:
-            err_console.print(f"  [dim]·[/] {self.current}")
+            err_console.print(f"  [dim]·[/] {escape(self.current)}")
 
     def __call__(self, step: str) -> None:
-        self.status.update(f"[bold]{step}[/]…")
+        self.status.update(f"[bold]{escape(step)}[/]…")
         if self.current:
-            err_console.print(f"  [dim]·[/] {self.current}")
+            err_console.print(f"  [dim]·[/] {escape(self.current)}")
         self.current = step
 
 
@@ -145,7 +146,7 @@ def build(
     pretrained: Annotated[bool, typer.Option(metavar="",
                                              help="Use timm's pretrained weights (cache or online).")] = False,
     width_mult: Annotated[Optional[float], typer.Option(metavar="X", help="Width multiplier (MCUNetV2).")] = None,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of random weights and of the verification inputs.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, help="Seed of random weights and of the verification inputs.")] = 0,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
                                          help="Check the artifact against onnxruntime.")] = True,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
@@ -155,6 +156,9 @@ def build(
                                                help="Tuning database folder (default: the user cache).")] = None,
     tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", metavar="",
                                           help="Apply the tuning database.")] = True,
+    verify_inputs: Annotated[Optional[list[Path]], typer.Option(
+        "--verify-inputs", metavar="FILE",
+        help="Your own verification samples: .npz (arrays named as the inputs), .npy or images (repeat).")] = None,
 ) -> None:
     """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
     from edgec.build import BuildOptions
@@ -163,7 +167,8 @@ def build(
     kwargs = {"width_mult": width_mult} if width_mult is not None else {}
     opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape,
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
-                        dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs)
+                        dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs,
+                        verify_inputs=list(verify_inputs or []))
     with _StepPrinter() as printer:
         result = run_build(opts, progress=printer)
     print_build_summary(result.report, result.artifact)
@@ -178,16 +183,16 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("model", f"{m['name']} ({m['source']}), params {human_count(m['params'])}, "
+    table.add_row("model", f"{escape(m['name'])} ({m['source']}), params {human_count(m['params'])}, "
                            f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
     if m.get("weights") == "random":
         table.add_row("weights", f"[yellow]{weights_note('random')}[/]")
-    table.add_row("target", f"{t['name']}: {t['description'][:110]}")
+    table.add_row("target", f"{escape(t['name'])}: {escape(t['description'][:110])}")
     table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
     table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
     if b.get("total_tasks") or t.get("kind") == "cpu":
         sched = b.get("schedules") or {}
-        table.add_row("tuning", schedules_line(b))
+        table.add_row("tuning", escape(schedules_line(b)))
         if sched.get("transferred") or sched.get("untuned") or not b.get("total_tasks"):
             device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
             table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
@@ -198,9 +203,9 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         style = "yellow"
     fc = report.get("function_change")
     against = f" (vs the model after {', '.join(fc['passes'])})" if fc else ""
-    table.add_row("verify", f"[{style}]{verification_line(v)}[/]{against}")
+    table.add_row("verify", f"[{style}]{escape(verification_line(v))}[/]{escape(against)}")
     if fc:
-        table.add_row("function", f"[yellow]{function_change_line(fc)}[/]")
+        table.add_row("function", f"[yellow]{escape(function_change_line(fc))}[/]")
     console.print(table)
     all_passes = [p for p in report.get("passes", []) if "nodes_before" in p]
     passes = [p for p in all_passes if p.get("applied")]
@@ -225,7 +230,7 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         console.print(f"fused kernels {k['before_passes']} → {k['after_passes']}; standalone element-wise/"
                       f"layout kernels {len(k['standalone_before_passes'])} → {len(k['standalone_after_passes'])}; "
                       f"convolutions in {k.get('conv_layout', 'NCHW')}")
-    console.print(f"[bold green]artifact:[/] {artifact}")
+    console.print(f"[bold green]artifact:[/] {escape(str(artifact))}")
 
 
 @app.command()
@@ -247,7 +252,7 @@ def tune(
                                         help="Pass pipeline (must match the builds that use the records).")]
     = "default",
     weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
-    seed: Annotated[int, typer.Option(metavar="N", help="Seed of random weights and of the search.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, help="Seed of random weights and of the search.")] = 0,
 ) -> None:
     """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
     from edgec.build import BuildOptions
@@ -315,9 +320,9 @@ def profile(
     with _StepPrinter() as printer:
         result = run_profile(model, popts, build_opts=bopts, out=out, progress=printer)
     if result.reused:
-        console.print(f"[dim]reused {result.reused}: built from the same model with the same options[/]")
+        console.print(f"[dim]reused {escape(str(result.reused))}: built from the same model with the same options[/]")
     elif result.built:
-        console.print(f"[dim]built {result.built} ({result.rebuilt_because})[/]")
+        console.print(f"[dim]built {escape(str(result.built))} ({escape(str(result.rebuilt_because))})[/]")
     print_profile_summary(result.report, result.folder)
     if not result.report.get("complete", True):
         raise DeviceError(f"the profile is incomplete: {result.report['profile'].get('error')}",
@@ -356,7 +361,7 @@ def print_profile_summary(report: dict, folder: Path) -> None:
         ("planned activations", "planned_activation_bytes"), ("weights", "weight_bytes"),
         ("artifact", "artifact_bytes"), ("peak RSS", "peak_rss_bytes")) if m.get(key) is not None]
     console.print("memory: " + ", ".join(parts))
-    console.print(f"[bold green]report:[/] {folder / 'report.md'} (.json, .html)")
+    console.print(f"[bold green]report:[/] {escape(str(folder / 'report.md'))} (.json, .html)")
 
 
 @report_app.command("compare")
@@ -554,6 +559,44 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
+#: Flags of the root command, accepted anywhere on the command line.
+_GLOBAL_FLAGS = ("--debug", "--verbose", "-v")
+
+
+def _value_options() -> set[str]:
+    """Option names (of every subcommand) that take a value: a global flag right after one is its value."""
+    cmd = typer.main.get_command(app)
+    names: set[str] = set()
+
+    def walk(c) -> None:
+        for p in getattr(c, "params", []):
+            if getattr(p, "param_type_name", "") == "option" and not p.is_flag and not getattr(p, "count", False):
+                names.update(p.opts)
+        for sub in getattr(c, "commands", {}).values():
+            walk(sub)
+
+    try:
+        walk(cmd)
+    except Exception:  # noqa: BLE001  a click/typer internals change must not break the CLI
+        pass
+    return names
+
+
+def _globals_first(argv: list[str]) -> list[str]:
+    """Move ``--debug`` and ``--verbose``/``-v`` given after the subcommand to the front (not when one
+    is the value of the option before it, e.g. ``--name --debug``)."""
+    if not any(a in _GLOBAL_FLAGS for a in argv[1:]):
+        return argv
+    takes_value = _value_options()
+    front, rest = [], []
+    for i, a in enumerate(argv):
+        if a in _GLOBAL_FLAGS and "--" not in argv[:i] and not (i and argv[i - 1] in takes_value):
+            front.append(a)
+        else:
+            rest.append(a)
+    return front + rest
+
+
 # typer >= 0.16 vendors click (typer._click): catch both its exceptions and click's.
 _EXITS = (click.exceptions.Exit, typer.Exit)
 _ABORTS = (click.exceptions.Abort, typer.Abort)
@@ -563,9 +606,13 @@ _USAGE_ERRORS = (click.ClickException, typer.TyperException)
 def main(argv: list[str] | None = None) -> int:
     """Console entry point. Returns the exit code (also via ``sys.exit``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv or os.environ.get("EDGEC_DEBUG") == "1"
-    if "--debug" in argv:  # a global flag, accepted anywhere on the command line
-        argv = ["--debug"] + [a for a in argv if a != "--debug"]
+    argv = _globals_first(argv)
+    leading = []
+    for a in argv:
+        if not a.startswith("-"):
+            break
+        leading.append(a)
+    debug = "--debug" in leading or os.environ.get("EDGEC_DEBUG") == "1"
     signal.signal(signal.SIGTERM, _raise_interrupt)
     code = 0
     try:
@@ -582,14 +629,22 @@ def main(argv: list[str] | None = None) -> int:
     except _USAGE_ERRORS as exc:  # a flag typo, a missing argument, a bad value: the user's, not ours
         ctx = getattr(exc, "ctx", None)
         where = ctx.command_path if ctx is not None else "edgec"
+        if where == "edgec":  # name the subcommand when click did not
+            words = [a for a in argv if not a.startswith("-")][:2]
+            known = set(typer.main.get_command(app).commands) if hasattr(typer.main.get_command(app), "commands") \
+                else set()
+            if words and words[0] in known:
+                where = "edgec " + " ".join(w for w in words if w in known or words.index(w) == 0)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        err_console.print(f"[bold red]error:[/] {' '.join(message.split())} (see `{where} --help`)",
+        if not message.strip():  # `edgec` alone: the help was printed
+            sys.exit(0)
+        err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))} (see `{escape(where)} --help`)",
                           highlight=False, soft_wrap=True)
         code = getattr(exc, "exit_code", 2) or 2
     except EdgecError as exc:
         if debug:
             err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {exc.one_line()}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
         code = exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing half-written was left behind")
@@ -598,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             err_console.print_exception()
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {first[:200]} "
+        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first[:200])} "
                           "(rerun with --debug and report it)", highlight=False, soft_wrap=True)
         code = 70
     sys.exit(code)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgec.artifact import Artifact, Part, open_part
 from edgec.errors import UsageError
-from edgec.profiling.image import imagenet_labels, preprocess
+from edgec.frontend.image import imagenet_labels, preprocess
 
 
 def _local_part(part: Part, artifact: Artifact) -> None:
@@ -62,6 +62,7 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
     parts = [part] if part is not None else list(artifact.parts.values())
     for p in parts:
         _local_part(p, artifact)
+        p.check_library()
     first = parts[0]
     pre = dict(first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing") or {})
     pre.update({k: v for k, v in (preprocessing or {}).items() if v is not None})
@@ -90,6 +91,12 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
             feeds.append(x if src is None else values[(src["part"], src["tensor"])])
         outs = device.run(p.library, feeds)
         values.update({(p.name, o["name"]): arr for o, arr in zip(p.manifest["outputs"], outs)})
+    last = parts[-1]
+    out_shape = list(outs[0].shape)
+    if not (outs[0].ndim == 2 and outs[0].shape[0] == 1 and outs[0].shape[1] > 1):
+        raise UsageError(f"'{last.name}' outputs a {out_shape} tensor, not class scores: there is no top-k to print",
+                         f"run the whole artifact (edgec run {artifact.folder})" if artifact.multi_part
+                         else "use the Python API for this model's outputs")
     labels = imagenet_labels() if outs[0].size == 1000 and artifact.manifest["model"].get("source") == "zoo" else None
     ranked = [(i, p, labels[i] if labels else None) for i, p in _top(outs[0], top)]
     return RunResult(ranked, artifact.manifest["model"].get("weights"), pre)

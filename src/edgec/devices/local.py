@@ -76,6 +76,15 @@ class LocalDevice:
         with self.open() as session:
             return session.run(library, inputs)
 
+    def run_sets(self, library: str | Path, sets: list[list[np.ndarray]], timeout: float = 600,  # noqa: ARG002
+                 progress: Progress | None = None) -> list[list[np.ndarray]]:
+        """Run the library on several input sets; outputs per set."""
+        with self.open() as session:
+            model = session.load_model(library)
+            from edgec.devices.session import flatten
+
+            return [flatten(model["main"](*session.tensors(xs))) for xs in sets]
+
     def prepare(self, library: str | Path, inputs: list[np.ndarray]):
         """Load the library and copy the inputs once; a zero-argument callable runs one inference
         (for timing loops, e.g. interleaved with onnxruntime)."""
@@ -91,7 +100,7 @@ def peak_rss_bytes(library: str | Path, inputs: list[np.ndarray], runs: int = 10
     """
     with tempfile.TemporaryDirectory(prefix="edgec-rss-") as tmp, \
             resources.as_file(resources.files("edgec.devices").joinpath("runner.py")) as runner:
-        np.savez(Path(tmp) / "in.npz", **{f"arg{i}": x for i, x in enumerate(inputs)})
+        np.savez(Path(tmp) / "in.npz", **{f"s0_arg{i}": x for i, x in enumerate(inputs)})
         cmd = [sys.executable, str(runner), str(library), str(Path(tmp) / "in.npz"), str(Path(tmp) / "out.npz"),
                "--repeat", str(runs)]
         env = {**os.environ, "TVM_USE_RUNTIME_LIB": "1"}

@@ -180,17 +180,17 @@ def python_command(root: Path, *args: str) -> list[str]:
     return ["qemu-aarch64-static", "-L", str(root), str(root) + PYTHON, *args]
 
 
-def run_artifact(library: str | Path, inputs: list[np.ndarray], timeout: float = 600,
-                 progress: Callable[[str], None] | None = None) -> list[np.ndarray]:
+def run_artifact(library: str | Path, inputs: list[np.ndarray] | list[list[np.ndarray]], timeout: float = 600,
+                 progress: Callable[[str], None] | None = None) -> list:
     """Run an aarch64 library in the emulated device with the plain TVM runtime.
 
     Args:
         library: aarch64 ``.so`` built by edgec.
-        inputs: Input arrays in graph order.
+        inputs: Input arrays in graph order, or a list of such input sets (one emulator start for all).
         timeout: Seconds before the emulated run is killed.
 
     Returns:
-        Output arrays in graph order.
+        Output arrays in graph order (a list of them per set when ``inputs`` is a list of sets).
 
     Raises:
         ToolchainError, DeviceError: set-up failed, or the run failed or timed out.
@@ -201,7 +201,9 @@ def run_artifact(library: str | Path, inputs: list[np.ndarray], timeout: float =
     with tempfile.TemporaryDirectory(prefix="edgec-emu-") as tmp, \
             resources.as_file(resources.files("edgec.devices").joinpath("runner.py")) as runner:
         tmpd = Path(tmp)
-        np.savez(tmpd / "inputs.npz", **{f"arg{i}": x for i, x in enumerate(inputs)})
+        many = bool(inputs) and isinstance(inputs[0], (list, tuple))
+        sets = inputs if many else [inputs]
+        np.savez(tmpd / "inputs.npz", **{f"s{j}_arg{i}": x for j, xs in enumerate(sets) for i, x in enumerate(xs)})
         shutil.copy(library, tmpd / "model.so")
         shutil.copy(runner, tmpd / "runner.py")
         cmd = python_command(root, str(tmpd / "runner.py"), str(tmpd / "model.so"),
@@ -216,7 +218,9 @@ def run_artifact(library: str | Path, inputs: list[np.ndarray], timeout: float =
             raise DeviceError(f"the artifact failed under qemu-aarch64: {tail[0][:240]}",
                               "rerun with --debug; check the target's mcpu/mattr")
         with np.load(tmpd / "outputs.npz") as data:
-            return [data[f"out{i}"] for i in range(len(data.files))]
+            outs = [[data[f"s{j}_out{i}"] for i in range(sum(1 for k in data.files if k.startswith(f"s{j}_")))]
+                    for j in range(len(sets))]
+        return outs if many else outs[0]
 
 
 # --------------------------------------------------------------------------- RPC server
@@ -370,6 +374,11 @@ class QemuAarch64Device:
             progress: Progress | None = None) -> list[np.ndarray]:
         """Run an aarch64 library once under emulation; outputs in graph order."""
         return run_artifact(library, inputs, timeout=timeout, progress=progress)
+
+    def run_sets(self, library: str | Path, sets: list[list[np.ndarray]], timeout: float = 600,
+                 progress: Progress | None = None) -> list[list[np.ndarray]]:
+        """Run several input sets in one emulator start; outputs per set."""
+        return run_artifact(library, sets, timeout=timeout, progress=progress)
 
     @contextlib.contextmanager
     def open(self, timeout_s: float = 60.0, progress: Progress | None = None) -> Iterator[Session]:

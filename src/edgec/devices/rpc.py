@@ -85,6 +85,13 @@ class RemoteDevice:
             return session.run(library, inputs)
 
 
+    def run_sets(self, library: str | Path, sets: list[list[np.ndarray]], timeout: float = 600,
+                 progress: Progress | None = None) -> list[list[np.ndarray]]:
+        """Run the library on several input sets in one session; outputs per set."""
+        with self.open(timeout, progress) as session:
+            return [session.run(library, xs) for xs in sets]
+
+
 def start_tracker(host: str = "127.0.0.1", port: int = 9190):
     """Start a TVM RPC tracker in this process; returns it (``.port``, ``.terminate()``)."""
     from tvm.rpc.tracker import Tracker

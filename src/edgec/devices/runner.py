@@ -5,7 +5,8 @@ Used on devices and inside the emulated aarch64 rootfs::
     python runner.py model.so inputs.npz outputs.npz [--repeat N]
 
 ``inputs.npz`` holds arrays ``arg0, arg1, ...`` in graph input order;
-``outputs.npz`` receives ``out0, out1, ...`` in graph output order. With
+``outputs.npz`` receives ``out0, out1, ...`` in graph output order. Several input sets
+in one process: ``s0_arg0, s0_arg1, ..., s1_arg0, ...`` give ``s0_out0, ...``. With
 ``--repeat N`` the model runs N times and the last line printed is JSON with the
 process's peak resident memory (``peak_rss_bytes``). Only NumPy and the ``tvm``
 runtime are imported (``TVM_USE_RUNTIME_LIB=1`` skips the compiler library).
@@ -38,10 +39,15 @@ def main(argv):
     repeat = int(argv[argv.index("--repeat") + 1]) if "--repeat" in argv else 1
     vm = VirtualMachine(tvm.runtime.load_module(library), tvm.cpu())
     data = np.load(inputs)
-    args = [tvm.runtime.tensor(data[f"arg{i}"]) for i in range(len(data.files))]
-    for _ in range(repeat):
-        result = _flatten(vm["main"](*args))
-    np.savez(outputs, **{f"out{i}": r for i, r in enumerate(result)})
+    prefixes = sorted({k.split("_")[0] + "_" for k in data.files if "_" in k}) or [""]
+    results = {}
+    for prefix in prefixes:
+        n = sum(1 for k in data.files if k.startswith(prefix + "arg"))
+        args = [tvm.runtime.tensor(data[f"{prefix}arg{i}"]) for i in range(n)]
+        for _ in range(repeat):
+            result = _flatten(vm["main"](*args))
+        results.update({f"{prefix}out{i}": r for i, r in enumerate(result)})
+    np.savez(outputs, **results)
     if "--repeat" in argv:
         import json
 

@@ -37,16 +37,17 @@ class DeviceURL:
         Raises:
             UsageError: malformed value.
         """
-        if text in (None, "", "local"):
+        if text is None or text == "local":
             return cls("local")
         if text in EMULATORS:
             return cls(text)
-        m = re.fullmatch(r"rpc://([^:/]+):(\d+)/?", text)
+        m = re.fullmatch(r"rpc://([^:/]+):(\d+)/?", text) or re.fullmatch(
+            r"tracker://([^:/]+):(\d+)/([A-Za-z0-9_.-]+)", text)
         if m:
-            return cls("rpc", m.group(1), int(m.group(2)))
-        m = re.fullmatch(r"tracker://([^:/]+):(\d+)/([A-Za-z0-9_.-]+)", text)
-        if m:
-            return cls("tracker", m.group(1), int(m.group(2)), m.group(3))
+            if not 0 < int(m.group(2)) < 65536:
+                raise UsageError(f"bad --device '{text}': port {m.group(2)} is not in 1..65535", f"use {FORMS}")
+            kind = "rpc" if text.startswith("rpc://") else "tracker"
+            return cls(kind, m.group(1), int(m.group(2)), m.group(3) if kind == "tracker" else "")
         raise UsageError(f"bad --device '{text}'", f"use {FORMS}")
 
     @property

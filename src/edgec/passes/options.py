@@ -258,22 +258,24 @@ def make_call(info: PassInfo, raw: dict[str, Any], where: str = "--passes") -> P
 
 def _entries_from_text(spec: str) -> list[tuple[str, dict[str, Any]]]:
     try:
-        items = [s for s in split_top(spec) if s.strip()]
+        items = split_top(spec)
     except ValueError as exc:
         raise UsageError(f"--passes '{spec}' cannot be read: {exc}",
                          "write name or name(key=value,...), separated by commas") from None
+    if any(not s.strip() for s in items):
+        raise UsageError(f"--passes '{spec}' has an empty entry", "separate pass names with single commas")
     out = []
     for item in items:
         m = _NAME.match(item)
         if not m:
             raise UsageError(f"--passes entry '{item.strip()}' is not name or name(key=value,...)",
-                             "e.g. --passes 'fold_batchnorm,patch_inference(grid=4)'")
+                             "e.g. --passes 'default,NAME(key=value)'; see `edgec passes list`")
         raw: dict[str, Any] = {}
         for arg in (split_top(m.group(2)) if m.group(2) and m.group(2).strip() else []):
             key, eq, value = arg.partition("=")
             if not eq or not re.fullmatch(r"\s*[A-Za-z_]\w*\s*", key):
                 raise UsageError(f"--passes entry '{item.strip()}': '{arg.strip()}' is not key=value",
-                                 "e.g. patch_inference(grid=4,stop=blocks.3)")
+                                 "e.g. NAME(key=value,key=value); see `edgec passes list`")
             raw[key.strip()] = value.strip()
         out.append((m.group(1), raw))
     return out
@@ -324,7 +326,11 @@ def parse_pipeline(spec: str | list[PassCall] | None, default: list[str], lookup
     """
     if isinstance(spec, list):
         return spec
-    spec = (spec or "none").strip()
+    if spec is None:
+        return []
+    spec = spec.strip()
+    if not spec:
+        raise UsageError("--passes is empty", "give default, none, or pass names")
     if spec == "none":
         return []
     if is_pipeline_file(spec):
@@ -337,6 +343,8 @@ def parse_pipeline(spec: str | list[PassCall] | None, default: list[str], lookup
         entries = _entries_from_text(spec)
         where = "--passes"
     calls = []
+    if any(name == "none" for name, _ in entries) and len(entries) > 1:
+        raise UsageError(f"{where}: 'none' cannot be combined with passes", "give none alone, or only pass names")
     for name, raw in entries:
         if name in ("default", "none"):
             if raw:

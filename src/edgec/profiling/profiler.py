@@ -106,13 +106,15 @@ def profile_part(part: Part, opts: ProfileOptions, progress: Progress | None = N
         UsageError: a part the device cannot run.
         DeviceError: the device is unreachable or fails before any sample.
     """
+    part.check_library()
     build_report = part.report()
     kernels = part.kernels()
     spec = TargetSpec.from_dict(part.target)
     url = DeviceURL.parse(opts.device)
     if url.kind == "local" and spec.verify != "local":
+        emulate = " (or emulated: --device qemu-aarch64)" if spec.arch == "aarch64" and spec.kind == "cpu" else ""
         raise UsageError(f"{part.folder} is built for '{spec.name}', which cannot run here",
-                         "profile it on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
+                         f"profile it on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY{emulate}")
     if url.kind == "qemu-aarch64" and spec.arch != "aarch64":
         raise UsageError(f"{part.folder} is built for '{spec.name}' ({spec.arch}), not aarch64",
                          "profile it locally or on its device")

@@ -72,11 +72,28 @@ def verification_line(v: dict[str, Any] | None) -> str:
         return line
     status = "PASS" if v.get("passed") else "FAIL"
     parts = [status, v.get("method", "")]
+    if v.get("sets"):
+        parts.append(f"{len(v['sets'])} input sets")
     if v.get("max_abs_error") is not None:
-        parts.append(f"max abs err {v['max_abs_error']:.2e} (tol {v['tolerance']:.2e})")
+        worst = f" on '{v['worst_set']}'" if v.get("worst_set") and len(v.get("sets", [])) > 1 else ""
+        parts.append(f"worst max abs err {v['max_abs_error']:.2e}{worst} (tol {v['tolerance']:.2e})" if worst
+                     else f"max abs err {v['max_abs_error']:.2e} (tol {v['tolerance']:.2e})")
     if v.get("top1_match") is not None:
-        parts.append("same top-1" if v["top1_match"] else "top-1 differs")
+        ties = f" ({v['top1_near_ties']} near-ties)" if v.get("top1_near_ties") else ""
+        parts.append(("same top-1" + ties) if v["top1_match"] else "top-1 differs")
     return ", ".join(p for p in parts if p)
+
+
+def verification_sets_markdown(v: dict[str, Any] | None) -> list[str]:
+    """A table of the verification, one row per input set."""
+    if not v or not v.get("sets"):
+        return []
+    lines = ["| input set | max abs err | max abs ref | tolerance | top-1 | result |", "|---|---|---|---|---|---|"]
+    for r in v["sets"]:
+        top1 = "-" if r.get("top1_match") is None else ("same" if r["top1_match"] else "differs")
+        lines.append(f"| {r['name']} | {r['max_abs_error']:.2e} | {r.get('max_abs_ref', 0):.3g} | "
+                     f"{r['tolerance']:.2e} | {top1} | {'PASS' if r['passed'] else 'FAIL'} |")
+    return lines + [""]
 
 
 def schedules_line(build: dict[str, Any], target: str | None = None) -> str:
@@ -195,6 +212,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"| compiler exactness (artifact vs {_reference_words(report)}) | "
               f"{verification_line(report.get('verification'))} |",
               f"| function change (vs the source model) | {function_change_line(report.get('function_change'))} |", ""]
+    lines += verification_sets_markdown(report.get("verification"))
     if report.get("profile"):
         lines += profile_markdown(report)
     steps = report.get("steps") or []

@@ -127,10 +127,12 @@ def validate(data: Any, label: str) -> None:
 
 def _read(path: Path | Any, label: str) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise TargetError(f"target file {label} is not valid JSON: {exc.msg} at line {exc.lineno}",
                           "fix the file") from exc
+    except (UnicodeDecodeError, OSError) as exc:
+        raise TargetError(f"target file {label} cannot be read as UTF-8 JSON: {exc}", "fix the file") from exc
     validate(data, label)
     return data
 
@@ -191,7 +193,10 @@ def get_target(name: str) -> TargetSpec:
         UsageError: unknown target (suggests near names).
         TargetError: the data file is malformed (names the file and the field).
     """
-    if name.endswith(".json") and Path(name).is_file():
+    if name.endswith(".json"):
+        if not Path(name).is_file():
+            raise UsageError(f"target file {name} not found", "give a registry name (`edgec targets list`) or a "
+                             "target data file")
         data = _read(Path(name), name)
     else:
         files = _data_files()

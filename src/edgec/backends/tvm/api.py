@@ -71,12 +71,14 @@ def check(spec: TargetSpec, tuning: TuningOptions) -> None:
     """Validate the toolchain and the tuning database before any work.
 
     Raises:
+        TargetError: TVM or LLVM rejects the target's data (an unknown option, triple or CPU).
         ToolchainError: the linker or CUDA toolkit for the target is missing.
         UsageError: ``tuning.database`` holds no records.
     """
     from edgec.backends.tvm import tuning as tuning_db
-    from edgec.backends.tvm.compile import check_toolchain
+    from edgec.backends.tvm.compile import check_target, check_toolchain
 
+    check_target(spec)
     check_toolchain(spec)
     if tuning.use_database:
         tuning_db.open_user_database(spec, tuning.database)

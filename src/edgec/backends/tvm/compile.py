@@ -54,6 +54,40 @@ def tvm_target(spec: TargetSpec):
     return Target(resolve_native(spec.tvm))
 
 
+def check_target(spec: TargetSpec) -> None:
+    """Check the target's TVM data against TVM and LLVM before any work.
+
+    Raises:
+        TargetError: an option TVM does not know, a triple LLVM has no backend for, or a CPU
+            name LLVM does not know for that triple (it would silently fall back to ``generic``).
+    """
+    import tvm.target.codegen as codegen
+    from tvm.target import Target
+
+    from edgec.targets import TargetError
+
+    llvm_archs = set(codegen.llvm_get_targets())
+    for field_name, data in (("tvm", spec.tvm), ("host", spec.host)):
+        if data is None:
+            continue
+        data = resolve_native(data)
+        where = f"target '{spec.name}': {field_name}"
+        triple, cpu = data.get("mtriple", ""), data.get("mcpu")
+        if data.get("kind") == "llvm" and triple:
+            if triple.split("-")[0] not in llvm_archs:
+                raise TargetError(f"{where}.mtriple: '{triple}' names no architecture LLVM can generate",
+                                  "e.g. x86_64-linux-gnu or aarch64-linux-gnu")
+            if cpu and not codegen.llvm_is_valid_cpu(cpu, triple):
+                raise TargetError(f"{where}.mcpu: LLVM knows no CPU '{cpu}' for {triple}",
+                                  "use an LLVM CPU name, e.g. cortex-a72 or znver3")
+        try:
+            with captured_fds():
+                Target(data)  # an unknown option raises here
+        except Exception as exc:  # noqa: BLE001  TVM raises ValueError / TVMError
+            raise TargetError(f"{where}: TVM rejects it: {str(exc).strip().splitlines()[-1][:200]}",
+                              "fix the target file") from exc
+
+
 def check_toolchain(spec: TargetSpec) -> None:
     """Make sure the linker (and for CUDA targets, a toolkit for the arch) exists.
 

@@ -662,8 +662,9 @@ def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, bu
                 seed=None if seed is None else seed + rounds)
         _quiet_metaschedule_logs()
         budget = len(chunk) * per_iter if left is None else min(left, len(chunk) * per_iter)
+        per_task = max(1, min(per_iter, budget))  # a small --trials budget is measured as given, not rounded up
         ms.tune_tasks(tasks=contexts, task_weights=ctx_weights, work_dir=str(work_dir), max_trials_global=budget,
-                      max_trials_per_task=per_iter, num_trials_per_iter=per_iter, builder=builder, runner=runner,
+                      max_trials_per_task=per_task, num_trials_per_iter=per_task, builder=builder, runner=runner,
                       database=database, cost_model=cost_model, measure_callbacks=callbacks,
                       task_scheduler="round-robin")
     finally:

@@ -1,0 +1,138 @@
+"""Images in: preprocessing as an artifact's manifest records it (``edgec run``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import UsageError
+
+
+def imagenet_labels() -> list[str] | None:
+    """The 1000 ImageNet-1k class names in index order, from the files timm ships (timm is not imported)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    if spec is None or not spec.origin:
+        return None
+    folder = Path(spec.origin).parent / "data" / "_info"
+    try:
+        synsets = (folder / "imagenet_synsets.txt").read_text().split()
+        lemmas = dict(line.split("\t", 1) for line in (folder / "imagenet_synset_to_lemma.txt").read_text()
+                      .splitlines() if "\t" in line)
+    except OSError:
+        return None
+    return [lemmas.get(s, s).split(",")[0].strip() for s in synsets] if len(synsets) == 1000 else None
+
+
+def _check_preprocessing(pre: dict[str, Any]) -> None:
+    """``resize`` two positive ints, ``mean``/``std`` three numbers (std non-zero), ``scale`` a number.
+
+    Raises:
+        ModelError: the recorded or given preprocessing is malformed (e.g. a hand-edited manifest).
+    """
+    from edgec.errors import ModelError
+
+    def numbers(v, n):
+        return isinstance(v, (list, tuple)) and len(v) == n and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x) for x in v)
+
+    ok = (numbers(pre.get("resize"), 2) and all(int(x) == x and x > 0 for x in pre["resize"])
+          and numbers(pre.get("mean", [0, 0, 0]), 3) and numbers(pre.get("std", [1, 1, 1]), 3)
+          and all(x != 0 for x in pre.get("std", [1, 1, 1]))
+          and isinstance(pre.get("scale", 1 / 255), (int, float)) and pre.get("layout", "NCHW") in ("NCHW", "NHWC"))
+    if not ok:
+        raise ModelError(f"the preprocessing is malformed: {pre}",
+                         "resize: [H, W]; mean, std: three numbers (std non-zero); rebuild the artifact if it was "
+                         "edited")
+
+
+def preprocess(image: str | Path, pre: dict[str, Any]) -> np.ndarray:
+    """Load an image and turn it into a ``(1, 3, H, W)`` float32 NCHW tensor (``(1, H, W, 3)`` when
+    ``pre["layout"]`` is ``NHWC``).
+
+    Steps: RGB, bilinear resize to ``pre["resize"]`` (H, W), scale by ``pre["scale"]``
+    (1/255), subtract ``pre["mean"]`` and divide by ``pre["std"]`` per channel.
+
+    Raises:
+        UsageError: the file is missing or not an image.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(image)
+    if path.is_dir():
+        raise UsageError(f"--image {path} is a directory", "give an image file")
+    if not path.is_file():
+        raise UsageError(f"image not found: {path}", "check the --image path")
+    _check_preprocessing(pre)
+    try:
+        with Image.open(path) as im:
+            rgb = im.convert("RGB")
+    except Image.DecompressionBombError as exc:
+        raise UsageError(f"{path} is too large to decode safely ({' '.join(str(exc).split())[:120]})",
+                         "give a smaller image") from exc
+    except (UnidentifiedImageError, OSError) as exc:
+        raise UsageError(f"{path} is not an image PIL can read", "give a PNG or JPEG file") from exc
+    h, w = pre["resize"]
+    rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
+    x = np.asarray(rgb, dtype=np.float32) * float(pre.get("scale", 1 / 255))
+    x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+    if pre.get("layout", "NCHW") == "NHWC":
+        return np.ascontiguousarray(x[None])
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def load_samples(paths: list[str | Path], shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
+                 preprocessing: dict[str, Any] | None) -> dict[str, dict[str, np.ndarray]]:
+    """The user's own verification inputs (``--verify-inputs``), as named input sets.
+
+    Args:
+        paths: ``.npz`` files (arrays named as the inputs, or ``arg0``, ``arg1``... in input
+            order), ``.npy`` files (the only input), or images (preprocessed as recorded, else
+            resized to the input and scaled to [0, 1]).
+        shapes, dtypes: The model's inputs.
+        preprocessing: The zoo's preprocessing, if any.
+
+    Returns:
+        ``{"user:<file name>": {input name: array}}``.
+
+    Raises:
+        UsageError: a missing or unreadable file, or arrays that do not fit the inputs.
+    """
+    names = list(shapes)
+    out = {}
+    for p in map(Path, paths):
+        if not p.is_file():
+            raise UsageError(f"--verify-inputs {p} not found", "give .npz, .npy or image files")
+        try:
+            if p.suffix == ".npz":
+                with np.load(p) as data:
+                    arrays = {n: data[n] if n in data.files else data[f"arg{i}"] for i, n in enumerate(names)}
+            elif p.suffix == ".npy":
+                if len(names) != 1:
+                    raise UsageError(f"--verify-inputs {p}: a .npy holds one array, the model has {len(names)} "
+                                     "inputs", "give a .npz with one array per input")
+                arrays = {names[0]: np.load(p)}
+            else:
+                if len(names) != 1 or len(shapes[names[0]]) != 4:
+                    raise UsageError(f"--verify-inputs {p}: an image needs a model with one 4-D input",
+                                     "give .npz files")
+                shape = shapes[names[0]]
+                nhwc = shape[3] in (1, 3) and shape[1] not in (1, 3)
+                pre = dict(preprocessing or {"scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1]})
+                pre["resize"] = list(shape[1:3] if nhwc else shape[2:4])
+                pre["layout"] = "NHWC" if nhwc else "NCHW"
+                arrays = {names[0]: preprocess(p, pre)}
+        except (KeyError, ValueError, OSError) as exc:
+            raise UsageError(f"--verify-inputs {p} cannot be read: {str(exc).splitlines()[0][:120]}",
+                             "arrays named as the model's inputs, or arg0, arg1...") from exc
+        for n in names:
+            a = np.asarray(arrays[n])
+            if a.shape != tuple(shapes[n]):
+                raise UsageError(f"--verify-inputs {p}: '{n}' has shape {list(a.shape)}, the model takes "
+                                 f"{list(shapes[n])}", "give arrays of the model's input shapes")
+            arrays[n] = a.astype(dtypes.get(n, np.float32))
+        out[f"user:{p.name}"] = arrays
+    return out
