@@ -32,6 +32,21 @@ def files(tmp_path_factory):
     dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     onnx.save(dyn, str(d / "dynamic.onnx"))
     (d / "a_file").write_text("x")
+    (d / "victim").mkdir()
+    (d / "victim" / "important.txt").write_text("keep")
+    import onnx.helper as h
+
+    g = h.make_graph([h.make_node("Identity", ["x"], ["y"])], "s", [h.make_tensor_value_info("x", 8, [1])],
+                     [h.make_tensor_value_info("y", 8, [1])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(d / "string.onnx"))
+    import json
+
+    from edgec.targets import get_target
+
+    bad = get_target("rpi4").to_dict()
+    bad.update(name="bad-cpu")
+    bad["tvm"]["mcpu"] = "cortex-z99"
+    (d / "bad-cpu.json").write_text(json.dumps(bad))
     return d
 
 
@@ -59,6 +74,18 @@ CASES = [
     (["profile", "out/nothing", "--threads", "-2"], 2, "'--threads'"),
     (["profile", "out/nothing", "--device", "ssh://x"], 2, "bad --device"),
     (["run", "out/nothing", "--image", "x.png"], 2, "not an edgec artifact"),
+    (["build", "{d}/tiny.onnx", "--out", "{d}", "--name", "victim"], 2, "not an edgec artifact; edgec will not replace"),
+    (["build", "{d}/tiny.onnx", "--name", "."], 2, "not a plain folder name"),
+    (["build", "[/]x.onnx"], 3, "ONNX file not found: [/]x.onnx"),
+    (["build", "mcunetv2", "--target", "[/]"], 2, "unknown target '[/]'"),
+    (["build", "mcunetv2", "--target", "{d}/bad-cpu.json"], 2, "LLVM knows no CPU 'cortex-z99'"),
+    (["build", "mcunetv2", "--target", "{d}/none.json"], 2, "target file"),
+    (["build", "{d}/string.onnx"], 4, "is a string tensor"),
+    (["build", "mcunetv2", "--passes", ""], 2, "--passes is empty"),
+    (["build", "mcunetv2", "--passes", "none,fold_batchnorm"], 2, "cannot be combined"),
+    (["build", "mcunetv2", "--seed", "-1"], 2, "'--seed'"),
+    (["profile", "out/nothing", "--device", ""], 2, "bad --device"),
+    (["profile", "out/nothing", "--device", "rpc://h:99999"], 2, "not in 1..65535"),
 ]
 
 
@@ -74,3 +101,32 @@ def test_mistakes_are_one_line_with_the_right_code(run_cli, files, tmp_path, arg
     lines = [ln for ln in err.strip().splitlines() if not ln.strip().startswith("·")]  # steps done before
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error:"), err
     assert not out.exists() or not any(out.iterdir())
+    assert (files / "victim" / "important.txt").read_text() == "keep"
+
+
+def test_a_damaged_artifact_is_a_model_error(run_cli, files, tmp_path):
+    import json
+
+    code, _, err = run_cli("build", str(files / "tiny.onnx"), "--out", str(tmp_path), "--name", "a", "--no-verify")
+    assert code == 0, err
+    art = tmp_path / "a"
+    from PIL import Image
+
+    img = tmp_path / "i.png"
+    Image.new("RGB", (20, 20)).save(img)
+    manifest = json.loads((art / "manifest.json").read_text())
+    manifest["preprocessing"] = {"resize": [16, 16], "mean": "oops", "std": [1, 1, 1]}
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli("run", str(art), "--image", str(img))
+    assert code == 3 and "preprocessing is malformed" in err, (code, err)
+    manifest["preprocessing"]["mean"] = [0, 0, 0]
+    (art / "manifest.json").write_text(json.dumps(manifest))
+    code, _, err = run_cli("run", str(art), "--image", str(tmp_path))
+    assert code == 2 and "is a directory" in err
+    (art / "model.so").write_bytes((art / "model.so").read_bytes()[:1000])
+    for args in (["run", str(art), "--image", str(img)], ["profile", str(art), "--repeats", "2"]):
+        code, _, err = run_cli(*args)
+        assert code == 3 and "is damaged" in err and "Traceback" not in err, err
+    (art / "model.so").unlink()
+    code, _, err = run_cli("run", str(art), "--image", str(img))
+    assert code == 3 and "model.so is missing" in err

@@ -67,7 +67,10 @@ def test_default_expands_in_place(demo_pass):
     calls = resolve_pipeline("demo(grid=3),default,demo")
     names = [c.name for c in calls]
     assert names[0] == "demo" and names[-1] == "demo" and names[1:-1] == registry.DEFAULT_PIPELINE
-    assert resolve_pipeline("none") == [] and resolve_pipeline("") == []
+    assert resolve_pipeline("none") == []
+    for bad in ("", ",", "none,fold_batchnorm", "fold_batchnorm,,remove_noop"):
+        with pytest.raises(UsageError):
+            resolve_pipeline(bad)
 
 
 def test_pipeline_files(demo_pass, tmp_path):

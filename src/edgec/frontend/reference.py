@@ -155,19 +155,25 @@ def ort_reason(exc: Exception) -> str:
     text = re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*", "", text)
     parts = re.split(r"/\S+\.(?:h|hpp|cc|cpp|c):\d+\s*", text, maxsplit=1)
     head, tail = (parts[0], parts[1]) if len(parts) == 2 else ("", text)
-    tail = _drop_signature(tail)
+    name, tail = _drop_signature(tail)
     tail = re.sub(r"^(.*?) was false\.?", r"check failed: \1", tail)
+    if name:
+        tail = f"{name}: {tail}"
     head = re.sub(r"(Exception during initialization|failed)\s*:?\s*$", r"\1:", head.strip())
     return " ".join(f"{head} {tail}".split()).strip(" :")[:500]
 
 
-def _drop_signature(text: str) -> str:
-    """Drop a leading C++ function signature (``void ns::f(args) [with T = float]``)."""
+def _drop_signature(text: str) -> tuple[str | None, str]:
+    """Drop a leading C++ function signature (``void ns::f(args) [with T = float]``).
+
+    Returns:
+        ``(operator name when the function is a kernel's constructor, else None; the rest)``.
+    """
     import re
 
     m = re.match(r"[\w:<>,~*&\s]*?::(~?\w+)(?:<[^()]*>)?\s*\(", text)
     if not m:
-        return text
+        return None, text
     depth = 0
     for j in range(m.end() - 1, len(text)):
         depth += {"(": 1, ")": -1}.get(text[j], 0)
@@ -175,5 +181,91 @@ def _drop_signature(text: str) -> str:
             rest = re.sub(r"^\s*(?:const\s*)?(?:\[with [^\]]*\])?\s*", "", text[j + 1:])
             name = m.group(1)
             # a kernel's constructor names the operator (onnxruntime::LRN<T>::LRN -> LRN)
-            return f"{name}: {rest}" if name[:1].isupper() else rest
-    return text
+            return (name if name[:1].isupper() else None), rest
+    return None, text
+
+
+def run_ort(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray], *, optimized: bool = False) -> list[np.ndarray]:
+    """Run ``model`` in onnxruntime and return its outputs in graph order."""
+    return ort_session(model, optimized=optimized).run(None, inputs)
+
+
+@dataclass
+class Comparison:
+    """Result of comparing outputs to a reference.
+
+    Attributes:
+        max_abs_error: max |out - ref| over all outputs.
+        max_abs_ref: max |ref| over all outputs.
+        rtol: Relative factor of the tolerance.
+        tolerance: ``rtol * max(1, max_abs_ref)``.
+        top1_match: Whether the first output's top-1 class agrees in every row, near-ties within
+            the tolerance counting as agreement (None unless the output is a classifier's).
+        passed: ``max_abs_error <= tolerance`` and top-1 agrees (when checked).
+        top1_near_ties: Rows whose top-1 differed only within the tolerance.
+    """
+
+    max_abs_error: float
+    max_abs_ref: float
+    rtol: float
+    tolerance: float
+    top1_match: bool | None
+    passed: bool
+    top1_near_ties: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def is_classifier_output(ref: np.ndarray) -> bool:
+    """A classifier's output: rank 2, ``[N, classes]`` with more than one class."""
+    return ref.ndim == 2 and ref.shape[1] > 1
+
+
+def top1_agreement(out: np.ndarray, ref: np.ndarray, tolerance: float) -> tuple[bool, int]:
+    """Whether every row's top-1 class agrees, counting near-ties as agreement.
+
+    A row agrees when both pick the same class, or when the class ``out`` picks scores within
+    ``tolerance`` of the best reference score (a tie the rounding may break either way).
+
+    Returns:
+        ``(all rows agree, rows that agreed only as near-ties)``.
+    """
+    mine, best = np.argmax(out, axis=-1), np.argmax(ref, axis=-1)
+    ties = 0
+    for row, (a, b) in enumerate(zip(mine, best)):
+        if a != b:
+            if ref[row, b] - ref[row, a] > tolerance:
+                return False, ties
+            ties += 1
+    return True, ties
+
+
+def compare(outputs: list[np.ndarray], reference: list[np.ndarray], rtol: float = BUILD_RTOL,
+            check_top1: bool = True) -> Comparison:
+    """Compare outputs against a reference with tolerance ``rtol * max(1, max|ref|)``.
+
+    Args:
+        outputs: Outputs under test, in graph order.
+        reference: Reference outputs, same order and shapes.
+        rtol: 1e-5 for an exact pass, 1e-4 for a whole build.
+        check_top1: Also require the same top-1 class, where the first output is a classifier's.
+    """
+    if len(outputs) != len(reference):
+        return Comparison(float("inf"), 0.0, rtol, 0.0, None, False)
+    err, ref_max = 0.0, 0.0
+    for o, r in zip(outputs, reference):
+        o = np.asarray(o, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+        if o.shape != r.shape:
+            return Comparison(float("inf"), float(np.abs(r).max(initial=0)), rtol, 0.0, None, False)
+        if r.size:
+            err = max(err, float(np.abs(o - r).max()))
+            ref_max = max(ref_max, float(np.abs(r).max()))
+    if np.isnan(err):
+        err = float("inf")
+    tol = rtol * max(1.0, ref_max)
+    top1, ties = None, 0
+    if check_top1 and reference and is_classifier_output(np.asarray(reference[0])):
+        top1, ties = top1_agreement(np.asarray(outputs[0], np.float64), np.asarray(reference[0], np.float64), tol)
+    return Comparison(err, ref_max, rtol, tol, top1, bool(err <= tol and top1 is not False), ties)
