@@ -198,13 +198,16 @@ def _torch_reference(source: Source, inputs: dict[str, np.ndarray]) -> list[np.n
 
 def _frontend(source: Source, opts: BuildOptions, steps: Steps):
     given = {} if source.kind == "zoo" else parse_input_shapes(opts.input_shapes)
-    prepared, shapes = steps.run("simplify", lambda: prepare_onnx(source.model, given, source.path or source.name))
+    notes: list[str] = []
+    prepared, shapes = steps.run("simplify", lambda: prepare_onnx(source.model, given, source.path or source.name,
+                                                                  notes))
     dtypes = reference.input_dtypes(prepared)
     inputs = reference.make_inputs(shapes, dtypes, seed=opts.seed)
     ref = steps.run("reference (onnxruntime)", lambda: reference.run_ort(source.model, inputs))
     simplified = reference.run_ort(prepared, inputs)
     parity = reference.compare(simplified, ref, rtol=reference.PASS_RTOL, check_top1=False)
-    parity_record = {"name": "frontend parity (simplified vs source, onnxruntime)", **parity.to_dict()}
+    parity_record = {"name": "frontend parity (simplified vs source, onnxruntime)", **parity.to_dict(),
+                     "normalizations": notes}
     if source.torch_model is not None:
         export = reference.compare(ref, _torch_reference(source, inputs), rtol=reference.BUILD_RTOL)
         parity_record["export"] = {"reference": "PyTorch", **export.to_dict()}

@@ -304,8 +304,14 @@ def simplify(model: onnx.ModelProto, shapes: ShapeDict) -> onnx.ModelProto:
 
 
 def prepare_onnx(model: onnx.ModelProto, given: dict[str | None, tuple[int, ...]],
-                 label: str = "model") -> tuple[onnx.ModelProto, ShapeDict]:
-    """Check, fix input shapes and simplify an ONNX model.
+                 label: str = "model", notes: list[str] | None = None) -> tuple[onnx.ModelProto, ShapeDict]:
+    """Check, normalise (:mod:`edgec.frontend.normalize`), fix input shapes and simplify an ONNX model.
+
+    Args:
+        model: The model as loaded.
+        given: Parsed ``--input-shape`` values.
+        label: How to name the model in messages.
+        notes: Receives, in words, each import normalisation that fired.
 
     Returns:
         ``(simplified model, input shapes)``.
@@ -313,7 +319,12 @@ def prepare_onnx(model: onnx.ModelProto, given: dict[str | None, tuple[int, ...]
     Raises:
         ModelError, UsageError: see :func:`check_model`, :func:`resolve_input_shapes`, :func:`simplify`.
     """
+    from edgec.frontend.normalize import normalize
+
     check_model(model, label)
+    model, applied = normalize(model)
+    if notes is not None:
+        notes.extend(applied)
     shapes = resolve_input_shapes(model, given)
     fixed = fix_input_shapes(model, shapes)
     return simplify(fixed, shapes), shapes
