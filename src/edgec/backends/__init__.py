@@ -64,6 +64,8 @@ class Compiled:
         tuning_source: Where the records came from (a database folder, "shipped ..."), or None.
         schedules: Kernels by provenance of their schedule: ``tuned`` (measured on this machine
             class), ``transferred`` (replayed from another class), ``untuned``.
+        fallbacks: Kernels the code generator failed on for the target, compiled alone for a
+            generic CPU: ``[{"kernel", "reason", "fallback"}]``.
         cubin_archs: SM numbers of embedded CUDA cubins, else empty.
         versions: Versions of the compiler stack.
     """
@@ -80,6 +82,7 @@ class Compiled:
     total_kernels: int = 0
     tuning_source: str | None = None
     schedules: dict[str, int] = field(default_factory=dict)
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
     cubin_archs: list[int] = field(default_factory=list)
     versions: dict[str, str] = field(default_factory=dict)
 

@@ -188,6 +188,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"| compile time | {b.get('compile_seconds', 0):.1f} s (whole build {b.get('total_seconds', 0):.1f} s) |"]
         if b.get("total_tasks"):
             lines.append(f"| schedules | {schedules_line(b)} |")
+        for f in b.get("fallbacks") or []:
+            lines.append(f"| fallback | `{f['kernel']}`: {f['fallback']} (the code generator failed: "
+                         f"{f['reason'][:100]}) |")
         lines.append("")
     passes = [p for p in report.get("passes") or [] if "nodes_before" in p]
     if passes:

@@ -136,6 +136,10 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     result = step(f"compile for {spec.name}", lambda: compile_module(
         fused, spec, library, database, prefused=True, kernels_library=kernels_lib))
     kmap = step("kernel and memory map", lambda: kernel_map(model, fused, spec))
+    fallen = {f["kernel"]: f for f in result.fallbacks}
+    for call in kmap["calls"]:
+        if call["kernel"] in fallen:
+            call["fallback"] = fallen[call["kernel"]]["fallback"]
     counts: dict[str, int] = {}
     if schedules is not None:
         for call in kmap["calls"]:
@@ -147,7 +151,8 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
                     compile_seconds=result.compile_seconds, kernels=kernels, kernel_map=kmap,
                     memory=dict(kmap["memory"]), tuned_kernels=counts.get("tuned", 0) + counts.get("transferred", 0),
                     total_kernels=sum(counts.values()), tuning_source=schedules.label if schedules else None,
-                    schedules=counts, cubin_archs=result.cubin_archs, versions=versions())
+                    schedules=counts, fallbacks=result.fallbacks, cubin_archs=result.cubin_archs,
+                    versions=versions())
 
 
 def kernel_map(model: onnx.ModelProto, fused, spec: TargetSpec) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgec.backends.tvm import cuda
 from edgec.backends.tvm.env import captured_fds
-from edgec.errors import ToolchainError, UnsupportedOpError
+from edgec.errors import CompilerError, ToolchainError, UnsupportedOpError
 from edgec.targets import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,8 @@ class CompileResult:
         cubin_archs: SM numbers of embedded cubins (CUDA targets), else empty.
         tuned_tasks: Fused kernels that got a schedule from the tuning database.
         total_tasks: Fused kernels in the module.
+        fallbacks: Kernels the code generator failed on, compiled alone for a generic CPU:
+            ``[{"kernel", "reason", "fallback"}]``.
     """
 
     library: Path
@@ -34,6 +36,7 @@ class CompileResult:
     cubin_archs: list[int] = field(default_factory=list)
     tuned_tasks: int = 0
     total_tasks: int = 0
+    fallbacks: list[dict[str, str]] = field(default_factory=list)
 
 
 def resolve_native(target: dict[str, Any]) -> dict[str, Any]:
@@ -144,6 +147,7 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
     library = Path(library)
     target = tvm_target(spec)
     start = time.perf_counter()
+    fallbacks: list[dict[str, str]] = []
     try:
         if spec.kind == "cuda":
             import tvm.support.nvcc  # noqa: F401  registers the CUDA compile callback
@@ -152,21 +156,76 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
                 ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
                 _export(ex, spec, library)
         else:
+            try:
+                with captured_fds():
+                    ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
+                extra: list = []
+            except Exception as exc:  # noqa: BLE001  try the per-kernel fallback before giving up
+                if not prefused or _looks_like_toolchain(exc):
+                    raise
+                ex, extra, fallbacks = _compile_with_fallbacks(mod, spec, target, database, exc)
             with captured_fds():
-                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
+                for m in extra:
+                    ex.mod.import_module(m)
                 _export(ex, spec, library)
                 if kernels_library is not None and ex.mod.imports:
-                    _export(ex.mod.imports[0], spec, Path(kernels_library))
-    except (ToolchainError, KeyboardInterrupt):
+                    kernels = ex.mod.imports[0]
+                    for m in extra:
+                        kernels.import_module(m)
+                    _export(kernels, spec, Path(kernels_library))
+    except (ToolchainError, CompilerError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        last = lines[-1] if lines else type(exc).__name__
-        if "compiler" in last.lower() or "ld" in last.split(":")[0]:
+        last = _last_line(exc)
+        if _looks_like_toolchain(exc):
             raise ToolchainError(f"linking the library for '{spec.name}' failed: {last[:200]}",
                                  "rerun with --debug for the compiler output") from exc
         raise UnsupportedOpError(f"TVM failed to compile the model for '{spec.name}': {last[:200]}",
                                  "rerun with --debug for TVM's trace") from exc
     seconds = time.perf_counter() - start
     archs = cuda.cubin_archs(library) if spec.kind == "cuda" else []
-    return CompileResult(library=library, compile_seconds=seconds, cubin_archs=archs)
+    return CompileResult(library=library, compile_seconds=seconds, cubin_archs=archs, fallbacks=fallbacks)
+
+
+def _last_line(exc: Exception) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    return lines[-1] if lines else type(exc).__name__
+
+
+def _looks_like_toolchain(exc: Exception) -> bool:
+    last = _last_line(exc)
+    return "compiler" in last.lower() or "ld" in last.split(":")[0]
+
+
+def _compile_with_fallbacks(fused, spec: TargetSpec, target, database, first: Exception):
+    """Compile with the kernels that fail alone built for a generic CPU (:mod:`edgec.backends.tvm.fallback`).
+
+    Raises:
+        CompilerError: no single kernel fails (the module as a whole does), or a kernel fails
+            for the generic CPU too.
+    """
+    import tvm
+    from tvm.target import Target
+
+    from edgec.backends.tvm.fallback import failing_kernels, fallback_target, split_out
+    from edgec.backends.tvm.pipeline import relax_pipeline
+
+    failing = failing_kernels(fused, target)
+    if not failing:
+        raise CompilerError(f"TVM/LLVM failed on the model for '{spec.name}', though every kernel compiles alone: "
+                            f"{_last_line(first)[:200]}", "rerun with --debug and report it") from first
+    generic = fallback_target(resolve_native(spec.cpu_target))
+    fb = Target(generic)
+    try:
+        with captured_fds():
+            kept, built = split_out(fused, set(failing), fb)
+            ex = tvm.compile(kept, target=target, relax_pipeline=relax_pipeline(target, database, True))
+    except Exception as exc:  # noqa: BLE001
+        names = ", ".join(sorted(failing))
+        raise CompilerError(f"the code generator fails on kernel {names} for '{spec.name}', also for a generic "
+                            f"{generic['mcpu']} CPU: {_last_line(exc)[:160]}",
+                            "rerun with --debug and report it; see kernels.json for its ONNX nodes") from exc
+    log.warning("kernels %s failed to compile for %s; compiled for %s instead", ", ".join(failing),
+                resolve_native(spec.cpu_target).get("mcpu"), generic["mcpu"])
+    return ex, built, [{"kernel": k, "reason": r, "fallback": f"compiled alone for a generic {generic['mcpu']} CPU"}
+                       for k, r in failing.items()]
