@@ -66,9 +66,31 @@ def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
     except Exception as exc:
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else type(exc).__name__
-        raise UnsupportedOpError(f"TVM's ONNX importer failed: {last[:240]}",
-                                 "rerun with --debug for the importer's trace") from exc
+        where = _failing_node(exc, model)
+        raise UnsupportedOpError(f"TVM's ONNX importer failed{where}: {last[:240]}",
+                                 "rewrite that node with supported ops before export, or rerun with --debug "
+                                 "for the importer's trace") from exc
     return mod
+
+
+def _failing_node(exc: Exception, model: onnx.ModelProto) -> str:
+    """`` on op X (node 'n', opset K)`` for the node TVM's importer was converting when it failed, else ``""``.
+
+    The importer converts node by node in a loop whose local ``node`` is the ONNX node; the
+    innermost such frame of the traceback names it.
+    """
+    import traceback
+
+    node = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        candidate = frame.f_locals.get("node")
+        if isinstance(candidate, onnx.NodeProto):
+            node = candidate
+    if node is None:
+        return ""
+    opset = next((o.version for o in model.opset_import if o.domain == node.domain or
+                  (node.domain in ("", "ai.onnx") and o.domain in ("", "ai.onnx"))), None)
+    return f" on op {node.op_type} (node '{node.name or node.output[0]}', opset {opset})"
 
 
 def _clip_with_constant_bounds_as_relax_ops() -> None:
