@@ -561,13 +561,43 @@ def _write_part(source: Source, req: PartRequest, folder: Path, steps: Steps, st
     compiled, verification, plan = compile_part(req, folder, steps, tuning=tuning, verify=verify,
                                                 reference_label=reference_label)
     kernels = steps.run("count fused kernels", lambda: _kernel_counts(req, compiled))
+    speed = None
+    if verify and verification.get("passed") and req.target.verify == "local" and req.target.kind == "cpu":
+        speed = steps.run("quick latency", lambda: quick_latency(compiled.library, req.model, req.inputs,
+                                                                 req.target.cores))
     onnx.save(req.model, str(folder / "model.onnx"))
     report = _part_report(source, req, compiled, verification, kernels, steps, start, folder)
+    if speed:
+        report["build"]["quick_latency"] = speed
+        reports.validate(report)
     write_json(folder / "report.json", report)
     (folder / "report.md").write_text(reports.render_markdown(report))
     manifest = _part_manifest(source, req, compiled, opts_record, folder)
     write_json(folder / "manifest.json", manifest)
     return report, manifest, compiled, plan
+
+
+#: Timed runs of the quick latency a host build's summary shows (``edgec profile`` measures properly).
+QUICK_RUNS = 10
+
+
+def quick_latency(library: Path, model: onnx.ModelProto, inputs: dict[str, np.ndarray],
+                  threads: int) -> dict[str, Any]:
+    """A quick p50 of the artifact beside onnxruntime's (all optimisations), same inputs and threads.
+
+    Returns:
+        ``{"runs", "threads", "edgec_ms_p50", "onnxruntime_ms_p50", "ratio_vs_onnxruntime_p50"}``.
+    """
+    from edgec.devices.local import LocalDevice
+    from edgec.profiling.timing import LatencyStats, interleaved
+
+    run = LocalDevice(threads).prepare(library, list(inputs.values()))
+    sess = reference.ort_session(model, optimized=True, threads=threads)
+    samples = interleaved({"edgec": run, "onnxruntime": lambda: sess.run(None, inputs)}, repeats=QUICK_RUNS,
+                          warmup=2)
+    p50 = {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
+    return {"runs": QUICK_RUNS, "threads": threads, "edgec_ms_p50": p50["edgec"],
+            "onnxruntime_ms_p50": p50["onnxruntime"], "ratio_vs_onnxruntime_p50": p50["edgec"] / p50["onnxruntime"]}
 
 
 def _fail_if_unverified(verification: dict[str, Any], what: str) -> None:

@@ -200,6 +200,11 @@ def print_build_summary(report: dict, artifact: Path) -> None:
             device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
             table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
                               f"--target {t['name']}{device} --minutes 30[/]")
+    q = b.get("quick_latency")
+    if q:
+        table.add_row("speed", f"edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} ms "
+                               f"(p50 of {q['runs']} interleaved runs, {q['threads']} threads; ratio "
+                               f"{q['ratio_vs_onnxruntime_p50']:.2f}; `edgec profile` for the full picture)")
     v = report.get("verification", {})
     style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
     if v.get("cubin_archs") and v.get("passed"):
@@ -272,9 +277,18 @@ def tune(
     table.add_row("database", f"{result.database} ({result.records_before} → {result.records_after} records)")
     table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min, "
                              f"{result.tasks} kernels")
-    if result.est_latency_ms is not None:
+    measured = getattr(result, "measured", None)
+    if measured:
+        table.add_row("measured", f"edgec {measured['edgec_ms_p50']:.2f} ms, onnxruntime "
+                                  f"{measured['onnxruntime_ms_p50']:.2f} ms end to end (p50, {measured['threads']} "
+                                  f"threads; {measured['tuned_kernels']}/{measured['total_kernels']} kernels with "
+                                  "tuned schedules, the rest at their default schedules' cost)")
+    elif result.est_latency_ms is not None:
         label = " [yellow](emulated device: not device speed)[/]" if result.emulated else ""
-        table.add_row("estimate", f"{result.est_latency_ms:.2f} ms per inference (sum of best kernel times){label}")
+        untuned = sum(1 for t in result.per_task if t.get("best_ms") is None)
+        note = f"; {untuned} kernels never measured are not counted" if untuned else ""
+        table.add_row("estimate", f"{result.est_latency_ms:.2f} ms per inference (sum of the best kernel times "
+                                  f"measured{note}){label}")
     table.add_row("next", f"edgec build {model} --target {target}" + (f" --db {db}" if db else "")
                   + " applies these records")
     console.print(table)

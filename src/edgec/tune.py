@@ -50,5 +50,25 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
     where = open_device(url, arch=spec.arch)
     where.probe()
     low = lower(opts, Steps(progress))
-    return backend.tune(low.final, spec, where, trials=trials, minutes=minutes, db=db, per_iter=per_iter,
-                        progress=on_trials, seed=opts.seed)
+    result = backend.tune(low.final, spec, where, trials=trials, minutes=minutes, db=db, per_iter=per_iter,
+                          progress=on_trials, seed=opts.seed)
+    if url.kind == "local" and spec.verify == "local" and spec.kind == "cpu":
+        result.measured = _measure(low, spec, db, progress)
+    return result
+
+
+def _measure(low, spec, db: Path | None, progress: Progress | None) -> dict[str, Any]:
+    """The real latency after tuning: the model compiled with the records (untuned kernels at their
+    default schedules' cost), beside onnxruntime's (:func:`edgec.build.quick_latency`)."""
+    import tempfile
+
+    from edgec.backends import TuningOptions
+    from edgec.build import quick_latency
+
+    if progress:
+        progress("measuring the tuned model end to end")
+    with tempfile.TemporaryDirectory(prefix="edgec-tuned-") as tmp:
+        compiled = get_backend(spec).compile(low.final, spec, Path(tmp), TuningOptions(True, db))
+        out = quick_latency(compiled.library, low.final, low.inputs, spec.cores)
+        out["tuned_kernels"], out["total_kernels"] = compiled.tuned_kernels, compiled.total_kernels
+        return out

@@ -37,6 +37,7 @@ def test_tune_then_build_applies_records(tmp_path):
     assert users_handler in logging.getLogger("tvm.s_tir.meta_schedule").handlers
     assert result.trials >= 6 and record_count(db) == result.records_after > 0
     assert seen and seen[-1].trials_done == result.trials
+    assert result.measured["edgec_ms_p50"] > 0 and result.measured["total_kernels"] >= 1  # measured end to end
     opts.seed = 1
     again = tune(opts, trials=3, db=db, per_iter=3)
     assert again.records_before == result.records_after and again.records_after > again.records_before

@@ -188,6 +188,10 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"| compile time | {b.get('compile_seconds', 0):.1f} s (whole build {b.get('total_seconds', 0):.1f} s) |"]
         if b.get("total_tasks"):
             lines.append(f"| schedules | {schedules_line(b)} |")
+        q = b.get("quick_latency")
+        if q:
+            lines.append(f"| quick latency | edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} "
+                         f"ms (p50 of {q['runs']}, {q['threads']} threads) |")
         for f in b.get("fallbacks") or []:
             lines.append(f"| fallback | `{f['kernel']}`: {f['fallback']} (the code generator failed: "
                          f"{f['reason'][:100]}) |")

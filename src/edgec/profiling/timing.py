@@ -36,16 +36,23 @@ class LatencyStats:
         return dict(self.__dict__)
 
 
+#: Pause before each block (s): long enough for the previous engine's worker threads to stop spinning
+#: and park (TVM's workers spin TVM_THREAD_POOL_SPIN_COUNT = 1e6 rounds, tens of ms on 2 cores).
+SETTLE_S = 0.05
+
+
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup: int = 5, block: int = 5,
-                progress: Callable[[int, int], None] | None = None) -> dict[str, list[float]]:
+                progress: Callable[[int, int], None] | None = None,
+                settle_s: float = SETTLE_S) -> dict[str, list[float]]:
     """Time each callable ``repeats`` times, interleaved in blocks, after ``warmup`` untimed calls each.
 
     Runtimes keep their worker threads spinning for a while after a call (TVM's
     thread pool, onnxruntime's intra-op pool). Alternating single calls would
     make each engine run while the other's threads still spin -- on a 2-core
     machine that doubles both latencies. So the engines alternate in blocks of
-    ``block`` calls, and the first call of each block (run while the previous
-    engine's threads wind down) is not timed. Block order alternates every round.
+    ``block`` calls, each block starts after a pause of ``settle_s`` (the other
+    engine's threads park), and its first call is not timed. Block order
+    alternates every round.
 
     Args:
         fns: ``{name: zero-argument callable}``; each call is one inference.
@@ -68,7 +75,9 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup:
         order = names if r % 2 == 0 else names[::-1]  # alternate order: no fixed first/second position
         for name in order:
             fn = fns[name]
-            fn()  # settle: the previous engine's threads are still spinning
+            if settle_s:
+                time.sleep(settle_s)  # the previous engine's workers stop spinning
+            fn()  # untimed: caches and this engine's own pool warm up again
             for _ in range(timed_per_block):
                 if len(samples[name]) >= repeats:
                     break

@@ -501,9 +501,12 @@ class TuneResult:
         records_before, records_after: Records in the database before/after the run.
         seconds: Wall time of the run (s).
         tasks: Number of tasks (fused kernels) tuned.
-        est_latency_ms: Sum over tasks of weight x best measured kernel time (ms).
+        est_latency_ms: Sum over the measured tasks of weight x best kernel time (ms); kernels without
+            any measurement are not in it (see ``measured``).
         device: Where candidates were measured (``local``, ``rpc://...``).
         emulated: True when measured on the emulated device (figures are not device speed).
+        measured: For local tuning, the model compiled with the records and timed end to end beside
+            onnxruntime (:func:`edgec.build.quick_latency`), else None.
     """
 
     database: Path
@@ -516,6 +519,7 @@ class TuneResult:
     device: str
     emulated: bool = False
     per_task: list[dict[str, Any]] = field(default_factory=list)
+    measured: dict[str, Any] | None = None
 
 
 def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | None, device_kind: str) -> None:
