@@ -139,3 +139,25 @@ def test_one_part_artifact_of_the_old_layout_still_loads(tmp_path):
         art.part("head")
     with pytest.raises(UsageError, match="not an edgec artifact"):
         read_artifact(tmp_path / "nothing")
+
+
+def test_split_cli_lists_cuts_and_builds_a_head_and_tail(run_cli, tmp_path):
+    from edgec.build import BuildOptions, lower
+    from edgec.split import cut_table
+
+    model = tiny_cnn(tmp_path / "m.onnx", size=16)
+    table = cut_table(lower(BuildOptions(model=str(model), passes="none")).final)
+    cuts = {c["tensor"]: c for c in table["cuts"]}
+    assert set(cuts) == {"c1", "r1", "c2", "p"} and table["input"]["bytes_fp32"] == 4 * 3 * 16 * 16
+    assert cuts["r1"]["bytes_fp32"] == 4 * 8 * 16 * 16 and cuts["r1"]["bytes_int8"] == 8 * 16 * 16
+    assert cuts["r1"]["head_macs"] + cuts["r1"]["tail_macs"] == table["macs"]
+    assert cuts["c1"]["head_params"] == 8 * 3 * 9 + 8 and cuts["p"]["tail_params"] == 0
+    assert 0 < table["input"]["jpeg_q90_bytes"] < table["input"]["bytes_uint8"] * 2
+    code, out, err = run_cli("split", str(model), "--list")
+    assert code == 0 and "4 valid cuts" in out and "r1" in out, err
+    code, out, err = run_cli("split", str(model), "--at", "r1", "--out", str(tmp_path / "o"))
+    assert code == 0 and "composition: PASS" in out, err
+    code, _, err = run_cli("split", str(model), "--at", "y", "--out", str(tmp_path / "o"))
+    assert code == 2 and "is a model output" in err
+    code, _, err = run_cli("split", str(model), "--at", "auto")
+    assert code == 2 and "not implemented yet" in err

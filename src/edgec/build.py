@@ -754,6 +754,31 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
     return BuildResult(final, report, manifest)
 
 
+def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str,
+                progress: Progress | None = None) -> BuildResult:
+    """Build a head/tail artifact: ``opts.model`` after the frontend and the passes, cut at tensor ``cut``,
+    the head compiled for ``head_target`` and the tail for ``tail_target``, each verified on its
+    device, and their composition verified against the whole model.
+
+    Raises:
+        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets.
+        (and what :func:`build` and :func:`build_parts` raise)
+    """
+    from edgec.split import split_model
+
+    head_opts = BuildOptions(**{**opts.__dict__, "target": head_target})
+    tail_opts = BuildOptions(**{**opts.__dict__, "target": tail_target})
+    head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
+    steps = Steps(progress)
+    low = lower(opts, steps)
+    head, tail = split_model(low.final, cut)
+    name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
+    parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
+             PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
+    return build_parts(low.source, low.final, parts, [Connection("head", cut, "tail", cut)], Path(opts.out_dir), name,
+                       tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed)
+
+
 def _input_names(model: onnx.ModelProto) -> list[str]:
     return [i.name for i in graph_inputs(model)]
 

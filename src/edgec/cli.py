@@ -242,6 +242,62 @@ def print_build_summary(report: dict, artifact: Path) -> None:
 
 
 @app.command()
+def split(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
+    list_cuts: Annotated[bool, typer.Option("--list", metavar="", help="List every valid cut with its costs.")]
+    = False,
+    at: Annotated[Optional[str], typer.Option(metavar="TENSOR", help="Cut at this tensor (from --list).")] = None,
+    head_target: Annotated[str, typer.Option(metavar="TARGET", help="Target of the head (the device).")] = "host",
+    tail_target: Annotated[str, typer.Option(metavar="TARGET", help="Target of the tail (the server).")] = "host",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Parent folder of the artifact.")]
+    = Path("out"),
+    name: Annotated[Optional[str], typer.Option(metavar="NAME", help="Artifact folder name.")] = None,
+    input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
+    passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
+                                         help="Verify each part and their composition.")] = True,
+) -> None:
+    """Split computing: list where MODEL can be cut, or build a head/tail artifact cut at a tensor."""
+    from edgec.build import BuildOptions, Steps, build_split, check_request, lower
+    from edgec.profiling.report import human_bytes, human_count
+
+    opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, out_dir=out, name=name, verify=verify)
+    if list_cuts == (at is not None):
+        raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")
+    if at == "auto":
+        raise UsageError("choosing the split point by bandwidth is not implemented yet",
+                         f"pick a tensor from `edgec split {model} --list` and give --at TENSOR")
+    if list_cuts:
+        from edgec.split import cut_table
+
+        check_request(opts)
+        with _StepPrinter() as printer:
+            table = cut_table(lower(opts, Steps(printer)).final)
+        i = table["input"]
+        jpeg = f", JPEG q90 of a real image {human_bytes(i['jpeg_q90_bytes'])}" if "jpeg_q90_bytes" in i else ""
+        console.print(f"input {escape(i['name'])} {i['shape']}: {human_bytes(i['bytes_fp32'])} fp32, "
+                      f"{human_bytes(i['bytes_uint8'])} as 8-bit pixels{jpeg}; model {human_count(table['macs'])} "
+                      f"MACs, {human_count(table['params'])} params")
+        t = Table(title=f"{len(table['cuts'])} valid cuts (a single tensor crosses)", title_justify="left")
+        for col in ("tensor", "shape", "fp32", "int8", "head MACs", "tail MACs", "head params", "tail params"):
+            t.add_column(col, justify="left" if col in ("tensor", "shape") else "right")
+        for c in table["cuts"]:
+            t.add_row(escape(c["tensor"]), "x".join(map(str, c["shape"])), human_bytes(c["bytes_fp32"]),
+                      human_bytes(c["bytes_int8"]), human_count(c["head_macs"]), human_count(c["tail_macs"]),
+                      human_count(c["head_params"]), human_count(c["tail_params"]))
+        console.print(t)
+        return
+    with _StepPrinter() as printer:
+        result = build_split(opts, at, head_target, tail_target, progress=printer)
+    from edgec.profiling.report import verification_line
+
+    for p in result.report["parts"]:
+        console.print(f"{p['name']:5} {escape(p['target']['name'])}: {escape(verification_line(p['verification']))}")
+    console.print(f"composition: {escape(verification_line(result.report['verification']))}")
+    console.print(f"[bold green]artifact:[/] {escape(str(result.artifact))} (ARTIFACT:head, ARTIFACT:tail)")
+
+
+@app.command()
 def tune(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
     target: Annotated[str, typer.Option("--target", "-t", metavar="TARGET",
