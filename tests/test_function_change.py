@@ -55,8 +55,9 @@ def test_cli_summary_shows_the_function_line(run_cli, tmp_path, scale_output_pas
     code, out, err = run_cli("build", str(model), "--out", str(tmp_path / "out"), "--passes",
                              "scale_output(factor=1.02)")
     assert code == 0, err
-    assert "verify" in out and "PASS" in out and "vs the model after scale_output(factor=1.02)" in out
-    assert "function" in out and "changed on purpose by scale_output(factor=1.02)" in out and "2.00%" in out
+    flat = " ".join(out.split())  # table cells wrap
+    assert "verify" in flat and "PASS" in flat and "vs the model after scale_output(factor=1.02)" in flat
+    assert "function" in flat and "changed on purpose by scale_output(factor=1.02)" in flat and "2.00%" in flat
     code, _, err = run_cli("build", str(model), "--out", str(tmp_path / "out"), "--passes",
                            "scale_output(factor=-1)")
     assert code == 2 and "factor must be positive" in err and len(err.strip().splitlines()) == 1

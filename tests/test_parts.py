@@ -10,7 +10,9 @@ from onnx import numpy_helper
 
 from conftest import tiny_cnn
 from edgec.artifact import open_part, read_artifact
-from edgec.build import BuildOptions, Connection, PartRequest, build_parts, lower
+from edgec.build import BuildOptions, lower
+from edgec.multipart import build_parts
+from edgec.part import Connection, PartRequest
 from edgec.errors import UsageError, VerificationError
 from edgec.profiling.report import render_markdown, validate
 from edgec.split import split_model, valid_cuts

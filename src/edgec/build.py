@@ -15,18 +15,15 @@ Stages (data flows one way, ``docs/design.md``):
    (:mod:`edgec.artifact`).
 
 An artifact holds one part (today's layout: files at the top) or several named
-parts (``head/``, ``tail/``), each compiled for its own target and verified, plus
-the composition of the parts verified against the whole model
-(:func:`build_parts`). This module orchestrates; it handles no backend IR.
+parts (``head/``, ``tail/``; :mod:`edgec.multipart`). Each part is compiled and verified
+by :mod:`edgec.part`. This module orchestrates; it handles no backend IR.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,18 +31,16 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgec.artifact import MAIN_PART, file_hashes, sha256_bytes, sha256_file, staging_dir, tensor_infos, write_json
-from edgec.backends import Compiled, TuningOptions, get_backend
+from edgec.artifact import MAIN_PART, sha256_bytes, sha256_file, staging_dir
+from edgec.backends import TuningOptions, get_backend
 from edgec.errors import UsageError, VerificationError
 from edgec.frontend import reference
-from edgec.frontend.analysis import graph_stats
-from edgec.frontend.load import graph_inputs, load_onnx, parse_input_shapes, prepare_onnx
-from edgec.profiling import report as reports
-from edgec.targets import TargetSpec, get_target, target_class
+from edgec.frontend.load import load_onnx, parse_input_shapes, prepare_onnx
+from edgec.part import (PartRequest, Progress, Source, Steps, fail_if_unverified, reference_label, write_part)
+from edgec.targets import TargetSpec, get_target
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -109,23 +104,6 @@ class BuildResult:
     manifest: dict[str, Any]
 
 
-@dataclass
-class Source:
-    """The model as it entered the build."""
-
-    name: str
-    kind: str  # "zoo" | "onnx"
-    path: str | None
-    model: onnx.ModelProto
-    sha256: str
-    preprocessing: dict[str, Any] | None
-    torch_model: Any = None
-    weights: str = "onnx"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.kind, "path": self.path, "sha256": self.sha256}
-
-
 def default_name(opts: BuildOptions, spec: TargetSpec) -> str:
     """The artifact folder name when ``--name`` is not given: ``<model>-<target>``."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opts.model).stem) if is_onnx_path(opts.model) else opts.model
@@ -135,21 +113,6 @@ def default_name(opts: BuildOptions, spec: TargetSpec) -> str:
 def is_onnx_path(model: str) -> bool:
     """Whether ``model`` names a file rather than a zoo entry."""
     return model.endswith(".onnx") or "/" in model or Path(model).is_file()
-
-
-class Steps:
-    """Times named steps and reports each to a progress callback as it starts."""
-
-    def __init__(self, progress: Progress | None = None) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.progress = progress or (lambda _m: None)
-
-    def run(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.progress(name)
-        start = time.perf_counter()
-        result = fn()
-        self.records.append({"name": name, "seconds": round(time.perf_counter() - start, 3)})
-        return result
 
 
 def load_source(opts: BuildOptions) -> Source:
@@ -374,247 +337,9 @@ def check_request(opts: BuildOptions) -> TargetSpec:
     return spec
 
 
-# --------------------------------------------------------------------------- parts
-
-
-@dataclass
-class PartRequest:
-    """One part to compile and verify.
-
-    Attributes:
-        name: Part name (``head``, ``tail``; :data:`MAIN_PART` for a one-part artifact).
-        model: ONNX with static shapes to compile.
-        reference: The model the compiled part must match (default: ``model``).
-        target: Its target.
-        inputs: Verification inputs of the part, by input name.
-        passes: Pass records to report (frontend parity first).
-        function_change: The intended function change to report, or None.
-        before_passes: The model before the passes (for kernel counts), or None.
-        input_sets: Named verification input sets (default: ``{"normal": inputs}``).
-    """
-
-    name: str
-    model: onnx.ModelProto
-    target: TargetSpec
-    inputs: dict[str, np.ndarray]
-    reference: onnx.ModelProto | None = None
-    passes: list[dict[str, Any]] = field(default_factory=list)
-    function_change: dict[str, Any] | None = None
-    before_passes: onnx.ModelProto | None = None
-    input_sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
-
-    def sets(self) -> dict[str, dict[str, np.ndarray]]:
-        return self.input_sets or {"normal": self.inputs}
-
-
-@dataclass
-class Connection:
-    """A tensor flowing from one part's output to another part's input."""
-
-    src_part: str
-    src_tensor: str
-    dst_part: str
-    dst_tensor: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"from": {"part": self.src_part, "tensor": self.src_tensor},
-                "to": {"part": self.dst_part, "tensor": self.dst_tensor}}
-
-
-def _run_on_device(plan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:
-    from edgec.devices import verification_device
-
-    device = verification_device(plan.device)
-    return device.run_sets(plan.library, sets, progress=say), device
-
-
-def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]]) -> dict[str, Any]:
-    """Compare per input set at the build tolerance; the worst set's figures lead the record.
-
-    Returns:
-        ``{"sets": [{"name", "max_abs_error", "max_abs_ref", "tolerance", "top1_match", "passed"...}],
-        "worst_set", and the worst set's comparison fields, "passed": every set passed}``.
-    """
-    rows = []
-    for name, outs in outputs.items():
-        cmp = reference.compare(outs, expected[name], rtol=reference.BUILD_RTOL)
-        rows.append({"name": name, **cmp.to_dict()})
-    worst = max(rows, key=lambda r: (not r["passed"], r["max_abs_error"] / max(r["tolerance"], 1e-30)))
-    return {**{k: v for k, v in worst.items() if k != "name"}, "worst_set": worst["name"], "sets": rows,
-            "passed": all(r["passed"] for r in rows)}
-
-
-def _verify_part(req: PartRequest, compiled: Compiled, expected: dict[str, list[np.ndarray]], workdir: Path,
-                 say: Progress, reference_label: str) -> tuple[dict[str, Any], Any]:
-    """Run the compiled part on its verification device on every input set and compare with ``expected``."""
-    backend = get_backend(req.target)
-    plan = backend.verify_plan(req.model, req.target, compiled, workdir)
-    sets = req.sets()
-    outs, device = _run_on_device(plan, [list(v.values()) for v in sets.values()], say)
-    record = {"method": plan.method or getattr(device, "description", plan.device),
-              "reference": reference_label, "emulated": bool(device.emulated), **plan.extra,
-              **compare_sets(dict(zip(sets, outs)), expected)}
-    return record, plan
-
-
-def compile_part(req: PartRequest, folder: Path, steps: Steps, *, tuning: TuningOptions, verify: bool,
-                 reference_label: str) -> tuple[Compiled, dict[str, Any], Any]:
-    """Compile one part into ``folder`` and verify it against onnxruntime on its input sets.
-
-    Returns:
-        ``(compiled, verification record, verify plan or None)``.
-
-    Raises:
-        UnsupportedOpError, ToolchainError, DeviceError: from the backend or the device.
-    """
-    backend = get_backend(req.target)
-    folder.mkdir(parents=True, exist_ok=True)
-    compiled = backend.compile(req.model, req.target, folder, tuning, step=steps.run)
-    if compiled.kernel_map is not None:
-        write_json(folder / "kernels.json", compiled.kernel_map)
-    if not verify:
-        return compiled, {"method": req.target.verify, "skipped": True, "reason": "--no-verify", "passed": None,
-                          "cubin_archs": compiled.cubin_archs}, None
-    session = reference.ort_session(req.reference or req.model)
-    expected = {name: session.run(None, xs) for name, xs in req.sets().items()}
-    with tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
-        record, plan = steps.run("verify", lambda: _verify_part(req, compiled, expected, Path(work), steps.progress,
-                                                                reference_label))
-    return compiled, record, plan
-
-
-def _kernel_counts(req: PartRequest, compiled: Compiled) -> dict[str, Any]:
-    k = dict(compiled.kernels)
-    if req.before_passes is not None and any(p.get("applied") for p in req.passes):
-        before = get_backend(req.target).count_kernels(req.before_passes, req.target)
-        k.update(before_passes=before["count"], standalone_before_passes=before["standalone"])
-    else:
-        k.update(before_passes=k.get("after_passes"), standalone_before_passes=k.get("standalone_after_passes", []))
-    return k
-
-
-def _part_report(source: Source, req: PartRequest, compiled: Compiled, verification: dict[str, Any],
-                 kernels: dict[str, Any], steps: Steps, start: float, folder: Path) -> dict[str, Any]:
-    stats = graph_stats(req.model)
-    before = graph_stats(req.before_passes) if req.before_passes is not None else stats
-    report = {
-        "schema": reports.SCHEMA_ID, "kind": "build", "created": reports.now_iso(),
-        "model": {**source.to_dict(), "params": stats.params, "param_bytes": stats.param_bytes,
-                  "macs": stats.macs, "nodes": stats.nodes, "nodes_before_passes": before.nodes,
-                  "weights": source.weights,
-                  "inputs": tensor_infos(graph_inputs(req.model)), "outputs": tensor_infos(req.model.graph.output)},
-        "target": compiled.target,
-        "build": {"compile_seconds": round(compiled.compile_seconds, 3),
-                  "total_seconds": round(time.perf_counter() - start, 3),
-                  "artifact_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()),
-                  "library_bytes": compiled.library.stat().st_size, "backend": compiled.backend,
-                  "tuned_tasks": compiled.tuned_kernels, "total_tasks": compiled.total_kernels,
-                  "tuning_database": compiled.tuning_source, "schedules": compiled.schedules,
-                  "fallbacks": compiled.fallbacks,
-                  "target_class": target_class(req.target), "cubin_archs": compiled.cubin_archs},
-        "steps": steps.records,
-        "passes": req.passes,
-        "kernels": kernels,
-        "verification": verification,
-        "versions": compiled.versions,
-    }
-    if req.name != MAIN_PART:
-        report["part"] = req.name
-    if req.function_change:
-        report["function_change"] = req.function_change
-    reports.validate(report)
-    return report
-
-
-def _part_manifest(source: Source, req: PartRequest, compiled: Compiled, opts_record: dict[str, Any],
-                   folder: Path) -> dict[str, Any]:
-    passes = [p for p in req.passes if not p.get("name", "").startswith("frontend")]
-    return {
-        "edgec_manifest": 2,
-        "created": reports.now_iso(),
-        "versions": compiled.versions,
-        "model": {"name": source.name, "source": source.kind, "path": source.path, "source_sha256": source.sha256,
-                  "seed": opts_record.get("seed") if source.kind == "zoo" else None, "weights": source.weights},
-        "part": req.name,
-        "target": compiled.target,
-        "library": compiled.library.name,
-        "inputs": tensor_infos(graph_inputs(req.model)),
-        "outputs": tensor_infos(req.model.graph.output),
-        "preprocessing": source.preprocessing if req.name in (MAIN_PART, opts_record.get("first_part")) else None,
-        "steps": ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",
-                  "onnxslim (constant folding, no fusion)", "shape inference"]
-                 + [f"pass:{p.get('label', p['name'])}" for p in passes if p.get("applied")]
-                 + [f"{compiled.backend}: compile for {req.target.name}"],
-        "pass_pipeline": {"spec": opts_record.get("passes"),
-                          "passes": [{"name": p["name"], "label": p.get("label", p["name"]),
-                                      "options": p.get("options", {}), "equivalence": p.get("equivalence"),
-                                      "applied": p.get("applied", 0)} for p in passes]},
-        "function_change": req.function_change,
-        "build_options": opts_record.get("build_options"),
-        "files": file_hashes(folder),
-    }
-
-
-def _write_part(source: Source, req: PartRequest, folder: Path, steps: Steps, start: float, *,
-                tuning: TuningOptions, verify: bool, opts_record: dict[str, Any],
-                reference_label: str) -> tuple[dict[str, Any], dict[str, Any], Compiled, Any]:
-    compiled, verification, plan = compile_part(req, folder, steps, tuning=tuning, verify=verify,
-                                                reference_label=reference_label)
-    kernels = steps.run("count fused kernels", lambda: _kernel_counts(req, compiled))
-    speed = None
-    if verify and verification.get("passed") and req.target.verify == "local" and req.target.kind == "cpu":
-        speed = steps.run("quick latency", lambda: quick_latency(compiled.library, req.model, req.inputs,
-                                                                 req.target.cores))
-    onnx.save(req.model, str(folder / "model.onnx"))
-    report = _part_report(source, req, compiled, verification, kernels, steps, start, folder)
-    if speed:
-        report["build"]["quick_latency"] = speed
-        reports.validate(report)
-    write_json(folder / "report.json", report)
-    (folder / "report.md").write_text(reports.render_markdown(report))
-    manifest = _part_manifest(source, req, compiled, opts_record, folder)
-    write_json(folder / "manifest.json", manifest)
-    return report, manifest, compiled, plan
 
 
 #: Timed runs of the quick latency a host build's summary shows (``edgec profile`` measures properly).
-QUICK_RUNS = 10
-
-
-def quick_latency(library: Path, model: onnx.ModelProto, inputs: dict[str, np.ndarray],
-                  threads: int) -> dict[str, Any]:
-    """A quick p50 of the artifact beside onnxruntime's (all optimisations), same inputs and threads.
-
-    Returns:
-        ``{"runs", "threads", "edgec_ms_p50", "onnxruntime_ms_p50", "ratio_vs_onnxruntime_p50"}``.
-    """
-    from edgec.devices.local import LocalDevice
-    from edgec.profiling.timing import LatencyStats, interleaved
-
-    run = LocalDevice(threads).prepare(library, list(inputs.values()))
-    sess = reference.ort_session(model, optimized=True, threads=threads)
-    samples = interleaved({"edgec": run, "onnxruntime": lambda: sess.run(None, inputs)}, repeats=QUICK_RUNS,
-                          warmup=2)
-    p50 = {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
-    return {"runs": QUICK_RUNS, "threads": threads, "edgec_ms_p50": p50["edgec"],
-            "onnxruntime_ms_p50": p50["onnxruntime"], "ratio_vs_onnxruntime_p50": p50["edgec"] / p50["onnxruntime"]}
-
-
-def _fail_if_unverified(verification: dict[str, Any], what: str) -> None:
-    if verification.get("passed") is False:
-        top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
-        where = f" on the '{verification['worst_set']}' inputs" if verification.get("worst_set") else ""
-        raise VerificationError(
-            f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
-            f"> {verification['tolerance']:.3g}{top1}",
-            "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
-
-
-def _reference_label(function_change: dict[str, Any] | None) -> str:
-    base = "onnxruntime CPU, ORT_DISABLE_ALL"
-    if function_change:
-        return f"{base}, model after {', '.join(function_change['passes'])} (the function-changing passes)"
-    return f"{base}, source model"
 
 
 def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -645,10 +370,10 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
                       function_change=low.function_change, before_passes=low.prepared, input_sets=low.input_sets)
     opts_record = {"seed": opts.seed, "passes": _pipeline_spec(opts.passes), "build_options": opts.record()}
     with staging_dir(Path(opts.out_dir) / name) as tmp:
-        report, manifest, _, _ = _write_part(low.source, req, tmp, steps, start, tuning=opts.tuning,
+        report, manifest, _, _ = write_part(low.source, req, tmp, steps, start, tuning=opts.tuning,
                                              verify=opts.verify, opts_record=opts_record,
-                                             reference_label=_reference_label(low.function_change))
-        _fail_if_unverified(report["verification"], "the artifact's")
+                                             reference_label=reference_label(low.function_change))
+        fail_if_unverified(report["verification"], "the artifact's")
     return BuildResult(Path(opts.out_dir) / name, report, manifest)
 
 
@@ -658,205 +383,3 @@ def _pipeline_spec(passes: Any) -> Any:
     return passes
 
 
-def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection],
-                out_dir: Path, name: str, *, tuning: TuningOptions | None = None, verify: bool = True,
-                progress: Progress | None = None, seed: int = 0) -> BuildResult:
-    """Build a multi-part artifact: each part compiled for its own target and verified, and
-    the composition of the parts verified against the whole model.
-
-    The parts are listed in execution order; a part's inputs are the whole model's inputs
-    of the same name or outputs of earlier parts (``connections``). Each part is verified
-    on its own inputs (the whole model's inputs, or onnxruntime's outputs of the earlier
-    parts); the composition runs every part on its verification device, each fed by the
-    earlier parts' device outputs, and must match onnxruntime's run of ``whole`` within the
-    build tolerance.
-
-    Args:
-        source: The model as it entered (recorded in manifests and reports).
-        whole: The whole model (ONNX, static shapes), the composition's reference.
-        parts: The parts, in execution order (``model``, ``target`` set; ``inputs`` may be
-            empty: they are computed here).
-        connections: Which output feeds which input.
-        out_dir: Parent folder of the artifact.
-        name: Artifact folder name.
-        tuning: Tuning records to apply.
-        verify: Run the numerical checks.
-        progress: Called with each step as it starts.
-        seed: Seed of the verification inputs.
-
-    Returns:
-        The artifact (``<out_dir>/<name>/<part>/`` per part, ``manifest.json`` and ``report.json``
-        at the top).
-
-    Raises:
-        UsageError: duplicate or reserved part names, a part input fed by nothing.
-        VerificationError: a part, or the composition, differs from onnxruntime.
-        (and what :func:`build` raises)
-    """
-    start = time.perf_counter()
-    tuning = tuning or TuningOptions()
-    steps = Steps(progress)
-    _check_parts(whole, parts, connections)
-    shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(whole)}
-    whole_sets = reference.verification_sets(shapes, reference.input_dtypes(whole), seed, source.preprocessing)
-    session = reference.ort_session(whole)
-    whole_outputs = steps.run("reference (onnxruntime)",
-                              lambda: {k: session.run(None, xs) for k, xs in whole_sets.items()})
-    # each part's verification inputs: the whole model's inputs, or earlier parts' onnxruntime outputs, per set
-    for part in parts:
-        part.input_sets = {}
-    for set_name, whole_inputs in whole_sets.items():
-        values: dict[tuple[str, str], np.ndarray] = {}
-        for part in parts:
-            xs = {n: _feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)}
-            part.input_sets[set_name] = xs
-            outs = reference.run_ort(part.reference or part.model, xs)
-            for o, arr in zip(part.model.graph.output, outs):
-                values[(part.name, o.name)] = arr
-    for part in parts:
-        part.inputs = part.input_sets["normal"]
-    final = Path(out_dir) / name
-    records: list[dict[str, Any]] = []
-    with staging_dir(final) as tmp:
-        plans = {}
-        for part in parts:
-            steps.progress(f"part {part.name} ({part.target.name})")
-            report, manifest, compiled, plan = _write_part(
-                source, part, tmp / part.name, steps, start, tuning=tuning, verify=verify,
-                opts_record={"seed": seed, "first_part": parts[0].name}, reference_label=_reference_label(None))
-            _fail_if_unverified(report["verification"], f"part '{part.name}':")
-            plans[part.name] = plan
-            records.append({"name": part.name, "path": part.name, "target": compiled.target,
-                            "library": f"{part.name}/{compiled.library.name}",
-                            "inputs": manifest["inputs"], "outputs": manifest["outputs"],
-                            "verification": report["verification"],
-                            "build": {k: report["build"][k] for k in ("library_bytes", "tuned_tasks", "total_tasks",
-                                                                      "compile_seconds")}})
-        composition = (steps.run("verify the composition", lambda: _verify_composition(
-            parts, plans, connections, whole, whole_sets, whole_outputs, steps.progress)) if verify
-            else {"method": "parts chained on their devices", "skipped": True, "reason": "--no-verify",
-                  "passed": None})
-        report = _whole_report(source, whole, records, connections, composition, steps, start, tmp,
-                               versions=compiled.versions)
-        write_json(tmp / "report.json", report)
-        (tmp / "report.md").write_text(reports.render_markdown(report))
-        manifest = {"edgec_manifest": 2, "created": reports.now_iso(), "versions": report["versions"],
-                    "model": {"name": source.name, "source": source.kind, "path": source.path,
-                              "source_sha256": source.sha256, "weights": source.weights},
-                    "inputs": tensor_infos(graph_inputs(whole)), "outputs": tensor_infos(whole.graph.output),
-                    "preprocessing": source.preprocessing,
-                    "parts": [{k: r[k] for k in ("name", "path", "target", "library", "inputs", "outputs")}
-                              for r in records],
-                    "connections": [c.to_dict() for c in connections],
-                    "files": file_hashes(tmp)}
-        write_json(tmp / "manifest.json", manifest)
-        _fail_if_unverified(composition, "the composed parts'")
-    return BuildResult(final, report, manifest)
-
-
-def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str,
-                progress: Progress | None = None) -> BuildResult:
-    """Build a head/tail artifact: ``opts.model`` after the frontend and the passes, cut at tensor ``cut``,
-    the head compiled for ``head_target`` and the tail for ``tail_target``, each verified on its
-    device, and their composition verified against the whole model.
-
-    Raises:
-        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets.
-        (and what :func:`build` and :func:`build_parts` raise)
-    """
-    from edgec.split import split_model
-
-    head_opts = BuildOptions(**{**opts.__dict__, "target": head_target})
-    tail_opts = BuildOptions(**{**opts.__dict__, "target": tail_target})
-    head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
-    steps = Steps(progress)
-    low = lower(opts, steps)
-    head, tail = split_model(low.final, cut)
-    name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
-    parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
-             PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
-    return build_parts(low.source, low.final, parts, [Connection("head", cut, "tail", cut)], Path(opts.out_dir), name,
-                       tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed)
-
-
-def _input_names(model: onnx.ModelProto) -> list[str]:
-    return [i.name for i in graph_inputs(model)]
-
-
-def _feed(part: str, tensor: str, whole_inputs: dict[str, np.ndarray], values: dict[tuple[str, str], np.ndarray],
-          connections: list[Connection]) -> np.ndarray:
-    for c in connections:
-        if c.dst_part == part and c.dst_tensor == tensor:
-            return values[(c.src_part, c.src_tensor)]
-    return whole_inputs[tensor]
-
-
-def _check_parts(whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection]) -> None:
-    names = [p.name for p in parts]
-    if len(set(names)) != len(names) or MAIN_PART in names:
-        raise UsageError(f"part names must be unique and not '{MAIN_PART}': {', '.join(names)}",
-                         "name the parts e.g. head and tail")
-    for p in names:
-        if not re.fullmatch(r"[A-Za-z0-9_-]+", p):
-            raise UsageError(f"part name '{p}' is not a plain folder name", "use letters, digits, _ and -")
-    whole_in = set(_input_names(whole))
-    produced: set[tuple[str, str]] = set()
-    for part in parts:
-        for n in _input_names(part.model):
-            fed = [c for c in connections if c.dst_part == part.name and c.dst_tensor == n]
-            if fed and (fed[0].src_part, fed[0].src_tensor) not in produced:
-                raise UsageError(f"part '{part.name}' input '{n}' is fed by {fed[0].src_part}:{fed[0].src_tensor}, "
-                                 "which no earlier part produces", "list the parts in execution order")
-            if not fed and n not in whole_in:
-                raise UsageError(f"part '{part.name}' input '{n}' is fed by nothing",
-                                 "connect it to an earlier part's output")
-        produced |= {(part.name, o.name) for o in part.model.graph.output}
-
-
-def _verify_composition(parts: list[PartRequest], plans: dict[str, Any], connections: list[Connection],
-                        whole: onnx.ModelProto, whole_sets: dict[str, dict[str, np.ndarray]],
-                        whole_outputs: dict[str, list[np.ndarray]], say: Progress) -> dict[str, Any]:
-    """Chain the parts on their verification devices, per input set, and compare with the whole model."""
-    values = {k: {} for k in whole_sets}
-    emulated = False
-    for part in parts:
-        args = [[_feed(part.name, n, whole_sets[k], values[k], connections) for n in _input_names(part.model)]
-                for k in whole_sets]
-        outs, device = _run_on_device(plans[part.name], args, say)
-        emulated = emulated or bool(device.emulated)
-        for k, set_outs in zip(whole_sets, outs):
-            for o, arr in zip(part.model.graph.output, set_outs):
-                values[k][(part.name, o.name)] = arr
-    finals = {k: [_whole_output(o.name, parts, values[k]) for o in whole.graph.output] for k in whole_sets}
-    return {"method": "parts chained on their verification devices: " + " -> ".join(
-        f"{p.name} ({plans[p.name].device})" for p in parts),
-            "reference": "onnxruntime CPU, ORT_DISABLE_ALL, whole model", "emulated": emulated,
-            **compare_sets(finals, whole_outputs)}
-
-
-def _whole_output(name: str, parts: list[PartRequest], values: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
-    for part in reversed(parts):
-        if (part.name, name) in values:
-            return values[(part.name, name)]
-    raise UsageError(f"no part produces the model output '{name}'", "the last part must end at the model's outputs")
-
-
-def _whole_report(source: Source, whole: onnx.ModelProto, parts: list[dict[str, Any]],
-                  connections: list[Connection], composition: dict[str, Any], steps: Steps, start: float,
-                  folder: Path, versions: dict[str, str]) -> dict[str, Any]:
-    stats = graph_stats(whole)
-    report = {
-        "schema": reports.SCHEMA_ID, "kind": "build", "created": reports.now_iso(),
-        "model": {**source.to_dict(), "params": stats.params, "param_bytes": stats.param_bytes, "macs": stats.macs,
-                  "nodes": stats.nodes, "weights": source.weights,
-                  "inputs": tensor_infos(graph_inputs(whole)), "outputs": tensor_infos(whole.graph.output)},
-        "parts": parts,
-        "connections": [c.to_dict() for c in connections],
-        "build": {"total_seconds": round(time.perf_counter() - start, 3),
-                  "artifact_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())},
-        "steps": steps.records,
-        "verification": composition,
-        "versions": versions,
-    }
-    reports.validate(report)
-    return report

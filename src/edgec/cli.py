@@ -258,7 +258,8 @@ def split(
                                          help="Verify each part and their composition.")] = True,
 ) -> None:
     """Split computing: list where MODEL can be cut, or build a head/tail artifact cut at a tensor."""
-    from edgec.build import BuildOptions, Steps, build_split, check_request, lower
+    from edgec.build import BuildOptions, Steps, check_request, lower
+    from edgec.multipart import build_split
     from edgec.profiling.report import human_bytes, human_count
 
     opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, out_dir=out, name=name, verify=verify)

@@ -63,7 +63,7 @@ def _measure(low, spec, db: Path | None, progress: Progress | None) -> dict[str,
     import tempfile
 
     from edgec.backends import TuningOptions
-    from edgec.build import quick_latency
+    from edgec.part import quick_latency
 
     if progress:
         progress("measuring the tuned model end to end")

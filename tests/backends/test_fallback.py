@@ -3,7 +3,6 @@ is exit 8 naming the kernel."""
 
 import numpy as np
 import onnx
-import pytest
 
 from conftest import tiny_cnn
 

@@ -1,0 +1,228 @@
+"""Artifacts with several parts: a split deployment's head and tail, each compiled for its own
+target and verified, and the composition of the parts verified against the whole model.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgec.artifact import MAIN_PART, file_hashes, staging_dir, tensor_infos, write_json
+from edgec.backends import TuningOptions
+from edgec.build import BuildOptions, BuildResult, check_request, lower
+from edgec.errors import UsageError
+from edgec.frontend import reference
+from edgec.frontend.analysis import graph_stats
+from edgec.frontend.load import graph_inputs
+from edgec.part import (Connection, PartRequest, Progress, Source, Steps, fail_if_unverified, reference_label,
+                        run_on_device, write_part, compare_sets)
+from edgec.profiling import report as reports
+
+
+def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection],
+                out_dir: Path, name: str, *, tuning: TuningOptions | None = None, verify: bool = True,
+                progress: Progress | None = None, seed: int = 0) -> BuildResult:
+    """Build a multi-part artifact: each part compiled for its own target and verified, and
+    the composition of the parts verified against the whole model.
+
+    The parts are listed in execution order; a part's inputs are the whole model's inputs
+    of the same name or outputs of earlier parts (``connections``). Each part is verified
+    on its own inputs (the whole model's inputs, or onnxruntime's outputs of the earlier
+    parts); the composition runs every part on its verification device, each fed by the
+    earlier parts' device outputs, and must match onnxruntime's run of ``whole`` within the
+    build tolerance.
+
+    Args:
+        source: The model as it entered (recorded in manifests and reports).
+        whole: The whole model (ONNX, static shapes), the composition's reference.
+        parts: The parts, in execution order (``model``, ``target`` set; ``inputs`` may be
+            empty: they are computed here).
+        connections: Which output feeds which input.
+        out_dir: Parent folder of the artifact.
+        name: Artifact folder name.
+        tuning: Tuning records to apply.
+        verify: Run the numerical checks.
+        progress: Called with each step as it starts.
+        seed: Seed of the verification inputs.
+
+    Returns:
+        The artifact (``<out_dir>/<name>/<part>/`` per part, ``manifest.json`` and ``report.json``
+        at the top).
+
+    Raises:
+        UsageError: duplicate or reserved part names, a part input fed by nothing.
+        VerificationError: a part, or the composition, differs from onnxruntime.
+        (and what :func:`build` raises)
+    """
+    start = time.perf_counter()
+    tuning = tuning or TuningOptions()
+    steps = Steps(progress)
+    _check_parts(whole, parts, connections)
+    shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(whole)}
+    whole_sets = reference.verification_sets(shapes, reference.input_dtypes(whole), seed, source.preprocessing)
+    session = reference.ort_session(whole)
+    whole_outputs = steps.run("reference (onnxruntime)",
+                              lambda: {k: session.run(None, xs) for k, xs in whole_sets.items()})
+    # each part's verification inputs: the whole model's inputs, or earlier parts' onnxruntime outputs, per set
+    for part in parts:
+        part.input_sets = {}
+    for set_name, whole_inputs in whole_sets.items():
+        values: dict[tuple[str, str], np.ndarray] = {}
+        for part in parts:
+            xs = {n: _feed(part.name, n, whole_inputs, values, connections) for n in _input_names(part.model)}
+            part.input_sets[set_name] = xs
+            outs = reference.run_ort(part.reference or part.model, xs)
+            for o, arr in zip(part.model.graph.output, outs):
+                values[(part.name, o.name)] = arr
+    for part in parts:
+        part.inputs = part.input_sets["normal"]
+    final = Path(out_dir) / name
+    records: list[dict[str, Any]] = []
+    with staging_dir(final) as tmp:
+        plans = {}
+        for part in parts:
+            steps.progress(f"part {part.name} ({part.target.name})")
+            report, manifest, compiled, plan = write_part(
+                source, part, tmp / part.name, steps, start, tuning=tuning, verify=verify,
+                opts_record={"seed": seed, "first_part": parts[0].name}, reference_label=reference_label(None))
+            fail_if_unverified(report["verification"], f"part '{part.name}':")
+            plans[part.name] = plan
+            records.append({"name": part.name, "path": part.name, "target": compiled.target,
+                            "library": f"{part.name}/{compiled.library.name}",
+                            "inputs": manifest["inputs"], "outputs": manifest["outputs"],
+                            "verification": report["verification"],
+                            "build": {k: report["build"][k] for k in ("library_bytes", "tuned_tasks", "total_tasks",
+                                                                      "compile_seconds")}})
+        composition = (steps.run("verify the composition", lambda: _verify_composition(
+            parts, plans, connections, whole, whole_sets, whole_outputs, steps.progress)) if verify
+            else {"method": "parts chained on their devices", "skipped": True, "reason": "--no-verify",
+                  "passed": None})
+        report = _whole_report(source, whole, records, connections, composition, steps, start, tmp,
+                               versions=compiled.versions)
+        write_json(tmp / "report.json", report)
+        (tmp / "report.md").write_text(reports.render_markdown(report))
+        manifest = {"edgec_manifest": 2, "created": reports.now_iso(), "versions": report["versions"],
+                    "model": {"name": source.name, "source": source.kind, "path": source.path,
+                              "source_sha256": source.sha256, "weights": source.weights},
+                    "inputs": tensor_infos(graph_inputs(whole)), "outputs": tensor_infos(whole.graph.output),
+                    "preprocessing": source.preprocessing,
+                    "parts": [{k: r[k] for k in ("name", "path", "target", "library", "inputs", "outputs")}
+                              for r in records],
+                    "connections": [c.to_dict() for c in connections],
+                    "files": file_hashes(tmp)}
+        write_json(tmp / "manifest.json", manifest)
+        fail_if_unverified(composition, "the composed parts'")
+    return BuildResult(final, report, manifest)
+
+
+def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str,
+                progress: Progress | None = None) -> BuildResult:
+    """Build a head/tail artifact: ``opts.model`` after the frontend and the passes, cut at tensor ``cut``,
+    the head compiled for ``head_target`` and the tail for ``tail_target``, each verified on its
+    device, and their composition verified against the whole model.
+
+    Raises:
+        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets.
+        (and what :func:`build` and :func:`build_parts` raise)
+    """
+    from edgec.split import split_model
+
+    head_opts = BuildOptions(**{**opts.__dict__, "target": head_target})
+    tail_opts = BuildOptions(**{**opts.__dict__, "target": tail_target})
+    head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
+    steps = Steps(progress)
+    low = lower(opts, steps)
+    head, tail = split_model(low.final, cut)
+    name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
+    parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
+             PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
+    return build_parts(low.source, low.final, parts, [Connection("head", cut, "tail", cut)], Path(opts.out_dir), name,
+                       tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed)
+
+
+def _input_names(model: onnx.ModelProto) -> list[str]:
+    return [i.name for i in graph_inputs(model)]
+
+
+def _feed(part: str, tensor: str, whole_inputs: dict[str, np.ndarray], values: dict[tuple[str, str], np.ndarray],
+          connections: list[Connection]) -> np.ndarray:
+    for c in connections:
+        if c.dst_part == part and c.dst_tensor == tensor:
+            return values[(c.src_part, c.src_tensor)]
+    return whole_inputs[tensor]
+
+
+def _check_parts(whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection]) -> None:
+    names = [p.name for p in parts]
+    if len(set(names)) != len(names) or MAIN_PART in names:
+        raise UsageError(f"part names must be unique and not '{MAIN_PART}': {', '.join(names)}",
+                         "name the parts e.g. head and tail")
+    for p in names:
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", p):
+            raise UsageError(f"part name '{p}' is not a plain folder name", "use letters, digits, _ and -")
+    whole_in = set(_input_names(whole))
+    produced: set[tuple[str, str]] = set()
+    for part in parts:
+        for n in _input_names(part.model):
+            fed = [c for c in connections if c.dst_part == part.name and c.dst_tensor == n]
+            if fed and (fed[0].src_part, fed[0].src_tensor) not in produced:
+                raise UsageError(f"part '{part.name}' input '{n}' is fed by {fed[0].src_part}:{fed[0].src_tensor}, "
+                                 "which no earlier part produces", "list the parts in execution order")
+            if not fed and n not in whole_in:
+                raise UsageError(f"part '{part.name}' input '{n}' is fed by nothing",
+                                 "connect it to an earlier part's output")
+        produced |= {(part.name, o.name) for o in part.model.graph.output}
+
+
+def _verify_composition(parts: list[PartRequest], plans: dict[str, Any], connections: list[Connection],
+                        whole: onnx.ModelProto, whole_sets: dict[str, dict[str, np.ndarray]],
+                        whole_outputs: dict[str, list[np.ndarray]], say: Progress) -> dict[str, Any]:
+    """Chain the parts on their verification devices, per input set, and compare with the whole model."""
+    values = {k: {} for k in whole_sets}
+    emulated = False
+    for part in parts:
+        args = [[_feed(part.name, n, whole_sets[k], values[k], connections) for n in _input_names(part.model)]
+                for k in whole_sets]
+        outs, device = run_on_device(plans[part.name], args, say)
+        emulated = emulated or bool(device.emulated)
+        for k, set_outs in zip(whole_sets, outs):
+            for o, arr in zip(part.model.graph.output, set_outs):
+                values[k][(part.name, o.name)] = arr
+    finals = {k: [_whole_output(o.name, parts, values[k]) for o in whole.graph.output] for k in whole_sets}
+    return {"method": "parts chained on their verification devices: " + " -> ".join(
+        f"{p.name} ({plans[p.name].device})" for p in parts),
+            "reference": "onnxruntime CPU, ORT_DISABLE_ALL, whole model", "emulated": emulated,
+            **compare_sets(finals, whole_outputs)}
+
+
+def _whole_output(name: str, parts: list[PartRequest], values: dict[tuple[str, str], np.ndarray]) -> np.ndarray:
+    for part in reversed(parts):
+        if (part.name, name) in values:
+            return values[(part.name, name)]
+    raise UsageError(f"no part produces the model output '{name}'", "the last part must end at the model's outputs")
+
+
+def _whole_report(source: Source, whole: onnx.ModelProto, parts: list[dict[str, Any]],
+                  connections: list[Connection], composition: dict[str, Any], steps: Steps, start: float,
+                  folder: Path, versions: dict[str, str]) -> dict[str, Any]:
+    stats = graph_stats(whole)
+    report = {
+        "schema": reports.SCHEMA_ID, "kind": "build", "created": reports.now_iso(),
+        "model": {**source.to_dict(), "params": stats.params, "param_bytes": stats.param_bytes, "macs": stats.macs,
+                  "nodes": stats.nodes, "weights": source.weights,
+                  "inputs": tensor_infos(graph_inputs(whole)), "outputs": tensor_infos(whole.graph.output)},
+        "parts": parts,
+        "connections": [c.to_dict() for c in connections],
+        "build": {"total_seconds": round(time.perf_counter() - start, 3),
+                  "artifact_bytes": sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())},
+        "steps": steps.records,
+        "verification": composition,
+        "versions": versions,
+    }
+    reports.validate(report)
+    return report
