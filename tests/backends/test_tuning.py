@@ -43,7 +43,7 @@ def test_tune_then_build_applies_records(tmp_path):
     assert again.records_before == result.records_after and again.records_after > again.records_before
     built = build(BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out", tune_db=db))
     b = built.report["build"]
-    assert b["tuned_tasks"] >= 1 and b["total_tasks"] >= b["tuned_tasks"] and b["tuning_database"] == str(db)
+    assert b["tuned_tasks"] >= 1 and b["total_tasks"] >= b["tuned_tasks"] and b["tuning_database"] == f"user database {db}"
     assert built.report["verification"]["passed"]
     untuned = build(BuildOptions(model=str(model), target="host", out_dir=tmp_path / "out2", tune_db=db,
                                  use_tune_db=False))

@@ -106,7 +106,11 @@ def test_compare_tolerance_and_top1():
     ref = [np.array([[0.0, 10.0, 2.0]])]
     assert compare([ref[0] + 5e-4], ref, rtol=1e-4).passed
     assert not compare([ref[0] + 2e-3], ref, rtol=1e-4).passed
-    swapped = [np.array([[0.0, 2.0, 10.0]])]
-    c = compare(swapped, ref, rtol=10.0)
-    assert c.top1_match is False and not c.passed
+    # within the error tolerance (4.6 <= 5) but the classes it swapped are 8 apart in the reference
+    swapped = [np.array([[0.0, 6.5, 6.6]])]
+    c = compare(swapped, ref, rtol=0.5)
+    assert c.max_abs_error <= c.tolerance and c.top1_match is False and not c.passed
+    # a swap between classes the reference scores within the tolerance is a near-tie, not a failure
+    near = compare([np.array([[0.0, 10.0, 10.0 + 1e-4]])], [np.array([[0.0, 10.0, 10.0 - 1e-4]])], rtol=1e-4)
+    assert near.top1_match is True and near.top1_near_ties == 1 and near.passed
     assert not compare([np.full((1, 3), np.nan)], ref).passed
