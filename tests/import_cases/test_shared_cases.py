@@ -69,3 +69,41 @@ def test_user_samples_are_a_verification_set(tmp_path):
     result = build(BuildOptions(model=str(CASES / "mvn_large_mean_input.onnx"), out_dir=tmp_path / "o",
                                 verify_inputs=[tmp_path / "depth.npz"]))
     assert "user:depth.npz" in {s["name"] for s in result.report["verification"]["sets"]}
+
+
+# One CPU of each x86 class, whatever this machine is: the AVX2 LLVM crash of pad21 lived in the code
+# generator, so each case is compiled for both classes here, and run where this CPU can run the code.
+X86_CPUS = {"haswell": ("avx2", "x86_64-avx2"), "znver3": ("avx2", "x86_64-avx2"),
+            "skylake-avx512": ("avx512f", "x86_64-avx512"), "znver4": ("avx512f", "x86_64-avx512")}
+RUNNABLE = {"haswell": {"avx2", "fma", "bmi2", "f16c"}, "skylake-avx512": {"avx512f", "avx512bw", "avx512dq",
+                                                                          "avx512vl", "avx512cd"}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mcpu", sorted(X86_CPUS))
+def test_cases_build_for_each_x86_class(mcpu, tmp_path):
+    import json
+
+    from edgec.targets import get_target, target_class
+
+    isa, cls = X86_CPUS[mcpu]
+    spec = {"name": f"x86-{mcpu}", "description": f"x86-64 {mcpu}", "kind": "cpu", "arch": "x86_64",
+            "datasheet": "LLVM CPU name", "library": "model.so", "verify": "local",
+            "tvm": {"kind": "llvm", "mtriple": "x86_64-linux-gnu", "mcpu": mcpu, "mattr": [f"+{isa}"]}}
+    target_file = tmp_path / f"{mcpu}.json"
+    target_file.write_text(json.dumps(spec))
+    assert target_class(get_target(str(target_file))) == cls
+    runnable = mcpu in RUNNABLE and RUNNABLE[mcpu] <= _cpu_flags()
+    for name in BUILDS:
+        result = build(BuildOptions(model=str(CASES / f"{name}.onnx"), target=str(target_file),
+                                    out_dir=tmp_path / name, verify=runnable, use_tune_db=False))
+        assert (result.artifact / "model.so").exists(), name
+        if runnable:
+            assert result.report["verification"]["passed"], (name, result.report["verification"])
+
+
+def _cpu_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
