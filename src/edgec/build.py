@@ -62,6 +62,8 @@ class BuildOptions:
         dump_ir: Folder receiving the ONNX after each pass.
         tune_db: Tuning database folder (None: the default one for the target).
         use_tune_db: Apply a tuning database when one exists.
+        default_schedule: Give CPU kernels that no tuning record covers edgec's rule-based
+            default schedule (False: TVM's single-threaded default, for benchmarks).
         model_kwargs: Extra zoo factory arguments (e.g. ``width_mult``).
         verify_inputs: The user's own verification samples (``.npz``, ``.npy`` or images), checked
             besides the generated input sets.
@@ -80,18 +82,21 @@ class BuildOptions:
     dump_ir: Path | None = None
     tune_db: Path | None = None
     use_tune_db: bool = True
+    default_schedule: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     verify_inputs: list[Path] = field(default_factory=list)
 
     @property
     def tuning(self) -> TuningOptions:
-        return TuningOptions(use_database=self.use_tune_db, database=self.tune_db)
+        return TuningOptions(use_database=self.use_tune_db, database=self.tune_db,
+                             default_schedule=self.default_schedule)
 
     def record(self) -> dict[str, Any]:
         """The options that decide what an artifact holds (recorded in its manifest, compared for reuse)."""
         return {"model": self.model, "target": self.target, "input_shapes": list(self.input_shapes or []),
                 "weights": str(self.weights) if self.weights else None, "pretrained": self.pretrained,
                 "seed": self.seed, "passes": _pipeline_spec(self.passes), "use_tune_db": self.use_tune_db,
+                "default_schedule": self.default_schedule,
                 "tune_db": str(self.tune_db) if self.tune_db else None, "model_kwargs": dict(self.model_kwargs)}
 
 

@@ -196,7 +196,7 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     if b.get("total_tasks") or t.get("kind") == "cpu":
         sched = b.get("schedules") or {}
         table.add_row("tuning", escape(schedules_line(b)))
-        if sched.get("transferred") or sched.get("untuned") or not b.get("total_tasks"):
+        if sched.get("transferred") or sched.get("default") or sched.get("untuned") or not b.get("total_tasks"):
             device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
             table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
                               f"--target {t['name']}{device} --minutes 30[/]")

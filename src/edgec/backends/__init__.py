@@ -37,10 +37,13 @@ class TuningOptions:
     Attributes:
         use_database: Apply tuning records (the user's database and the shipped ones).
         database: The user's database folder (None: the default one for the target).
+        default_schedule: Give CPU kernels that no record covers a rule-based default schedule
+            (parallel, vectorized) instead of TVM's single-threaded scalar one.
     """
 
     use_database: bool = True
     database: Path | None = None
+    default_schedule: bool = True
 
 
 @dataclass

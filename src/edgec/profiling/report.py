@@ -97,7 +97,7 @@ def verification_sets_markdown(v: dict[str, Any] | None) -> list[str]:
 
 
 def schedules_line(build: dict[str, Any], target: str | None = None) -> str:
-    """Where the kernels' schedules came from, in one line (tuned / transferred / untuned)."""
+    """Where the kernels' schedules came from, in one line (tuned / transferred / default / untuned)."""
     sched = build.get("schedules") or {}
     total = build.get("total_tasks") or sum(sched.values())
     if not total:
@@ -107,6 +107,8 @@ def schedules_line(build: dict[str, Any], target: str | None = None) -> str:
         parts.append(f"{sched['tuned']} tuned for {build.get('target_class', 'this class')}")
     if sched.get("transferred"):
         parts.append(f"{sched['transferred']} transferred from another machine class (replayed, not measured here)")
+    if sched.get("default"):
+        parts.append(f"{sched['default']} with edgec's default schedule (parallel, vectorized; no record)")
     if sched.get("untuned"):
         parts.append(f"{sched['untuned']} untuned (TVM's default schedule)")
     line = f"{build.get('tuned_tasks', 0)}/{total} kernels with tuned schedules: " + ", ".join(parts)

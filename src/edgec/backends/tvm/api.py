@@ -115,6 +115,8 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     """
     from edgec.backends.tvm import tuning as tuning_db
     from edgec.backends.tvm.compile import compile_module, tvm_target
+    from edgec.backends.tvm.default_schedule import DEFAULT
+    from edgec.backends.tvm.default_schedule import SOURCE as DEFAULT_SOURCE
     from edgec.backends.tvm.env import versions
     from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, fused_module, standalone_kernels
 
@@ -134,7 +136,8 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     library = out_dir / spec.library
     kernels_lib = out_dir / KERNELS_LIBRARY if spec.kind == "cpu" else None
     result = step(f"compile for {spec.name}", lambda: compile_module(
-        fused, spec, library, database, prefused=True, kernels_library=kernels_lib))
+        fused, spec, library, database, prefused=True, kernels_library=kernels_lib,
+        default_schedule=tuning.default_schedule))
     kmap = step("kernel and memory map", lambda: kernel_map(model, fused, spec))
     fallen = {f["kernel"]: f for f in result.fallbacks}
     for call in kmap["calls"]:
@@ -142,10 +145,15 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
             call["fallback"] = fallen[call["kernel"]]["fallback"]
     counts: dict[str, int] = {}
     if schedules is not None:
-        for call in kmap["calls"]:
-            call["schedule"] = schedules.provenance.get(call["kernel"], {"kind": tuning_db.UNTUNED,
-                                                                         "source": "not a tunable kernel"})
+        schedules.mark_default(result.default_scheduled)
         counts = schedules.counts()
+    for call in kmap["calls"]:
+        if schedules is not None and call["kernel"] in schedules.provenance:
+            call["schedule"] = schedules.provenance[call["kernel"]]
+        elif call["kernel"] in result.default_scheduled:
+            call["schedule"] = {"kind": DEFAULT, "source": DEFAULT_SOURCE}
+        elif schedules is not None:
+            call["schedule"] = {"kind": tuning_db.UNTUNED, "source": "not a tunable kernel"}
     files = [p.name for p in (library, kernels_lib) if p is not None and p.exists()]
     return Compiled(backend=name, target=resolved_target(spec), library=library, files=files,
                     compile_seconds=result.compile_seconds, kernels=kernels, kernel_map=kmap,

@@ -29,6 +29,7 @@ class CompileResult:
         total_tasks: Fused kernels in the module.
         fallbacks: Kernels the code generator failed on, compiled alone for a generic CPU:
             ``[{"kernel", "reason", "fallback"}]``.
+        default_scheduled: Kernels that got edgec's default schedule (no tuning record).
     """
 
     library: Path
@@ -37,6 +38,7 @@ class CompileResult:
     tuned_tasks: int = 0
     total_tasks: int = 0
     fallbacks: list[dict[str, str]] = field(default_factory=list)
+    default_scheduled: list[str] = field(default_factory=list)
 
 
 def resolve_native(target: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +120,8 @@ def _export(ex, spec: TargetSpec, path: Path) -> None:
 
 
 def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = None,
-                   prefused: bool = False, kernels_library: str | Path | None = None) -> CompileResult:
+                   prefused: bool = False, kernels_library: str | Path | None = None,
+                   default_schedule: bool = True) -> CompileResult:
     """Lower ``mod`` with edgec's Relax pipeline and export the device library.
 
     Args:
@@ -131,6 +134,8 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
             kernel is then a top-level function, which is what per-kernel profiling times with
             ``time_evaluator`` -- also over RPC, where the VM library's kernels are not reachable.
             CPU targets only.
+        default_schedule: Give CPU kernels without a tuning record edgec's default schedule
+            (:mod:`edgec.backends.tvm.default_schedule`).
 
     Returns:
         A :class:`CompileResult`.
@@ -148,22 +153,28 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
     target = tvm_target(spec)
     start = time.perf_counter()
     fallbacks: list[dict[str, str]] = []
+    applied: set[str] = set()
+
+    def pipeline(db):
+        return relax_pipeline(target, db, prefused, default_schedule, applied)
+
     try:
         if spec.kind == "cuda":
             import tvm.support.nvcc  # noqa: F401  registers the CUDA compile callback
 
             with cuda.cuda_env(spec.tvm["arch"]), target, captured_fds():
-                ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
+                ex = tvm.compile(mod, target=target, relax_pipeline=pipeline(database))
                 _export(ex, spec, library)
         else:
             try:
                 with captured_fds():
-                    ex = tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target, database, prefused))
+                    ex = tvm.compile(mod, target=target, relax_pipeline=pipeline(database))
                 extra: list = []
             except Exception as exc:  # noqa: BLE001  try the per-kernel fallback before giving up
                 if not prefused or _looks_like_toolchain(exc):
                     raise
-                ex, extra, fallbacks = _compile_with_fallbacks(mod, spec, target, database, exc)
+                applied.clear()
+                ex, extra, fallbacks = _compile_with_fallbacks(mod, spec, target, pipeline(database), exc)
             with captured_fds():
                 for m in extra:
                     ex.mod.import_module(m)
@@ -184,7 +195,8 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
                                  "rerun with --debug for TVM's trace") from exc
     seconds = time.perf_counter() - start
     archs = cuda.cubin_archs(library) if spec.kind == "cuda" else []
-    return CompileResult(library=library, compile_seconds=seconds, cubin_archs=archs, fallbacks=fallbacks)
+    return CompileResult(library=library, compile_seconds=seconds, cubin_archs=archs, fallbacks=fallbacks,
+                         default_scheduled=sorted(applied))
 
 
 def _last_line(exc: Exception) -> str:
@@ -197,7 +209,7 @@ def _looks_like_toolchain(exc: Exception) -> bool:
     return "compiler" in last.lower() or "ld" in last.split(":")[0]
 
 
-def _compile_with_fallbacks(fused, spec: TargetSpec, target, database, first: Exception):
+def _compile_with_fallbacks(fused, spec: TargetSpec, target, pipeline, first: Exception):
     """Compile with the kernels that fail alone built for a generic CPU (:mod:`edgec.backends.tvm.fallback`).
 
     Raises:
@@ -208,7 +220,6 @@ def _compile_with_fallbacks(fused, spec: TargetSpec, target, database, first: Ex
     from tvm.target import Target
 
     from edgec.backends.tvm.fallback import failing_kernels, fallback_target, split_out
-    from edgec.backends.tvm.pipeline import relax_pipeline
 
     failing = failing_kernels(fused, target)
     if not failing:
@@ -219,7 +230,7 @@ def _compile_with_fallbacks(fused, spec: TargetSpec, target, database, first: Ex
     try:
         with captured_fds():
             kept, built = split_out(fused, set(failing), fb)
-            ex = tvm.compile(kept, target=target, relax_pipeline=relax_pipeline(target, database, True))
+            ex = tvm.compile(kept, target=target, relax_pipeline=pipeline)
     except Exception as exc:  # noqa: BLE001
         names = ", ".join(sorted(failing))
         raise CompilerError(f"the code generator fails on kernel {names} for '{spec.name}', also for a generic "

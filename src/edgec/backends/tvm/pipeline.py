@@ -125,13 +125,20 @@ def legalize_and_fuse() -> list:
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
 
 
-def schedule_passes(target, database: Any = None) -> list:
-    """Apply tuned schedules from ``database``; DLight GPU rules for CUDA."""
+def schedule_passes(target, database: Any = None, default_schedule: bool = True,
+                    applied: set[str] | None = None) -> list:
+    """Apply tuned schedules from ``database``; then, for the kernels it does not cover, DLight GPU
+    rules for CUDA, or on CPUs edgec's default schedule (:mod:`edgec.backends.tvm.default_schedule`;
+    off with ``default_schedule=False``, whose kernels' names ``applied`` receives)."""
     from tvm import relax
 
     passes = []
     if database is not None:
         passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+    if target.kind.name == "llvm" and default_schedule:
+        from edgec.backends.tvm.default_schedule import default_schedule_pass
+
+        passes.append(default_schedule_pass(target, applied))
     if target.kind.name == "cuda":
         from tvm.s_tir import dlight as dl
 
@@ -182,13 +189,16 @@ def conv_layout(fused) -> str:
     return str(attrs[LAYOUT_ATTR]) if attrs is not None and LAYOUT_ATTR in attrs else "NCHW"
 
 
-def relax_pipeline(target, database: Any = None, prefused: bool = False):
+def relax_pipeline(target, database: Any = None, prefused: bool = False, default_schedule: bool = True,
+                   applied: set[str] | None = None):
     """The whole pipeline as one ``tvm.transform.Pass``.
 
     Args:
         target: ``tvm.target.Target``.
         database: A MetaSchedule database to apply, or None.
         prefused: The module already went through :func:`fused_module`; start after fusion.
+        default_schedule: Give CPU kernels without a record edgec's default schedule.
+        applied: Receives the names of the kernels the default schedule covered.
     """
     import tvm
 
@@ -197,7 +207,7 @@ def relax_pipeline(target, database: Any = None, prefused: bool = False):
         if not prefused:
             mod = fused_module(mod, target)
         with target:  # MetaScheduleApplyDatabase reads the target when constructed
-            phases = schedule_passes(target, database) + lower_and_finalize(target)
+            phases = schedule_passes(target, database, default_schedule, applied) + lower_and_finalize(target)
             if database is not None:
                 with database:
                     return tvm.transform.Sequential(phases)(mod)

@@ -43,6 +43,8 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from edgec.backends.tvm.default_schedule import DEFAULT
+from edgec.backends.tvm.default_schedule import SOURCE as DEFAULT_SOURCE
 from edgec.cache import cache_dir
 from edgec.errors import UsageError
 from edgec.targets import TargetSpec
@@ -88,7 +90,7 @@ TRANSFER_FROM: dict[str, list[str]] = {
 }
 
 #: Provenance kinds of a kernel's schedule (``kernels.json``, report, summary).
-TUNED, TRANSFERRED, UNTUNED = "tuned", "transferred", "untuned"
+TUNED, TRANSFERRED, UNTUNED = "tuned", "transferred", "untuned"  # and DEFAULT (default_schedule)
 
 
 def shipped_records_file(target_class: str) -> Path | None:
@@ -129,10 +131,16 @@ class Schedules:
     provenance: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
-        out = {TUNED: 0, TRANSFERRED: 0, UNTUNED: 0}
+        out = {TUNED: 0, TRANSFERRED: 0, DEFAULT: 0, UNTUNED: 0}
         for p in self.provenance.values():
             out[p["kind"]] += 1
         return out
+
+    def mark_default(self, kernels: list[str]) -> None:
+        """Record that ``kernels`` (untuned) got edgec's default schedule."""
+        for name in kernels:
+            if self.provenance.get(name, {}).get("kind", UNTUNED) == UNTUNED:
+                self.provenance[name] = {"kind": DEFAULT, "source": DEFAULT_SOURCE}
 
 
 def _replay(db, ms, task, rows: list) -> bool:

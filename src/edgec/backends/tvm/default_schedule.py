@@ -1,0 +1,183 @@
+"""A default CPU schedule for kernels no tuning record covers: no 100x untuned cliff.
+
+TVM 0.27 applies no schedule to a CPU kernel that MetaSchedule's database does not cover: the
+kernel runs single-threaded and scalar, 10-100x slower than tuned (``docs/tvm-0.27.md``). Every
+kernel of a new model, a new resolution or a third-party ONNX file starts there. This module
+gives such kernels a rule-based schedule, picked without measurement:
+
+1. element-wise producers (padding, casts) are inlined into the kernel's main block;
+2. the main block's spatial loops go outside its reduction loops, the innermost spatial loop is
+   split by the target's vector lanes (LLVM's vector width / 32 bits: 8 for AVX2, 16 for
+   AVX-512, 4 for NEON) and vectorized, and the outer spatial loops are fused and parallel;
+3. element-wise consumers (bias, activation, residual add) are inlined into one another and
+   computed at the parallel loop, vectorized the same way.
+
+The reduction order of every output element is unchanged, so results are bit-identical to the
+unscheduled kernel. Kernels with more than one reduction (softmax, normalisations) get DLight's
+CPU reduction rule (``tvm.s_tir.dlight.cpu.Reduction``). A kernel the rules cannot schedule keeps
+TVM's default. This is the parallelize-vectorize part of MetaSchedule's CPU design space
+(``ParallelizeVectorizeUnroll``, Shao et al., "Tensor Program Optimization with Probabilistic
+Programs", NeurIPS 2022) without tiling or search; measured by
+``benchmarks/bench_default_schedule.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: The ``kind`` of a kernel's schedule provenance when this module scheduled it.
+DEFAULT = "default"
+SOURCE = "edgec default schedule (parallel, vectorized; picked by rule, not measured)"
+
+
+def is_scheduled(func) -> bool:
+    """Whether a PrimFunc already carries a schedule (a tuning record was applied)."""
+    attrs = func.attrs
+    return attrs is not None and "tirx.is_scheduled" in attrs and bool(attrs["tirx.is_scheduled"])
+
+
+def vector_lanes(target, bits: int = 32) -> int:
+    """fp32 lanes of the target's vector registers (LLVM's vector width; at least 4)."""
+    from tvm.target.codegen import llvm_get_vector_width
+
+    width = llvm_get_vector_width(target)
+    return max((width if width > 0 else 128) // bits, 4)
+
+
+def _extent(sch, loop) -> int | None:
+    from tvm import tirx
+
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _vectorize_inner(sch, block, lanes: int) -> None:
+    loops = sch.get_loops(block)
+    if len(loops) < 2:
+        return
+    extent = _extent(sch, loops[-1])
+    if extent is not None and extent > lanes:
+        _, inner = sch.split(loops[-1], factors=[None, lanes])
+        sch.vectorize(inner)
+    elif extent is not None and extent >= 2:
+        sch.vectorize(loops[-1])
+
+
+def _inline_consumers(sch, blocks: list) -> list:
+    """Inline each consumer into the one before it; returns the blocks that stay."""
+    kept = [blocks[0]] if blocks else []
+    for block in blocks[1:]:
+        try:
+            sch.reverse_compute_inline(block)
+        except Exception:  # noqa: BLE001  tvm.s_tir.ScheduleError: keep it as its own block
+            kept.append(block)
+    return kept
+
+
+def parallel_vectorize(func, target) -> Any:
+    """Schedule one kernel by the rule in the module docstring.
+
+    Args:
+        func: An unscheduled ``tvm.tirx.PrimFunc`` (one fused kernel).
+        target: The ``tvm.target.Target`` (LLVM), for the vector width.
+
+    Returns:
+        A ``tvm.s_tir.Schedule``, or None when the kernel does not fit the rule (more than one
+        reduction, opaque blocks). Raises ``tvm.s_tir.ScheduleError`` when a primitive is illegal;
+        :func:`default_schedule` catches it.
+    """
+    from tvm import s_tir
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if not infos:
+        return None
+    reductions = [b for b in infos if not b.is_injective()]
+    if len(reductions) > 1:
+        return None
+    main = reductions[0] if reductions else infos[-1]
+    at = infos.index(main)
+    kinds = main.dom_kind()
+    for producer in reversed(infos[:at]):
+        try:
+            sch.compute_inline(producer.block_rv)
+        except Exception:  # noqa: BLE001  it writes a kernel output, or is not element-wise
+            pass
+    consumers = _inline_consumers(sch, [b.block_rv for b in infos[at + 1:]])
+    loops = sch.get_loops(main.block_rv)
+    if not kinds or len(loops) != len(kinds) or set(kinds) - {"S", "R"} or "S" not in kinds:
+        return None
+    spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]
+    reduce = [lp for lp, k in zip(loops, kinds) if k == "R"]
+    lanes = vector_lanes(target)
+    extent = _extent(sch, spatial[-1])
+    vector = None
+    if extent is not None and extent >= lanes:
+        outer, vector = sch.split(spatial[-1], factors=[None, lanes])
+        spatial = spatial[:-1] + [outer]
+    elif extent is not None and extent >= 2:
+        vector, spatial = spatial[-1], spatial[:-1]
+    if reduce:
+        sch.reorder(*spatial, *reduce, *([vector] if vector is not None else []))
+    par = (sch.fuse(*spatial) if len(spatial) > 1 else spatial[0]) if spatial else None
+    if par is not None:
+        sch.parallel(par)
+    for block in consumers:
+        if par is not None:
+            sch.reverse_compute_at(block, par, preserve_unit_loops=True)
+        _vectorize_inner(sch, block, lanes)
+    if vector is not None:
+        sch.vectorize(vector)
+    if reduce:
+        sch.decompose_reduction(main.block_rv, reduce[0])
+    return sch
+
+
+def default_schedule(func, target) -> Any:
+    """The scheduled PrimFunc for an unscheduled kernel, or None to keep TVM's default.
+
+    Tries DLight's CPU reduction rule (softmax, normalisations), then :func:`parallel_vectorize`.
+    Never raises for a kernel it cannot schedule.
+    """
+    from tvm.s_tir.dlight import cpu
+
+    for rule in (cpu.Reduction().apply, lambda f, t, _tunable: parallel_vectorize(f, t)):
+        try:
+            sch = rule(func, target, False)
+        except Exception as exc:  # noqa: BLE001  an illegal primitive: this rule does not fit
+            log.debug("default schedule rule failed: %s", str(exc).strip().splitlines()[-1:])
+            continue
+        if sch is not None:
+            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+    return None
+
+
+def default_schedule_pass(target, applied: set[str] | None = None):
+    """A module pass giving every unscheduled kernel :func:`default_schedule`.
+
+    Args:
+        target: LLVM ``tvm.target.Target``.
+        applied: Receives the names of the kernels it scheduled (for their provenance).
+    """
+    import tvm
+    from tvm import tirx
+
+    @tvm.transform.module_pass(opt_level=0, name="edgec_default_schedule")
+    def _pass(mod, _ctx):
+        updates = {}
+        for gv, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and not is_scheduled(func):
+                scheduled = default_schedule(func, target)
+                if scheduled is not None:
+                    updates[gv] = scheduled
+        for gv, func in updates.items():
+            mod.update_func(gv, func)
+            if applied is not None:
+                applied.add(gv.name_hint)
+        return mod
+
+    return _pass
