@@ -130,3 +130,24 @@ def test_a_damaged_artifact_is_a_model_error(run_cli, files, tmp_path):
     (art / "model.so").unlink()
     code, _, err = run_cli("run", str(art), "--image", str(img))
     assert code == 3 and "model.so is missing" in err
+
+
+def test_an_interrupt_inside_a_tvm_callback_is_an_interrupt(run_cli, tmp_path, monkeypatch):
+    """Ctrl-C while TVM's C++ runs: TVM notices the signal and raises its own error, which the
+    schedule rule's or the compiler fallback's ``except Exception`` used to swallow (the build went
+    on to exit 0, or to exit 8). It must stop with 130 and leave nothing behind."""
+    from edgec import errors
+    from edgec.backends.tvm import default_schedule
+
+    def interrupted(func, target):
+        try:
+            errors.on_interrupt(2, None)  # what the SIGINT handler does...
+        except KeyboardInterrupt:
+            raise RuntimeError("KeyboardInterrupt") from None  # ...and what reaches Python from TVM's C++
+
+    monkeypatch.setattr(default_schedule, "parallel_vectorize", interrupted)
+    model = tiny_cnn(tmp_path / "t.onnx")
+    code, _, err = run_cli("build", str(model), "--out", str(tmp_path / "out"), "--no-verify", "--no-tune-db")
+    assert code == 130 and "interrupted" in err, err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+    errors.clear_interrupt()

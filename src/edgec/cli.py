@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.errors import DeviceError, EdgecError, UsageError
+from edgec.errors import DeviceError, EdgecError, UsageError, clear_interrupt, on_interrupt, raise_if_interrupted
 
 EXIT_CODES = ("Exit codes: 0 ok, 2 usage (a wrong flag, name or value), 3 model file, 4 unsupported operator, "
               "5 missing toolchain, 6 verification failed, 7 device, 8 compiler failure on a kernel (a TVM/LLVM "
@@ -629,10 +629,6 @@ def passes_list() -> None:
     console.print("with options: --passes 'default,NAME(key=value,...)', or a pipeline file (.toml/.json)")
 
 
-def _raise_interrupt(signum, frame):  # noqa: ARG001
-    raise KeyboardInterrupt
-
-
 #: Flags of the root command, accepted anywhere on the command line.
 _GLOBAL_FLAGS = ("--debug", "--verbose", "-v")
 
@@ -687,7 +683,9 @@ def main(argv: list[str] | None = None) -> int:
             break
         leading.append(a)
     debug = "--debug" in leading or os.environ.get("EDGEC_DEBUG") == "1"
-    signal.signal(signal.SIGTERM, _raise_interrupt)
+    clear_interrupt()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_interrupt)
     code = 0
     try:
         # Non-standalone typer returns the exit code of Exit (130 for KeyboardInterrupt).
@@ -715,22 +713,36 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))} (see `{escape(where)} --help`)",
                           highlight=False, soft_wrap=True)
         code = getattr(exc, "exit_code", 2) or 2
-    except EdgecError as exc:
-        if debug:
-            err_console.print_exception()
-        err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
-        code = exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted; nothing half-written was left behind")
         code = 130
+    except EdgecError as exc:
+        if debug:
+            err_console.print_exception()
+        code = _interrupted_code()
+        if code is None:
+            err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
+            code = exc.exit_code
     except Exception as exc:  # a bug: say so in one line
         if debug:
             err_console.print_exception()
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first[:200])} "
-                          "(rerun with --debug and report it)", highlight=False, soft_wrap=True)
-        code = 70
+        code = _interrupted_code()
+        if code is None:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first[:200])} "
+                              "(rerun with --debug and report it)", highlight=False, soft_wrap=True)
+            code = 70
     sys.exit(code)
+
+
+def _interrupted_code() -> int | None:
+    """130 if the user interrupted (a library may have turned the Ctrl-C into an error), else None."""
+    try:
+        raise_if_interrupted()
+    except KeyboardInterrupt:
+        err_console.print("interrupted; nothing half-written was left behind")
+        return 130
+    return None
 
 
 __all__ = ["app", "main", "UsageError"]

@@ -8,6 +8,7 @@ exits with the class's ``exit_code``; tracebacks appear only with ``--debug``.
 from __future__ import annotations
 
 import difflib
+import threading
 from collections.abc import Iterable
 
 
@@ -89,3 +90,30 @@ def unknown_name(kind: str, name: str, known: Iterable[str], list_cmd: str) -> U
     near = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(near)}? " if near else ""
     return UsageError(f"unknown {kind} '{name}'", f"{hint}see `{list_cmd}`")
+
+
+# --------------------------------------------------------------------------- interrupts
+
+_interrupted = threading.Event()
+
+
+def on_interrupt(signum, frame) -> None:  # noqa: ARG001  a signal handler's signature
+    """SIGINT/SIGTERM handler: remember the interrupt, then raise ``KeyboardInterrupt``.
+
+    TVM converts an exception raised inside a Python callback it calls (a pass, a schedule
+    rule) into its own error, which a fallback path may catch; the flag makes the interrupt
+    survive that (:func:`raise_if_interrupted`).
+    """
+    _interrupted.set()
+    raise KeyboardInterrupt
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if the user interrupted, even if something swallowed it since."""
+    if _interrupted.is_set():
+        raise KeyboardInterrupt
+
+
+def clear_interrupt() -> None:
+    """Forget an earlier interrupt (a new command starts)."""
+    _interrupted.clear()

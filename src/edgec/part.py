@@ -20,7 +20,7 @@ import onnx
 
 from edgec.artifact import MAIN_PART, file_hashes, tensor_infos, write_json
 from edgec.backends import Compiled, TuningOptions, get_backend
-from edgec.errors import VerificationError
+from edgec.errors import VerificationError, raise_if_interrupted
 from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
 from edgec.frontend.load import graph_inputs
@@ -38,9 +38,11 @@ class Steps:
         self.progress = progress or (lambda _m: None)
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
+        raise_if_interrupted()
         self.progress(name)
         start = time.perf_counter()
         result = fn()
+        raise_if_interrupted()  # an interrupt TVM turned into an error some fallback caught
         self.records.append({"name": name, "seconds": round(time.perf_counter() - start, 3)})
         return result
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgec.backends.tvm import cuda
 from edgec.backends.tvm.env import captured_fds
-from edgec.errors import CompilerError, ToolchainError, UnsupportedOpError
+from edgec.errors import CompilerError, ToolchainError, UnsupportedOpError, raise_if_interrupted
 from edgec.targets import TargetSpec
 
 log = logging.getLogger(__name__)
@@ -171,6 +171,7 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
                     ex = tvm.compile(mod, target=target, relax_pipeline=pipeline(database))
                 extra: list = []
             except Exception as exc:  # noqa: BLE001  try the per-kernel fallback before giving up
+                raise_if_interrupted()  # TVM turns a Ctrl-C inside a Python pass into its own error
                 if not prefused or _looks_like_toolchain(exc):
                     raise
                 applied.clear()
@@ -187,6 +188,7 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
     except (ToolchainError, CompilerError, KeyboardInterrupt):
         raise
     except Exception as exc:
+        raise_if_interrupted()
         last = _last_line(exc)
         if _looks_like_toolchain(exc):
             raise ToolchainError(f"linking the library for '{spec.name}' failed: {last[:200]}",

@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edgec.errors import raise_if_interrupted
+
 log = logging.getLogger(__name__)
 
 #: The ``kind`` of a kernel's schedule provenance when this module scheduled it.
@@ -149,6 +151,7 @@ def default_schedule(func, target) -> Any:
         try:
             sch = rule(func, target, False)
         except Exception as exc:  # noqa: BLE001  an illegal primitive: this rule does not fit
+            raise_if_interrupted()
             log.debug("default schedule rule failed: %s", str(exc).strip().splitlines()[-1:])
             continue
         if sch is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from edgec.errors import raise_if_interrupted
+
 #: Generic CPUs per LLVM architecture (the first word of the triple).
 GENERIC_CPU = {"x86_64": "x86-64-v2", "aarch64": "generic", "arm": "generic", "riscv64": "generic-rv64"}
 
@@ -41,6 +43,7 @@ def failing_kernels(fused, target) -> dict[str, str]:
                 tvm.tirx.build(tvm.IRModule({gv.name_hint: func.with_attr("global_symbol", gv.name_hint)}),
                                target=target)
         except Exception as exc:  # noqa: BLE001  LLVM verifier errors, TVM internal errors
+            raise_if_interrupted()
             failing[gv.name_hint] = _first_line(exc)
     return failing
 
