@@ -32,6 +32,12 @@ def files(tmp_path_factory):
     dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     onnx.save(dyn, str(d / "dynamic.onnx"))
     (d / "a_file").write_text("x")
+    import onnx.helper as hh
+
+    huge = hh.make_graph([hh.make_node("Relu", ["x"], ["y"])], "huge",
+                         [hh.make_tensor_value_info("x", 1, [1, 3, 100000, 100000])],
+                         [hh.make_tensor_value_info("y", 1, [1, 3, 100000, 100000])])
+    onnx.save(hh.make_model(huge, opset_imports=[hh.make_opsetid("", 17)]), str(d / "huge.onnx"))
     (d / "victim").mkdir()
     (d / "victim" / "important.txt").write_text("keep")
     import onnx.helper as h
@@ -55,7 +61,7 @@ CASES = [
     (["buidl", "mcunetv2"], 2, "Did you mean 'build'"),
     (["build"], 2, "Missing argument 'MODEL'"),
     (["build", "mcunetv2", "--out", "{d}/a_file"], 2, "is a file, not a folder"),
-    (["build", "mcunetv2", "--out", "{d}/a_file/sub"], 2, "cannot be written"),
+    (["build", "mcunetv2", "--out", "{d}/a_file/sub"], 2, "cannot be created"),
     (["build", "mcunetv2", "--input-shape", "1,3,100000,100000"], 2, "over the"),
     (["build", "ghostnet", "--width-mult", "0.5"], 2, "--width-mult does not apply to 'ghostnet'"),
     (["build", "mcunetv2", "--width-mult", "-1"], 2, "is outside"),
@@ -73,7 +79,17 @@ CASES = [
     (["profile", "out/nothing", "--repeats", "0"], 2, "'--repeats'"),
     (["profile", "out/nothing", "--threads", "-2"], 2, "'--threads'"),
     (["profile", "out/nothing", "--device", "ssh://x"], 2, "bad --device"),
-    (["run", "out/nothing", "--image", "x.png"], 2, "not an edgec artifact"),
+    (["run", "out/nothing", "--image", "x.png"], 2, "out/nothing does not exist"),
+    (["run", "{d}/victim", "--image", "x.png"], 2, "not an edgec artifact"),
+    (["build", "mcunetv2", "--seed", "99999999999999999999999"], 2, "'--seed'"),
+    (["build", "{d}/tiny.onnx", "--name", "x" * 250], 2, "--name is 250 bytes long"),
+    (["build", "{d}/tiny.onnx", "--out", "/proc/edgec"], 2, "--out /proc/edgec cannot be written"),
+    (["build", "{d}/tiny.onnx", "--dump-ir", "{d}/a_file"], 2, "--dump-ir"),
+    (["build", "{d}/huge.onnx"], 2, "the model's inputs take 120.0 GB"),
+    (["build", "{d}/dynamic.onnx", "--input-shape", "x=1,3,16,16", "--input-shape", "x=2,3,16,16"], 2,
+     "given twice"),
+    (["tune", "{d}/tiny.onnx", "--trials", "2", "--db", "{d}/a_file"], 2, "--db"),
+    (["profile", "out/nothing", "--out", "{d}/a_file"], 2, "--out"),
     (["build", "{d}/tiny.onnx", "--out", "{d}", "--name", "victim"], 2, "not an edgec artifact; edgec will not replace"),
     (["build", "{d}/tiny.onnx", "--name", "."], 2, "not a plain folder name"),
     (["build", "[/]x.onnx"], 3, "ONNX file not found: [/]x.onnx"),
@@ -151,3 +167,63 @@ def test_an_interrupt_inside_a_tvm_callback_is_an_interrupt(run_cli, tmp_path, m
     assert code == 130 and "interrupted" in err, err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
     errors.clear_interrupt()
+
+
+@pytest.fixture(scope="module")
+def tiny_artifact(tmp_path_factory):
+    from edgec.build import BuildOptions, build
+
+    d = tmp_path_factory.mktemp("art")
+    art = build(BuildOptions(model=str(tiny_cnn(d / "tiny.onnx")), out_dir=d, verify=False)).artifact
+    from PIL import Image
+    import numpy as np
+
+    Image.fromarray((np.random.default_rng(0).random((20, 20, 3)) * 255).astype("uint8")).save(d / "img.png")
+    return art, d / "img.png"
+
+
+RUN_CASES = [
+    (["--size", "8,8"], "the image becomes a [1, 3, 8, 8] tensor"),
+    (["--layout", "NHWC"], "the image becomes a [1, 16, 16, 3] tensor"),
+    (["--std", "0,0,0"], "--std 0.0,0.0,0.0 divides by zero"),
+    (["--size", "0,0"], "--size 0,0 is not a positive size"),
+    (["--size", "2.5,3"], "needs whole numbers"),
+]
+
+
+@pytest.mark.parametrize("extra, text", RUN_CASES, ids=[" ".join(c[0]) for c in RUN_CASES])
+def test_run_flag_mistakes_are_usage_errors(run_cli, tiny_artifact, extra, text):
+    art, img = tiny_artifact
+    code, _, err = run_cli("run", str(art), "--image", str(img), "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+                           *extra)
+    assert code == 2 and text in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_run_refuses_a_model_without_an_image_input(run_cli, tmp_path):
+    import onnx.helper as h
+
+    from edgec.build import BuildOptions, build
+
+    g = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "mlp", [h.make_tensor_value_info("x", 1, [1, 16])],
+                     [h.make_tensor_value_info("y", 1, [1, 16])])
+    onnx.save(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]), str(tmp_path / "mlp.onnx"))
+    art = build(BuildOptions(model=str(tmp_path / "mlp.onnx"), out_dir=tmp_path, verify=False)).artifact
+    (tmp_path / "img.png").write_bytes(b"")
+    code, _, err = run_cli("run", str(art), "--image", str(tmp_path / "img.png"), "--mean", "0.5,0.5,0.5",
+                           "--std", "0.5,0.5,0.5")
+    assert code == 2 and "not an image batch" in err, err
+
+
+def test_the_host_entry_of_targets_list_json_is_a_target_file(run_cli, tmp_path):
+    import json
+
+    from edgec.targets import get_target
+
+    code, out, _ = run_cli("targets", "list", "--json")
+    assert code == 0
+    data = json.loads(out)
+    host = next(t for t in (data if isinstance(data, list) else data["targets"]) if t["name"] == "host")
+    host["name"] = "my-host"
+    (tmp_path / "my-host.json").write_text(json.dumps(host))
+    spec = get_target(str(tmp_path / "my-host.json"))
+    assert spec.name == "my-host" and spec.extra["isa"] == host["isa"]

@@ -77,6 +77,36 @@ def check_replaceable(final: Path) -> None:
                          "choose another --name or --out")
 
 
+#: Longest ``--name``: the staging folder adds a prefix and suffix, within the 255-byte limit of a file name.
+MAX_NAME_BYTES = 200
+
+
+def check_writable_folder(folder: Path, flag: str) -> None:
+    """``folder`` is, or can be created as, a folder edgec can write: probed with a real file
+    in the nearest existing ancestor, before any work (``os.access`` says yes to root on /proc).
+
+    Raises:
+        UsageError: ``folder`` is a file, lies under a file, or cannot be written.
+    """
+    import os
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{flag} {folder} is a file, not a folder", "give a folder (created if missing)")
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UsageError(f"{flag} {folder} cannot be created ({probe} is a file)", "give a folder you can write")
+    try:
+        handle, name = tempfile.mkstemp(prefix=".edgec-probe-", dir=probe)
+        os.close(handle)
+        os.unlink(name)
+    except OSError as exc:
+        raise UsageError(f"{flag} {folder} cannot be written ({probe}: {exc.strerror or exc})",
+                         "give a folder you can write") from exc
+
+
 @contextlib.contextmanager
 def staging_dir(final: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` on success.
@@ -234,6 +264,8 @@ def read_artifact(folder: str | Path) -> Artifact:
     """
     folder = Path(folder)
     path = folder / "manifest.json"
+    if not folder.exists():
+        raise UsageError(f"{folder} does not exist", "give the artifact folder `edgec build` printed")
     if not path.is_file():
         raise UsageError(f"{folder} is not an edgec artifact (no manifest.json)",
                          "give the folder `edgec build` printed")

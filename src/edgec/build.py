@@ -22,6 +22,7 @@ by :mod:`edgec.part`. This module orchestrates; it handles no backend IR.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -167,6 +168,10 @@ def _torch_reference(source: Source, inputs: dict[str, np.ndarray]) -> list[np.n
 def _frontend(source: Source, opts: BuildOptions, steps: Steps):
     given = {} if source.kind == "zoo" else parse_input_shapes(opts.input_shapes)
     notes: list[str] = []
+    if source.kind == "onnx":
+        from edgec.frontend.load import resolve_input_shapes
+
+        check_input_bytes(resolve_input_shapes(source.model, given), "the model's inputs take")
     prepared, shapes = steps.run("simplify", lambda: prepare_onnx(source.model, given, source.path or source.name,
                                                                   notes))
     dtypes = reference.input_dtypes(prepared)
@@ -289,13 +294,22 @@ def _check_model_options(opts: BuildOptions) -> None:
         if unknown:
             raise UsageError(f"--input-shape names '{unknown[0]}', but zoo models have one input, 'input'",
                              "write --input-shape 1,3,H,W or input=1,3,H,W")
+    check_input_bytes(given, "--input-shape asks for")
+
+
+def check_input_bytes(shapes: dict[Any, tuple[int, ...]], what: str) -> None:
+    """The inputs of ``shapes`` (4 bytes per element) fit under ``$EDGEC_MAX_INPUT_BYTES``.
+
+    Raises:
+        UsageError: they do not; ``what`` starts the message (``"--input-shape asks for"``).
+    """
     limit = int(os.environ.get("EDGEC_MAX_INPUT_BYTES", MAX_INPUT_BYTES))
-    need = sum(4 * int(np.prod(shape, dtype=np.float64)) for shape in given.values())
+    need = sum(4 * int(np.prod(shape, dtype=np.float64)) for shape in shapes.values())
     if need > limit:
         from edgec.profiling.report import human_bytes
 
-        raise UsageError(f"--input-shape asks for {human_bytes(need)} of input alone, over the {human_bytes(limit)} "
-                         "limit", "give a smaller shape, or raise the limit with EDGEC_MAX_INPUT_BYTES")
+        raise UsageError(f"{what} {human_bytes(need)} of input alone, over the {human_bytes(limit)} limit",
+                         "give a smaller --input-shape, or raise the limit with EDGEC_MAX_INPUT_BYTES")
 
 
 def _zoo_entries():
@@ -305,21 +319,18 @@ def _zoo_entries():
 
 
 def _check_output(opts: BuildOptions) -> None:
-    """``--name`` is a plain folder name and ``--out`` a folder edgec can write, before any work."""
-    import os
+    """``--name`` is a plain folder name, ``--out`` and ``--dump-ir`` folders edgec can write, before any work."""
+    from edgec.artifact import MAX_NAME_BYTES, check_writable_folder
 
     if opts.name is not None and (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", opts.name)
                                   or opts.name in (".", "..")):
         raise UsageError(f"--name '{opts.name}' is not a plain folder name",
-                         "use letters, digits, '_', '.', '+' and '-'; the artifact goes inside --out")
-    out = Path(opts.out_dir)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder", "give a folder (created if missing)")
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise UsageError(f"--out {out} cannot be written ({probe} is not writable)", "give a folder you can write")
+                         "use letters, digits, '_', '.', '+' and '-' (not first); the artifact goes inside --out")
+    if opts.name is not None and len(opts.name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"--name is {len(opts.name.encode())} bytes long", f"use at most {MAX_NAME_BYTES}")
+    check_writable_folder(Path(opts.out_dir), "--out")
+    if opts.dump_ir is not None:
+        check_writable_folder(Path(opts.dump_ir), "--dump-ir")
 
 
 def check_request(opts: BuildOptions) -> TargetSpec:

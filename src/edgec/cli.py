@@ -146,7 +146,7 @@ def build(
     pretrained: Annotated[bool, typer.Option(metavar="",
                                              help="Use timm's pretrained weights (cache or online).")] = False,
     width_mult: Annotated[Optional[float], typer.Option(metavar="X", help="Width multiplier (MCUNetV2).")] = None,
-    seed: Annotated[int, typer.Option(metavar="N", min=0, help="Seed of random weights and of the verification inputs.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, max=2**32 - 1, help="Seed of random weights and of the verification inputs.")] = 0,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
                                          help="Check the artifact against onnxruntime.")] = True,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
@@ -317,7 +317,7 @@ def tune(
                                         help="Pass pipeline (must match the builds that use the records).")]
     = "default",
     weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
-    seed: Annotated[int, typer.Option(metavar="N", min=0, help="Seed of random weights and of the search.")] = 0,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, max=2**32 - 1, help="Seed of random weights and of the search.")] = 0,
 ) -> None:
     """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
     from edgec.build import BuildOptions
@@ -354,7 +354,7 @@ def tune(
 @app.command()
 def profile(
     model: Annotated[str, typer.Argument(metavar="ARTIFACT[:PART]|MODEL",
-                                         help="An artifact (ARTIFACT[:PART]), a zoo name or an .onnx file (built"
+                                         help="An artifact (ARTIFACT[:PART]), a zoo name or an .onnx file (built "
                                          "first).")],
     device: Annotated[str, typer.Option(metavar="DEVICE",
                                         help="local, qemu-aarch64, rpc://HOST:PORT or tracker://HOST:PORT/KEY.")]
@@ -369,7 +369,7 @@ def profile(
     repeats: Annotated[int, typer.Option(metavar="N", min=1, help="Timed end-to-end runs.")] = 50,
     warmup: Annotated[int, typer.Option(metavar="N", min=0, help="Untimed runs first.")] = 5,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", min=1,
-                                           help="Seconds before giving up on a remote device (session limit); partial"
+                                           help="Seconds before giving up on a remote device (session limit); partial "
                                            "results are kept.")] = 600.0,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", metavar="",
                                            help="Also time onnxruntime (local).")]
@@ -530,7 +530,10 @@ def _floats(text: str | None, n: int, flag: str) -> list[float] | None:
     except ValueError:
         values = []
     if len(values) != n:
-        raise UsageError(f"{flag} '{text}' needs {n} numbers", f"e.g. {flag} " + ",".join(["0.5"] * n))
+        example = "224,224" if flag == "--size" else ",".join(["0.5"] * n)
+        raise UsageError(f"{flag} '{text}' needs {n} numbers", f"e.g. {flag} {example}")
+    if flag == "--size" and any(v != int(v) for v in values):
+        raise UsageError(f"--size '{text}' needs whole numbers H,W", "e.g. --size 224,224")
     return values
 
 

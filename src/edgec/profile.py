@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgec.artifact import is_artifact, open_part, write_json
+from edgec.artifact import check_writable_folder, is_artifact, open_part, write_json
 from edgec.build import BuildOptions, Progress, build
 from edgec.devices import DeviceURL, open_device
 from edgec.profiling.html import render_html
@@ -82,6 +82,8 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
         (and what :func:`edgec.build.build` raises when it builds)
     """
     url = DeviceURL.parse(opts.device)
+    if out is not None:
+        check_writable_folder(Path(out), "--out")
     open_device(url).probe()  # before building: an unreachable device fails in seconds
     built, reused, why = None, None, None
     if not is_artifact(model):

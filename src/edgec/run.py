@@ -64,10 +64,12 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
         _local_part(p, artifact)
         p.check_library()
     first = parts[0]
+    _check_image_input(first, preprocessing or {})
     pre = dict(first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing") or {})
+    built_layout = pre.get("layout", "NCHW")  # the input's own; a --layout override does not change its size
     pre.update({k: v for k, v in (preprocessing or {}).items() if v is not None})
     if pre and "resize" not in pre:
-        pre["resize"] = _input_size(first.inputs[0], pre.get("layout", "NCHW"))
+        pre["resize"] = _input_size(first.inputs[0], built_layout)
     pre = _complete(pre) if (preprocessing and any(v is not None for v in preprocessing.values())) else pre
     model_inputs = {t["name"] for t in artifact.manifest.get("inputs", first.inputs)}
     if not {t["name"] for t in first.inputs} <= model_inputs:
@@ -76,11 +78,14 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
     if not pre:
         raise UsageError(f"{artifact.folder} records no preprocessing (an ONNX-file build)",
                          "give it: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (and --size H,W, --layout)")
-    if len(first.inputs) != 1:
-        raise UsageError(f"'{first.name}' takes {len(first.inputs)} inputs, not one image",
-                         "run it through the Python API")
     device = LocalDevice()
     x = preprocess(image, pre)
+    want = list(first.inputs[0]["shape"])
+    if list(x.shape) != want:
+        raise UsageError(f"the image becomes a {list(x.shape)} tensor ({pre.get('layout', 'NCHW')}, "
+                         f"{pre['resize'][0]}x{pre['resize'][1]}), but '{first.name}' takes {want}",
+                         "drop --size and --layout (the artifact's own are used), or rebuild with another "
+                         "--input-shape")
     values: dict[tuple[str, str], np.ndarray] = {}
     outs: list[np.ndarray] = []
     for p in parts:
@@ -100,6 +105,28 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
     labels = imagenet_labels() if outs[0].size == 1000 and artifact.manifest["model"].get("source") == "zoo" else None
     ranked = [(i, p, labels[i] if labels else None) for i, p in _top(outs[0], top)]
     return RunResult(ranked, artifact.manifest["model"].get("weights"), pre)
+
+
+def _check_image_input(part: Part, given: dict) -> None:
+    """The part takes one float image tensor ``[1, C, H, W]`` / ``[1, H, W, C]``, and the user's
+    overrides are well-formed.
+
+    Raises:
+        UsageError: no input, several inputs, a non-image input, a zero ``--std``, a non-positive ``--size``.
+    """
+    if not part.inputs:
+        raise UsageError(f"'{part.name}' takes no input, so there is no image to feed",
+                         "run it through the Python API")
+    if len(part.inputs) != 1:
+        raise UsageError(f"'{part.name}' takes {len(part.inputs)} inputs, not one image", "run it through the Python API")
+    t = part.inputs[0]
+    if len(t["shape"]) != 4 or "float" not in str(t.get("dtype", "float32")):
+        raise UsageError(f"'{part.name}' takes {t['name']} of shape {t['shape']} ({t.get('dtype')}), not an image "
+                         "batch [1, C, H, W]", "run it through the Python API")
+    if given.get("std") is not None and any(float(v) == 0 for v in given["std"]):
+        raise UsageError(f"--std {','.join(str(v) for v in given['std'])} divides by zero", "give non-zero values")
+    if given.get("resize") is not None and any(int(v) <= 0 for v in given["resize"]):
+        raise UsageError(f"--size {','.join(str(v) for v in given['resize'])} is not a positive size", "e.g. --size 224,224")
 
 
 def _input_size(tensor: dict, layout: str) -> list[int]:

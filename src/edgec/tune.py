@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgec.artifact import check_writable_folder
 from edgec.backends import get_backend
 from edgec.build import BuildOptions, Progress, Steps, check_request, lower
 from edgec.devices import DeviceURL, open_device
@@ -44,6 +45,8 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
         DeviceError: the device is unreachable.
     """
     spec = check_request(opts)
+    if db is not None:
+        check_writable_folder(Path(db), "--db")
     backend = get_backend(spec)
     url = DeviceURL.parse(device)
     backend.check_tune(spec, trials, minutes, url.kind)

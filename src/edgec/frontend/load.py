@@ -164,6 +164,9 @@ def parse_input_shapes(specs: list[str] | None) -> dict[str | None, tuple[int, .
             hint = (f"replace {', '.join(letters)} with sizes, e.g. NAME=1,3,224,224" if letters
                     else "write NAME=1,3,224,224 with positive integer dims")
             raise UsageError(f"bad --input-shape '{spec}'", hint)
+        if (name or None) in out:
+            raise UsageError(f"--input-shape is given twice for {repr(name) if name else 'the input'}",
+                             "give one shape per input")
         out[name or None] = shape
     return out
 
