@@ -139,8 +139,11 @@ def test_one_part_artifact_of_the_old_layout_still_loads(tmp_path):
     assert not art.multi_part and part.name == "main" and part.library == tmp_path / "model.so"
     with pytest.raises(UsageError, match="has no part 'head'"):
         art.part("head")
-    with pytest.raises(UsageError, match="not an edgec artifact"):
+    with pytest.raises(UsageError, match="nothing does not exist"):
         read_artifact(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UsageError, match="not an edgec artifact"):
+        read_artifact(tmp_path / "empty")
 
 
 def test_split_cli_lists_cuts_and_builds_a_head_and_tail(run_cli, tmp_path):

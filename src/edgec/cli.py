@@ -256,13 +256,21 @@ def split(
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
                                          help="Verify each part and their composition.")] = True,
+    encoding: Annotated[str, typer.Option(metavar="ENCODING",
+                                          help="How the cut tensor travels: fp32, int8 or int8-per-channel (affine, "
+                                               "calibrated on --verify-inputs samples or the model's input range).")]
+    = "fp32",
+    verify_inputs: Annotated[Optional[list[Path]], typer.Option(
+        "--verify-inputs", metavar="FILE", help="Your own samples (.npz/.npy/images): verification and int8 "
+                                                "calibration.")] = None,
 ) -> None:
     """Split computing: list where MODEL can be cut, or build a head/tail artifact cut at a tensor."""
     from edgec.build import BuildOptions, Steps, check_request, lower
     from edgec.multipart import build_split
     from edgec.profiling.report import human_bytes, human_count
 
-    opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, out_dir=out, name=name, verify=verify)
+    opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, out_dir=out, name=name, verify=verify,
+                        verify_inputs=list(verify_inputs or []))
     if list_cuts == (at is not None):
         raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")
     if at == "auto":
@@ -289,12 +297,22 @@ def split(
         console.print(t)
         return
     with _StepPrinter() as printer:
-        result = build_split(opts, at, head_target, tail_target, progress=printer)
-    from edgec.profiling.report import verification_line
+        result = build_split(opts, at, head_target, tail_target, encoding=encoding, progress=printer)
+    from edgec.profiling.report import function_change_line, verification_line
 
     for p in result.report["parts"]:
         console.print(f"{p['name']:5} {escape(p['target']['name'])}: {escape(verification_line(p['verification']))}")
     console.print(f"composition: {escape(verification_line(result.report['verification']))}")
+    change = result.report.get("function_change")
+    if change:
+        cut = result.report["connections"][0]
+        sent = next(t for t in result.report["parts"][0]["outputs"] if t["name"] == cut["from"]["tensor"])
+        elems = 1
+        for d in sent["shape"]:
+            elems *= d
+        console.print(f"cut {escape(sent['name'])} sent as {cut['encoding']['kind']}: {human_bytes(elems)} "
+                      f"(fp32 {human_bytes(4 * elems)}), SNR {change['cut_snr_db']:.1f} dB; "
+                      f"{escape(function_change_line(change))}")
     console.print(f"[bold green]artifact:[/] {escape(str(result.artifact))} (ARTIFACT:head, ARTIFACT:tail)")
 
 

@@ -22,11 +22,13 @@ from edgec.frontend.load import graph_inputs
 from edgec.part import (Connection, PartRequest, Progress, Source, Steps, fail_if_unverified, reference_label,
                         run_on_device, write_part, compare_sets)
 from edgec.profiling import report as reports
+from edgec.split.encoding import ENCODINGS, calibrate, snr_db
 
 
 def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection],
                 out_dir: Path, name: str, *, tuning: TuningOptions | None = None, verify: bool = True,
-                progress: Progress | None = None, seed: int = 0) -> BuildResult:
+                progress: Progress | None = None, seed: int = 0,
+                input_sets: dict[str, dict[str, np.ndarray]] | None = None) -> BuildResult:
     """Build a multi-part artifact: each part compiled for its own target and verified, and
     the composition of the parts verified against the whole model.
 
@@ -49,6 +51,7 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
         verify: Run the numerical checks.
         progress: Called with each step as it starts.
         seed: Seed of the verification inputs.
+        input_sets: The whole model's verification input sets (default: generated from ``seed``).
 
     Returns:
         The artifact (``<out_dir>/<name>/<part>/`` per part, ``manifest.json`` and ``report.json``
@@ -64,7 +67,8 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
     steps = Steps(progress)
     _check_parts(whole, parts, connections)
     shapes = {i.name: tuple(d.dim_value for d in i.type.tensor_type.shape.dim) for i in graph_inputs(whole)}
-    whole_sets = reference.verification_sets(shapes, reference.input_dtypes(whole), seed, source.preprocessing)
+    whole_sets = input_sets or reference.verification_sets(shapes, reference.input_dtypes(whole), seed,
+                                                          source.preprocessing)
     session = reference.ort_session(whole)
     whole_outputs = steps.run("reference (onnxruntime)",
                               lambda: {k: session.run(None, xs) for k, xs in whole_sets.items()})
@@ -104,6 +108,10 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
                   "passed": None})
         report = _whole_report(source, whole, records, connections, composition, steps, start, tmp,
                                versions=compiled.versions)
+        change = cut_fidelity(parts, connections, whole, whole_outputs)
+        if change is not None:
+            report["function_change"] = change
+            reports.validate(report)
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(reports.render_markdown(report))
         manifest = {"edgec_manifest": 2, "created": reports.now_iso(), "versions": report["versions"],
@@ -120,14 +128,21 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
     return BuildResult(final, report, manifest)
 
 
-def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str,
+def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str, encoding: str = "fp32",
                 progress: Progress | None = None) -> BuildResult:
     """Build a head/tail artifact: ``opts.model`` after the frontend and the passes, cut at tensor ``cut``,
     the head compiled for ``head_target`` and the tail for ``tail_target``, each verified on its
     device, and their composition verified against the whole model.
 
+    Args:
+        encoding: How the cut tensor travels (:mod:`edgec.split.encoding`): ``fp32``, or ``int8`` /
+            ``int8-per-channel`` calibrated on the verification inputs (the user's ``--verify-inputs``
+            samples when given, else the model's real input range). An int8 cut changes the function
+            on purpose: the composition is then checked on the inputs each device received, and the
+            report's ``function_change`` gives the fidelity against the unsplit model.
+
     Raises:
-        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets.
+        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets or encoding.
         (and what :func:`build` and :func:`build_parts` raise)
     """
     from edgec.split import split_model
@@ -135,14 +150,39 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     head_opts = BuildOptions(**{**opts.__dict__, "target": head_target})
     tail_opts = BuildOptions(**{**opts.__dict__, "target": tail_target})
     head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
+    _check_encoding(encoding)
     steps = Steps(progress)
     low = lower(opts, steps)
     head, tail = split_model(low.final, cut)
+    enc = None
+    if encoding != "fp32":
+        sets = _calibration_sets(low.input_sets)
+        session = reference.ort_session(head)
+        enc = steps.run(f"calibrate the {encoding} cut", lambda: calibrate(
+            encoding, [session.run(None, xs)[0] for xs in sets.values()], tuple(sets)))
     name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
     parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
              PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
-    return build_parts(low.source, low.final, parts, [Connection("head", cut, "tail", cut)], Path(opts.out_dir), name,
-                       tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed)
+    return build_parts(low.source, low.final, parts, [Connection("head", cut, "tail", cut, enc)], Path(opts.out_dir),
+                       name, tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed,
+                       input_sets=low.input_sets)
+
+
+def _check_encoding(kind: str) -> None:
+    if kind not in ENCODINGS:
+        raise UsageError(f"unknown --encoding '{kind}'", f"use one of: {', '.join(ENCODINGS)}")
+
+
+def _calibration_sets(sets: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """The user's samples if any, else the real input range (``image``), else ``normal``: never the
+    large-offset set, whose range would swamp the scale."""
+    user = {k: v for k, v in sets.items() if k.startswith("user:")}
+    if user:
+        return user
+    for name in ("image", "normal"):
+        if name in sets:
+            return {name: sets[name]}
+    return dict(sets)
 
 
 def _input_names(model: onnx.ModelProto) -> list[str]:
@@ -153,7 +193,7 @@ def _feed(part: str, tensor: str, whole_inputs: dict[str, np.ndarray], values: d
           connections: list[Connection]) -> np.ndarray:
     for c in connections:
         if c.dst_part == part and c.dst_tensor == tensor:
-            return values[(c.src_part, c.src_tensor)]
+            return c.carry(values[(c.src_part, c.src_tensor)])
     return whole_inputs[tensor]
 
 
@@ -183,21 +223,70 @@ def _verify_composition(parts: list[PartRequest], plans: dict[str, Any], connect
                         whole: onnx.ModelProto, whole_sets: dict[str, dict[str, np.ndarray]],
                         whole_outputs: dict[str, list[np.ndarray]], say: Progress) -> dict[str, Any]:
     """Chain the parts on their verification devices, per input set, and compare with the whole model."""
-    values = {k: {} for k in whole_sets}
+    values: dict[str, dict] = {k: {} for k in whole_sets}
+    same_inputs: dict[str, dict] = {k: {} for k in whole_sets}  # onnxruntime on what each device received
+    encoded = any(c.encoding is not None for c in connections)
     emulated = False
     for part in parts:
         args = [[_feed(part.name, n, whole_sets[k], values[k], connections) for n in _input_names(part.model)]
                 for k in whole_sets]
         outs, device = run_on_device(plans[part.name], args, say)
         emulated = emulated or bool(device.emulated)
-        for k, set_outs in zip(whole_sets, outs):
-            for o, arr in zip(part.model.graph.output, set_outs):
+        for k, set_outs, set_args in zip(whole_sets, outs, args):
+            ort = reference.run_ort(part.reference or part.model, dict(zip(_input_names(part.model), set_args))) \
+                if encoded else set_outs
+            for o, arr, ref in zip(part.model.graph.output, set_outs, ort):
                 values[k][(part.name, o.name)] = arr
+                same_inputs[k][(part.name, o.name)] = ref
     finals = {k: [_whole_output(o.name, parts, values[k]) for o in whole.graph.output] for k in whole_sets}
+    if encoded:  # the encoding changes the function on purpose: its fidelity is reported apart
+        expected = {k: [_whole_output(o.name, parts, same_inputs[k]) for o in whole.graph.output] for k in whole_sets}
+        label = "onnxruntime CPU, ORT_DISABLE_ALL, each part on the inputs its device received (cut encoded)"
+    else:
+        expected, label = whole_outputs, "onnxruntime CPU, ORT_DISABLE_ALL, whole model"
     return {"method": "parts chained on their verification devices: " + " -> ".join(
         f"{p.name} ({plans[p.name].device})" for p in parts),
-            "reference": "onnxruntime CPU, ORT_DISABLE_ALL, whole model", "emulated": emulated,
-            **compare_sets(finals, whole_outputs)}
+            "reference": label, "emulated": emulated, **compare_sets(finals, expected)}
+
+
+def cut_fidelity(parts: list[PartRequest], connections: list[Connection], whole: onnx.ModelProto,
+                 whole_outputs: dict[str, list[np.ndarray]]) -> dict[str, Any] | None:
+    """The function change of encoding the cut (None when every connection is fp32).
+
+    onnxruntime runs the parts chained through the encodings on the input sets the encodings were
+    calibrated on (``part.input_sets`` already carry the encoded tensors), compared with the whole model.
+
+    Returns:
+        A fidelity record (``edgec.passes.fidelity``'s fields) with ``passes`` naming the
+        encoding and ``cut_snr_db``, the lowest SNR of the decoded cut tensor over the sets.
+    """
+    encoded = [c for c in connections if c.encoding is not None]
+    if not encoded:
+        return None
+    # measured on the input distributions the encoding was calibrated for (the offset set, say, lies far outside)
+    wanted = {n for c in encoded for n in c.encoding.calibrated_on}
+    whole_outputs = {k: v for k, v in whole_outputs.items() if k in wanted} or whole_outputs
+    err, ref_max, agree, rows, snr = 0.0, 0.0, 0, 0, float("inf")
+    for set_name, want in whole_outputs.items():
+        values = {}
+        for part in parts:
+            outs = reference.run_ort(part.reference or part.model, part.input_sets[set_name])
+            values.update({(part.name, o.name): a for o, a in zip(part.model.graph.output, outs)})
+        got = [_whole_output(o.name, parts, values) for o in whole.graph.output]
+        for g, w in zip(got, want):
+            g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
+            err = max(err, float(np.abs(g64 - w64).max(initial=0)))
+            ref_max = max(ref_max, float(np.abs(w64).max(initial=0)))
+        if reference.is_classifier_output(np.asarray(want[0])):
+            agree += int((np.argmax(got[0], axis=-1) == np.argmax(want[0], axis=-1)).sum())
+            rows += want[0].shape[0]
+        for c in encoded:
+            cut = values[(c.src_part, c.src_tensor)]
+            snr = min(snr, snr_db(cut, c.encoding.roundtrip(cut)))
+    kinds = sorted({c.encoding.kind for c in encoded})
+    return {"passes": [f"encode_cut({k})" for k in kinds], "inputs": len(whole_outputs), "max_abs_error": err,
+            "max_abs_ref": ref_max, "relative_error": err / ref_max if ref_max else 0.0,
+            "top1_agreement": agree / rows if rows else None, "cut_snr_db": snr}
 
 
 def _whole_output(name: str, parts: list[PartRequest], values: dict[tuple[str, str], np.ndarray]) -> np.ndarray:

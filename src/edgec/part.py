@@ -25,6 +25,7 @@ from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
 from edgec.frontend.load import graph_inputs
 from edgec.profiling import report as reports
+from edgec.split.encoding import CutEncoding
 from edgec.targets import TargetSpec, target_class
 
 Progress = Callable[[str], None]
@@ -96,16 +97,25 @@ class PartRequest:
 
 @dataclass
 class Connection:
-    """A tensor flowing from one part's output to another part's input."""
+    """A tensor flowing from one part's output to another part's input, with how it travels
+    (``encoding``: :class:`edgec.split.encoding.CutEncoding`; None is fp32 as computed)."""
 
     src_part: str
     src_tensor: str
     dst_part: str
     dst_tensor: str
+    encoding: CutEncoding | None = None
+
+    def carry(self, value: np.ndarray) -> np.ndarray:
+        """What the destination part receives when the source part produced ``value``."""
+        return value if self.encoding is None else self.encoding.roundtrip(value)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"from": {"part": self.src_part, "tensor": self.src_tensor},
-                "to": {"part": self.dst_part, "tensor": self.dst_tensor}}
+        out = {"from": {"part": self.src_part, "tensor": self.src_tensor},
+               "to": {"part": self.dst_part, "tensor": self.dst_tensor}}
+        if self.encoding is not None:
+            out["encoding"] = self.encoding.to_dict()
+        return out
 
 
 def run_on_device(plan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:

@@ -15,6 +15,7 @@ import numpy as np
 
 from edgec.artifact import Artifact, Part, open_part
 from edgec.errors import UsageError
+from edgec.split.encoding import CutEncoding
 from edgec.frontend.image import imagenet_labels, preprocess
 
 
@@ -91,9 +92,13 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
     for p in parts:
         feeds = []
         for t in p.inputs:
-            src = next((c["from"] for c in artifact.connections
-                        if c["to"]["part"] == p.name and c["to"]["tensor"] == t["name"]), None)
-            feeds.append(x if src is None else values[(src["part"], src["tensor"])])
+            link = next((c for c in artifact.connections
+                         if c["to"]["part"] == p.name and c["to"]["tensor"] == t["name"]), None)
+            if link is None:
+                feeds.append(x)
+            else:  # the cut travels as the artifact says (fp32, or int8 codes decoded on arrival)
+                sent = values[(link["from"]["part"], link["from"]["tensor"])]
+                feeds.append(CutEncoding.from_dict(link.get("encoding") or {}).roundtrip(sent))
         outs = device.run(p.library, feeds)
         values.update({(p.name, o["name"]): arr for o, arr in zip(p.manifest["outputs"], outs)})
     last = parts[-1]

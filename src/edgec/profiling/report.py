@@ -153,8 +153,18 @@ def _parts_markdown(report: dict[str, Any]) -> list[str]:
     lines += ["", "Each part has its own folder with `report.md`, `manifest.json` and `model.onnx`.", "",
               "## Connections", ""]
     for c in report.get("connections", []):
-        lines.append(f"- `{c['from']['part']}:{c['from']['tensor']}` → `{c['to']['part']}:{c['to']['tensor']}`")
+        enc = c.get("encoding") or {}
+        how = ""
+        if enc.get("dtype") == "int8":
+            where = "per channel" if enc.get("axis") is not None else "per tensor"
+            how = (f", sent as affine int8 {where} (1 byte per element), calibrated on "
+                   f"{', '.join(enc.get('calibrated_on') or ['-'])}")
+        lines.append(f"- `{c['from']['part']}:{c['from']['tensor']}` → `{c['to']['part']}:{c['to']['tensor']}`{how}")
     lines += ["", "## Verification of the composition", "", verification_line(report.get("verification")), ""]
+    fc = report.get("function_change")
+    if fc:
+        snr = f"; cut SNR {fc['cut_snr_db']:.1f} dB" if fc.get("cut_snr_db") is not None else ""
+        lines += ["## Function change (vs the unsplit model)", "", function_change_line(fc) + snr, ""]
     return lines
 
 
