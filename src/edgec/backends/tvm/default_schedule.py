@@ -152,13 +152,31 @@ def default_schedule(func, target) -> Any:
     for rule in (lambda f, t, _tunable: parallel_vectorize(f, t), cpu.Reduction().apply):
         try:
             sch = rule(func, target, False)
+            if sch is not None and lowers(sch.mod["main"], target):
+                return sch.mod["main"].with_attr("tirx.is_scheduled", True)
         except Exception as exc:  # noqa: BLE001  an illegal primitive: this rule does not fit
             raise_if_interrupted()
             log.debug("default schedule rule failed: %s", str(exc).strip().splitlines()[-1:])
-            continue
-        if sch is not None:
-            return sch.mod["main"].with_attr("tirx.is_scheduled", True)
     return None
+
+
+def lowers(func, target) -> bool:
+    """Whether a scheduled kernel passes TVM's TIR lowering for ``target`` (milliseconds, no code
+    generation). Some schedules pass every primitive's check and still fail there (an epilogue that
+    reads the biased convolution output twice, as hard-swish does, computed at the parallel loop:
+    "buffer used before its definition")."""
+    import tvm
+
+    pipeline = tvm.tirx.get_default_tir_pipeline(target)[0]
+    bind = tvm.tirx.transform.BindTarget(target.with_host(target))  # as tvm.tirx.build does
+    try:
+        with target:
+            pipeline(bind(tvm.IRModule({"main": func.with_attr("global_symbol", "main")})))
+    except Exception as exc:  # noqa: BLE001  tvm.error.InternalError from a lowering pass
+        raise_if_interrupted()
+        log.debug("default schedule does not lower: %s", str(exc).strip().splitlines()[-1:])
+        return False
+    return True
 
 
 def default_schedule_pass(target, applied: set[str] | None = None):
