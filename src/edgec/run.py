@@ -65,17 +65,17 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
         _local_part(p, artifact)
         p.check_library()
     first = parts[0]
-    _check_image_input(first, preprocessing or {})
+    model_inputs = {t["name"] for t in artifact.manifest.get("inputs", first.inputs)}
+    if not {t["name"] for t in first.inputs} <= model_inputs:
+        raise UsageError(f"part '{first.name}' takes {', '.join(t['name'] for t in first.inputs)} from an "
+                         "earlier part, not an image", f"run the whole artifact: edgec run {artifact.folder}")
+    _check_image_input(first, preprocessing or {})  # after: a tail alone is told to run the whole artifact
     pre = dict(first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing") or {})
     built_layout = pre.get("layout", "NCHW")  # the input's own; a --layout override does not change its size
     pre.update({k: v for k, v in (preprocessing or {}).items() if v is not None})
     if pre and "resize" not in pre:
         pre["resize"] = _input_size(first.inputs[0], built_layout)
     pre = _complete(pre) if (preprocessing and any(v is not None for v in preprocessing.values())) else pre
-    model_inputs = {t["name"] for t in artifact.manifest.get("inputs", first.inputs)}
-    if not {t["name"] for t in first.inputs} <= model_inputs:
-        raise UsageError(f"part '{first.name}' takes {', '.join(t['name'] for t in first.inputs)} from an "
-                         "earlier part, not an image", f"run the whole artifact: edgec run {artifact.folder}")
     if not pre:
         raise UsageError(f"{artifact.folder} records no preprocessing (an ONNX-file build)",
                          "give it: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (and --size H,W, --layout)")
