@@ -37,7 +37,7 @@ import onnx_ir as ir
 import onnx_ir.passes.common as common_passes
 from onnx import shape_inference
 
-from edgec.errors import VerificationError
+from edgec.errors import EdgecError, VerificationError
 from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
 from edgec.passes import fidelity
@@ -104,7 +104,15 @@ def apply_pass(call: PassCall, model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     once = call.info.equivalence.changes_function
     manager = ir.passes.PassManager([call.create(), common_passes.RemoveUnusedNodesPass()],
                                     steps=1 if once else MAX_STEPS, early_stop=True)
-    result = manager(ir_model)
+    try:
+        result = manager(ir_model)
+    except ir.passes.PassError as e:  # a pass's own one-line error (a bad option value) is the message
+        cause = e.__cause__
+        while cause is not None and not isinstance(cause, EdgecError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
     if not result.modified:
         return model, False
     return _to_proto(result.model), True

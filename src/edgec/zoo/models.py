@@ -1,4 +1,4 @@
-"""Zoo entries: MobileNetV4, GhostNet v1/v2/v3, EfficientViT-M (timm) and MCUNetV2.
+"""Zoo entries: MobileNetV4, GhostNet v1/v2/v3, EfficientViT-M, MobileNetV2 (timm) and MCUNetV2.
 
 Each entry's data -- timm's default config (input size, mean/std, classes, pretrained
 tag) and the parameter count and MACs measured on the exported ONNX graph at the
@@ -44,6 +44,14 @@ FAMILIES: dict[str, dict[str, Any]] = {
         "paper": ("Liu et al., EfficientViT: Memory Efficient Vision Transformer with Cascaded Group "
                   "Attention, CVPR 2023 (arXiv:2305.07027)"),
         "source": f"{TIMM_REPO} timm/models/efficientvit_msra.py",
+    },
+    # The reference models of the patch-based inference figures (MCUNetV2, section 3).
+    "MobileNetV2": {
+        "alias": ("mobilenetv2", "mobilenetv2_100"),
+        "names": ["mobilenetv2_035", "mobilenetv2_100"],
+        "paper": ("Sandler et al., MobileNetV2: Inverted Residuals and Linear Bottlenecks, CVPR 2018 "
+                  "(arXiv:1801.04381)"),
+        "source": f"{TIMM_REPO} timm/models/efficientnet.py (_gen_mobilenet_v2)",
     },
 }
 
