@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="g++ g++-aarch64-linux-gnu qemu-user-static debootstrap fakeroot"
+APT_PACKAGES="g++ g++-aarch64-linux-gnu qemu-user-static debootstrap fakeroot gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm"
 missing=""
 for p in $APT_PACKAGES; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 echo "edgec setup: checking Debian packages ($APT_PACKAGES)"

@@ -41,6 +41,11 @@ class UsageError(EdgecError):
     exit_code = 2
 
 
+class BudgetError(UsageError):
+    """The model does not fit the target's memory (a microcontroller's flash or SRAM): the message gives
+    the budget, the need and the largest tensor; smaller model options fix it (exit code 2, as usage)."""
+
+
 class ModelError(EdgecError):
     """The input model is missing, unreadable, truncated or not valid ONNX."""
 

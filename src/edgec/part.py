@@ -24,6 +24,7 @@ from edgec.errors import VerificationError, raise_if_interrupted
 from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
 from edgec.frontend.load import graph_inputs
+from edgec.profiling import memory as memory_report
 from edgec.profiling import report as reports
 from edgec.split.encoding import CutEncoding
 from edgec.targets import TargetSpec, target_class
@@ -219,6 +220,10 @@ def _part_report(source: Source, req: PartRequest, compiled: Compiled, verificat
         report["part"] = req.name
     if req.function_change:
         report["function_change"] = req.function_change
+    memory = steps.run("memory analysis", lambda: memory_report.memory_section(
+        req.model, req.before_passes if any(p.get("applied") for p in req.passes) else None, compiled.memory))
+    if memory:
+        report["memory"] = memory
     reports.validate(report)
     return report
 
@@ -267,6 +272,9 @@ def write_part(source: Source, req: PartRequest, folder: Path, steps: Steps, sta
     if speed:
         report["build"]["quick_latency"] = speed
         reports.validate(report)
+    if report.get("memory"):
+        memory_report.write_plot(report["memory"], folder / memory_report.PLOT,
+                                 f"live activation memory: {source.name} on {req.target.name}")
     write_json(folder / "report.json", report)
     (folder / "report.md").write_text(reports.render_markdown(report))
     manifest = _part_manifest(source, req, compiled, opts_record, folder)

@@ -46,6 +46,39 @@ def test_a_conv_kernel_is_parallel_and_vectorized_and_unchanged_in_value(tmp_pat
     np.testing.assert_allclose(outs[1], outs[0], rtol=1e-6, atol=1e-6)
 
 
+def _compare_scheduled(func, target):
+    import tvm
+
+    from edgec.backends.tvm.default_schedule import default_schedule
+
+    scheduled = default_schedule(func, target)
+    assert scheduled is not None
+    outs = []
+    for f in (func, scheduled):
+        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}), target=target).mod
+        rng = np.random.default_rng(3)
+        args = [tvm.runtime.tensor(rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32"))
+                for p in f.params]
+        lib["main"](*args)
+        outs.append(args[-1].numpy())
+    np.testing.assert_allclose(outs[1], outs[0], rtol=1e-6, atol=1e-6)
+
+
+def test_a_sliced_residual_fused_after_the_conv_keeps_its_values():
+    """A block after the conv that does not read it (the Slice of a residual, as patch_inference makes) must
+    be inlined into the epilogue, not computed at the conv's loops (that gave wrong values)."""
+    from passes.test_patch_inference import _block_model
+
+    from edgec.passes import run_pipeline
+
+    m = run_pipeline(_block_model(), "patch_inference(stop=h,grid=3)").model
+    kernels, target = _kernels(m)
+    fused = [f for n, f in kernels.items() if "conv2d" in n and "slice" in n]
+    assert fused, f"no conv+slice kernel in {list(kernels)}"
+    for func in fused:
+        _compare_scheduled(func, target)
+
+
 def test_a_kernel_the_rule_cannot_schedule_keeps_tvms_default(tmp_path, monkeypatch):
     from edgec.backends.tvm import default_schedule as ds
 

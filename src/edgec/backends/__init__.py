@@ -1,10 +1,10 @@
 """Backends: lower a verified ONNX model to a compiled library for a target.
 
 One interface for every backend (:class:`Backend`); :func:`get_backend` picks the
-one a target needs. Today every target is served by the TVM Relax backend
-(:mod:`edgec.backends.tvm.api`); a second one (C for microcontrollers) plugs in
-beside it by implementing the same functions and adding its target kinds to
-:data:`BACKENDS`.
+one a target needs: the TVM Relax backend (:mod:`edgec.backends.tvm.api`) for CPU
+and CUDA targets, the C backend (:mod:`edgec.backends.c.api`: a static C program and a
+bare-metal ELF) for microcontrollers. Another backend plugs in beside them by
+implementing the same functions and adding its target kinds to :data:`BACKENDS`.
 
 A backend takes ONNX with static shapes (after the frontend and the passes) and
 writes its files into a folder; what it produced is described by :class:`Compiled`.
@@ -96,7 +96,8 @@ class VerifyPlan:
 
     Attributes:
         library: The library to run (the artifact's own, or a stand-in the device can run).
-        device: The verification device: ``local`` or ``qemu-aarch64`` (see :mod:`edgec.devices`).
+        device: The verification device: ``local``, ``qemu-aarch64`` or ``qemu-system-arm`` (see
+            :mod:`edgec.devices`).
         method: Human description when the plan is more than "run the library on the device".
         extra: Facts to record with the verification (e.g. ``cubin_archs``).
     """
@@ -130,7 +131,8 @@ class Backend(Protocol):
 
 
 #: Target kind -> backend module.
-BACKENDS = {"cpu": "edgec.backends.tvm.api", "cuda": "edgec.backends.tvm.api"}
+BACKENDS = {"cpu": "edgec.backends.tvm.api", "cuda": "edgec.backends.tvm.api",
+            "mcu": "edgec.backends.c.api"}
 
 
 def get_backend(spec: TargetSpec) -> Backend:

@@ -4,6 +4,8 @@ A device is addressed by a URL (:class:`DeviceURL`):
 
 * ``local`` -- this machine (:class:`~edgec.devices.local.LocalDevice`);
 * ``qemu-aarch64`` -- an emulated aarch64 Linux board (:class:`~edgec.devices.qemu_aarch64.QemuAarch64Device`);
+* ``qemu-system-arm`` -- an emulated Cortex-M board running a bare-metal ELF
+  (:class:`~edgec.devices.qemu_system_arm.QemuSystemArmDevice`; ``run`` only, no sessions);
 * ``rpc://HOST:PORT`` / ``tracker://HOST:PORT/KEY`` -- a board behind TVM RPC
   (:class:`~edgec.devices.rpc.RemoteDevice`).
 
@@ -49,12 +51,12 @@ def open_device(url: str | DeviceURL, *, arch: str | None = None, threads: int |
     """The device at ``url``.
 
     Args:
-        url: ``local``, ``qemu-aarch64``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
+        url: ``local``, ``qemu-aarch64``, ``qemu-system-arm``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
         arch: CPU architecture of the code to run (labels a loopback RPC board as emulated).
         threads: Thread-pool size for a local device (None: one per core).
 
     Returns:
-        A ``LocalDevice``, ``QemuAarch64Device`` or ``RemoteDevice``.
+        A ``LocalDevice``, ``QemuAarch64Device``, ``QemuSystemArmDevice`` or ``RemoteDevice``.
 
     Raises:
         UsageError: malformed address.
@@ -68,17 +70,21 @@ def open_device(url: str | DeviceURL, *, arch: str | None = None, threads: int |
         from edgec.devices.qemu_aarch64 import QemuAarch64Device
 
         return QemuAarch64Device()
+    if parsed.kind == "qemu-system-arm":
+        from edgec.devices.qemu_system_arm import QemuSystemArmDevice
+
+        return QemuSystemArmDevice()
     from edgec.devices.rpc import RemoteDevice
 
     return RemoteDevice(parsed, arch)
 
 
 #: Verification methods of target data that are devices (``cuda-cubin`` is a backend check).
-VERIFY_DEVICES = {"local": "local", "qemu-aarch64": "qemu-aarch64"}
+VERIFY_DEVICES = {"local": "local", "qemu-aarch64": "qemu-aarch64", "qemu-system-arm": "qemu-system-arm"}
 
 
 def verification_device(method: str) -> Any:
-    """The device a target's ``verify`` method runs builds on (``local``, ``qemu-aarch64``).
+    """The device a target's ``verify`` method runs builds on (``local``, ``qemu-aarch64``, ``qemu-system-arm``).
 
     Raises:
         UsageError: the method names no device.

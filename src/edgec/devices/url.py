@@ -1,4 +1,4 @@
-"""Device addresses: ``local``, ``qemu-aarch64``, ``rpc://HOST:PORT``, ``tracker://HOST:PORT/KEY``."""
+"""Device addresses: ``local``, ``qemu-aarch64``, ``qemu-system-arm``, ``rpc://HOST:PORT``, ``tracker://HOST:PORT/KEY``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from edgec.errors import UsageError
 
 #: Emulated devices edgec starts itself (no address needed).
-EMULATORS = ("qemu-aarch64",)
+EMULATORS = ("qemu-aarch64", "qemu-system-arm")
 
-FORMS = "local, qemu-aarch64, rpc://HOST:PORT or tracker://HOST:PORT/KEY"
+FORMS = "local, qemu-aarch64, qemu-system-arm, rpc://HOST:PORT or tracker://HOST:PORT/KEY"
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,8 @@ class DeviceURL:
 
     Attributes:
         kind: ``"local"`` (this process / machine), ``"qemu-aarch64"`` (an emulated aarch64
-            Linux board edgec starts), ``"rpc"`` (a TVM RPC server) or ``"tracker"`` (a TVM
+            Linux board edgec starts), ``"qemu-system-arm"`` (an emulated Cortex-M board running an
+            ELF), ``"rpc"`` (a TVM RPC server) or ``"tracker"`` (a TVM
             tracker handing out a board registered under ``key``).
         host, port: Address of the RPC server or tracker.
         key: Device key at the tracker.

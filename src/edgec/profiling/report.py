@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
+from edgec.profiling.memory import memory_markdown
+
 SCHEMA_ID = "edgec.report/1"
 
 
@@ -232,6 +234,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{verification_line(report.get('verification'))} |",
               f"| function change (vs the source model) | {function_change_line(report.get('function_change'))} |", ""]
     lines += verification_sets_markdown(report.get("verification"))
+    lines += memory_markdown(report.get("memory"))
     if report.get("profile"):
         lines += profile_markdown(report)
     steps = report.get("steps") or []

@@ -3,7 +3,9 @@
 Each file holds the device's description and datasheet, the TVM target dict
 (``tvm``; plus ``host`` for CUDA devices), the cross compiler and the Debian
 package providing it, the library file name and how a build is verified
-(``local``, ``qemu-aarch64`` or ``cuda-cubin``). ``--target`` takes a registry
+(``local``, ``qemu-aarch64``, ``qemu-system-arm`` or ``cuda-cubin``). A microcontroller
+(kind ``mcu``) also has ``mcu``: its core and FPU, the real chip's flash and SRAM
+budget (bytes) and the emulated board (``qemu``) it is verified on; it lands in ``extra``. ``--target`` takes a registry
 name or the path of such a file (a board of your own).
 
 The ``host`` target is data too: ``"num-cores": "native"`` becomes this machine's
@@ -38,16 +40,17 @@ class TargetSpec:
     Attributes:
         name: Registry name (``--target NAME``).
         description: The board, its SoC, CPU and memory.
-        kind: ``"cpu"`` or ``"cuda"``.
-        arch: CPU architecture of the device (``"x86_64"``, ``"aarch64"``).
+        kind: ``"cpu"``, ``"cuda"`` or ``"mcu"`` (a microcontroller: C backend, bare-metal ELF).
+        arch: CPU architecture of the device (``"x86_64"``, ``"aarch64"``, ``"armv7e-m"``).
         datasheet: Where the figures come from.
         tvm: TVM target dict of the device code (``mcpu`` may be ``"native"`` for the host).
         host: TVM target dict of the host code (CUDA targets), else None.
         cross_compiler: C++ compiler used to link the library (None: the system's).
         toolchain_apt: Debian package providing ``cross_compiler``.
         library: File name of the compiled library in the artifact.
-        verify: How a build is checked: ``local``, ``qemu-aarch64`` or ``cuda-cubin``.
-        extra: Other fields (``cores``, ``device_software``, detected ``isa`` and ``cpu_model``...).
+        verify: How a build is checked: ``local``, ``qemu-aarch64``, ``qemu-system-arm`` or ``cuda-cubin``.
+        extra: Other fields (``cores``, ``device_software``, detected ``isa`` and ``cpu_model``, a
+            microcontroller's ``mcu``...).
     """
 
     name: str

@@ -9,8 +9,9 @@ gives such kernels a rule-based schedule, picked without measurement:
 2. the main block's spatial loops go outside its reduction loops, the innermost spatial loop is
    split by the target's vector lanes (LLVM's vector width / 32 bits: 8 for AVX2, 16 for
    AVX-512, 4 for NEON) and vectorized, and the outer spatial loops are fused and parallel;
-3. element-wise consumers (bias, activation, residual add) are inlined into one another and
-   computed at the parallel loop, vectorized the same way.
+3. element-wise blocks after it (bias, activation, residual add, a sliced residual) are inlined
+   into the blocks that read them, and the remaining output block is computed at the parallel
+   loop, vectorized the same way.
 
 The reduction order of every output element is unchanged, so results are bit-identical to the
 unscheduled kernel. Kernels with more than one reduction (softmax, normalisations) get DLight's
@@ -68,13 +69,19 @@ def _vectorize_inner(sch, block, lanes: int) -> None:
         sch.vectorize(loops[-1])
 
 
-def _inline_consumers(sch, blocks: list) -> list:
-    """Inline each consumer into the one before it; returns the blocks that stay."""
-    kept = [blocks[0]] if blocks else []
-    for block in blocks[1:]:
+def _inline_epilogue(sch, blocks: list) -> list:
+    """Inline the element-wise blocks after the main one into the blocks that read them.
+
+    Every block that is not a kernel output is inlined into its readers (``compute_inline``); this
+    also takes blocks that do not read the main block at all (a sliced residual fused into the
+    epilogue), which must not be computed at the main block's loops. Returns the blocks that stay:
+    the ones writing kernel outputs.
+    """
+    kept = []
+    for block in blocks:
         try:
-            sch.reverse_compute_inline(block)
-        except Exception:  # noqa: BLE001  tvm.s_tir.ScheduleError: keep it as its own block
+            sch.compute_inline(block)
+        except Exception:  # noqa: BLE001  tvm.s_tir.ScheduleError: it writes an output; it stays
             kept.append(block)
     return kept
 
@@ -109,7 +116,7 @@ def parallel_vectorize(func, target) -> Any:
             sch.compute_inline(producer.block_rv)
         except Exception:  # noqa: BLE001  it writes a kernel output, or is not element-wise
             pass
-    consumers = _inline_consumers(sch, [b.block_rv for b in infos[at + 1:]])
+    consumers = _inline_epilogue(sch, [b.block_rv for b in infos[at + 1:]])
     loops = sch.get_loops(main.block_rv)
     if not kinds or len(loops) != len(kinds) or set(kinds) - {"S", "R"} or "S" not in kinds:
         return None

@@ -1,0 +1,177 @@
+"""The microcontroller C backend's interface (see :class:`edgec.backends.Backend`).
+
+``compile`` takes ONNX with static shapes and writes into a folder the C sources of a static
+runner (:mod:`edgec.backends.c.runner`) and of the firmware around it
+(:mod:`edgec.backends.c.toolchain`), a ``Makefile`` that rebuilds the ELF elsewhere, the ELF
+itself (``model.elf``) and ``model.elf.json`` (the emulated board and the ELF's inputs and outputs,
+read by the ``qemu-system-arm`` device). Steps: Relax import, layout conversion, legalization and
+fusion (the TVM backend's) -> static memory planning -> C kernels from TVM's ``c`` code generator ->
+runner -> budget estimate -> compile, link, ``arm-none-eabi-size`` -> budget check.
+
+``Compiled.memory`` (bytes; also ``kernels.json``'s ``memory``):
+
+* ``planned_arena_bytes`` -- the one static activation arena: TVM's planned storages laid out back to
+  back (each aligned to 32 bytes) plus the output tensors TVM leaves unplanned. This is the figure a
+  smaller activation footprint (e.g. a model rewritten to run its first stage in spatial patches)
+  shows up in;
+* ``planned_activation_bytes``, ``planned_storages``, ``unplanned_activation_bytes``,
+  ``peak_live_activation_bytes`` -- as for the TVM backend (:func:`edgec.backends.tvm.api.kernel_map`);
+* ``workspace_bytes`` -- the static workspace stack (the largest kernel's requests), ``input_bytes``,
+  ``stack_bytes``, ``weight_bytes``;
+* ``text_bytes``, ``data_bytes``, ``bss_bytes`` (``arm-none-eabi-size``; bss includes the stack),
+  ``flash_bytes_used`` (text + data), ``sram_bytes_used`` (data + bss), and the chip's ``flash_bytes_budget`` /
+  ``sram_bytes_budget``.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgec.backends import Compiled, Step, TuningOptions, VerifyPlan, untimed
+from edgec.errors import UsageError
+from edgec.targets import TargetSpec
+
+name = "c"
+
+#: Sidecar of the ELF for the verification device: ``<library>.json``.
+SIDECAR_SUFFIX = ".json"
+
+
+def resolved_target(spec: TargetSpec) -> dict[str, Any]:
+    """The target's data as recorded (nothing is detected for a microcontroller)."""
+    return spec.to_dict()
+
+
+def check(spec: TargetSpec, tuning: TuningOptions) -> None:
+    """Validate the target and the toolchain before any work.
+
+    Raises:
+        TargetError: TVM rejects the target's ``tvm`` data.
+        ToolchainError: ``arm-none-eabi-gcc`` (or ``-size``) is missing; the message gives the apt command.
+        UsageError: a tuning database was given (the C backend applies no tuning records).
+    """
+    from edgec.backends.c import toolchain
+    from edgec.backends.tvm.compile import check_target
+
+    check_target(spec)
+    toolchain.check(spec)
+    if tuning.database is not None:
+        raise UsageError(f"tuning records do not apply to the microcontroller target '{spec.name}'",
+                         "drop --db")
+
+
+def count_kernels(model: onnx.ModelProto, spec: TargetSpec) -> dict[str, Any]:
+    """The fused kernels ``model`` compiles to on ``spec``: ``{"count", "standalone"}``."""
+    from edgec.backends.c.lower import c_target, fuse
+    from edgec.backends.tvm.pipeline import fused_kernels, standalone_kernels
+
+    names = fused_kernels(None, c_target(spec), fuse(model, spec))
+    return {"count": len(names), "standalone": standalone_kernels(names)}
+
+
+def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: TuningOptions | None = None,
+            step: Step = untimed) -> Compiled:
+    """Compile ``model`` for the microcontroller ``spec`` into ``out_dir``.
+
+    Args:
+        model: ONNX with static input shapes (the frontend's and the passes' output).
+        spec: An ``mcu`` target.
+        out_dir: Existing folder receiving the sources, ``Makefile``, ``link.ld``, ``model.elf`` and
+            ``model.elf.json``.
+        tuning: Ignored (no tuning for C kernels).
+        step: Runs and times each named step (the build's progress).
+
+    Returns:
+        A :class:`~edgec.backends.Compiled` whose ``memory`` holds the figures listed in the module
+        docstring (bytes).
+
+    Raises:
+        UnsupportedOpError: an op TVM cannot import or lower, or a graph the static runner cannot express.
+        BudgetError: the model needs more flash or SRAM than the chip has (checked on an estimate
+            before compiling, and on the linked ELF).
+        ToolchainError: the cross compiler is missing or fails.
+    """
+    from edgec.backends.c import budget, lower, runner, toolchain
+    from edgec.backends.tvm.api import kernel_map
+    from edgec.backends.tvm.env import versions
+    from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, standalone_kernels
+
+    toolchain.check(spec)
+    out_dir = Path(out_dir).resolve()
+    target = lower.c_target(spec)
+    fused = step("import to Relax, legalize and fuse", lambda: lower.fuse(model, spec))
+    start = time.perf_counter()
+    scheduled, inlined = step("schedule kernels for memory", lambda: lower.schedule(fused, target))
+    planned = step("plan memory", lambda: lower.plan_memory(scheduled, target))
+    prog = lower.program(planned)
+    kernels = step("generate C kernels", lambda: lower.kernels_c(planned, target, runner.HEADER))
+    workspace = max((kernels.workspace.get(k, 0) for k, _ in prog.calls), default=0)
+    sram = {"arena": prog.arena_bytes, "workspace": workspace, "inputs": prog.input_bytes}
+    budget.check(spec, model, {"weights": prog.weight_bytes}, sram, "estimated before compiling")
+
+    files = runner.write_runner(out_dir, prog, kernels, workspace) + toolchain.write_sources(out_dir)
+    with tempfile.TemporaryDirectory(prefix="edgec-mcu-") as tmp:
+        frames = step(f"compile for {spec.name}", lambda: toolchain.compile_objects(out_dir, Path(tmp), spec))
+        stack = toolchain.stack_need(frames)
+        files += toolchain.write_build_files(out_dir, spec, stack)
+        elf = step("link", lambda: toolchain.link(out_dir, Path(tmp), spec))
+    seconds = time.perf_counter() - start
+    size = toolchain.size(elf, spec)
+    budget.check(spec, model, {"text": size.text, "data": size.data},
+                 {"data": size.data, "bss (arena, workspace, inputs, stack)": size.bss}, "linked")
+
+    kmap = step("kernel and memory map", lambda: kernel_map(model, fused, spec))
+    for call in kmap["calls"]:
+        call["workspace_bytes"] = kernels.workspace.get(call["kernel"], 0)
+    m = toolchain.mcu(spec)
+    memory = {**kmap["memory"], "planned_arena_bytes": prog.arena_bytes,
+              "unplanned_output_bytes": prog.arena_bytes - prog.planned_bytes, "workspace_bytes": workspace,
+              "input_bytes": prog.input_bytes, "stack_bytes": size.stack, "weight_bytes": prog.weight_bytes,
+              "text_bytes": size.text, "data_bytes": size.data, "bss_bytes": size.bss,
+              "flash_bytes_used": size.flash, "sram_bytes_used": size.sram,
+              "flash_bytes_budget": m["flash_bytes"], "sram_bytes_budget": m["sram_bytes"]}
+    kmap["memory"] = memory
+    sidecar = write_sidecar(elf, spec, prog)
+    after = fused_kernels(None, target, fused)
+    return Compiled(backend=name, target=resolved_target(spec), library=elf,
+                    files=sorted(set(files + [elf.name, sidecar.name])), compile_seconds=seconds,
+                    kernels={"after_passes": len(after), "standalone_after_passes": standalone_kernels(after),
+                             "conv_layout": conv_layout(fused), "int32_indices": kernels.int32_indices,
+                             "memory_scheduled": len(inlined)},
+                    kernel_map=kmap, memory=memory,
+                    versions={**versions(), "arm-none-eabi-gcc": toolchain.version(spec)})
+
+
+def write_sidecar(elf: Path, spec: TargetSpec, prog) -> Path:
+    """``<elf>.json``: what the ``qemu-system-arm`` device needs to run the ELF.
+
+    ``{"machine": qemu machine, "core", "inputs": [{"shape", "dtype"}], "outputs": [...]}``; the ELF
+    reads ``input.bin`` and writes ``output.bin`` (raw bytes, sets back to back) in its working folder.
+    """
+    m = spec.extra["mcu"]
+
+    def io(numbers):
+        return [{"shape": list(prog.tensors[t].shape), "dtype": prog.tensors[t].dtype} for t in numbers]
+
+    path = elf.with_name(elf.name + SIDECAR_SUFFIX)
+    path.write_text(json.dumps({"machine": m["qemu"]["machine"], "core": m["core"], "inputs": io(prog.inputs),
+                                "outputs": io(prog.outputs)}, indent=1) + "\n")
+    return path
+
+
+def verify_plan(model: onnx.ModelProto, spec: TargetSpec, compiled: Compiled, workdir: Path) -> VerifyPlan:
+    """Run the ELF itself under ``qemu-system-arm`` on the target's emulated board."""
+    m = spec.extra["mcu"]
+    machine = m["qemu"]["machine"]
+    return VerifyPlan(compiled.library, spec.verify,
+                      f"qemu-system-arm -M {machine} ({m['core']}, emulated), the ELF itself with semihosting I/O",
+                      {"qemu_machine": machine})
+
+
+__all__ = ["check", "compile", "count_kernels", "name", "resolved_target", "verify_plan"]

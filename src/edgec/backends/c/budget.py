@@ -1,0 +1,84 @@
+"""The microcontroller's memory budget: flash for code and weights, SRAM for data, arena, workspace and stack.
+
+The figures are the real chip's (the target's ``mcu.flash_bytes`` / ``mcu.sram_bytes``, from its
+datasheet), not the emulated board's, whose memories are larger. The check runs twice: on an
+estimate before anything is compiled (weights alone against flash; arena, workspace and input
+buffers against SRAM), and on ``arm-none-eabi-size``'s figures after linking.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgec.errors import BudgetError
+from edgec.targets import TargetSpec
+
+HINT = ("give a smaller --width-mult or --input-shape, or run the first stage in spatial patches "
+        "(--passes 'default,patch_inference(...)') to shrink the activations")
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1024:.1f} KiB"
+
+
+def largest_weight(model: onnx.ModelProto) -> tuple[str, int]:
+    """The ONNX initializer with the most bytes: ``(name, bytes)`` (``("-", 0)`` when there is none)."""
+    best = ("-", 0)
+    for init in model.graph.initializer:
+        n = math.prod(init.dims) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+        if n > best[1]:
+            best = (init.name, int(n))
+    return best
+
+
+def largest_activation(model: onnx.ModelProto) -> tuple[str, int]:
+    """The graph tensor (input, intermediate or output, not a weight) with the most bytes: ``(name, bytes)``.
+
+    Shapes come from ONNX shape inference where the model does not carry them.
+    """
+    inferred = model if model.graph.value_info else onnx.shape_inference.infer_shapes(model)
+    inits = {i.name for i in model.graph.initializer}
+    best = ("-", 0)
+    for vi in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if vi.name in inits or not tt.HasField("shape") or not tt.elem_type:
+            continue
+        dims = [d.dim_value for d in tt.shape.dim]
+        if any(d <= 0 for d in dims):
+            continue
+        n = math.prod(dims) * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type)).itemsize
+        if n > best[1]:
+            best = (vi.name, int(n))
+    return best
+
+
+def check(spec: TargetSpec, model: onnx.ModelProto, flash: dict[str, int], sram: dict[str, int], when: str) -> None:
+    """Raise when the model does not fit the chip.
+
+    Args:
+        spec: The MCU target (``mcu.flash_bytes``, ``mcu.sram_bytes``, ``mcu.chip``).
+        model: The ONNX model (names the largest weight or activation).
+        flash: What needs flash, by part (bytes): weights, or the ELF's text and data.
+        sram: What needs SRAM, by part (bytes): arena, workspace, inputs, or the ELF's data and bss.
+        when: ``"estimated before compiling"`` or ``"linked"`` (from ``arm-none-eabi-size``).
+
+    Raises:
+        BudgetError: flash or SRAM over budget: one line with the budget, the need and the largest
+            tensor (name and bytes), and the hint.
+    """
+    m = spec.extra["mcu"]
+    chip = m.get("chip", spec.name)
+    for memory, parts, budget, region, largest, what in (
+            ("flash", flash, m["flash_bytes"], "flash", largest_weight, "weight"),
+            ("SRAM", sram, m["sram_bytes"], m.get("sram_region", "SRAM"), largest_activation, "activation")):
+        need = sum(parts.values())
+        if need > budget:
+            name, nbytes = largest(model)
+            detail = ", ".join(f"{k} {_kb(v)}" for k, v in parts.items())
+            raise BudgetError(f"the model needs {need} bytes ({_kb(need)}, {when}) of {memory}, over the {budget} "
+                              f"bytes ({_kb(budget)}) of {chip} {region} ('{spec.name}'): {detail}; largest "
+                              f"{what} '{name}' {nbytes} bytes", HINT)
