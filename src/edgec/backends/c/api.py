@@ -10,10 +10,10 @@ runner -> budget estimate -> compile, link, ``arm-none-eabi-size`` -> budget che
 
 ``Compiled.memory`` (bytes; also ``kernels.json``'s ``memory``):
 
-* ``planned_arena_bytes`` -- the one static activation arena: TVM's planned storages laid out back to
-  back (each aligned to 32 bytes) plus the output tensors TVM leaves unplanned. This is the figure a
-  smaller activation footprint (e.g. a model rewritten to run its first stage in spatial patches)
-  shows up in;
+* ``planned_arena_bytes`` -- the one static activation arena, every activation buffer placed by its
+  lifetime over the kernel calls (:mod:`edgec.backends.c.arena`, greedy by size). This is the figure
+  a smaller activation footprint (e.g. a model rewritten to run its first stage in spatial patches)
+  shows up in; ``tvm_storage_plan_bytes`` is TVM's own storage plan, for comparison;
 * ``planned_activation_bytes``, ``planned_storages``, ``unplanned_activation_bytes``,
   ``peak_live_activation_bytes`` -- as for the TVM backend (:func:`edgec.backends.tvm.api.kernel_map`);
 * ``workspace_bytes`` -- the static workspace stack (the largest kernel's requests), ``input_bytes``,
@@ -131,7 +131,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
         call["workspace_bytes"] = kernels.workspace.get(call["kernel"], 0)
     m = toolchain.mcu(spec)
     memory = {**kmap["memory"], "planned_arena_bytes": prog.arena_bytes,
-              "unplanned_output_bytes": prog.arena_bytes - prog.planned_bytes, "workspace_bytes": workspace,
+              "tvm_storage_plan_bytes": prog.planned_bytes, "workspace_bytes": workspace,
               "input_bytes": prog.input_bytes, "stack_bytes": size.stack, "weight_bytes": prog.weight_bytes,
               "text_bytes": size.text, "data_bytes": size.data, "bss_bytes": size.bss,
               "flash_bytes_used": size.flash, "sram_bytes_used": size.sram,

@@ -53,6 +53,8 @@ class Tensor:
             (constant number ``index``) or ``"input"`` (model input number ``index``).
         index: See ``where``.
         offset: Byte offset inside the storage or region.
+        buffer: The activation buffer it lives in (views share their base's), for the arena plan; -1
+            for inputs and constants.
     """
 
     shape: tuple[int, ...]
@@ -60,6 +62,7 @@ class Tensor:
     where: str
     index: int
     offset: int = 0
+    buffer: int = -1
 
     @property
     def nbytes(self) -> int:
@@ -89,28 +92,43 @@ class Program:
     storages: list[int] = field(default_factory=list)
     regions: list[int] = field(default_factory=list)
 
-    def _offsets(self) -> list[int]:
-        """Byte offsets in the arena of the storages then the regions, each aligned to :data:`ALIGN`."""
-        out, at = [], 0
-        for size in self.storages + self.regions:
-            out.append(at)
-            at += align(size)
-        return out + [at]
+    buffer_offsets: list[int] = field(default_factory=list)
+    arena_size: int = 0
+
+    def plan_arena(self) -> None:
+        """Place the activation buffers in one arena by their lifetimes over the kernel calls
+        (:func:`edgec.backends.c.arena.greedy_by_size`); model outputs stay alive to the end."""
+        from edgec.backends.c.arena import Buffer, greedy_by_size
+
+        count = 1 + max((t.buffer for t in self.tensors), default=-1)
+        sizes, first, last = [0] * count, [len(self.calls)] * count, [-1] * count
+        for t in self.tensors:
+            if t.buffer >= 0:
+                sizes[t.buffer] = max(sizes[t.buffer], t.nbytes)
+        for step, (_, args) in enumerate(self.calls):
+            for a in args:
+                b = self.tensors[a].buffer
+                if b >= 0:
+                    first[b], last[b] = min(first[b], step), max(last[b], step)
+        for o in self.outputs:
+            b = self.tensors[o].buffer
+            first[b], last[b] = min(first[b], len(self.calls)), len(self.calls)
+        buffers = [Buffer(sizes[b], first[b], max(last[b], first[b])) for b in range(count)]
+        self.buffer_offsets, self.arena_size = greedy_by_size(buffers, ALIGN)
 
     @property
     def arena_bytes(self) -> int:
-        """Size of the one activation arena (bytes): planned storages and unplanned regions, aligned."""
-        return self._offsets()[-1]
+        """Size of the one activation arena (bytes), as planned by :meth:`plan_arena`."""
+        return self.arena_size
 
     @property
     def planned_bytes(self) -> int:
-        """Bytes of the planned storages in the arena (aligned): TVM's static plan alone."""
-        return sum(align(s) for s in self.storages)
+        """Bytes of TVM's own storage plan (``StaticPlanBlockMemory``, aligned), for comparison."""
+        return sum(align(s) for s in self.storages) + sum(align(r) for r in self.regions)
 
     def arena_offset(self, t: Tensor) -> int:
-        """Byte offset in the arena of a ``storage`` or ``unplanned`` tensor."""
-        base = self._offsets()[t.index if t.where == "storage" else len(self.storages) + t.index]
-        return base + t.offset
+        """Byte offset in the arena of an activation tensor."""
+        return self.buffer_offsets[t.buffer]
 
     @property
     def weight_bytes(self) -> int:
@@ -253,8 +271,12 @@ def program(planned) -> Program:
     storage_of: dict[Any, int] = {}  # relax var -> storage number
     const_of: dict[Any, int] = {}    # constant -> tensor number
 
-    def new_tensor(shape, dtype, where, index, offset=0) -> int:
-        prog.tensors.append(Tensor(tuple(shape), dtype, where, index, offset))
+    buffers = iter(range(1 << 30))
+
+    def new_tensor(shape, dtype, where, index, offset=0, buffer=None) -> int:
+        if buffer is None:
+            buffer = next(buffers) if where in ("storage", "unplanned") else -1
+        prog.tensors.append(Tensor(tuple(shape), dtype, where, index, offset, buffer))
         return len(prog.tensors) - 1
 
     for i, param in enumerate(main.params):
@@ -296,7 +318,7 @@ def program(planned) -> Program:
                     prog.regions.append(prog.tensors[-1].nbytes)
                 elif name == "relax.reshape":  # a view: the same bytes, another shape
                     base = prog.tensors[arg(value.args[0])]
-                    tensor_of[var] = new_tensor(*_ty(var), base.where, base.index, base.offset)
+                    tensor_of[var] = new_tensor(*_ty(var), base.where, base.index, base.offset, base.buffer)
                 elif name not in ("relax.memory.kill_tensor", "relax.memory.kill_storage"):
                     raise _unsupported(f"'{name}'")
             else:
@@ -309,6 +331,7 @@ def program(planned) -> Program:
             raise UnsupportedOpError("a model output is an input or a constant (nothing computes it)",
                                      "remove that output from the model")
         prog.outputs.append(number)
+    prog.plan_arena()
     return prog
 
 
