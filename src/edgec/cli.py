@@ -176,6 +176,7 @@ def build(
 
 def print_build_summary(report: dict, artifact: Path) -> None:
     """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
+    from edgec.profiling.memory import memory_line
     from edgec.profiling.report import (function_change_line, human_bytes, human_count, pass_error,
                                         schedules_line, verification_line, weights_note)
 
@@ -200,6 +201,9 @@ def print_build_summary(report: dict, artifact: Path) -> None:
             device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
             table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
                               f"--target {t['name']}{device} --minutes 30[/]")
+    mem = report.get("memory")
+    if mem:
+        table.add_row("memory", escape(memory_line(mem)))
     q = b.get("quick_latency")
     if q:
         table.add_row("speed", f"edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} ms "

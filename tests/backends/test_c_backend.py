@@ -163,3 +163,20 @@ def test_arena_plan_never_overlaps_live_buffers_and_reuses_dead_ones():
     # a chain a -> b -> c: c reuses a's bytes
     offsets, total = greedy_by_size([Buffer(1024, 0, 1), Buffer(512, 1, 2), Buffer(1024, 2, 3)], 32)
     assert total == 1536 and offsets[0] == offsets[2]
+
+
+def test_patch_inference_shrinks_the_planned_arena_of_the_runner(tmp_path):
+    """The patched model's lower peak must show in the runner's planned arena, not only in the analysis."""
+    model = small_cnn(tmp_path / "wide.onnx", size=64)
+    arenas, reports = {}, {}
+    for passes in ("default", "default,patch_inference(stop=a,grid=4)"):
+        result = build(BuildOptions(model=str(model), target="cortex-m7", out_dir=tmp_path / passes.replace(",", "_"),
+                                    passes=passes))
+        check_artifact(result, "cortex-m7")
+        arenas[passes] = result.report["memory"]["planned"]["planned_arena_bytes"]
+        reports[passes] = result.report
+    patched = reports["default,patch_inference(stop=a,grid=4)"]["memory"]
+    assert patched["patch_inference"]["grid"] == 4 and patched["patch_inference"]["stop"] == "a"
+    assert patched["after_passes"]["fp32"]["peak_activation_bytes"] < patched["before_passes"]["fp32"][
+        "peak_activation_bytes"]
+    assert arenas["default,patch_inference(stop=a,grid=4)"] < arenas["default"], arenas

@@ -88,6 +88,29 @@ def write_plot(section: dict[str, Any], path: Path, title: str) -> bool:
     return True
 
 
+def memory_line(section: dict[str, Any]) -> str:
+    """One line for the build summary: analytic peaks (before -> after the passes), the planned arena,
+    and on a microcontroller the flash and SRAM used against the chip's budget."""
+    after, before = section["after_passes"], section.get("before_passes")
+
+    def kib(key: str) -> str:
+        a = after[key]["peak_activation_bytes"] / KIB
+        return f"{before[key]['peak_activation_bytes'] / KIB:.0f} -> {a:.0f}" if before else f"{a:.0f}"
+
+    words = [f"peak activations {kib('fp32')} kB fp32 ({kib('int8')} kB int8 analytic)"]
+    planned = section.get("planned", {})
+    arena = planned.get("planned_arena_bytes") or planned.get("planned_activation_bytes")
+    if arena:
+        words.append(f"planned arena {arena / KIB:.0f} kB")
+    if planned.get("sram_bytes_budget"):
+        words.append(f"SRAM {planned['sram_bytes_used'] / KIB:.0f}/{planned['sram_bytes_budget'] / KIB:.0f} kB, "
+                     f"flash {planned['flash_bytes_used'] / KIB:.0f}/{planned['flash_bytes_budget'] / KIB:.0f} kB")
+    p = section.get("patch_inference")
+    if p:
+        words.append(f"patch_inference {p['grid']}x{p['grid']} to `{p['stop']}`, MACs +{100 * p['mac_overhead']:.1f}%")
+    return "; ".join(words)
+
+
 def memory_markdown(section: dict[str, Any] | None) -> list[str]:
     """The ``## Memory`` part of ``report.md``."""
     if not section:
@@ -106,8 +129,8 @@ def memory_markdown(section: dict[str, Any] | None) -> list[str]:
              f"| largest tensor, fp32 | `{after['fp32']['largest_tensor']['name']}` "
              f"{after['fp32']['largest_tensor']['bytes'] / KIB:.1f} |"]
     for key, value in section.get("planned", {}).items():
-        lines.append(f"| {key.replace('_', ' ')} (backend plan) | {value / KIB:.1f} |" if key.endswith("bytes")
-                     else f"| {key.replace('_', ' ')} | {value} |")
+        words = key.replace("_bytes", "").replace("_", " ")
+        lines.append(f"| backend: {words} | {value / KIB:.1f} |" if "bytes" in key else f"| backend: {words} | {value} |")
     p = section.get("patch_inference")
     if p:
         lines.append(f"| patch_inference | stop `{p['stop']}`, {p['grid']}x{p['grid']} patches, MACs "
