@@ -246,6 +246,52 @@ def print_build_summary(report: dict, artifact: Path) -> None:
 
 
 @app.command()
+def memory(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
+    input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
+    passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
+    max_mac_overhead: Annotated[float, typer.Option(
+        min=0.0, metavar="FRACTION", help="Largest MAC increase the patch search accepts (0.15 = +15%).")] = 0.15,
+    max_grid: Annotated[int, typer.Option(min=2, max=32, metavar="N", help="Largest n x n grid tried.")] = 8,
+    top: Annotated[int, typer.Option(min=1, metavar="K", help="Patch candidates shown.")] = 8,
+) -> None:
+    """Peak activation memory of MODEL (fp32 and int8 analytic) and the best patch-based inference plans."""
+    from edgec.build import BuildOptions, Steps, check_request, lower
+    from edgec.frontend.memory import KIB, activation_memory
+    from edgec.passes.patch import search_patch
+
+    opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, verify=False)
+    check_request(opts)
+    with _StepPrinter() as printer:
+        final = lower(opts, Steps(printer)).final
+        printer("search patch plans")
+        best, tried = search_patch(final, max_mac_overhead=max_mac_overhead, max_grid=max_grid)
+    fp32, int8 = activation_memory(final), activation_memory(final, element_bytes=1)
+    with_input = activation_memory(final, count_inputs=True)
+    console.print(f"peak activations: {fp32.peak_activation_bytes / KIB:.1f} kB fp32, "
+                  f"{int8.peak_activation_bytes / KIB:.1f} kB int8 analytic (at {escape(fp32.peak_node)}; "
+                  f"{with_input.peak_activation_bytes / KIB:.1f} kB fp32 with the input image); largest tensor "
+                  f"{escape(fp32.largest_tensor[0])} {fp32.largest_tensor[1] / KIB:.1f} kB fp32")
+    t = Table(title=f"patch plans (of {len(tried)} tried), lowest peak first; kB = 1024 bytes", title_justify="left")
+    for col in ("stop tensor", "grid", "peak fp32 kB", "peak int8 kB", "MACs"):
+        t.add_column(col, justify="left" if col == "stop tensor" else "right")
+    shown = sorted(tried, key=lambda c: (c.peak_activation_bytes, c.macs))[:top]
+    for c in shown:
+        over = f"+{100 * c.mac_overhead:.1f}%"
+        t.add_row(escape(c.stop), f"{c.grid}x{c.grid}", f"{c.peak_activation_bytes / KIB:.1f}",
+                  f"{c.peak_activation_bytes / 4 / KIB:.1f}",
+                  over if c.mac_overhead <= max_mac_overhead else f"[red]{over}[/]")
+    if tried:
+        console.print(t)
+    if best is None:
+        console.print(f"no patch plan lowers the peak within +{100 * max_mac_overhead:.0f}% MACs")
+    else:
+        console.print(f"[bold green]best:[/] --passes '{escape(passes)},patch_inference(stop={escape(best.stop)},"
+                      f"grid={best.grid})' -> {best.peak_activation_bytes / 4 / KIB:.1f} kB int8 analytic, "
+                      f"MACs +{100 * best.mac_overhead:.1f}%")
+
+
+@app.command()
 def split(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
     list_cuts: Annotated[bool, typer.Option("--list", metavar="", help="List every valid cut with its costs.")]

@@ -181,7 +181,7 @@ def activation_memory(model: onnx.ModelProto, *, element_bytes: int | None = Non
         saved = 0
         if inplace:
             saved = (_inplace_saving(node, i, sizes, last, shapes)
-                     or _residual_target(node, sizes, last, consumers, index))
+                     or _residual_target(node, i, sizes, born, last, consumers, index))
         curve.append({"node": node.name or node.output[0], "op": node.op_type, "live_bytes": live - saved})
     if not curve:
         total = sum(sizes.values())
@@ -191,12 +191,12 @@ def activation_memory(model: onnx.ModelProto, *, element_bytes: int | None = Non
                          largest, curve)
 
 
-def _residual_target(node: onnx.NodeProto, sizes: dict[str, int], last: dict[str, int],
-                     consumers: dict[str, list[onnx.NodeProto]], index: dict[int, int]) -> int:
+def _residual_target(node: onnx.NodeProto, i: int, sizes: dict[str, int], born: dict[str, int],
+                     last: dict[str, int], consumers: dict[str, list[onnx.NodeProto]], index: dict[int, int]) -> int:
     """Bytes a Conv saves by accumulating into the residual it is added to (a fused residual Add).
 
-    Legal when the Conv's output feeds only an ``Add`` whose other operand dies at that Add and
-    has the same size: the fused kernel writes ``conv + x`` over ``x`` element by element.
+    Legal when the Conv's output feeds only an ``Add`` whose other operand exists already, dies at
+    that Add and has the same size: the fused kernel writes ``conv + x`` over ``x`` element by element.
     """
     out = node.output[0]
     users = consumers.get(out, [])
@@ -204,7 +204,7 @@ def _residual_target(node: onnx.NodeProto, sizes: dict[str, int], last: dict[str
         return 0
     add = users[0]
     others = [x for x in add.input if x != out]
-    if len(others) != 1 or sizes.get(others[0], 0) != sizes.get(out, 0):
+    if len(others) != 1 or sizes.get(others[0], 0) != sizes.get(out, 0) or born.get(others[0], i) >= i:
         return 0
     return sizes[out] if last.get(others[0]) == index[id(add)] else 0
 
