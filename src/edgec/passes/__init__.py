@@ -8,7 +8,7 @@ parsed by :mod:`edgec.passes.options`.
 The pass modules are imported here, explicitly, and register themselves.
 """
 
-from edgec.passes import cleanup, fold, patch, reparameterize  # noqa: F401  (registration)
+from edgec.passes import cleanup, fold, merge, patch, reparameterize  # noqa: F401  (registration)
 from edgec.passes.manager import PipelineResult, apply_pass, run_pipeline, verify_pass
 from edgec.passes.options import OptionField, PassCall, option_fields
 from edgec.passes.registry import (CHANGES_FUNCTION, DEFAULT_PIPELINE, EXACT, Equivalence, PassInfo, all_passes,
