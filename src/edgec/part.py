@@ -223,6 +223,11 @@ def _part_report(source: Source, req: PartRequest, compiled: Compiled, verificat
     memory = steps.run("memory analysis", lambda: memory_report.memory_section(
         req.model, req.before_passes if any(p.get("applied") for p in req.passes) else None, compiled.memory))
     if memory:
+        backend = get_backend(req.target)
+        if memory.get("patch_inference") and hasattr(backend, "planned_arena_bytes"):
+            memory["planned"]["planned_arena_bytes_before_passes"] = steps.run(
+                "plan the arena without the passes", lambda: backend.planned_arena_bytes(req.before_passes,
+                                                                                         req.target))
         report["memory"] = memory
     reports.validate(report)
     return report

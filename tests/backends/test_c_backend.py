@@ -180,3 +180,4 @@ def test_patch_inference_shrinks_the_planned_arena_of_the_runner(tmp_path):
     assert patched["after_passes"]["fp32"]["peak_activation_bytes"] < patched["before_passes"]["fp32"][
         "peak_activation_bytes"]
     assert arenas["default,patch_inference(stop=a,grid=4)"] < arenas["default"], arenas
+    assert patched["planned"]["planned_arena_bytes_before_passes"] > arenas["default,patch_inference(stop=a,grid=4)"]

@@ -79,6 +79,10 @@ def write_plot(section: dict[str, Any], path: Path, title: str) -> bool:
         "planned_activation_bytes")
     if arena:
         ax.axhline(arena / KIB, color="#e07b39", linestyle="--", label=f"planned arena ({arena / KIB:.0f} kB)")
+    was = section.get("planned", {}).get("planned_arena_bytes_before_passes")
+    if was:
+        ax.axhline(was / KIB, color="#b0b0b0", linestyle="--",
+                   label=f"planned arena before the passes ({was / KIB:.0f} kB)")
     ax.set_xlabel("step (ONNX node order)")
     ax.set_ylabel("live activations, fp32 (kB)")
     ax.set_title(title)
@@ -101,7 +105,9 @@ def memory_line(section: dict[str, Any]) -> str:
     planned = section.get("planned", {})
     arena = planned.get("planned_arena_bytes") or planned.get("planned_activation_bytes")
     if arena:
-        words.append(f"planned arena {arena / KIB:.0f} kB")
+        was = planned.get("planned_arena_bytes_before_passes")
+        words.append(f"planned arena {was / KIB:.0f} -> {arena / KIB:.0f} kB" if was else
+                     f"planned arena {arena / KIB:.0f} kB")
     if planned.get("sram_bytes_budget"):
         words.append(f"SRAM {planned['sram_bytes_used'] / KIB:.0f}/{planned['sram_bytes_budget'] / KIB:.0f} kB, "
                      f"flash {planned['flash_bytes_used'] / KIB:.0f}/{planned['flash_bytes_budget'] / KIB:.0f} kB")

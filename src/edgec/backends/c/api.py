@@ -148,6 +148,19 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
                     versions={**versions(), "arm-none-eabi-gcc": toolchain.version(spec)})
 
 
+def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int:
+    """The activation arena ``compile`` would plan for ``model`` (bytes), without generating code.
+
+    Used to report the arena of the model before a memory pass (``patch_inference``) beside the
+    one built.
+    """
+    from edgec.backends.c import lower
+
+    target = lower.c_target(spec)
+    scheduled, _ = lower.schedule(lower.fuse(model, spec), target)
+    return lower.program(lower.plan_memory(scheduled, target)).arena_bytes
+
+
 def write_sidecar(elf: Path, spec: TargetSpec, prog) -> Path:
     """``<elf>.json``: what the ``qemu-system-arm`` device needs to run the ELF.
 
