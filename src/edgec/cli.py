@@ -328,6 +328,32 @@ def merge_table_cmd(
 
 
 @app.command()
+def serve(
+    artifact: Annotated[str, typer.Argument(metavar="ARTIFACT:tail", help="The tail of a split artifact.")],
+    port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port to listen on.")] = 50051,
+    host: Annotated[str, typer.Option(metavar="ADDR", help="Address to listen on (0.0.0.0: every interface).")]
+    = "127.0.0.1",
+    tls_cert: Annotated[Optional[Path], typer.Option(metavar="PEM", help="TLS certificate (with --tls-key).")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(metavar="PEM", help="TLS private key.")] = None,
+    threads: Annotated[Optional[int], typer.Option(min=1, max=1024, metavar="N", help="Threads of the tail.")] = None,
+) -> None:
+    """Serve the tail of a split artifact over gRPC: heads send their cut tensor, get the outputs back."""
+    from edgec.serve import serve as start
+
+    server, service = start(artifact, port, host, tls_cert=tls_cert, tls_key=tls_key, threads=threads)
+    console.print(f"serving {escape(str(service.part.folder))} (cut {escape(service.tensor)} {service.shape} "
+                  f"{service.wire_dtype}, {service.encoding.kind}) on {escape(host)}:{port}"
+                  f"{' with TLS' if tls_cert else ''}; Ctrl-C stops")
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        server.stop(0)
+        console.print(f"stopped after {service.served} requests")
+    finally:
+        service.close()
+
+
+@app.command()
 def split(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
     list_cuts: Annotated[bool, typer.Option("--list", metavar="", help="List every valid cut with its costs.")]
@@ -654,6 +680,12 @@ def run(
     std: Annotated[Optional[str], typer.Option(metavar="R,G,B", help="Std on [0, 1] RGB (ONNX-file builds).")]
     = None,
     layout: Annotated[Optional[str], typer.Option(metavar="NCHW|NHWC", help="The input tensor's layout.")] = None,
+    server: Annotated[Optional[str], typer.Option(metavar="HOST:PORT", help="Run ARTIFACT:head here and send the cut "
+                                                                            "to this `edgec serve` tail.")] = None,
+    timeout: Annotated[float, typer.Option(min=0.001, metavar="S", help="Deadline of the request to --server.")]
+    = 10.0,
+    tls_ca: Annotated[Optional[Path], typer.Option(metavar="PEM", help="Use TLS to --server, trusting this CA.")]
+    = None,
 ) -> None:
     """Run an artifact (its parts in order, or one part) on an image; preprocess as the manifest says, print top-k."""
     from edgec.profiling.report import weights_note
@@ -664,6 +696,19 @@ def run(
     sz = _floats(size, 2, "--size")
     over = {"resize": [int(v) for v in sz] if sz else None, "mean": _floats(mean, 3, "--mean"),
             "std": _floats(std, 3, "--std"), "layout": layout}
+    if server is not None:
+        from edgec.serve import run_remote
+
+        if ":" not in server or not server.rsplit(":", 1)[1].isdigit():
+            raise UsageError(f"--server '{server}' is not HOST:PORT", "e.g. --server 192.168.1.10:50051")
+        remote = run_remote(artifact, server, image, top=top, timeout_s=timeout, tls_ca=tls_ca, preprocessing=over)
+        for i, (idx, score, label) in enumerate(remote.top, 1):
+            console.print(f"{i}. class {idx} {escape(label or '-')} {score:.4f}")
+        t = remote.timings_ms
+        console.print(f"head {t['head']:.2f} ms, serialize {t['serialize']:.2f} ms, transfer {t['transfer']:.2f} ms "
+                      f"({remote.sent_bytes} bytes), decode {t['decode']:.2f} ms, tail {t['tail']:.2f} ms, "
+                      f"total {t['total']:.2f} ms")
+        return
     result = run_image(artifact, image, top=top, preprocessing=over)
     table = Table(title=f"top-{top} for {image.name}", title_justify="left")
     table.add_column("rank", justify="right")

@@ -69,24 +69,8 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
     if not {t["name"] for t in first.inputs} <= model_inputs:
         raise UsageError(f"part '{first.name}' takes {', '.join(t['name'] for t in first.inputs)} from an "
                          "earlier part, not an image", f"run the whole artifact: edgec run {artifact.folder}")
-    _check_image_input(first, preprocessing or {})  # after: a tail alone is told to run the whole artifact
-    pre = dict(first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing") or {})
-    built_layout = pre.get("layout", "NCHW")  # the input's own; a --layout override does not change its size
-    pre.update({k: v for k, v in (preprocessing or {}).items() if v is not None})
-    if pre and "resize" not in pre:
-        pre["resize"] = _input_size(first.inputs[0], built_layout)
-    pre = _complete(pre) if (preprocessing and any(v is not None for v in preprocessing.values())) else pre
-    if not pre:
-        raise UsageError(f"{artifact.folder} records no preprocessing (an ONNX-file build)",
-                         "give it: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (and --size H,W, --layout)")
+    x, pre = image_tensor(artifact, first, image, preprocessing)
     device = LocalDevice()
-    x = preprocess(image, pre)
-    want = list(first.inputs[0]["shape"])
-    if list(x.shape) != want:
-        raise UsageError(f"the image becomes a {list(x.shape)} tensor ({pre.get('layout', 'NCHW')}, "
-                         f"{pre['resize'][0]}x{pre['resize'][1]}), but '{first.name}' takes {want}",
-                         "drop --size and --layout (the artifact's own are used), or rebuild with another "
-                         "--input-shape")
     values: dict[tuple[str, str], np.ndarray] = {}
     outs: list[np.ndarray] = []
     for p in parts:
@@ -101,15 +85,49 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
                 feeds.append(CutEncoding.from_dict(link.get("encoding") or {}).roundtrip(sent))
         outs = device.run(p.library, feeds)
         values.update({(p.name, o["name"]): arr for o, arr in zip(p.manifest["outputs"], outs)})
-    last = parts[-1]
-    out_shape = list(outs[0].shape)
-    if not (outs[0].ndim == 2 and outs[0].shape[0] == 1 and outs[0].shape[1] > 1):
-        raise UsageError(f"'{last.name}' outputs a {out_shape} tensor, not class scores: there is no top-k to print",
-                         f"run the whole artifact (edgec run {artifact.folder})" if artifact.multi_part
+    return RunResult(rank_scores(artifact, parts[-1].name, outs[0], top), artifact.manifest["model"].get("weights"),
+                     pre)
+
+
+def rank_scores(artifact: Artifact, part_name: str, scores: np.ndarray, top: int) -> list[tuple[int, float, str | None]]:
+    """Top-``top`` ``(class, softmax score, label or None)`` of a (1, classes) output.
+
+    Raises:
+        UsageError: the output is not class scores.
+    """
+    if not (scores.ndim == 2 and scores.shape[0] == 1 and scores.shape[1] > 1):
+        raise UsageError(f"'{part_name}' outputs a {list(scores.shape)} tensor, not class scores: there is no top-k "
+                         "to print", f"run the whole artifact (edgec run {artifact.folder})" if artifact.multi_part
                          else "use the Python API for this model's outputs")
-    labels = imagenet_labels() if outs[0].size == 1000 and artifact.manifest["model"].get("source") == "zoo" else None
-    ranked = [(i, p, labels[i] if labels else None) for i, p in _top(outs[0], top)]
-    return RunResult(ranked, artifact.manifest["model"].get("weights"), pre)
+    labels = imagenet_labels() if scores.size == 1000 and artifact.manifest["model"].get("source") == "zoo" else None
+    return [(i, p, labels[i] if labels else None) for i, p in _top(scores, top)]
+
+
+def image_tensor(artifact: Artifact, first: Part, image: str | Path,
+                 preprocessing: dict | None = None) -> tuple[np.ndarray, dict]:
+    """The image as ``first``'s input tensor (float32, its recorded shape), and the preprocessing used.
+
+    Raises:
+        UsageError: the part does not take the image, no preprocessing is known, a bad image or size.
+    """
+    _check_image_input(first, preprocessing or {})  # after: a tail alone is told to run the whole artifact
+    pre = dict(first.manifest.get("preprocessing") or artifact.manifest.get("preprocessing") or {})
+    built_layout = pre.get("layout", "NCHW")  # the input's own; a --layout override does not change its size
+    pre.update({k: v for k, v in (preprocessing or {}).items() if v is not None})
+    if pre and "resize" not in pre:
+        pre["resize"] = _input_size(first.inputs[0], built_layout)
+    pre = _complete(pre) if (preprocessing and any(v is not None for v in preprocessing.values())) else pre
+    if not pre:
+        raise UsageError(f"{artifact.folder} records no preprocessing (an ONNX-file build)",
+                         "give it: --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 (and --size H,W, --layout)")
+    x = preprocess(image, pre)
+    want = list(first.inputs[0]["shape"])
+    if list(x.shape) != want:
+        raise UsageError(f"the image becomes a {list(x.shape)} tensor ({pre.get('layout', 'NCHW')}, "
+                         f"{pre['resize'][0]}x{pre['resize'][1]}), but '{first.name}' takes {want}",
+                         "drop --size and --layout (the artifact's own are used), or rebuild with another "
+                         "--input-shape")
+    return x, pre
 
 
 def _check_image_input(part: Part, given: dict) -> None:

@@ -1,0 +1,253 @@
+"""Split computing at run time over gRPC: ``edgec serve ARTIFACT:tail`` and ``edgec run ARTIFACT:head --server``.
+
+The head runs on the device and sends the cut tensor; a server runs the tail. The transport is
+gRPC (``grpcio``: HTTP/2 framing, deadlines, optional TLS); no code generation is needed because
+the messages are ONNX's own protobufs: a request is one serialized ``onnx.TensorProto`` (the cut
+tensor under its name, encoded as the artifact's connection says: fp32, or int8 codes), a reply is
+an ``onnx.SequenceProto`` of the tail's outputs. Request metadata carries the artifact's model hash;
+the server refuses another model's head (``FAILED_PRECONDITION``), a tensor of the wrong name, shape
+or dtype, and bytes that do not parse (``INVALID_ARGUMENT``), and keeps serving. Its trailing
+metadata gives its decode and tail times (ms), so the client splits a request into head, serialise,
+transfer, tail and total.
+
+Service ``edgec.split.v1.Tail``, method ``Run`` (unary). Source of the split-computing setting:
+Matsubara et al., "Split Computing and Early Exiting for Deep Learning Applications: Survey and
+Research Challenges", ACM Computing Surveys 2022, section 2.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgec.artifact import Artifact, Part, open_part
+from edgec.errors import DeviceError, UsageError
+from edgec.split.encoding import CutEncoding
+
+SERVICE = "edgec.split.v1.Tail"
+RUN = f"/{SERVICE}/Run"
+MODEL_KEY = "edgec-model-sha256"
+#: Largest message accepted (bytes): cut tensors of vision models are far smaller.
+MAX_MESSAGE_BYTES = 64 << 20
+
+
+def _link_into(artifact: Artifact, part: Part) -> dict[str, Any]:
+    link = next((c for c in artifact.connections if c["to"]["part"] == part.name), None)
+    if link is None:
+        raise UsageError(f"part '{part.name}' of {artifact.folder} takes the image, not a cut tensor: it is not a tail",
+                         f"serve the part fed by the head, e.g. edgec serve {artifact.folder}:tail")
+    return link
+
+
+def _link_from(artifact: Artifact, part: Part) -> dict[str, Any]:
+    link = next((c for c in artifact.connections if c["from"]["part"] == part.name), None)
+    if link is None:
+        raise UsageError(f"part '{part.name}' of {artifact.folder} sends nothing to another part: it is not a head",
+                         f"run the head: edgec run {artifact.folder}:head --server HOST:PORT --image X")
+    return link
+
+
+def _wire_dtype(encoding: CutEncoding) -> np.dtype:
+    return np.dtype(np.float32) if encoding.kind == "fp32" else np.dtype(encoding.to_dict().get("dtype", "int8"))
+
+
+class TailService:
+    """The tail of a split artifact, ready to answer requests (one at a time on the TVM VM).
+
+    Raises:
+        UsageError: not a multi-part artifact's tail, or a tail built for another machine.
+        ModelError: the tail's library is missing or damaged.
+    """
+
+    def __init__(self, ref: str | Path, threads: int | None = None) -> None:
+        from edgec.devices.local import LocalDevice
+        from edgec.run import _local_part
+
+        self.artifact, part = open_part(ref)
+        if part is None:
+            raise UsageError(f"{ref} has several parts; name the tail", f"edgec serve {ref}:tail --port 50051")
+        self.part = part
+        _local_part(part, self.artifact)
+        part.check_library()
+        self.link = _link_into(self.artifact, part)
+        self.encoding = CutEncoding.from_dict(self.link.get("encoding") or {})
+        spec = next(t for t in part.inputs if t["name"] == self.link["to"]["tensor"])
+        self.tensor = self.link["from"]["tensor"]
+        self.shape = list(spec["shape"])
+        self.wire_dtype = _wire_dtype(self.encoding)
+        self.sha = self.artifact.manifest["model"].get("source_sha256")
+        self._device_cm = LocalDevice(threads).open()
+        self.session = self._device_cm.__enter__()
+        self.main = self.session.load_model(part.library)["main"]
+        self.lock = threading.Lock()
+        self.served = 0
+
+    def handle(self, request: bytes, context) -> bytes:
+        """One request: parse, check, decode, run the tail, reply (gRPC unary handler)."""
+        import grpc
+
+        from edgec.devices.session import flatten
+
+        meta = dict(context.invocation_metadata())
+        if meta.get(MODEL_KEY) != self.sha:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"model hash mismatch: this tail serves {str(self.sha)[:12]}, the head sent "
+                          f"{str(meta.get(MODEL_KEY))[:12]}; run the head of the same artifact")
+        start = time.perf_counter()
+        tensor = onnx.TensorProto()
+        try:
+            tensor.ParseFromString(request)
+            array = numpy_helper.to_array(tensor)
+        except Exception as e:  # noqa: BLE001  any malformed or truncated payload
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"malformed request: not a serialized onnx.TensorProto ({type(e).__name__})")
+        if tensor.name != self.tensor or list(array.shape) != self.shape or array.dtype != self.wire_dtype:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"wrong tensor: got {tensor.name!r} {list(array.shape)} {array.dtype}, this tail takes "
+                          f"{self.tensor!r} {self.shape} {self.wire_dtype} ({self.encoding.kind})")
+        x = self.encoding.decode(array) if self.encoding.kind != "fp32" else array
+        decoded = time.perf_counter()
+        with self.lock:
+            outs = flatten(self.main(*self.session.tensors([np.ascontiguousarray(x, np.float32)])))
+            self.served += 1
+        done = time.perf_counter()
+        reply = onnx.SequenceProto(name="outputs", elem_type=onnx.SequenceProto.TENSOR)
+        for spec, out in zip(self.part.manifest["outputs"], outs):
+            reply.tensor_values.append(numpy_helper.from_array(out, spec["name"]))
+        context.set_trailing_metadata((("edgec-decode-ms", f"{(decoded - start) * 1e3:.4f}"),
+                                       ("edgec-tail-ms", f"{(done - decoded) * 1e3:.4f}")))
+        return reply.SerializeToString()
+
+    def close(self) -> None:
+        self._device_cm.__exit__(None, None, None)
+
+
+def _read(path: Path | None, what: str) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read the {what} {path}: {e.strerror}", "give a PEM file") from None
+
+
+def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path | None = None,
+          tls_key: Path | None = None, threads: int | None = None, workers: int = 4):
+    """Start serving ``ARTIFACT:tail``; returns ``(grpc.Server, TailService)`` (stop with ``server.stop(0)``).
+
+    Raises:
+        UsageError: see :class:`TailService`; the address cannot be bound; only one of the TLS files.
+    """
+    import grpc
+
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("TLS needs both --tls-cert and --tls-key", "give both PEM files, or neither")
+    service = TailService(ref, threads)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
+                         options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+    handler = grpc.method_handlers_generic_handler(SERVICE, {"Run": grpc.unary_unary_rpc_method_handler(service.handle)})
+    server.add_generic_rpc_handlers((handler,))
+    address = f"{host}:{port}"
+    try:
+        if tls_cert is not None:
+            creds = grpc.ssl_server_credentials([(_read(tls_key, "TLS key"), _read(tls_cert, "TLS certificate"))])
+            bound = server.add_secure_port(address, creds)
+        else:
+            bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if not bound:
+        service.close()
+        raise UsageError(f"cannot listen on {address} (in use, or not an address of this machine)",
+                         "choose another --port, or --host 0.0.0.0 for every interface")
+    server.start()
+    return server, service
+
+
+@dataclass
+class RemoteResult:
+    """What ``edgec run ARTIFACT:head --server`` got back.
+
+    Attributes:
+        top: ``[(class, softmax score, label or None)]``.
+        timings_ms: ``head``, ``serialize``, ``transfer`` (the call minus the server's work), ``decode``,
+            ``tail`` and ``total`` (ms, wall clock of this process except decode and tail, timed by the server).
+        sent_bytes: Bytes of the request payload.
+    """
+
+    top: list[tuple[int, float, str | None]]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    sent_bytes: int = 0
+
+
+def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5, timeout_s: float = 10.0,
+               tls_ca: Path | None = None, preprocessing: dict | None = None) -> RemoteResult:
+    """Run the head of a split artifact here on ``image`` and the tail on ``server`` (``HOST:PORT``).
+
+    Raises:
+        UsageError: not a head, a bad image, a request the server refused (its reason).
+        DeviceError: the server cannot be reached or did not answer within ``timeout_s``.
+    """
+    import grpc
+
+    from edgec.devices.local import LocalDevice
+    from edgec.run import _local_part, image_tensor, rank_scores
+
+    artifact, part = open_part(ref)
+    if part is None:
+        raise UsageError(f"{ref} has several parts; name the head", f"edgec run {ref}:head --server {server}")
+    _local_part(part, artifact)
+    part.check_library()
+    link = _link_from(artifact, part)
+    encoding = CutEncoding.from_dict(link.get("encoding") or {})
+    x, _ = image_tensor(artifact, part, image, preprocessing)
+    from edgec.devices.session import flatten
+
+    with LocalDevice().open() as session:
+        main = session.load_model(part.library)["main"]
+        args = session.tensors([x])
+        main(*args)  # warm-up: loading and the first call are not the head's latency
+        t0 = time.perf_counter()
+        outs = flatten(main(*args))
+        t1 = time.perf_counter()
+    cut = dict(zip((o["name"] for o in part.manifest["outputs"]), outs))[link["from"]["tensor"]]
+    wire = encoding.encode(cut) if encoding.kind != "fp32" else np.ascontiguousarray(cut, np.float32)
+    payload = numpy_helper.from_array(np.asarray(wire), link["from"]["tensor"]).SerializeToString()
+    t2 = time.perf_counter()
+    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    channel = (grpc.secure_channel(server, grpc.ssl_channel_credentials(_read(tls_ca, "TLS CA certificate")),
+                                   options=options) if tls_ca else grpc.insecure_channel(server, options=options))
+    try:
+        call = channel.unary_unary(RUN)
+        reply, info = call.with_call(payload, timeout=timeout_s,
+                                     metadata=((MODEL_KEY, artifact.manifest["model"].get("source_sha256") or ""),))
+    except grpc.RpcError as e:
+        code = e.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            raise DeviceError(f"the tail server at {server} {'did not answer within ' + str(timeout_s) + ' s' if code == grpc.StatusCode.DEADLINE_EXCEEDED else 'cannot be reached'}",
+                              f"start it: edgec serve {artifact.folder}:tail --port {server.rsplit(':', 1)[-1]}; "
+                              "check the address, the firewall and --timeout") from None
+        raise UsageError(f"the tail server refused the request: {e.details()}",
+                         "run the head and the tail of the same artifact") from None
+    finally:
+        channel.close()
+    t3 = time.perf_counter()
+    server_ms = {k: float(v) for k, v in info.trailing_metadata() or () if k in ("edgec-decode-ms", "edgec-tail-ms")}
+    seq = onnx.SequenceProto()
+    seq.ParseFromString(reply)
+    scores = numpy_helper.to_array(seq.tensor_values[0])
+    decode, tail = server_ms.get("edgec-decode-ms", 0.0), server_ms.get("edgec-tail-ms", 0.0)
+    timings = {"head": (t1 - t0) * 1e3, "serialize": (t2 - t1) * 1e3,
+               "transfer": max(0.0, (t3 - t2) * 1e3 - decode - tail), "decode": decode, "tail": tail,
+               "total": (t3 - t0) * 1e3}
+    return RemoteResult(rank_scores(artifact, "tail", scores, top), timings, len(payload))
