@@ -32,7 +32,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=100)
     args = ap.parse_args()
-    console = Console()
+    console = Console(width=160)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
