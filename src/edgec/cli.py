@@ -686,6 +686,9 @@ def run(
     = 10.0,
     tls_ca: Annotated[Optional[Path], typer.Option(metavar="PEM", help="Use TLS to --server, trusting this CA.")]
     = None,
+    repeat: Annotated[int, typer.Option(min=1, max=100000, metavar="N",
+                                        help="With --server: send N frames over one stream, print median times.")]
+    = 1,
 ) -> None:
     """Run an artifact (its parts in order, or one part) on an image; preprocess as the manifest says, print top-k."""
     from edgec.profiling.report import weights_note
@@ -696,16 +699,20 @@ def run(
     sz = _floats(size, 2, "--size")
     over = {"resize": [int(v) for v in sz] if sz else None, "mean": _floats(mean, 3, "--mean"),
             "std": _floats(std, 3, "--std"), "layout": layout}
+    if repeat > 1 and server is None:
+        raise UsageError("--repeat needs --server", "e.g. --server HOST:50051 --repeat 20")
     if server is not None:
         from edgec.serve import run_remote
 
         if ":" not in server or not server.rsplit(":", 1)[1].isdigit():
             raise UsageError(f"--server '{server}' is not HOST:PORT", "e.g. --server 192.168.1.10:50051")
-        remote = run_remote(artifact, server, image, top=top, timeout_s=timeout, tls_ca=tls_ca, preprocessing=over)
+        remote = run_remote(artifact, server, image, top=top, timeout_s=timeout, tls_ca=tls_ca, preprocessing=over,
+                            repeat=repeat)
         for i, (idx, score, label) in enumerate(remote.top, 1):
             console.print(f"{i}. class {idx} {escape(label or '-')} {score:.4f}")
         t = remote.timings_ms
-        console.print(f"head {t['head']:.2f} ms, serialize {t['serialize']:.2f} ms, transfer {t['transfer']:.2f} ms "
+        frames = f"median of {remote.frames} frames over one stream: " if remote.frames > 1 else ""
+        console.print(f"{frames}head {t['head']:.2f} ms, serialize {t['serialize']:.2f} ms, transfer {t['transfer']:.2f} ms "
                       f"({remote.sent_bytes} bytes), decode {t['decode']:.2f} ms, tail {t['tail']:.2f} ms, "
                       f"total {t['total']:.2f} ms")
         return

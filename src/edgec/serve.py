@@ -6,11 +6,12 @@ the messages are ONNX's own protobufs: a request is one serialized ``onnx.Tensor
 tensor under its name, encoded as the artifact's connection says: fp32, or int8 codes), a reply is
 an ``onnx.SequenceProto`` of the tail's outputs. Request metadata carries the artifact's model hash;
 the server refuses another model's head (``FAILED_PRECONDITION``), a tensor of the wrong name, shape
-or dtype, and bytes that do not parse (``INVALID_ARGUMENT``), and keeps serving. Its trailing
-metadata gives its decode and tail times (ms), so the client splits a request into head, serialise,
-transfer, tail and total.
+or dtype, and bytes that do not parse (``INVALID_ARGUMENT``), and keeps serving. The reply's last
+tensor gives its decode and tail times (ms), so the client splits a request into head, serialise,
+transfer, decode, tail and total.
 
-Service ``edgec.split.v1.Tail``, method ``Run`` (unary). Source of the split-computing setting:
+Service ``edgec.split.v1.Tail``: ``Run`` (unary) and ``RunStream`` (bidirectional: one reply per
+request, for a stream of frames). Source of the split-computing setting:
 Matsubara et al., "Split Computing and Early Exiting for Deep Learning Applications: Survey and
 Research Challenges", ACM Computing Surveys 2022, section 2.
 """
@@ -34,7 +35,18 @@ from edgec.split.encoding import CutEncoding
 
 SERVICE = "edgec.split.v1.Tail"
 RUN = f"/{SERVICE}/Run"
+STREAM = f"/{SERVICE}/RunStream"
 MODEL_KEY = "edgec-model-sha256"
+#: The reply's last tensor: the server's decode and tail times (ms, float64).
+SERVER_MS = "__edgec_server_ms"
+
+
+class Refused(Exception):
+    """A request the tail does not run: a gRPC status code name and the reason."""
+
+    def __init__(self, code: str, details: str) -> None:
+        super().__init__(details)
+        self.code, self.details = code, details
 #: Largest message accepted (bytes): cut tensors of vision models are far smaller.
 MAX_MESSAGE_BYTES = 64 << 20
 
@@ -90,15 +102,16 @@ class TailService:
         self.lock = threading.Lock()
         self.served = 0
 
-    def handle(self, request: bytes, context) -> bytes:
-        """One request: parse, check, decode, run the tail, reply (gRPC unary handler)."""
-        import grpc
+    def answer(self, request: bytes, meta: dict[str, str]) -> bytes:
+        """One request: check, parse, decode, run the tail; the reply (a serialized ``onnx.SequenceProto``).
 
+        Raises:
+            Refused: the request is another model's, malformed, or the wrong tensor (``code``, ``details``).
+        """
         from edgec.devices.session import flatten
 
-        meta = dict(context.invocation_metadata())
         if meta.get(MODEL_KEY) != self.sha:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+            raise Refused("FAILED_PRECONDITION",
                           f"model hash mismatch: this tail serves {str(self.sha)[:12]}, the head sent "
                           f"{str(meta.get(MODEL_KEY))[:12]}; run the head of the same artifact")
         start = time.perf_counter()
@@ -107,10 +120,10 @@ class TailService:
             tensor.ParseFromString(request)
             array = numpy_helper.to_array(tensor)
         except Exception as e:  # noqa: BLE001  any malformed or truncated payload
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"malformed request: not a serialized onnx.TensorProto ({type(e).__name__})")
+            raise Refused("INVALID_ARGUMENT",
+                          f"malformed request: not a serialized onnx.TensorProto ({type(e).__name__})") from None
         if tensor.name != self.tensor or list(array.shape) != self.shape or array.dtype != self.wire_dtype:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+            raise Refused("INVALID_ARGUMENT",
                           f"wrong tensor: got {tensor.name!r} {list(array.shape)} {array.dtype}, this tail takes "
                           f"{self.tensor!r} {self.shape} {self.wire_dtype} ({self.encoding.kind})")
         x = self.encoding.decode(array) if self.encoding.kind != "fp32" else array
@@ -122,9 +135,30 @@ class TailService:
         reply = onnx.SequenceProto(name="outputs", elem_type=onnx.SequenceProto.TENSOR)
         for spec, out in zip(self.part.manifest["outputs"], outs):
             reply.tensor_values.append(numpy_helper.from_array(out, spec["name"]))
-        context.set_trailing_metadata((("edgec-decode-ms", f"{(decoded - start) * 1e3:.4f}"),
-                                       ("edgec-tail-ms", f"{(done - decoded) * 1e3:.4f}")))
+        reply.tensor_values.append(numpy_helper.from_array(
+            np.array([(decoded - start) * 1e3, (done - decoded) * 1e3]), SERVER_MS))
         return reply.SerializeToString()
+
+    def handle(self, request: bytes, context) -> bytes:
+        """gRPC unary handler of :meth:`answer`."""
+        import grpc
+
+        try:
+            return self.answer(request, dict(context.invocation_metadata()))
+        except Refused as e:
+            context.abort(getattr(grpc.StatusCode, e.code), e.details)
+
+    def handle_stream(self, requests, context):
+        """gRPC stream handler: one reply per request, in order (frames of a video); a refused
+        request ends the stream with its reason."""
+        import grpc
+
+        meta = dict(context.invocation_metadata())
+        for request in requests:
+            try:
+                yield self.answer(request, meta)
+            except Refused as e:
+                context.abort(getattr(grpc.StatusCode, e.code), e.details)
 
     def close(self) -> None:
         self._device_cm.__exit__(None, None, None)
@@ -154,7 +188,9 @@ def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
-    handler = grpc.method_handlers_generic_handler(SERVICE, {"Run": grpc.unary_unary_rpc_method_handler(service.handle)})
+    handler = grpc.method_handlers_generic_handler(SERVICE, {
+        "Run": grpc.unary_unary_rpc_method_handler(service.handle),
+        "RunStream": grpc.stream_stream_rpc_method_handler(service.handle_stream)})
     server.add_generic_rpc_handlers((handler,))
     address = f"{host}:{port}"
     try:
@@ -178,20 +214,40 @@ class RemoteResult:
     """What ``edgec run ARTIFACT:head --server`` got back.
 
     Attributes:
-        top: ``[(class, softmax score, label or None)]``.
-        timings_ms: ``head``, ``serialize``, ``transfer`` (the call minus the server's work), ``decode``,
-            ``tail`` and ``total`` (ms, wall clock of this process except decode and tail, timed by the server).
-        sent_bytes: Bytes of the request payload.
+        top: ``[(class, softmax score, label or None)]`` of the last frame.
+        timings_ms: Median over the frames of ``head``, ``serialize``, ``transfer`` (the round trip minus
+            the server's work), ``decode``, ``tail`` (timed by the server) and ``total`` (ms).
+        sent_bytes: Bytes of one request payload.
+        frames: Requests sent (one, or ``repeat`` over one stream).
     """
 
     top: list[tuple[int, float, str | None]]
     timings_ms: dict[str, float] = field(default_factory=dict)
     sent_bytes: int = 0
+    frames: int = 1
+
+
+def _connection_error(e, server: str, artifact: Artifact, timeout_s: float) -> Exception:
+    import grpc
+
+    code = e.code()
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeviceError(f"the tail server at {server} did not answer within {timeout_s:g} s",
+                           "raise --timeout, or check the link and the server's load")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return DeviceError(f"the tail server at {server} cannot be reached",
+                           f"start it: edgec serve {artifact.folder}:tail --port {server.rsplit(':', 1)[-1]}; "
+                           "check the address, the firewall, and TLS on both sides")
+    return UsageError(f"the tail server refused the request: {e.details()}",
+                      "run the head and the tail of the same artifact")
 
 
 def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5, timeout_s: float = 10.0,
-               tls_ca: Path | None = None, preprocessing: dict | None = None) -> RemoteResult:
+               tls_ca: Path | None = None, preprocessing: dict | None = None, repeat: int = 1) -> RemoteResult:
     """Run the head of a split artifact here on ``image`` and the tail on ``server`` (``HOST:PORT``).
+
+    With ``repeat`` > 1 the frames go over one bidirectional stream (``RunStream``), each head run
+    and reply timed; ``timeout_s`` is then the deadline of the whole stream.
 
     Raises:
         UsageError: not a head, a bad image, a request the server refused (its reason).
@@ -200,8 +256,11 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     import grpc
 
     from edgec.devices.local import LocalDevice
+    from edgec.devices.session import flatten
     from edgec.run import _local_part, image_tensor, rank_scores
 
+    if repeat < 1:
+        raise UsageError(f"--repeat {repeat} must be at least 1", "e.g. --repeat 20")
     artifact, part = open_part(ref)
     if part is None:
         raise UsageError(f"{ref} has several parts; name the head", f"edgec run {ref}:head --server {server}")
@@ -210,44 +269,53 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     link = _link_from(artifact, part)
     encoding = CutEncoding.from_dict(link.get("encoding") or {})
     x, _ = image_tensor(artifact, part, image, preprocessing)
-    from edgec.devices.session import flatten
-
-    with LocalDevice().open() as session:
-        main = session.load_model(part.library)["main"]
-        args = session.tensors([x])
-        main(*args)  # warm-up: loading and the first call are not the head's latency
-        t0 = time.perf_counter()
-        outs = flatten(main(*args))
-        t1 = time.perf_counter()
-    cut = dict(zip((o["name"] for o in part.manifest["outputs"]), outs))[link["from"]["tensor"]]
-    wire = encoding.encode(cut) if encoding.kind != "fp32" else np.ascontiguousarray(cut, np.float32)
-    payload = numpy_helper.from_array(np.asarray(wire), link["from"]["tensor"]).SerializeToString()
-    t2 = time.perf_counter()
+    names = [o["name"] for o in part.manifest["outputs"]]
+    metadata = ((MODEL_KEY, artifact.manifest["model"].get("source_sha256") or ""),)
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     channel = (grpc.secure_channel(server, grpc.ssl_channel_credentials(_read(tls_ca, "TLS CA certificate")),
                                    options=options) if tls_ca else grpc.insecure_channel(server, options=options))
-    try:
-        call = channel.unary_unary(RUN)
-        reply, info = call.with_call(payload, timeout=timeout_s,
-                                     metadata=((MODEL_KEY, artifact.manifest["model"].get("source_sha256") or ""),))
-    except grpc.RpcError as e:
-        code = e.code()
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-            raise DeviceError(f"the tail server at {server} {'did not answer within ' + str(timeout_s) + ' s' if code == grpc.StatusCode.DEADLINE_EXCEEDED else 'cannot be reached'}",
-                              f"start it: edgec serve {artifact.folder}:tail --port {server.rsplit(':', 1)[-1]}; "
-                              "check the address, the firewall and --timeout") from None
-        raise UsageError(f"the tail server refused the request: {e.details()}",
-                         "run the head and the tail of the same artifact") from None
-    finally:
-        channel.close()
-    t3 = time.perf_counter()
-    server_ms = {k: float(v) for k, v in info.trailing_metadata() or () if k in ("edgec-decode-ms", "edgec-tail-ms")}
-    seq = onnx.SequenceProto()
-    seq.ParseFromString(reply)
+    steps: list[dict[str, float]] = []
+    replies: list[bytes] = []
+    payload = b""
+    with LocalDevice().open() as session:
+        main = session.load_model(part.library)["main"]
+        args = session.tensors([x])
+        main(*args)  # warm-up: loading and the first call are not the head's latency
+
+        def frames():
+            nonlocal payload
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                cut = dict(zip(names, flatten(main(*args))))[link["from"]["tensor"]]
+                t1 = time.perf_counter()
+                wire = encoding.encode(cut) if encoding.kind != "fp32" else np.ascontiguousarray(cut, np.float32)
+                payload = numpy_helper.from_array(np.asarray(wire), link["from"]["tensor"]).SerializeToString()
+                t2 = time.perf_counter()
+                steps.append({"start": t0, "head": (t1 - t0) * 1e3, "serialize": (t2 - t1) * 1e3, "sent": t2})
+                yield payload
+
+        try:
+            if repeat == 1:
+                request = next(frames())
+                replies.append(channel.unary_unary(RUN)(request, timeout=timeout_s, metadata=metadata))
+                steps[0]["done"] = time.perf_counter()
+            else:
+                for reply in channel.stream_stream(STREAM)(frames(), timeout=timeout_s, metadata=metadata):
+                    steps[len(replies)]["done"] = time.perf_counter()
+                    replies.append(reply)
+        except grpc.RpcError as e:
+            raise _connection_error(e, server, artifact, timeout_s) from None
+        finally:
+            channel.close()
+    timings = []
+    for step, reply in zip(steps, replies):
+        seq = onnx.SequenceProto()
+        seq.ParseFromString(reply)
+        decode, tail = (float(v) for v in numpy_helper.to_array(seq.tensor_values[-1]))
+        timings.append({"head": step["head"], "serialize": step["serialize"],
+                        "transfer": max(0.0, (step["done"] - step["sent"]) * 1e3 - decode - tail),
+                        "decode": decode, "tail": tail, "total": (step["done"] - step["start"]) * 1e3})
     scores = numpy_helper.to_array(seq.tensor_values[0])
-    decode, tail = server_ms.get("edgec-decode-ms", 0.0), server_ms.get("edgec-tail-ms", 0.0)
-    timings = {"head": (t1 - t0) * 1e3, "serialize": (t2 - t1) * 1e3,
-               "transfer": max(0.0, (t3 - t2) * 1e3 - decode - tail), "decode": decode, "tail": tail,
-               "total": (t3 - t0) * 1e3}
-    return RemoteResult(rank_scores(artifact, "tail", scores, top), timings, len(payload))
+    median = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
+    return RemoteResult(rank_scores(artifact, "tail", scores, top), median, len(payload), len(replies))

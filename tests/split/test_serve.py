@@ -56,6 +56,8 @@ def test_head_here_tail_on_the_server_equals_the_local_composition(split_artifac
     assert t["total"] >= t["head"] + t["serialize"]
     assert remote.sent_bytes < 8 * 16 * 16 * 4 // 2  # int8 codes, not fp32
     assert service.served >= 1
+    streamed = run_remote(f"{art}:head", address, image, preprocessing=PRE, repeat=5)
+    assert streamed.frames == 5 and [c for c, _, _ in streamed.top] == [c for c, _, _ in remote.top]
 
 
 def _call(address, payload, sha):
@@ -96,6 +98,14 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact
     reply.ParseFromString(_call(address, good, sha))
     assert numpy_helper.to_array(reply.tensor_values[0]).shape == (1, 4)
     assert run_remote(f"{art}:head", address, image, preprocessing=PRE).top
+    from edgec.serve import MODEL_KEY, STREAM
+
+    with grpc.insecure_channel(address) as channel:  # a bad frame ends its stream with the reason
+        stream = channel.stream_stream(STREAM)(iter([good, b"bad"]), timeout=10, metadata=((MODEL_KEY, sha),))
+        with pytest.raises(grpc.RpcError) as e:
+            list(stream)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert run_remote(f"{art}:head", address, image, preprocessing=PRE, repeat=3).frames == 3
 
 
 def test_unreachable_server_and_wrong_parts_are_one_line_errors(split_artifact, run_cli):
