@@ -224,7 +224,7 @@ def _part_report(source: Source, req: PartRequest, compiled: Compiled, verificat
         req.model, req.before_passes if any(p.get("applied") for p in req.passes) else None, compiled.memory))
     if memory:
         backend = get_backend(req.target)
-        if memory.get("patch_inference") and hasattr(backend, "planned_arena_bytes"):
+        if memory.get("patch_inference") and hasattr(backend, "planned_arena_bytes") and "planned" in memory:
             memory["planned"]["planned_arena_bytes_before_passes"] = steps.run(
                 "plan the arena without the passes", lambda: backend.planned_arena_bytes(req.before_passes,
                                                                                          req.target))
@@ -277,7 +277,7 @@ def write_part(source: Source, req: PartRequest, folder: Path, steps: Steps, sta
     if speed:
         report["build"]["quick_latency"] = speed
         reports.validate(report)
-    if report.get("memory"):
+    if report.get("memory") and "after_passes" in report["memory"]:
         memory_report.write_plot(report["memory"], folder / memory_report.PLOT,
                                  f"live activation memory: {source.name} on {req.target.name}")
     write_json(folder / "report.json", report)

@@ -143,7 +143,8 @@ def activation_memory(model: onnx.ModelProto, *, element_bytes: int | None = Non
             return 0
         shape = shapes.get(name)
         if shape is None:
-            raise ValueError(f"the shape of tensor {name!r} is unknown; fix the input shapes first")
+            raise ValueError(f"the shape of tensor {name!r} is not static (it depends on the data, as after NonZero "
+                             "or Unique, or an input shape is not fixed)")
         per = element_bytes or onnx.helper.tensor_dtype_to_np_dtype(dtype).itemsize
         return math.prod(shape) * per
 

@@ -457,8 +457,8 @@ class PatchInferenceOptions:
     max_grid: int = field(default=8, metadata={"help": "largest n tried by the search"})
 
     def __post_init__(self) -> None:
-        if self.grid is not None and self.grid < 1:
-            raise ValueError("grid must be at least 1")
+        if self.grid is not None and self.grid < 2:
+            raise ValueError("grid must be at least 2 (1 is no patching)")
         if self.max_mac_overhead < 0:
             raise ValueError("max_mac_overhead must be >= 0")
         if self.max_grid < 2:
@@ -503,10 +503,19 @@ def patch_inference(model: onnx.ModelProto, options: PatchInferenceOptions) -> o
         valid = stop_candidates(model)
         shown = ", ".join(valid[-12:]) if valid else "none"
         raise UsageError(f"patch_inference: {e}",
-                         f"valid stop tensors (last {min(12, len(valid))} of {len(valid)}): {shown}") from None
+                         f"valid stop tensors, named as after the earlier passes (last {min(12, len(valid))} of "
+                         f"{len(valid)}; `edgec memory MODEL` ranks them): {shown}") from None
+    before = activation_memory(model).peak_activation_bytes
+    if options.grid and best is None:
+        raise UsageError(f"patch_inference: no stop tensor is large enough for a {options.grid}x{options.grid} grid "
+                         f"within +{100 * options.max_mac_overhead:g}% MACs",
+                         "give a smaller grid, or leave grid out to search it")
     if best is None:
         return None
-    before = activation_memory(model).peak_activation_bytes
+    if best.peak_activation_bytes >= before:
+        raise UsageError(f"patch_inference(stop={best.stop},grid={best.grid}) does not lower the peak activation "
+                         f"memory ({before} -> {best.peak_activation_bytes} bytes fp32)",
+                         "stop later (after the memory-heavy layers); `edgec memory MODEL` ranks the plans")
     patched, _ = patch_graph(model, plan_patches(model, best.stop, best.grid))
     record(patched, best, before)
     return patched

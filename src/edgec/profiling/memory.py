@@ -22,6 +22,9 @@ from edgec.frontend.memory import KIB, _dtypes, activation_memory
 log = logging.getLogger(__name__)
 
 PLOT = "memory.png"
+#: Backend figures left out of the section: sums over tensors no plan allocates (every kernel output
+#: alive at once), which read as memory needs and are not.
+UNPLANNED = ("unplanned_activation_bytes", "peak_live_activation_bytes")
 PATCH_METADATA = "edgec.patch_inference"
 CONVENTION = ("live activation tensors over the ONNX node order, in-place depthwise/element-wise/concat and "
               "fused residual where legal, weights and the input image not counted (MCUNetV2's convention)")
@@ -43,7 +46,7 @@ def memory_section(model: onnx.ModelProto, before_passes: onnx.ModelProto | None
 
     ``after_passes``/``before_passes`` hold ``fp32`` and ``int8`` peaks (bytes, with the peak node
     and the largest tensor), ``fp32_with_inputs_peak_bytes`` and the per-node curve (bytes).
-    Returns None when a shape is unknown (the section is then left out, with a log line).
+    When a shape is not static the section is ``{"convention", "skipped": reason}``.
     """
     try:
         section: dict[str, Any] = {"convention": CONVENTION, "after_passes": _figures(model)}
@@ -51,8 +54,8 @@ def memory_section(model: onnx.ModelProto, before_passes: onnx.ModelProto | None
             section["before_passes"] = _figures(before_passes)
     except ValueError as e:
         log.info("memory analysis skipped: %s", e)
-        return None
-    section["planned"] = {k: v for k, v in (planned or {}).items() if isinstance(v, (int, float))}
+        return {"convention": CONVENTION, "skipped": str(e)}
+    section["planned"] = {k: v for k, v in (planned or {}).items() if isinstance(v, (int, float)) and k not in UNPLANNED}
     meta = {p.key: p.value for p in model.metadata_props}
     if PATCH_METADATA in meta:
         section["patch_inference"] = json.loads(meta[PATCH_METADATA])
@@ -95,6 +98,8 @@ def write_plot(section: dict[str, Any], path: Path, title: str) -> bool:
 def memory_line(section: dict[str, Any]) -> str:
     """One line for the build summary: analytic peaks (before -> after the passes), the planned arena,
     and on a microcontroller the flash and SRAM used against the chip's budget."""
+    if "skipped" in section:
+        return f"not analysed: {section['skipped']}"
     after, before = section["after_passes"], section.get("before_passes")
 
     def kib(key: str) -> str:
@@ -121,6 +126,8 @@ def memory_markdown(section: dict[str, Any] | None) -> list[str]:
     """The ``## Memory`` part of ``report.md``."""
     if not section:
         return []
+    if "skipped" in section:
+        return ["## Memory", "", f"Not analysed: {section['skipped']}.", ""]
     after, before = section["after_passes"], section.get("before_passes")
 
     def cell(key: str, sub: str) -> str:

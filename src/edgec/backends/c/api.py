@@ -103,6 +103,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, standalone_kernels
 
     toolchain.check(spec)
+    check_ops(model)
     out_dir = Path(out_dir).resolve()
     target = lower.c_target(spec)
     fused = step("import to Relax, legalize and fuse", lambda: lower.fuse(model, spec))
@@ -146,6 +147,29 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
                              "memory_scheduled": len(inlined)},
                     kernel_map=kmap, memory=memory,
                     versions={**versions(), "arm-none-eabi-gcc": toolchain.version(spec)})
+
+
+#: Operators with no static C kernel: data-dependent output sizes, control flow, sorting and random
+#: numbers lower to TVM runtime calls (packed functions, dynamic allocation) a bare-metal runner lacks.
+NO_STATIC_KERNEL = frozenset({"TopK", "Unique", "NonZero", "NonMaxSuppression", "Loop", "If", "Scan",
+                              "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                              "Multinomial", "Bernoulli", "StringNormalizer", "TfIdfVectorizer"})
+
+
+def check_ops(model: onnx.ModelProto) -> None:
+    """Refuse operators the static runner cannot run, before any work.
+
+    Raises:
+        UnsupportedOpError: names the first such operator and its node.
+    """
+    from edgec.errors import UnsupportedOpError
+
+    for node in model.graph.node:
+        if node.op_type in NO_STATIC_KERNEL:
+            raise UnsupportedOpError(
+                f"op {node.op_type} (node '{node.name or node.output[0]}') has no static C kernel for microcontroller "
+                "targets (data-dependent sizes, control flow, sorting or random numbers)",
+                "run that part of the model elsewhere (edgec split), or build for --target host")
 
 
 def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int:

@@ -17,8 +17,14 @@ import onnx
 from edgec.errors import BudgetError
 from edgec.targets import TargetSpec
 
-HINT = ("give a smaller --width-mult or --input-shape, or run the first stage in spatial patches "
-        "(--passes 'default,patch_inference(...)') to shrink the activations")
+#: How to fit, by the memory that overflows: weights live in flash, activations in SRAM.
+HINTS = {
+    "flash": ("the weights are fp32 (int8 is not supported yet): pick a smaller model, or a smaller "
+              "--width-mult where the zoo model has one (mcunetv2), or a target with more flash"),
+    "SRAM": ("shrink the activations: a smaller --input-shape, the first stage in spatial patches "
+             "(--passes 'default,patch_inference'; `edgec memory MODEL` shows the plans), or a smaller "
+             "--width-mult where the zoo model has one"),
+}
 
 
 def _kb(n: int) -> str:
@@ -81,4 +87,4 @@ def check(spec: TargetSpec, model: onnx.ModelProto, flash: dict[str, int], sram:
             detail = ", ".join(f"{k} {_kb(v)}" for k, v in parts.items())
             raise BudgetError(f"the model needs {need} bytes ({_kb(need)}, {when}) of {memory}, over the {budget} "
                               f"bytes ({_kb(budget)}) of {chip} {region} ('{spec.name}'): {detail}; largest "
-                              f"{what} '{name}' {nbytes} bytes", HINT)
+                              f"{what} '{name}' {nbytes} bytes", HINTS[memory])
