@@ -8,6 +8,7 @@ line on stderr and a distinct exit code; tracebacks only with ``--debug``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import sys
@@ -390,8 +391,15 @@ def split(
     verify_inputs: Annotated[Optional[list[Path]], typer.Option(
         "--verify-inputs", metavar="FILE", help="Your own samples (.npz/.npy/images): verification and int8 "
                                                 "calibration.")] = None,
+    bandwidth: Annotated[Optional[float], typer.Option(metavar="MBIT/S", help="--at auto: uplink bandwidth.")]
+    = None,
+    rtt_ms: Annotated[float, typer.Option(min=0.0, metavar="MS", help="--at auto: round-trip time.")] = 0.0,
+    head_ms: Annotated[Optional[float], typer.Option(metavar="MS", help="--at auto: whole-model latency on the "
+                                                                        "device (e.g. from edgec profile).")] = None,
+    tail_ms: Annotated[Optional[float], typer.Option(metavar="MS", help="--at auto: whole-model latency on the "
+                                                                        "server.")] = None,
 ) -> None:
-    """Split computing: list where MODEL can be cut, or build a head/tail artifact cut at a tensor."""
+    """Split computing: list where MODEL can be cut, or build a head/tail artifact cut at a tensor (or --at auto)."""
     from edgec.build import BuildOptions, Steps, check_request, lower
     from edgec.multipart import build_split
     from edgec.profiling.report import human_bytes, human_count
@@ -400,9 +408,15 @@ def split(
                         verify_inputs=list(verify_inputs or []))
     if list_cuts == (at is not None):
         raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")
+    choice = None
     if at == "auto":
-        raise UsageError("choosing the split point by bandwidth is not implemented yet",
-                         f"pick a tensor from `edgec split {model} --list` and give --at TENSOR")
+        choice = _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, head_ms, tail_ms)
+        if choice is None:
+            return
+        at = choice["best"]["cut"]
+    elif bandwidth is not None or head_ms is not None or tail_ms is not None:
+        raise UsageError("--bandwidth, --head-ms and --tail-ms go with --at auto", f"e.g. edgec split {model} "
+                         "--at auto --bandwidth 20 --head-ms 40")
     if list_cuts:
         from edgec.split import cut_table
 
@@ -440,7 +454,70 @@ def split(
         console.print(f"cut {escape(sent['name'])} sent as {cut['encoding']['kind']}: {human_bytes(elems)} "
                       f"(fp32 {human_bytes(4 * elems)}), SNR {change['cut_snr_db']:.1f} dB; "
                       f"{escape(function_change_line(change))}")
+    if choice is not None:
+        from edgec.artifact import write_json
+        from edgec.split.choose import plot_ranking
+
+        write_json(result.artifact / "split-choice.json", choice)
+        plot_ranking(choice["ranking"], result.artifact / "split-choice.png",
+                     f"{model}: {choice['link']['bandwidth_mbps']:g} Mbit/s, rtt {choice['link']['rtt_ms']:g} ms")
     console.print(f"[bold green]artifact:[/] {escape(str(result.artifact))} (ARTIFACT:head, ARTIFACT:tail)")
+
+
+def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, head_ms, tail_ms):
+    """``--at auto``: rank every cut by estimated latency on the link; None when no split is best."""
+    from edgec.build import Steps, check_request, lower
+    from edgec.profiling.report import human_bytes
+    from edgec.split import cut_table
+    from edgec.split.choose import Link, onnxruntime_ms, rank_cuts
+
+    if bandwidth is None:
+        raise UsageError("--at auto needs --bandwidth MBIT/S (the device's uplink)",
+                         f"e.g. edgec split {model} --at auto --bandwidth 20 --rtt-ms 10")
+    try:
+        link = Link(bandwidth, rtt_ms)
+    except ValueError as e:
+        raise UsageError(f"--bandwidth/--rtt-ms: {e}", "e.g. --bandwidth 20 --rtt-ms 10") from None
+    check_request(opts)
+    with _StepPrinter() as printer:
+        final = lower(opts, Steps(printer)).final
+        table = cut_table(final)
+        measured = {}
+        for side, target, given in (("head", head_target, head_ms), ("tail", tail_target, tail_ms)):
+            if given is not None:
+                if given <= 0:
+                    raise UsageError(f"--{side}-ms {given} must be positive", f"e.g. --{side}-ms 25")
+                measured[side] = (given, "given")
+            elif target == "host":
+                printer(f"time the whole model here for the {side} (onnxruntime)")
+                measured[side] = (onnxruntime_ms(final), "onnxruntime on this machine")
+            else:
+                raise UsageError(f"--at auto needs the whole-model latency on {target} (--{side}-ms)",
+                                 f"measure it: edgec profile {model} --target {target} --device rpc://BOARD:9090")
+    out_bytes = sum(4 * math.prod(d.dim_value for d in o.type.tensor_type.shape.dim) for o in final.graph.output)
+    key = "bytes_int8" if encoding.startswith("int8") else "bytes_fp32"
+    rows = rank_cuts(table, link, measured["head"][0], measured["tail"][0], key, out_bytes)
+    t = Table(title=f"fastest candidates on {bandwidth:g} Mbit/s, rtt {rtt_ms:g} ms (estimated ms; head "
+                    f"{measured['head'][0]:.2f} ms {measured['head'][1]}, tail {measured['tail'][0]:.2f} ms "
+                    f"{measured['tail'][1]}; spread by MACs)", title_justify="left")
+    for col in ("cut", "sent", "head", "transfer", "tail", "total"):
+        t.add_column(col, justify="left" if col == "cut" else "right")
+    for r in rows[:10]:
+        name = r["cut"] if r["kind"] == "cut" else f"({r['kind']})"
+        t.add_row(escape(name), human_bytes(r["bytes"]), f"{r['head_ms']:.2f}", f"{r['transfer_ms']:.2f}",
+                  f"{r['tail_ms']:.2f}", f"{r['total_ms']:.2f}")
+    console.print(t)
+    best = rows[0]
+    if best["kind"] != "cut":
+        where = "on the server (the device sends the JPEG)" if best["kind"] == "server only" else "on the device"
+        console.print(f"[bold]no split is fastest on this link: run everything {where}[/] "
+                      f"({best['total_ms']:.2f} ms); no artifact built")
+        return None
+    console.print(f"[bold green]best cut:[/] {escape(best['cut'])} ({best['total_ms']:.2f} ms estimated)")
+    return {"link": {"bandwidth_mbps": bandwidth, "rtt_ms": rtt_ms},
+            "head_ms": measured["head"][0], "head_ms_source": measured["head"][1],
+            "tail_ms": measured["tail"][0], "tail_ms_source": measured["tail"][1],
+            "encoding": encoding, "best": best, "ranking": rows}
 
 
 @app.command()

@@ -1,0 +1,131 @@
+"""Choosing the split point for a link: the end-to-end latency of every cut, Neurosurgeon-style.
+
+Kang et al., "Neurosurgeon: Collaborative Intelligence Between the Cloud and Mobile Edge",
+ASPLOS 2017, section 4: for each candidate cut ``k`` the latency of one inference is
+
+    T(k) = head_ms(k) + transfer_ms(k) + tail_ms(k),   transfer_ms(k) = 8 * bytes(k) / bandwidth + rtt
+
+and the best cut minimises it. Besides every valid cut (:func:`edgec.split.cut_table`) two ends are
+candidates: everything on the server (the device sends a JPEG, quality 90, of the image) and
+everything on the device (it sends the model's outputs). Per-part latencies are estimated from one
+whole-model latency per side, spread over the layers in proportion to their MACs (the first-order
+model; Neurosurgeon fits per-layer-type regressions instead): ``head_ms(k) = head_total_ms *
+head_macs(k) / macs``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Link:
+    """The network between device and server.
+
+    Attributes:
+        bandwidth_mbps: Uplink bandwidth (Mbit/s, 10^6 bits per second).
+        rtt_ms: Round-trip time added to every request (ms).
+    """
+
+    bandwidth_mbps: float
+    rtt_ms: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.bandwidth_mbps > 0 and math.isfinite(self.bandwidth_mbps)):
+            raise ValueError("bandwidth must be a positive number of Mbit/s")
+        if not (self.rtt_ms >= 0 and math.isfinite(self.rtt_ms)):
+            raise ValueError("rtt must be >= 0 ms")
+
+    def transfer_ms(self, nbytes: int) -> float:
+        """Time to send ``nbytes`` (ms)."""
+        return 8 * nbytes / (self.bandwidth_mbps * 1e6) * 1e3 + self.rtt_ms
+
+
+def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_total_ms: float,
+              bytes_key: str = "bytes_fp32", output_bytes: int = 0) -> list[dict[str, Any]]:
+    """Every candidate with its estimated latencies (ms), fastest first.
+
+    Args:
+        table: :func:`edgec.split.cut_table`'s output.
+        link: The network.
+        head_total_ms: Whole-model latency on the device (ms).
+        tail_total_ms: Whole-model latency on the server (ms).
+        bytes_key: Which size of the cut is sent (``bytes_fp32`` or ``bytes_int8``).
+        output_bytes: Bytes of the model's outputs (sent when everything runs on the device).
+
+    Returns:
+        ``[{"cut", "kind", "bytes", "head_ms", "transfer_ms", "tail_ms", "total_ms"}]``; ``kind`` is
+        ``"server only"``, ``"cut"`` or ``"device only"``.
+
+    Raises:
+        ValueError: a non-positive latency.
+    """
+    if head_total_ms <= 0 or tail_total_ms <= 0:
+        raise ValueError("the whole-model latencies must be positive")
+    macs = table["macs"] or 1
+    inp = table["input"]
+    sent_input = inp.get("jpeg_q90_bytes", inp["bytes_uint8"])
+    rows = [{"cut": inp["name"], "kind": "server only", "bytes": sent_input, "head_ms": 0.0,
+             "tail_ms": tail_total_ms}]
+    for c in table["cuts"]:
+        rows.append({"cut": c["tensor"], "kind": "cut", "bytes": c[bytes_key],
+                     "head_ms": head_total_ms * c["head_macs"] / macs, "tail_ms": tail_total_ms * c["tail_macs"] / macs})
+    rows.append({"cut": "(outputs)", "kind": "device only", "bytes": output_bytes, "head_ms": head_total_ms,
+                 "tail_ms": 0.0})
+    for r in rows:
+        r["transfer_ms"] = link.transfer_ms(r["bytes"])
+        r["total_ms"] = r["head_ms"] + r["transfer_ms"] + r["tail_ms"]
+    return sorted(rows, key=lambda r: r["total_ms"])
+
+
+def plot_ranking(rows: list[dict[str, Any]], path, title: str) -> None:
+    """Stacked bars of head, transfer and tail time per candidate, in graph order, into ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    order = {"server only": 0, "cut": 1, "device only": 2}
+    ordered = sorted(rows, key=lambda r: order[r["kind"]])  # sort is stable: cuts stay in graph order
+    names = [r["cut"] if r["kind"] == "cut" else r["kind"] for r in ordered]
+    x = range(len(ordered))
+    fig, ax = plt.subplots(figsize=(max(7, 0.28 * len(ordered)), 3.8))
+    bottom = [0.0] * len(ordered)
+    for key, color in (("head_ms", "#3b7dd8"), ("transfer_ms", "#e07b39"), ("tail_ms", "#59a14f")):
+        vals = [r[key] for r in ordered]
+        ax.bar(x, vals, bottom=bottom, color=color, label=key.replace("_ms", ""))
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    best = min(range(len(ordered)), key=lambda i: ordered[i]["total_ms"])
+    ax.annotate("best", (best, ordered[best]["total_ms"]), ha="center", va="bottom")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_ylabel("estimated latency (ms)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def onnxruntime_ms(model, runs: int = 20) -> float:
+    """Median latency (ms) of ``model`` in onnxruntime on this machine (all optimisations, random inputs):
+    the whole-model figure of a host side when none is given."""
+    import time
+
+    import numpy as np
+
+    from edgec.frontend.reference import make_inputs, ort_session
+
+    inits = {i.name for i in model.graph.initializer}
+    shapes = {v.name: tuple(d.dim_value for d in v.type.tensor_type.shape.dim) for v in model.graph.input
+              if v.name not in inits}
+    inputs = make_inputs(shapes)
+    sess = ort_session(model, optimized=True)
+    sess.run(None, inputs)
+    samples = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, inputs)
+        samples.append((time.perf_counter() - t) * 1e3)
+    return float(np.median(samples))

@@ -1,0 +1,76 @@
+"""--at auto: the Neurosurgeon latency model over every cut, the ends included, and the CLI around it."""
+
+import json
+
+import numpy as np
+import pytest
+from onnx import helper, numpy_helper
+
+from edgec.split.choose import Link, rank_cuts
+
+
+def _table():
+    return {"macs": 1000, "input": {"name": "x", "bytes_uint8": 3000, "jpeg_q90_bytes": 2000},
+            "cuts": [{"tensor": "a", "bytes_fp32": 4000, "bytes_int8": 1000, "head_macs": 100, "tail_macs": 900},
+                     {"tensor": "b", "bytes_fp32": 40, "bytes_int8": 10, "head_macs": 600, "tail_macs": 400}]}
+
+
+def test_each_candidate_is_head_plus_transfer_plus_tail():
+    rows = rank_cuts(_table(), Link(bandwidth_mbps=1.0, rtt_ms=2.0), head_total_ms=10.0, tail_total_ms=1.0,
+                     bytes_key="bytes_fp32", output_bytes=400)
+    by = {r["cut"]: r for r in rows}
+    assert by["b"]["head_ms"] == pytest.approx(6.0) and by["b"]["tail_ms"] == pytest.approx(0.4)
+    assert by["b"]["transfer_ms"] == pytest.approx(8 * 40 / 1e6 * 1e3 + 2.0)
+    assert by["x"]["kind"] == "server only" and by["x"]["transfer_ms"] == pytest.approx(8 * 2000 / 1e3 + 2.0)
+    assert by["(outputs)"]["kind"] == "device only" and by["(outputs)"]["head_ms"] == 10.0
+    assert [r["total_ms"] for r in rows] == sorted(r["total_ms"] for r in rows)
+    assert rows[0]["cut"] == "b"  # a tiny cut beats the JPEG and the outputs on a slow link
+    fast = rank_cuts(_table(), Link(1000.0), 10.0, 1.0)
+    assert fast[0]["kind"] == "server only"  # a fast link and a fast server: send the image
+    with pytest.raises(ValueError):
+        Link(0.0)
+    with pytest.raises(ValueError):
+        rank_cuts(_table(), Link(1.0), 0.0, 1.0)
+
+
+def _bottleneck_model(path):
+    """conv -> global pool (a 16-channel cut) -> Gemm to 1000 classes: the cut is far smaller than the outputs."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((1000, 16)).astype(np.float32), "fw")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "fw"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "b", [helper.make_tensor_value_info("x", 1, [1, 3, 32, 32])],
+                              [helper.make_tensor_value_info("y", 1, [1, 1000])], inits)
+    import onnx
+
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_auto_builds_the_fastest_cut_and_records_the_ranking(tmp_path, run_cli):
+    model = _bottleneck_model(tmp_path / "b.onnx")
+    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1", "--head-ms", "5",
+                             "--tail-ms", "1", "--out", str(tmp_path / "o"), "--name", "s")
+    assert code == 0, err
+    art = tmp_path / "o" / "s"
+    choice = json.loads((art / "split-choice.json").read_text())
+    assert choice["best"]["kind"] == "cut" and choice["best"]["bytes"] <= 64
+    assert (art / "split-choice.png").stat().st_size > 0
+    assert json.loads((art / "manifest.json").read_text())["connections"][0]["from"]["tensor"] == choice["best"]["cut"]
+
+
+def test_auto_errors(tmp_path, run_cli):
+    model = _bottleneck_model(tmp_path / "b.onnx")
+    code, _, err = run_cli("split", str(model), "--at", "auto")
+    assert code == 2 and "--bandwidth" in err
+    code, _, err = run_cli("split", str(model), "--at", "c", "--bandwidth", "5")
+    assert code == 2 and "go with --at auto" in err
+    code, _, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "5", "--head-target", "rpi4")
+    assert code == 2 and "--head-ms" in err and "edgec profile" in err
+    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "10000", "--head-ms", "50",
+                             "--tail-ms", "0.1", "--out", str(tmp_path / "o2"))
+    assert code == 0 and "no split is fastest" in out and not (tmp_path / "o2").exists()
