@@ -106,6 +106,20 @@ def test_records_of_another_class_are_transferred_and_labelled(shipped_tiny, tmp
     assert any("not measured on x86_64-avx2" in c["schedule"]["source"] for c in calls)
 
 
+def test_kernels_whose_default_schedule_was_measured_faster_keep_it(shipped_tiny, tmp_path, monkeypatch):
+    """default_preferred.json: no record is applied or transferred for those kernels."""
+    from edgec.backends.tvm import tuning
+
+    model, shipped = shipped_tiny
+    hashes = {json.loads(line)["shash"] for line in shipped.read_text().splitlines() if line.strip()}
+    _serve_shipped(monkeypatch, tmp_path, {"x86_64-avx512": shipped}, "x86_64-avx2")
+    monkeypatch.setattr(tuning, "default_preferred", lambda cls: hashes if cls == "x86_64-avx2" else set())
+    built = build(BuildOptions(model=str(model), out_dir=tmp_path / "out"))
+    b = built.report["build"]
+    assert b["schedules"].get("transferred", 0) == 0 and b["schedules"].get("tuned", 0) == 0
+    assert b["schedules"]["default"] >= 1 and built.report["verification"]["passed"]
+
+
 def test_a_trace_that_does_not_replay_falls_back_cleanly(shipped_tiny, tmp_path, monkeypatch):
     """Records whose traces name blocks the kernel does not have are skipped: the kernels get the
     default schedule, still correct."""

@@ -103,6 +103,21 @@ def shipped_records_file(target_class: str) -> Path | None:
     return path if path.is_file() else None
 
 
+#: Beside ``records.jsonl``: structural hashes of kernels whose default schedule
+#: (:mod:`edgec.backends.tvm.default_schedule`) was measured faster on this class than any shipped
+#: record, so no record is applied or transferred for them (``scripts/filter_shipped_records.py``).
+DEFAULT_PREFERRED_FILE = "default_preferred.json"
+
+
+def default_preferred(target_class: str) -> set[str]:
+    """Structural hashes for which ``target_class`` keeps the default schedule (see :data:`DEFAULT_PREFERRED_FILE`)."""
+    path = Path(str(resources.files("edgec.backends.tvm").joinpath(SHIPPED_DIR, target_class,
+                                                                    DEFAULT_PREFERRED_FILE)))
+    if not path.is_file():
+        return set()
+    return set(json.loads(path.read_text()).get("shash", []))
+
+
 def _read_shipped(target_class: str) -> dict[str, list]:
     path = shipped_records_file(target_class)
     records: dict[str, list] = {}
@@ -179,6 +194,7 @@ def shipped_database(target_class: str, tasks: list, skip: set[str] = frozenset(
 
     db = ms.database.MemoryDatabase()
     provenance: dict[str, dict[str, str]] = {}
+    keep_default = default_preferred(target_class)
     for cls in [target_class] + TRANSFER_FROM.get(target_class, []):
         rows = _read_shipped(cls)
         if not rows:
@@ -186,7 +202,10 @@ def shipped_database(target_class: str, tasks: list, skip: set[str] = frozenset(
         for task in tasks:
             if task.task_name in skip or task.task_name in provenance:
                 continue
-            if _replay(db, ms, task, rows.get(str(tvm_ffi.structural_hash(task.dispatched[0])), [])):
+            shash = str(tvm_ffi.structural_hash(task.dispatched[0]))
+            if shash in keep_default:
+                continue
+            if _replay(db, ms, task, rows.get(shash, [])):
                 provenance[task.task_name] = (
                     {"kind": TUNED, "source": f"shipped {cls} records"} if cls == target_class else
                     {"kind": TRANSFERRED, "source": f"shipped {cls} records, replayed (not measured on {target_class})"})
