@@ -46,7 +46,7 @@ def main() -> None:
 
         shown = tuning.shipped_records_file
         tuning.shipped_records_file = lambda cls: None if cls == args.hide_class else shown(cls)
-    console = Console()
+    console = Console(width=180)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

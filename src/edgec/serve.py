@@ -51,19 +51,19 @@ class Refused(Exception):
 MAX_MESSAGE_BYTES = 64 << 20
 
 
-def _link_into(artifact: Artifact, part: Part) -> dict[str, Any]:
-    link = next((c for c in artifact.connections if c["to"]["part"] == part.name), None)
-    if link is None:
-        raise UsageError(f"part '{part.name}' of {artifact.folder} takes the image, not a cut tensor: it is not a tail",
-                         f"serve the part fed by the head, e.g. edgec serve {artifact.folder}:tail")
-    return link
+def _link(artifact: Artifact, part: Part, side: str) -> dict[str, Any]:
+    """The connection ``part`` is the receiving end of (``side="to"``: a tail) or the sending end of
+    (``side="from"``: a head).
 
-
-def _link_from(artifact: Artifact, part: Part) -> dict[str, Any]:
-    link = next((c for c in artifact.connections if c["from"]["part"] == part.name), None)
+    Raises:
+        UsageError: the part is not that end of any connection.
+    """
+    link = next((c for c in artifact.connections if c[side]["part"] == part.name), None)
     if link is None:
-        raise UsageError(f"part '{part.name}' of {artifact.folder} sends nothing to another part: it is not a head",
-                         f"run the head: edgec run {artifact.folder}:head --server HOST:PORT --image X")
+        role, fix = (("a tail", f"serve the part fed by the head, e.g. edgec serve {artifact.folder}:tail")
+                     if side == "to" else
+                     ("a head", f"run the head: edgec run {artifact.folder}:head --server HOST:PORT --image X"))
+        raise UsageError(f"part '{part.name}' of {artifact.folder} is not {role}", fix)
     return link
 
 
@@ -89,7 +89,7 @@ class TailService:
         self.part = part
         _local_part(part, self.artifact)
         part.check_library()
-        self.link = _link_into(self.artifact, part)
+        self.link = _link(self.artifact, part, "to")
         self.encoding = CutEncoding.from_dict(self.link.get("encoding") or {})
         spec = next(t for t in part.inputs if t["name"] == self.link["to"]["tensor"])
         self.tensor = self.link["from"]["tensor"]
@@ -266,7 +266,7 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
         raise UsageError(f"{ref} has several parts; name the head", f"edgec run {ref}:head --server {server}")
     _local_part(part, artifact)
     part.check_library()
-    link = _link_from(artifact, part)
+    link = _link(artifact, part, "from")
     encoding = CutEncoding.from_dict(link.get("encoding") or {})
     x, _ = image_tensor(artifact, part, image, preprocessing)
     names = [o["name"] for o in part.manifest["outputs"]]

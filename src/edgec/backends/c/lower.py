@@ -177,22 +177,15 @@ def inline_schedule(func, target) -> Any:
     from tvm import s_tir
     from tvm.s_tir.dlight.analysis import normalize_prim_func
 
-    from edgec.backends.tvm.default_schedule import _inline_epilogue, lowers
+    from edgec.backends.tvm.default_schedule import inline_around_main, lowers
 
     try:
         sch = s_tir.Schedule(func)
         infos = normalize_prim_func(sch)
-        reductions = [b for b in infos or [] if not b.is_injective()]
-        if not infos or len(reductions) > 1:
+        around = inline_around_main(sch, infos) if infos else None
+        if around is None:
             return None
-        main = reductions[0] if reductions else infos[-1]
-        at = infos.index(main)
-        for producer in reversed(infos[:at]):
-            try:
-                sch.compute_inline(producer.block_rv)
-            except Exception:  # noqa: BLE001  it writes a kernel output, or is not element-wise
-                pass
-        consumers = _inline_epilogue(sch, [b.block_rv for b in infos[at + 1:]])
+        main, consumers = around
         kinds, loops = main.dom_kind(), sch.get_loops(main.block_rv)
         if kinds and len(loops) == len(kinds) and not set(kinds) - {"S", "R"} and "S" in kinds:
             spatial = [lp for lp, k in zip(loops, kinds) if k == "S"]

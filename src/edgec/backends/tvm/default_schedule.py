@@ -86,6 +86,31 @@ def _inline_epilogue(sch, blocks: list) -> list:
     return kept
 
 
+def inline_around_main(sch, infos: list) -> tuple[Any, list] | None:
+    """Inline the element-wise producers into a kernel's main block (its one reduction, else its last
+    block) and the blocks after it into their readers (:func:`_inline_epilogue`).
+
+    Args:
+        sch: The ``tvm.s_tir.Schedule`` of the kernel.
+        infos: DLight's block infos of it (``normalize_prim_func``).
+
+    Returns:
+        ``(main block info, the blocks that stay after it)``, or None when the kernel has more than
+        one reduction.
+    """
+    reductions = [b for b in infos if not b.is_injective()]
+    if len(reductions) > 1:
+        return None
+    main = reductions[0] if reductions else infos[-1]
+    at = infos.index(main)
+    for producer in reversed(infos[:at]):
+        try:
+            sch.compute_inline(producer.block_rv)
+        except Exception:  # noqa: BLE001  it writes a kernel output, or is not element-wise
+            pass
+    return main, _inline_epilogue(sch, [b.block_rv for b in infos[at + 1:]])
+
+
 def parallel_vectorize(func, target) -> Any:
     """Schedule one kernel by the rule in the module docstring.
 
@@ -105,18 +130,11 @@ def parallel_vectorize(func, target) -> Any:
     infos = normalize_prim_func(sch)
     if not infos:
         return None
-    reductions = [b for b in infos if not b.is_injective()]
-    if len(reductions) > 1:
+    around = inline_around_main(sch, infos)
+    if around is None:
         return None
-    main = reductions[0] if reductions else infos[-1]
-    at = infos.index(main)
+    main, consumers = around
     kinds = main.dom_kind()
-    for producer in reversed(infos[:at]):
-        try:
-            sch.compute_inline(producer.block_rv)
-        except Exception:  # noqa: BLE001  it writes a kernel output, or is not element-wise
-            pass
-    consumers = _inline_epilogue(sch, [b.block_rv for b in infos[at + 1:]])
     loops = sch.get_loops(main.block_rv)
     if not kinds or len(loops) != len(kinds) or set(kinds) - {"S", "R"} or "S" not in kinds:
         return None
