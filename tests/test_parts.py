@@ -165,4 +165,4 @@ def test_split_cli_lists_cuts_and_builds_a_head_and_tail(run_cli, tmp_path):
     code, _, err = run_cli("split", str(model), "--at", "y", "--out", str(tmp_path / "o"))
     assert code == 2 and "is a model output" in err
     code, _, err = run_cli("split", str(model), "--at", "auto")
-    assert code == 2 and "not implemented yet" in err
+    assert code == 2 and "--at auto needs --bandwidth" in err

@@ -122,8 +122,8 @@ def memory_line(section: dict[str, Any]) -> str:
     return "; ".join(words)
 
 
-def memory_markdown(section: dict[str, Any] | None) -> list[str]:
-    """The ``## Memory`` part of ``report.md``."""
+def memory_markdown(section: dict[str, Any] | None, plot: bool = True) -> list[str]:
+    """The ``## Memory`` part of ``report.md`` (with a link to ``memory.png`` when ``plot``)."""
     if not section:
         return []
     if "skipped" in section:
@@ -148,5 +148,5 @@ def memory_markdown(section: dict[str, Any] | None) -> list[str]:
     if p:
         lines.append(f"| patch_inference | stop `{p['stop']}`, {p['grid']}x{p['grid']} patches, MACs "
                      f"+{100 * p['mac_overhead']:.1f}% |")
-    lines += ["", f"![live activation memory]({PLOT})", ""]
+    lines += ["", f"![live activation memory]({PLOT})", ""] if plot else [""]
     return lines

@@ -234,7 +234,7 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{verification_line(report.get('verification'))} |",
               f"| function change (vs the source model) | {function_change_line(report.get('function_change'))} |", ""]
     lines += verification_sets_markdown(report.get("verification"))
-    lines += memory_markdown(report.get("memory"))
+    lines += memory_markdown(report.get("memory"), plot=report["kind"] == "build")  # the plot is the build's file
     if report.get("profile"):
         lines += profile_markdown(report)
     steps = report.get("steps") or []
