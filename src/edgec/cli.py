@@ -324,6 +324,9 @@ def merge_table_cmd(
 
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, verify=False)
     out = out or Path(f"merge-table-{Path(model).stem}-{target}.json")
+    from edgec.artifact import check_writable_folder
+
+    check_writable_folder(out.resolve().parent, "--out")  # before minutes of timing, not after
     with _StepPrinter() as printer:
         table = merge_table(opts, max_kernel=max_kernel, progress=printer)
     write_table(table, out)
