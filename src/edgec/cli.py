@@ -389,13 +389,24 @@ def split(
                                          help="Verify each part and their composition.")] = True,
     encoding: Annotated[str, typer.Option(metavar="ENCODING",
                                           help="How the cut tensor travels: fp32, int8 or int8-per-channel (affine, "
-                                               "calibrated on --verify-inputs samples or the model's input range).")]
+                                               "calibrated on --data, --verify-inputs samples or the model's input "
+                                               "range), or bottleneck (a learned encoder/decoder trained on --data, "
+                                               "its int8 codes sent).")]
     = "fp32",
+    data: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Labelled images (DIR/<class>/*.png, or "
+                                                 "DIR/train and DIR/val): int8 calibration, bottleneck training, and "
+                                                 "the accuracy split vs unsplit.")] = None,
+    bottleneck_channels: Annotated[Optional[int], typer.Option(min=1, metavar="C", help="--encoding bottleneck: "
+                                                               "channels sent (default: a quarter of the cut's).")]
+    = None,
+    epochs: Annotated[int, typer.Option(min=1, max=10000, metavar="N", help="--encoding bottleneck: training "
+                                                                             "epochs.")] = 30,
     verify_inputs: Annotated[Optional[list[Path]], typer.Option(
         "--verify-inputs", metavar="FILE", help="Your own samples (.npz/.npy/images): verification and int8 "
                                                 "calibration.")] = None,
-    bandwidth: Annotated[Optional[float], typer.Option(metavar="MBIT/S", help="--at auto: uplink bandwidth.")]
-    = None,
+    bandwidth: Annotated[Optional[str], typer.Option(metavar="MBIT/S[,MBIT/S...]", help="--at auto: uplink "
+                                                     "bandwidth; several (1,10,100) print the best cut at each and "
+                                                     "build the first's.")] = None,
     rtt_ms: Annotated[float, typer.Option(min=0.0, metavar="MS", help="--at auto: round-trip time.")] = 0.0,
     head_ms: Annotated[Optional[float], typer.Option(metavar="MS", help="--at auto: whole-model latency on the "
                                                                         "device (e.g. from edgec profile).")] = None,
@@ -420,6 +431,9 @@ def split(
     elif bandwidth is not None or head_ms is not None or tail_ms is not None:
         raise UsageError("--bandwidth, --head-ms and --tail-ms go with --at auto", f"e.g. edgec split {model} "
                          "--at auto --bandwidth 20 --head-ms 40")
+    if encoding != "bottleneck" and (bottleneck_channels is not None or epochs != 30):
+        raise UsageError("--bottleneck-channels and --epochs go with --encoding bottleneck",
+                         f"e.g. edgec split {model} --at TENSOR --encoding bottleneck --data DIR --epochs 30")
     if list_cuts:
         from edgec.split import cut_table
 
@@ -441,7 +455,10 @@ def split(
         console.print(t)
         return
     with _StepPrinter() as printer:
-        result = build_split(opts, at, head_target, tail_target, encoding=encoding, progress=printer)
+        result = build_split(opts, at, head_target, tail_target, encoding=encoding, progress=printer, data=data,
+                             bottleneck_channels=bottleneck_channels, epochs=epochs,
+                             attachments=None if choice is None else lambda folder: _write_choice(choice, model,
+                                                                                                   folder))
     from edgec.profiling.report import function_change_line, verification_line
 
     for p in result.report["parts"]:
@@ -457,30 +474,51 @@ def split(
         console.print(f"cut {escape(sent['name'])} sent as {cut['encoding']['kind']}: {human_bytes(elems)} "
                       f"(fp32 {human_bytes(4 * elems)}), SNR {change['cut_snr_db']:.1f} dB; "
                       f"{escape(function_change_line(change))}")
-    if choice is not None:
-        from edgec.artifact import write_json
-        from edgec.split.choose import plot_ranking
+        if change.get("task"):
+            from edgec.profiling.report import task_line
 
-        write_json(result.artifact / "split-choice.json", choice)
-        plot_ranking(choice["ranking"], result.artifact / "split-choice.png",
-                     f"{model}: {choice['link']['bandwidth_mbps']:g} Mbit/s, rtt {choice['link']['rtt_ms']:g} ms")
+            console.print(escape(task_line(change["task"])))
     console.print(f"[bold green]artifact:[/] {escape(str(result.artifact))} (ARTIFACT:head, ARTIFACT:tail)")
 
 
-def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, head_ms, tail_ms):
-    """``--at auto``: rank every cut by estimated latency on the link; None when no split is best."""
-    from edgec.build import Steps, check_request, lower
-    from edgec.profiling.report import human_bytes
-    from edgec.split import cut_table
-    from edgec.split.choose import Link, onnxruntime_ms, rank_cuts
+def _write_choice(choice: dict, model: str, folder: Path) -> None:
+    """``split-choice.json`` and its plots inside the artifact (before its files are hashed)."""
+    from edgec.artifact import write_json
+    from edgec.split.choose import plot_ranking, plot_sweep
 
-    if bandwidth is None:
+    write_json(folder / "split-choice.json", choice)
+    plot_ranking(choice["ranking"], folder / "split-choice.png",
+                 f"{model}: {choice['link']['bandwidth_mbps']:g} Mbit/s, rtt {choice['link']['rtt_ms']:g} ms")
+    if len(choice.get("sweep", [])) > 1:
+        plot_sweep(choice["sweep"], folder / "split-sweep.png", f"{model}: best cut per bandwidth")
+
+
+def _bandwidths(text: str | None, model: str) -> list[float]:
+    if text is None:
         raise UsageError("--at auto needs --bandwidth MBIT/S (the device's uplink)",
                          f"e.g. edgec split {model} --at auto --bandwidth 20 --rtt-ms 10")
     try:
-        link = Link(bandwidth, rtt_ms)
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--bandwidth '{text}' is not a number or a comma-separated list of numbers",
+                         "e.g. --bandwidth 20 or --bandwidth 1,10,100") from None
+    return values
+
+
+def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, head_ms, tail_ms):
+    """``--at auto``: rank every cut by estimated latency on the link (the first of the bandwidths); None
+    when no split is best there."""
+    from edgec.build import Steps, check_request, lower
+    from edgec.profiling.report import human_bytes
+    from edgec.split import cut_table
+    from edgec.split.choose import Link, onnxruntime_ms, rank_cuts, sweep
+
+    bandwidths = _bandwidths(bandwidth, model)
+    try:
+        links = [Link(b, rtt_ms) for b in bandwidths]
     except ValueError as e:
         raise UsageError(f"--bandwidth/--rtt-ms: {e}", "e.g. --bandwidth 20 --rtt-ms 10") from None
+    link, bandwidth = links[0], bandwidths[0]
     check_request(opts)
     with _StepPrinter() as printer:
         final = lower(opts, Steps(printer)).final
@@ -510,6 +548,17 @@ def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_
         t.add_row(escape(name), human_bytes(r["bytes"]), f"{r['head_ms']:.2f}", f"{r['transfer_ms']:.2f}",
                   f"{r['tail_ms']:.2f}", f"{r['total_ms']:.2f}")
     console.print(t)
+    swept = sweep(table, links, measured["head"][0], measured["tail"][0], key, out_bytes)
+    if len(links) > 1:
+        t = Table(title="best cut per bandwidth (estimated ms)", title_justify="left")
+        for col in ("Mbit/s", "best", "sent", "total", "device only", "server only (JPEG)", "speed-up"):
+            t.add_column(col, justify="left" if col == "best" else "right")
+        for r in swept:
+            b = r["best"]
+            t.add_row(f"{r['bandwidth_mbps']:g}", escape(b["cut"] if b["kind"] == "cut" else f"({b['kind']})"),
+                      human_bytes(b["bytes"]), f"{b['total_ms']:.2f}", f"{r['device_only_ms']:.2f}",
+                      f"{r['server_only_ms']:.2f}", f"{r['speedup_vs_best_end']:.2f}x")
+        console.print(t)
     best = rows[0]
     if best["kind"] != "cut":
         where = "on the server (the device sends the JPEG)" if best["kind"] == "server only" else "on the device"
@@ -520,7 +569,7 @@ def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_
     return {"link": {"bandwidth_mbps": bandwidth, "rtt_ms": rtt_ms},
             "head_ms": measured["head"][0], "head_ms_source": measured["head"][1],
             "tail_ms": measured["tail"][0], "tail_ms_source": measured["tail"][1],
-            "encoding": encoding, "best": best, "ranking": rows}
+            "encoding": encoding, "best": best, "ranking": rows, "sweep": swept}
 
 
 @app.command()
@@ -838,6 +887,40 @@ def zoo_list() -> None:
         table.add_row(name, e.family, human_count(e.params), human_count(e.macs),
                       "x".join(str(d) for d in e.input_shape), e.source.split(" ")[0])
     console.print(table)
+
+
+@zoo_app.command("digits")
+def zoo_digits(
+    out: Annotated[Path, typer.Argument(metavar="DIR", help="Folder for the images and the trained model.")],
+    epochs: Annotated[int, typer.Option(min=1, max=1000, metavar="N", help="Training epochs.")] = 10,
+    size: Annotated[int, typer.Option(min=16, max=256, metavar="S", help="Image side in pixels.")] = 64,
+    arch: Annotated[str, typer.Option(metavar="NAME", help="timm architecture (random init, 10 classes).")]
+    = "mobilenetv2_035",
+) -> None:
+    """A labelled task trained here in minutes: scikit-learn's digits as DIR/train, DIR/val (ImageFolder) and a
+    trained classifier DIR/ARCH-digits.onnx (for --data and accuracy figures)."""
+    from rich.progress import Progress as Bar
+
+    from edgec.zoo.digits import train_digits_model
+
+    from dataclasses import replace
+
+    from edgec.artifact import check_writable_folder, staging_dir
+
+    check_writable_folder(out, "DIR")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"DIR {out} is not empty", "give a new or empty folder")
+    with Bar(console=console, transient=True) as bar, staging_dir(out) as tmp:
+        task = bar.add_task(f"train {arch} on digits", total=epochs)
+        model = train_digits_model(tmp, arch=arch, size=size, epochs=epochs,
+                                   progress=lambda e, n, loss: bar.update(task, completed=e,
+                                                                          description=f"epoch {e}/{n}, loss {loss:.3f}"))
+    model = replace(model, onnx_path=out / model.onnx_path.name, train_dir=out / "train", val_dir=out / "val")
+    console.print(f"images: {escape(str(model.train_dir))} and {escape(str(model.val_dir))}")
+    console.print(f"model: {escape(str(model.onnx_path))} (input 1x3x{size}x{size} RGB in [0, 1]); val top-1 "
+                  f"{100 * model.accuracy:.2f}% after {model.epochs} epochs ({model.seconds:.0f} s)")
+    console.print(f"e.g. edgec split {escape(str(model.onnx_path))} --list, then --at TENSOR --encoding int8 "
+                  f"--data {escape(str(out))}")
 
 
 @targets_app.command("list")

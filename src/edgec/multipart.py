@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,9 @@ from edgec.split.encoding import ENCODINGS, calibrate, snr_db
 def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], connections: list[Connection],
                 out_dir: Path, name: str, *, tuning: TuningOptions | None = None, verify: bool = True,
                 progress: Progress | None = None, seed: int = 0,
-                input_sets: dict[str, dict[str, np.ndarray]] | None = None) -> BuildResult:
+                input_sets: dict[str, dict[str, np.ndarray]] | None = None,
+                task: dict[str, Any] | None = None,
+                attachments: Callable[[Path], None] | None = None) -> BuildResult:
     """Build a multi-part artifact: each part compiled for its own target and verified, and
     the composition of the parts verified against the whole model.
 
@@ -52,6 +56,9 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
         progress: Called with each step as it starts.
         seed: Seed of the verification inputs.
         input_sets: The whole model's verification input sets (default: generated from ``seed``).
+        task: Accuracy on labelled images (:func:`edgec.split.task.task_accuracy`), reported in
+            ``function_change.task``.
+        attachments: Called with the staging folder to write extra files (hashed in the manifest).
 
     Returns:
         The artifact (``<out_dir>/<name>/<part>/`` per part, ``manifest.json`` and ``report.json``
@@ -111,9 +118,16 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
         change = cut_fidelity(parts, connections, whole, whole_outputs)
         if change is not None:
             report["function_change"] = change
+            if task is not None:
+                change["task"] = task
+            bottlenecks = [c.encoding.bottleneck for c in connections if c.encoding and c.encoding.bottleneck]
+            if bottlenecks:
+                change["bottleneck"] = bottlenecks[0]
             reports.validate(report)
         write_json(tmp / "report.json", report)
         (tmp / "report.md").write_text(reports.render_markdown(report))
+        if attachments is not None:
+            attachments(tmp)
         manifest = {"edgec_manifest": 2, "created": reports.now_iso(), "versions": report["versions"],
                     "model": {"name": source.name, "source": source.kind, "path": source.path,
                               "source_sha256": source.sha256, "weights": source.weights},
@@ -129,20 +143,32 @@ def build_parts(source: Source, whole: onnx.ModelProto, parts: list[PartRequest]
 
 
 def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str, encoding: str = "fp32",
-                progress: Progress | None = None) -> BuildResult:
+                progress: Progress | None = None, *, data: Path | None = None,
+                bottleneck_channels: int | None = None, epochs: int = 30,
+                attachments: Callable[[Path], None] | None = None) -> BuildResult:
     """Build a head/tail artifact: ``opts.model`` after the frontend and the passes, cut at tensor ``cut``,
     the head compiled for ``head_target`` and the tail for ``tail_target``, each verified on its
     device, and their composition verified against the whole model.
 
     Args:
-        encoding: How the cut tensor travels (:mod:`edgec.split.encoding`): ``fp32``, or ``int8`` /
-            ``int8-per-channel`` calibrated on the verification inputs (the user's ``--verify-inputs``
-            samples when given, else the model's real input range). An int8 cut changes the function
-            on purpose: the composition is then checked on the inputs each device received, and the
-            report's ``function_change`` gives the fidelity against the unsplit model.
+        encoding: How the cut tensor travels (:mod:`edgec.split.encoding`): ``fp32``; ``int8`` /
+            ``int8-per-channel`` calibrated on ``data``'s training images when given, else on the
+            verification inputs (the user's ``--verify-inputs`` samples when given, else the model's
+            real input range); or ``bottleneck``, a learned encoder/decoder
+            (:mod:`edgec.split.bottleneck`) trained on ``data`` whose int8 codes travel. Anything but
+            fp32 changes the function on purpose: the composition is then checked on the inputs each
+            device received, and the report's ``function_change`` gives the fidelity against the unsplit model.
+        data: A labelled ImageFolder (``train/`` and ``val/`` inside, or one tree of which every
+            fifth image is held out): calibration and bottleneck training on the training images,
+            and the report's ``function_change.task`` (top-1 accuracy unsplit and split, agreement,
+            bytes against JPEG) on the held-out ones.
+        bottleneck_channels: Channels of the learned bottleneck (default: a quarter of the cut's).
+        epochs: Bottleneck training epochs.
+        attachments: Writes extra files into the artifact's folder before its files are hashed.
 
     Raises:
-        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets or encoding.
+        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets or
+            encoding, a bottleneck without ``data``, an unreadable ``data`` folder.
         (and what :func:`build` and :func:`build_parts` raise)
     """
     from edgec.split import split_model
@@ -151,26 +177,82 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     tail_opts = BuildOptions(**{**opts.__dict__, "target": tail_target})
     head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
     _check_encoding(encoding)
+    if encoding == "bottleneck" and data is None:
+        raise UsageError("--encoding bottleneck is trained on labelled images: give --data DIR",
+                         "DIR/<class>/<image>.png (e.g. from `edgec zoo digits DIR`)")
     steps = Steps(progress)
     low = lower(opts, steps)
     head, tail = split_model(low.final, cut)
-    enc = None
-    if encoding != "fp32":
-        sets = _calibration_sets(low.input_sets)
+    input_sets = dict(low.input_sets)
+    train = val = None
+    if data is not None:
+        train, val = steps.run(f"read --data {data}", lambda: _read_data(data, low.final, low.source.preprocessing))
+        input_sets.update({f"data:{p.name}": {_input_names(low.final)[0]: val.x[i:i + 1]}
+                           for i, p in enumerate(val.paths[:2])})
+    data_sets = tuple(k for k in input_sets if k.startswith("data:"))
+    sent, enc = cut, None
+    if encoding == "bottleneck":
+        from edgec.split.bottleneck import SENT, attach, train_bottleneck
+        from edgec.split.task import head_outputs
+
+        teacher = steps.run("the original head on the training images", lambda: head_outputs(head, train.x))
+        channels = bottleneck_channels or max(1, teacher.shape[1] // 4)
+        bn = steps.run(f"train the bottleneck ({channels} channels, {epochs} epochs)",
+                       lambda: train_bottleneck(teacher, channels, epochs, seed=opts.seed))
+        head, tail = attach(head, tail, cut, bn)
+        codes = head_outputs(head, train.x)
+        enc = replace(calibrate("int8", [codes], data_sets), bottleneck=bn.record())
+        sent = SENT
+    elif encoding != "fp32":
         session = reference.ort_session(head)
-        enc = steps.run(f"calibrate the {encoding} cut", lambda: calibrate(
-            encoding, [session.run(None, xs)[0] for xs in sets.values()], tuple(sets)))
+        if train is not None:
+            from edgec.split.task import head_outputs
+
+            enc = steps.run(f"calibrate the {encoding} cut on --data", lambda: calibrate(
+                encoding, [head_outputs(head, train.x[:256])], data_sets))
+        else:
+            sets = _calibration_sets(low.input_sets)
+            enc = steps.run(f"calibrate the {encoding} cut", lambda: calibrate(
+                encoding, [session.run(None, xs)[0] for xs in sets.values()], tuple(sets)))
+    task = None
+    if val is not None:
+        from edgec.split.task import task_accuracy
+
+        task = steps.run(f"accuracy on {len(val)} held-out images", lambda: task_accuracy(
+            low.final, head, tail, enc, val, str(data)))
     name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
     parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
              PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
-    return build_parts(low.source, low.final, parts, [Connection("head", cut, "tail", cut, enc)], Path(opts.out_dir),
+    return build_parts(low.source, low.final, parts, [Connection("head", sent, "tail", sent, enc)], Path(opts.out_dir),
                        name, tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed,
-                       input_sets=low.input_sets)
+                       input_sets=input_sets, task=task, attachments=attachments)
+
+
+def _read_data(data: Path, model: onnx.ModelProto, preprocessing: dict[str, Any] | None):
+    """``(train, val)`` image sets of ``--data`` (every fifth image held out when it has no train/val split)."""
+    from edgec.frontend.data import ImageSet, data_splits, load_image_folder
+
+    first = graph_inputs(model)[0]
+    shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
+    train_dir, val_dir = data_splits(data)
+    train = load_image_folder(train_dir, shape, preprocessing)
+    if val_dir is not None:
+        return train, load_image_folder(val_dir, shape, preprocessing)
+    held = np.arange(len(train)) % 5 == 4
+    if held.sum() == 0:
+        raise UsageError(f"--data {data} has {len(train)} images: too few to hold some out",
+                         "give at least 5 images, or train/ and val/ folders")
+
+    def pick(mask):
+        return ImageSet(train.x[mask], train.labels[mask], train.classes,
+                        tuple(p for p, m in zip(train.paths, mask) if m))
+
+    return pick(~held), pick(held)
 
 
 def _check_encoding(kind: str) -> None:
-    if kind not in ENCODINGS:
-        raise UsageError(f"unknown --encoding '{kind}'", f"use one of: {', '.join(ENCODINGS)}")
+    if kind not in (*ENCODINGS, "bottleneck"):
+        raise UsageError(f"unknown --encoding '{kind}'", f"use one of: {', '.join((*ENCODINGS, 'bottleneck'))}")
 
 
 def _calibration_sets(sets: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
@@ -283,8 +365,7 @@ def cut_fidelity(parts: list[PartRequest], connections: list[Connection], whole:
         for c in encoded:
             cut = values[(c.src_part, c.src_tensor)]
             snr = min(snr, snr_db(cut, c.encoding.roundtrip(cut)))
-    kinds = sorted({c.encoding.kind for c in encoded})
-    return {"passes": [f"encode_cut({k})" for k in kinds], "inputs": len(whole_outputs), "max_abs_error": err,
+    return {"passes": sorted({c.encoding.label for c in encoded}), "inputs": len(whole_outputs), "max_abs_error": err,
             "max_abs_ref": ref_max, "relative_error": err / ref_max if ref_max else 0.0,
             "top1_agreement": agree / rows if rows else None, "cut_snr_db": snr}
 

@@ -118,14 +118,22 @@ class TailService:
         tensor = onnx.TensorProto()
         try:
             tensor.ParseFromString(request)
-            array = numpy_helper.to_array(tensor)
         except Exception as e:  # noqa: BLE001  any malformed or truncated payload
             raise Refused("INVALID_ARGUMENT",
                           f"malformed request: not a serialized onnx.TensorProto ({type(e).__name__})") from None
-        if tensor.name != self.tensor or list(array.shape) != self.shape or array.dtype != self.wire_dtype:
+        wire = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(self.wire_dtype))
+        if tensor.name != self.tensor or list(tensor.dims) != self.shape or tensor.data_type != wire:
+            # refused on the declared header, before any array of a (maybe huge) declared shape is made
+            got = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type) if tensor.data_type in (
+                onnx.helper.get_all_tensor_dtypes()) else f"dtype {tensor.data_type}"
             raise Refused("INVALID_ARGUMENT",
-                          f"wrong tensor: got {tensor.name!r} {list(array.shape)} {array.dtype}, this tail takes "
+                          f"wrong tensor: got {tensor.name!r} {list(tensor.dims)[:8]} {got}, this tail takes "
                           f"{self.tensor!r} {self.shape} {self.wire_dtype} ({self.encoding.kind})")
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as e:  # noqa: BLE001  a header that promises more data than came
+            raise Refused("INVALID_ARGUMENT",
+                          f"malformed request: the tensor's data does not fit its shape ({type(e).__name__})") from None
         x = self.encoding.decode(array) if self.encoding.kind != "fp32" else array
         decoded = time.perf_counter()
         with self.lock:

@@ -60,7 +60,28 @@ def test_auto_builds_the_fastest_cut_and_records_the_ranking(tmp_path, run_cli):
     choice = json.loads((art / "split-choice.json").read_text())
     assert choice["best"]["kind"] == "cut" and choice["best"]["bytes"] <= 64
     assert (art / "split-choice.png").stat().st_size > 0
-    assert json.loads((art / "manifest.json").read_text())["connections"][0]["from"]["tensor"] == choice["best"]["cut"]
+    manifest = json.loads((art / "manifest.json").read_text())
+    assert manifest["connections"][0]["from"]["tensor"] == choice["best"]["cut"]
+    assert {"split-choice.json", "split-choice.png"} <= set(manifest["files"])  # hashed with the rest
+
+
+def test_a_bandwidth_sweep_picks_a_cut_per_link(tmp_path, run_cli):
+    from edgec.split.choose import sweep
+
+    rows = sweep(_table(), [Link(1.0), Link(1000.0)], 10.0, 1.0)
+    assert rows[0]["best"]["cut"] == "b" and rows[1]["best"]["kind"] == "server only"
+    assert rows[0]["speedup_vs_best_end"] > 1.0 and rows[1]["speedup_vs_best_end"] == pytest.approx(1.0)
+    assert rows[0]["device_only_ms"] == pytest.approx(10.0 + 8 * 0 / 1e3)
+    model = _bottleneck_model(tmp_path / "b.onnx")
+    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1,1000", "--head-ms", "5",
+                             "--tail-ms", "1", "--out", str(tmp_path / "o"), "--name", "s")
+    assert code == 0 and "best cut per bandwidth" in out, err
+    choice = json.loads((tmp_path / "o" / "s" / "split-choice.json").read_text())
+    assert [r["bandwidth_mbps"] for r in choice["sweep"]] == [0.1, 1000.0]
+    assert choice["sweep"][0]["best"]["kind"] == "cut" and choice["best"] == choice["sweep"][0]["best"]
+    assert (tmp_path / "o" / "s" / "split-sweep.png").stat().st_size > 0
+    code, _, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "1,fast", "--head-ms", "5")
+    assert code == 2 and "comma-separated" in err
 
 
 def test_auto_errors(tmp_path, run_cli):

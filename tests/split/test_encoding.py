@@ -94,3 +94,55 @@ def test_edgec_run_decodes_the_int8_cut(run_cli, tmp_path):
     want = np.argsort(-p)[:3]
     assert [c for c, _, _ in got.top] == list(want)
     np.testing.assert_allclose([s for _, s, _ in got.top], p[want], rtol=1e-3, atol=1e-5)
+
+
+def test_bottleneck_attach_is_encoder_then_decoder_around_the_cut(tmp_path):
+    """The attached encoder/decoder compute exactly the trained convolutions (checked in PyTorch)."""
+    import onnx
+    import torch
+
+    from edgec.frontend import reference
+    from edgec.split import split_model
+    from edgec.split.bottleneck import SENT, attach, train_bottleneck
+
+    model = onnx.load(tiny_cnn(tmp_path / "m.onnx", size=8))
+    head, tail = split_model(model, "r1")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    teacher = np.maximum(rng.standard_normal((32, 8, 8, 8)), 0).astype(np.float32)
+    bn = train_bottleneck(teacher, 2, epochs=2)
+    h2, t2 = attach(head, tail, "r1", bn)
+    assert [o.name for o in h2.graph.output] == [SENT] and t2.graph.input[0].name == SENT
+    cut = reference.run_ort(head, {"x": x})[0]
+    code = reference.run_ort(h2, {"x": x})[0]
+
+    def convs(layers, v):
+        v = torch.from_numpy(v)
+        for w, b, relu in layers:
+            v = torch.nn.functional.conv2d(v, torch.from_numpy(w), torch.from_numpy(b), padding=w.shape[-1] // 2)
+            v = torch.relu(v) if relu else v
+        return v.numpy()
+
+    np.testing.assert_allclose(code, convs(bn.encoder, cut), rtol=1e-4, atol=1e-5)
+    assert code.shape == (1, 2, 8, 8)
+    restored = convs(bn.decoder, code)
+    np.testing.assert_allclose(reference.run_ort(t2, {SENT: code})[0], reference.run_ort(tail, {"r1": restored})[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_bottleneck_errors(run_cli, tmp_path):
+    from edgec.split.bottleneck import train_bottleneck
+
+    with pytest.raises(UsageError, match="between 1 and"):
+        train_bottleneck(np.zeros((4, 8, 2, 2), np.float32), 9, 1)
+    with pytest.raises(UsageError, match="cut tensor"):
+        train_bottleneck(np.zeros((4, 8), np.float32), 2, 1)
+    model = tiny_cnn(tmp_path / "m.onnx", size=8)
+    code, _, err = run_cli("split", str(model), "--at", "r1", "--encoding", "bottleneck", "--out", str(tmp_path / "o"))
+    assert code == 2 and "--data DIR" in err
+    code, _, err = run_cli("split", str(model), "--at", "r1", "--epochs", "3", "--out", str(tmp_path / "o"))
+    assert code == 2 and "go with --encoding bottleneck" in err
+    code, _, err = run_cli("split", str(model), "--at", "r1", "--encoding", "int8", "--data", str(tmp_path / "none"),
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and "is not a folder" in err
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())

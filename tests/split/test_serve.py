@@ -2,6 +2,8 @@
 
 import shutil
 import subprocess
+import threading
+import time
 
 import numpy as np
 import onnx
@@ -69,6 +71,45 @@ def _call(address, payload, sha):
         return channel.unary_unary(RUN)(payload, timeout=10, metadata=((MODEL_KEY, sha),))
 
 
+def _huge_header() -> bytes:
+    t = onnx.TensorProto(name="r1", data_type=onnx.TensorProto.INT8, dims=[1, 8, 1 << 29, 1 << 29])
+    t.raw_data = b"\0" * 16
+    return t.SerializeToString()
+
+
+def _header_without_data() -> bytes:
+    t = onnx.TensorProto(name="r1", data_type=onnx.TensorProto.INT8, dims=[1, 8, 16, 16])
+    t.raw_data = b"\0" * 100
+    return t.SerializeToString()
+
+
+def test_a_client_that_disconnects_mid_stream_does_not_stop_the_server(split_artifact, server):
+    import grpc
+
+    from edgec.serve import MODEL_KEY, STREAM, run_remote
+
+    art, image = split_artifact
+    address, service = server
+    good = numpy_helper.from_array(np.zeros((1, 8, 16, 16), np.int8), "r1").SerializeToString()
+    sent = threading.Event()
+
+    def frames():
+        yield good
+        sent.wait(10)
+        yield good  # never read: the client has gone
+        time.sleep(30)
+
+    before = service.served
+    channel = grpc.insecure_channel(address)
+    call = channel.stream_stream(STREAM)(frames(), timeout=30, metadata=((MODEL_KEY, service.sha),))
+    assert next(call)  # one answer, then the client goes away mid-stream
+    call.cancel()
+    sent.set()
+    channel.close()
+    assert run_remote(f"{art}:head", address, image, preprocessing=PRE, repeat=2).frames == 2
+    assert service.served >= before + 3
+
+
 def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact, server):
     import grpc
 
@@ -86,6 +127,9 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact
             grpc.StatusCode.INVALID_ARGUMENT,  # fp32 where int8 codes are expected
         numpy_helper.from_array(np.zeros((1, 8, 16, 16), np.int8), "other").SerializeToString():
             grpc.StatusCode.INVALID_ARGUMENT,
+        _huge_header(): grpc.StatusCode.INVALID_ARGUMENT,  # a 2^60-element shape declared, 16 bytes sent
+        _header_without_data(): grpc.StatusCode.INVALID_ARGUMENT,  # the right header, too few bytes
+        bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)): grpc.StatusCode.INVALID_ARGUMENT,
     }
     for payload, code in cases.items():
         with pytest.raises(grpc.RpcError) as e:

@@ -167,7 +167,21 @@ def _parts_markdown(report: dict[str, Any]) -> list[str]:
     if fc:
         snr = f"; cut SNR {fc['cut_snr_db']:.1f} dB" if fc.get("cut_snr_db") is not None else ""
         lines += ["## Function change (vs the unsplit model)", "", function_change_line(fc) + snr, ""]
+        if fc.get("task"):
+            lines += [task_line(fc["task"]), ""]
     return lines
+
+
+def task_line(task: dict[str, Any]) -> str:
+    """One line on a split's accuracy on the user's labelled images (``--data``)."""
+    line = (f"On {task['images']} labelled images ({task.get('data', '--data')}): top-1 accuracy "
+            f"{100 * task['accuracy_whole']:.2f}% unsplit, {100 * task['accuracy_split']:.2f}% split "
+            f"({100 * (task['accuracy_split'] - task['accuracy_whole']):+.2f} points), top-1 agreement "
+            f"{100 * task['top1_agreement']:.2f}%; {human_bytes(task['bytes_sent'])} sent per image")
+    if task.get("jpeg_q90_bytes"):
+        line += (f" against {human_bytes(task['jpeg_q90_bytes'])} for a JPEG (q90) of the input "
+                 f"({100 * task['bytes_saved_vs_jpeg']:.1f}% fewer bytes)")
+    return line
 
 
 def render_markdown(report: dict[str, Any]) -> str:

@@ -80,6 +80,52 @@ def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_tota
     return sorted(rows, key=lambda r: r["total_ms"])
 
 
+def sweep(table: dict[str, Any], links: list[Link], head_total_ms: float, tail_total_ms: float,
+          bytes_key: str = "bytes_fp32", output_bytes: int = 0) -> list[dict[str, Any]]:
+    """The best candidate per link, against running everything on the device or on the server.
+
+    Returns:
+        ``[{"bandwidth_mbps", "rtt_ms", "best": (a :func:`rank_cuts` row), "device_only_ms",
+        "server_only_ms", "speedup_vs_best_end"}]`` in the order of ``links``; the speed-up is the
+        faster end's time over the best candidate's (1.0 when an end is best).
+    """
+    out = []
+    for link in links:
+        rows = rank_cuts(table, link, head_total_ms, tail_total_ms, bytes_key, output_bytes)
+        ends = {r["kind"]: r["total_ms"] for r in rows if r["kind"] != "cut"}
+        best = rows[0]
+        out.append({"bandwidth_mbps": link.bandwidth_mbps, "rtt_ms": link.rtt_ms, "best": best,
+                    "device_only_ms": ends["device only"], "server_only_ms": ends["server only"],
+                    "speedup_vs_best_end": min(ends.values()) / best["total_ms"]})
+    return out
+
+
+def plot_sweep(rows: list[dict[str, Any]], path, title: str) -> None:
+    """Estimated latency (ms) against bandwidth (log scale): the best cut, device only, server only (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bw = [r["bandwidth_mbps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(bw, [r["best"]["total_ms"] for r in rows], "o-", label="best cut")
+    ax.plot(bw, [r["device_only_ms"] for r in rows], "s--", label="device only")
+    ax.plot(bw, [r["server_only_ms"] for r in rows], "^--", label="server only (JPEG upload)")
+    for r in rows:
+        b = r["best"]
+        ax.annotate(b["cut"] if b["kind"] == "cut" else b["kind"], (r["bandwidth_mbps"], b["total_ms"]),
+                    fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("uplink bandwidth (Mbit/s)")
+    ax.set_ylabel("estimated latency (ms)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
 def plot_ranking(rows: list[dict[str, Any]], path, title: str) -> None:
     """Stacked bars of head, transfer and tail time per candidate, in graph order, into ``path`` (PNG)."""
     import matplotlib

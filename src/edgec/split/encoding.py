@@ -36,6 +36,8 @@ class CutEncoding:
         zero_point: int8 code of 0.0, same shape as ``scale``.
         axis: Channel axis of per-channel parameters (1), else None.
         calibrated_on: Names of the input sets the range came from (the fidelity is measured on them).
+        bottleneck: For the int8 codes of a learned bottleneck (:mod:`edgec.split.bottleneck`), its
+            training record (channels, epochs, train_mse...); None otherwise.
     """
 
     kind: str = "fp32"
@@ -43,6 +45,13 @@ class CutEncoding:
     zero_point: np.ndarray | None = None
     axis: int | None = None
     calibrated_on: tuple[str, ...] = ()
+    bottleneck: dict[str, Any] | None = None
+
+    @property
+    def label(self) -> str:
+        """The function change's name in reports: ``encode_cut(int8)`` or ``learned_bottleneck(channels=C)+...``."""
+        enc = f"encode_cut({self.kind})"
+        return enc if self.bottleneck is None else f"learned_bottleneck(channels={self.bottleneck['channels']})+{enc}"
 
     @property
     def bytes_per_element(self) -> int:
@@ -80,6 +89,8 @@ class CutEncoding:
         if self.kind != "fp32":
             out.update(scale=np.asarray(self.scale).tolist(), zero_point=np.asarray(self.zero_point).tolist(),
                        axis=self.axis, calibrated_on=list(self.calibrated_on))
+        if self.bottleneck is not None:
+            out["bottleneck"] = self.bottleneck
         return out
 
     @classmethod
@@ -87,7 +98,7 @@ class CutEncoding:
         if data.get("kind", "fp32") == "fp32":
             return cls()
         return cls(data["kind"], np.asarray(data["scale"], np.float32), np.asarray(data["zero_point"], np.float32),
-                   data.get("axis"), tuple(data.get("calibrated_on", ())))
+                   data.get("axis"), tuple(data.get("calibrated_on", ())), data.get("bottleneck"))
 
 
 def calibrate(kind: str, samples: list[np.ndarray], names: tuple[str, ...] = ()) -> CutEncoding:

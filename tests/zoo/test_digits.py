@@ -1,0 +1,31 @@
+"""The digits task's data: an ImageFolder tree with a stratified split, read back as the model sees it."""
+
+import numpy as np
+
+from edgec.frontend.data import accuracy, data_splits, load_image_folder
+from edgec.zoo.digits import write_digits_folder
+
+
+def test_digits_folder_is_a_stratified_imagefolder(tmp_path):
+    train_dir, val_dir = write_digits_folder(tmp_path, size=32)
+    assert data_splits(tmp_path) == (train_dir, val_dir)
+    train = load_image_folder(train_dir, (1, 3, 32, 32), None)
+    val = load_image_folder(val_dir, (1, 3, 32, 32), None, limit=50)
+    assert len(train) == 1437 and len(val) == 50 and train.x.shape == (1437, 3, 32, 32)
+    assert train.x.dtype == np.float32 and 0.0 <= train.x.min() and train.x.max() <= 1.0
+    counts = np.bincount(train.labels, minlength=10)
+    from sklearn.datasets import load_digits
+
+    share = 0.8 * np.bincount(load_digits().target, minlength=10)  # stratified: each digit keeps 80%
+    assert np.all(np.abs(counts - share) <= 1)
+    assert np.allclose(train.x[:, 0], train.x[:, 2])  # grey digits as RGB
+    assert accuracy(np.eye(10)[train.labels], train.labels) == 1.0
+    assert 0 < val.jpeg_q90_bytes(limit=5) < 4096
+
+
+def test_zoo_digits_refuses_a_non_empty_folder(tmp_path, run_cli):
+    (tmp_path / "keep.txt").write_text("mine")
+    code, _, err = run_cli("zoo", "digits", str(tmp_path))
+    assert code == 2 and "not empty" in err and (tmp_path / "keep.txt").read_text() == "mine"
+    code, _, err = run_cli("zoo", "digits", str(tmp_path / "new"), "--epochs", "0")
+    assert code == 2 and not (tmp_path / "new").exists()
