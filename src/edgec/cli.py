@@ -350,8 +350,8 @@ def merge_table_cmd(
 def serve(
     artifact: Annotated[str, typer.Argument(metavar="ARTIFACT:tail", help="The tail of a split artifact.")],
     port: Annotated[int, typer.Option(min=1, max=65535, metavar="PORT", help="TCP port to listen on.")] = 50051,
-    host: Annotated[str, typer.Option(metavar="ADDR", help="Address to listen on (0.0.0.0: every interface).")]
-    = "127.0.0.1",
+    host: Annotated[str, typer.Option("--bind", "--host", metavar="ADDR",
+                                      help="Address to listen on (0.0.0.0: every interface).")] = "127.0.0.1",
     tls_cert: Annotated[Optional[Path], typer.Option(metavar="PEM", help="TLS certificate (with --tls-key).")] = None,
     tls_key: Annotated[Optional[Path], typer.Option(metavar="PEM", help="TLS private key.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, max=1024, metavar="N", help="Threads of the tail.")] = None,
@@ -412,6 +412,11 @@ def split(
                                                                         "device (e.g. from edgec profile).")] = None,
     tail_ms: Annotated[Optional[float], typer.Option(metavar="MS", help="--at auto: whole-model latency on the "
                                                                         "server.")] = None,
+    head_profile: Annotated[Optional[Path], typer.Option(metavar="REPORT", help="--at auto: `edgec profile` "
+                                                         "report.json of the whole model on the device (per-kernel "
+                                                         "times summed per cut).")] = None,
+    tail_profile: Annotated[Optional[Path], typer.Option(metavar="REPORT", help="--at auto: the same, on the "
+                                                         "server.")] = None,
 ) -> None:
     """Split computing: list where MODEL can be cut, or build a head/tail artifact cut at a tensor (or --at auto)."""
     from edgec.build import BuildOptions, Steps, check_request, lower
@@ -424,13 +429,14 @@ def split(
         raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")
     choice = None
     if at == "auto":
-        choice = _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, head_ms, tail_ms)
+        choice = _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms,
+                             {"head": (head_ms, head_profile), "tail": (tail_ms, tail_profile)})
         if choice is None:
             return
         at = choice["best"]["cut"]
-    elif bandwidth is not None or head_ms is not None or tail_ms is not None:
-        raise UsageError("--bandwidth, --head-ms and --tail-ms go with --at auto", f"e.g. edgec split {model} "
-                         "--at auto --bandwidth 20 --head-ms 40")
+    elif any(v is not None for v in (bandwidth, head_ms, tail_ms, head_profile, tail_profile)):
+        raise UsageError("--bandwidth, --head-ms/--tail-ms and --head-profile/--tail-profile go with --at auto",
+                         f"e.g. edgec split {model} --at auto --bandwidth 20 --head-ms 40")
     if encoding != "bottleneck" and (bottleneck_channels is not None or epochs != 30):
         raise UsageError("--bottleneck-channels and --epochs go with --encoding bottleneck",
                          f"e.g. edgec split {model} --at TENSOR --encoding bottleneck --data DIR --epochs 30")
@@ -505,13 +511,23 @@ def _bandwidths(text: str | None, model: str) -> list[float]:
     return values
 
 
-def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, head_ms, tail_ms):
+def _read_profile(path: Path, flag: str) -> dict:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{flag} {path} cannot be read as JSON ({type(e).__name__})",
+                         "give the report.json written by `edgec profile ... --out DIR`") from None
+
+
+def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms, sides):
     """``--at auto``: rank every cut by estimated latency on the link (the first of the bandwidths); None
     when no split is best there."""
     from edgec.build import Steps, check_request, lower
     from edgec.profiling.report import human_bytes
     from edgec.split import cut_table
-    from edgec.split.choose import Link, onnxruntime_ms, rank_cuts, sweep
+    from edgec.split.choose import Link, onnxruntime_ms, per_cut_ms, profile_latency_ms, rank_cuts, sweep
 
     bandwidths = _bandwidths(bandwidth, model)
     try:
@@ -523,9 +539,18 @@ def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_
     with _StepPrinter() as printer:
         final = lower(opts, Steps(printer)).final
         table = cut_table(final)
-        measured = {}
-        for side, target, given in (("head", head_target, head_ms), ("tail", tail_target, tail_ms)):
-            if given is not None:
+        measured, per_cut = {}, {}
+        for side, target in (("head", head_target), ("tail", tail_target)):
+            given, report_path = sides[side]
+            if given is not None and report_path is not None:
+                raise UsageError(f"give --{side}-ms or --{side}-profile, not both", f"e.g. --{side}-profile report.json")
+            if report_path is not None:
+                report = _read_profile(report_path, f"--{side}-profile")
+                total = profile_latency_ms(report)
+                cuts_ms = per_cut_ms(final, [c["tensor"] for c in table["cuts"]], report)
+                per_cut["head_ms_at" if side == "head" else "tail_head_ms_at"] = cuts_ms
+                measured[side] = (total, f"profiled ({report_path.name}, per kernel)")
+            elif given is not None:
                 if given <= 0:
                     raise UsageError(f"--{side}-ms {given} must be positive", f"e.g. --{side}-ms 25")
                 measured[side] = (given, "given")
@@ -533,14 +558,16 @@ def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_
                 printer(f"time the whole model here for the {side} (onnxruntime)")
                 measured[side] = (onnxruntime_ms(final), "onnxruntime on this machine")
             else:
-                raise UsageError(f"--at auto needs the whole-model latency on {target} (--{side}-ms)",
-                                 f"measure it: edgec profile {model} --target {target} --device rpc://BOARD:9090")
+                raise UsageError(f"--at auto needs the latency on {target}: --{side}-profile REPORT or --{side}-ms",
+                                 f"measure it: edgec profile {model} --target {target} --device rpc://BOARD:9090 "
+                                 f"--out DIR, then --{side}-profile DIR/report.json")
     out_bytes = sum(4 * math.prod(d.dim_value for d in o.type.tensor_type.shape.dim) for o in final.graph.output)
     key = "bytes_int8" if encoding.startswith("int8") else "bytes_fp32"
-    rows = rank_cuts(table, link, measured["head"][0], measured["tail"][0], key, out_bytes)
+    rows = rank_cuts(table, link, measured["head"][0], measured["tail"][0], key, out_bytes, **per_cut)
+    spread = "per-kernel sums" if len(per_cut) == 2 else ("per-kernel sums and MACs" if per_cut else "spread by MACs")
     t = Table(title=f"fastest candidates on {bandwidth:g} Mbit/s, rtt {rtt_ms:g} ms (estimated ms; head "
                     f"{measured['head'][0]:.2f} ms {measured['head'][1]}, tail {measured['tail'][0]:.2f} ms "
-                    f"{measured['tail'][1]}; spread by MACs)", title_justify="left")
+                    f"{measured['tail'][1]}; {spread})", title_justify="left")
     for col in ("cut", "sent", "head", "transfer", "tail", "total"):
         t.add_column(col, justify="left" if col == "cut" else "right")
     for r in rows[:10]:
@@ -548,7 +575,7 @@ def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_
         t.add_row(escape(name), human_bytes(r["bytes"]), f"{r['head_ms']:.2f}", f"{r['transfer_ms']:.2f}",
                   f"{r['tail_ms']:.2f}", f"{r['total_ms']:.2f}")
     console.print(t)
-    swept = sweep(table, links, measured["head"][0], measured["tail"][0], key, out_bytes)
+    swept = sweep(table, links, measured["head"][0], measured["tail"][0], key, out_bytes, **per_cut)
     if len(links) > 1:
         t = Table(title="best cut per bandwidth (estimated ms)", title_justify="left")
         for col in ("Mbit/s", "best", "sent", "total", "device only", "server only (JPEG)", "speed-up"):

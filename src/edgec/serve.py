@@ -254,8 +254,9 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
                tls_ca: Path | None = None, preprocessing: dict | None = None, repeat: int = 1) -> RemoteResult:
     """Run the head of a split artifact here on ``image`` and the tail on ``server`` (``HOST:PORT``).
 
-    With ``repeat`` > 1 the frames go over one bidirectional stream (``RunStream``), each head run
-    and reply timed; ``timeout_s`` is then the deadline of the whole stream.
+    With ``repeat`` > 1 the frames go over one bidirectional stream (``RunStream``) in lock-step (a
+    frame's head runs once the previous frame is answered), so each frame's times are its own, as
+    one inference's latency; ``timeout_s`` is then the deadline of the whole stream.
 
     Raises:
         UsageError: not a head, a bad image, a request the server refused (its reason).
@@ -291,9 +292,13 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
         args = session.tensors([x])
         main(*args)  # warm-up: loading and the first call are not the head's latency
 
-        def frames():
+        answered = threading.Semaphore(0)
+
+        def frames():  # lock-step: frame i+1 starts once frame i is answered, so each is timed alone
             nonlocal payload
-            for _ in range(repeat):
+            for i in range(repeat):
+                if i and not answered.acquire(timeout=timeout_s):
+                    return
                 t0 = time.perf_counter()
                 cut = dict(zip(names, flatten(main(*args))))[link["from"]["tensor"]]
                 t1 = time.perf_counter()
@@ -312,6 +317,7 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
                 for reply in channel.stream_stream(STREAM)(frames(), timeout=timeout_s, metadata=metadata):
                     steps[len(replies)]["done"] = time.perf_counter()
                     replies.append(reply)
+                    answered.release()
         except grpc.RpcError as e:
             raise _connection_error(e, server, artifact, timeout_s) from None
         finally:

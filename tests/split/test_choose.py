@@ -95,3 +95,68 @@ def test_auto_errors(tmp_path, run_cli):
     code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "10000", "--head-ms", "50",
                              "--tail-ms", "0.1", "--out", str(tmp_path / "o2"))
     assert code == 0 and "no split is fastest" in out and not (tmp_path / "o2").exists()
+
+
+def _chain_model(path):
+    """x -> conv a -> relu b -> conv c -> relu d -> pool -> y: cuts at a, b, c, d."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((4, 4, 3, 3)).astype(np.float32), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1], name="conv1"),
+             helper.make_node("Relu", ["a"], ["b"], name="relu1"),
+             helper.make_node("Conv", ["b", "w2"], ["c"], pads=[1, 1, 1, 1], name="conv2"),
+             helper.make_node("Relu", ["c"], ["d"], name="relu2"),
+             helper.make_node("GlobalAveragePool", ["d"], ["y"], name="pool")]
+    graph = helper.make_graph(nodes, "c", [helper.make_tensor_value_info("x", 1, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", 1, [1, 4, 1, 1])], inits)
+    import onnx
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return model
+
+
+def _profile(rows, p50):
+    return {"profile": {"latency": {"edgec": {"latency_ms_p50": p50}},
+                        "kernels": [{"kernel": k, "time_ms": t, "onnx_nodes": n} for k, t, n in rows]}}
+
+
+def test_per_cut_times_sum_the_kernels_before_each_cut(tmp_path):
+    from edgec.errors import UsageError
+    from edgec.split.choose import per_cut_ms
+
+    model = _chain_model(tmp_path / "c.onnx")
+    report = _profile([("t", 1.0, ["<layout NCHW<->NHWC>"]), ("k1", 2.0, ["conv1", "relu1"]),
+                       ("k2", 4.0, ["conv2", "relu2"]), ("k3", 1.0, ["pool"])], p50=16.0)
+    ms = per_cut_ms(model, ["a", "b", "c", "d"], report)
+    # scale 16/8 = 2; the layout kernel goes with its neighbour k1; a fused kernel split by the cut counts by half
+    assert ms["b"] == pytest.approx(2 * (1 + 2)) and ms["d"] == pytest.approx(2 * (1 + 2 + 4))
+    assert ms["a"] == pytest.approx(2 * (0.5 + 1)) and ms["c"] == pytest.approx(2 * (3 + 2))
+    rows = rank_cuts({"macs": 1, "input": {"name": "x", "bytes_uint8": 192},
+                      "cuts": [{"tensor": t, "bytes_fp32": 256, "head_macs": 0, "tail_macs": 1} for t in "bd"]},
+                     Link(1000.0), 16.0, 4.0, head_ms_at=ms, tail_head_ms_at={k: v / 4 for k, v in ms.items()})
+    by = {r["cut"]: r for r in rows}
+    assert by["b"]["head_ms"] == pytest.approx(6.0) and by["b"]["tail_ms"] == pytest.approx(4.0 - 1.5)
+    with pytest.raises(UsageError, match="not this model's nodes"):
+        per_cut_ms(model, ["b"], _profile([("k", 1.0, ["other1"]), ("k", 1.0, ["other2"])], 2.0))
+    with pytest.raises(UsageError, match="no per-kernel table"):
+        per_cut_ms(model, ["b"], _profile([], 2.0))
+    with pytest.raises(UsageError, match="not an edgec profile report"):
+        per_cut_ms(model, ["b"], {"kind": "build"})
+
+
+def test_auto_takes_per_kernel_profiles(tmp_path, run_cli):
+    model = _chain_model(tmp_path / "c.onnx")
+    head = tmp_path / "head.json"
+    head.write_text(json.dumps(_profile([("k1", 5.0, ["conv1", "relu1"]), ("k2", 5.0, ["conv2", "relu2"]),
+                                         ("k3", 0.1, ["pool"])], 10.1)))
+    code, out, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "1000",
+                             "--head-profile", str(head), "--tail-ms", "0.01", "--out", str(tmp_path / "o"))
+    assert code == 0 and "per-kernel sums and MACs" in out, err
+    code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
+                           "--head-profile", str(head), "--head-ms", "3")
+    assert code == 2 and "not both" in err
+    (tmp_path / "bad.json").write_text("{")
+    code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
+                           "--head-profile", str(tmp_path / "bad.json"), "--tail-ms", "1")
+    assert code == 2 and "cannot be read as JSON" in err

@@ -136,7 +136,7 @@ class Session:
                     progress(f"timing kernels {i}/{len(calls)}")
                 args = self.tensors([_random(a, rng) for a in c["args"] + c["outputs"]])
                 f = lib.time_evaluator(c["kernel"], self.device, number=1, repeat=repeats,
-                                       min_repeat_ms=0 if self.remote else 2)
+                                       min_repeat_ms=0 if self.remote else 20)
                 try:
                     cache[sig] = float(np.median(f(*args).results)) * 1e3
                 except Exception as exc:  # noqa: BLE001

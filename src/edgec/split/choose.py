@@ -7,10 +7,11 @@ ASPLOS 2017, section 4: for each candidate cut ``k`` the latency of one inferenc
 
 and the best cut minimises it. Besides every valid cut (:func:`edgec.split.cut_table`) two ends are
 candidates: everything on the server (the device sends a JPEG, quality 90, of the image) and
-everything on the device (it sends the model's outputs). Per-part latencies are estimated from one
-whole-model latency per side, spread over the layers in proportion to their MACs (the first-order
-model; Neurosurgeon fits per-layer-type regressions instead): ``head_ms(k) = head_total_ms *
-head_macs(k) / macs``.
+everything on the device (it sends the model's outputs). Per-part latencies come from a
+whole-model ``edgec profile`` on each side, its per-kernel table summed over the kernels before
+each cut (:func:`per_cut_ms`; Neurosurgeon fits per-layer-type regressions instead, since it cannot
+measure on the device); or, given only one whole-model latency per side, that latency spread over
+the layers in proportion to their MACs: ``head_ms(k) = head_total_ms * head_macs(k) / macs``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
+
+import onnx
+
+from edgec.errors import UsageError
+from edgec.split.cuts import head_node_names
 
 
 @dataclass(frozen=True)
@@ -43,8 +49,69 @@ class Link:
         return 8 * nbytes / (self.bandwidth_mbps * 1e6) * 1e3 + self.rtt_ms
 
 
+def profile_latency_ms(report: dict[str, Any]) -> float:
+    """The end-to-end p50 (ms) of an ``edgec profile`` report.
+
+    Raises:
+        UsageError: not a profile report, or one without a latency.
+    """
+    try:
+        return float(report["profile"]["latency"]["edgec"]["latency_ms_p50"])
+    except (KeyError, TypeError, ValueError):
+        raise UsageError("not an edgec profile report (no profile.latency.edgec.latency_ms_p50)",
+                         "give the report.json that `edgec profile MODEL --target T --device D --out DIR` writes") \
+            from None
+
+
+def per_cut_ms(model: onnx.ModelProto, cuts: list[str], report: dict[str, Any]) -> dict[str, float]:
+    """Time (ms) of each cut's head on the device a whole-model profile was taken on.
+
+    The per-kernel table of ``report`` (``profile.kernels``: ``time_ms`` and the ``onnx_nodes`` each
+    kernel computes) is summed over the kernels in the cut's head; a kernel fused across the cut
+    counts by the share of its nodes in the head, and one with no ONNX node (a layout transform)
+    goes with its nearest neighbour that has one. The sums are scaled so that the whole model takes
+    the report's end-to-end p50 (the per-kernel sum misses the calls' overhead). The tail's time at
+    cut ``k`` is ``p50 - per_cut_ms(...)[k]`` on the server's profile.
+
+    Args:
+        model: The whole model after the passes (its node names are the profile's ``onnx_nodes``).
+        cuts: Cut tensors.
+        report: ``edgec profile``'s ``report.json`` of the whole model, built with the same passes.
+
+    Raises:
+        UsageError: no per-kernel table, or one whose nodes are mostly not ``model``'s (another model
+            or another pass pipeline).
+    """
+    total = profile_latency_ms(report)
+    rows = (report.get("profile") or {}).get("kernels") or []
+    if not rows:
+        raise UsageError("the profile report has no per-kernel table",
+                         "profile the whole model locally or over rpc:// (not an emulator), then pass its report.json")
+    names = {n.name for n in model.graph.node}
+    listed = [x for r in rows for x in r.get("onnx_nodes", []) if not x.startswith("<")]
+    if not listed or sum(x in names for x in listed) < 0.9 * len(listed):
+        raise UsageError("the profile's kernels are not this model's nodes (another model or pass pipeline)",
+                         "profile the same MODEL with the same --passes and --input-shape")
+    kernel_sum = sum(float(r["time_ms"]) for r in rows) or 1.0
+    scale = total / kernel_sum
+    out = {}
+    for cut in cuts:
+        head = head_node_names(model, cut)
+        shares = [None if not [x for x in r.get("onnx_nodes", []) if x in names] else
+                  sum(x in head for x in r["onnx_nodes"] if x in names) / len([x for x in r["onnx_nodes"] if x in names])
+                  for r in rows]
+        known = [i for i, f in enumerate(shares) if f is not None]
+        ms = 0.0
+        for i, r in enumerate(rows):
+            f = shares[i] if shares[i] is not None else shares[min(known, key=lambda j: (abs(j - i), j > i))]
+            ms += f * float(r["time_ms"])
+        out[cut] = ms * scale
+    return out
+
+
 def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_total_ms: float,
-              bytes_key: str = "bytes_fp32", output_bytes: int = 0) -> list[dict[str, Any]]:
+              bytes_key: str = "bytes_fp32", output_bytes: int = 0, *, head_ms_at: dict[str, float] | None = None,
+              tail_head_ms_at: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Every candidate with its estimated latencies (ms), fastest first.
 
     Args:
@@ -54,6 +121,10 @@ def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_tota
         tail_total_ms: Whole-model latency on the server (ms).
         bytes_key: Which size of the cut is sent (``bytes_fp32`` or ``bytes_int8``).
         output_bytes: Bytes of the model's outputs (sent when everything runs on the device).
+        head_ms_at: Per-cut head time on the device (:func:`per_cut_ms` of the device's profile), in
+            place of the MAC spread.
+        tail_head_ms_at: Per-cut head time on the server (:func:`per_cut_ms` of the server's
+            profile): the tail then takes ``tail_total_ms`` minus it.
 
     Returns:
         ``[{"cut", "kind", "bytes", "head_ms", "transfer_ms", "tail_ms", "total_ms"}]``; ``kind`` is
@@ -70,8 +141,11 @@ def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_tota
     rows = [{"cut": inp["name"], "kind": "server only", "bytes": sent_input, "head_ms": 0.0,
              "tail_ms": tail_total_ms}]
     for c in table["cuts"]:
-        rows.append({"cut": c["tensor"], "kind": "cut", "bytes": c[bytes_key],
-                     "head_ms": head_total_ms * c["head_macs"] / macs, "tail_ms": tail_total_ms * c["tail_macs"] / macs})
+        k = c["tensor"]
+        head = head_ms_at[k] if head_ms_at else head_total_ms * c["head_macs"] / macs
+        tail = (max(0.0, tail_total_ms - tail_head_ms_at[k]) if tail_head_ms_at
+                else tail_total_ms * c["tail_macs"] / macs)
+        rows.append({"cut": k, "kind": "cut", "bytes": c[bytes_key], "head_ms": head, "tail_ms": tail})
     rows.append({"cut": "(outputs)", "kind": "device only", "bytes": output_bytes, "head_ms": head_total_ms,
                  "tail_ms": 0.0})
     for r in rows:
@@ -81,7 +155,7 @@ def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_tota
 
 
 def sweep(table: dict[str, Any], links: list[Link], head_total_ms: float, tail_total_ms: float,
-          bytes_key: str = "bytes_fp32", output_bytes: int = 0) -> list[dict[str, Any]]:
+          bytes_key: str = "bytes_fp32", output_bytes: int = 0, **per_cut: Any) -> list[dict[str, Any]]:
     """The best candidate per link, against running everything on the device or on the server.
 
     Returns:
@@ -91,7 +165,7 @@ def sweep(table: dict[str, Any], links: list[Link], head_total_ms: float, tail_t
     """
     out = []
     for link in links:
-        rows = rank_cuts(table, link, head_total_ms, tail_total_ms, bytes_key, output_bytes)
+        rows = rank_cuts(table, link, head_total_ms, tail_total_ms, bytes_key, output_bytes, **per_cut)
         ends = {r["kind"]: r["total_ms"] for r in rows if r["kind"] != "cut"}
         best = rows[0]
         out.append({"bandwidth_mbps": link.bandwidth_mbps, "rtt_ms": link.rtt_ms, "best": best,

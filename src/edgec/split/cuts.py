@@ -35,6 +35,11 @@ def _ancestors(model: onnx.ModelProto, tensor: str) -> set[int]:
     return seen
 
 
+def head_node_names(model: onnx.ModelProto, tensor: str) -> set[str]:
+    """Names of the ONNX nodes the cut at ``tensor`` puts in the head (everything ``tensor`` depends on)."""
+    return {model.graph.node[i].name for i in _ancestors(model, tensor)}
+
+
 def _node_params(model: onnx.ModelProto) -> list[int]:
     sizes = {i.name: int(np.prod(i.dims)) for i in model.graph.initializer if i.data_type in (1, 10, 11, 16)}
     return [sum(sizes.get(x, 0) for x in n.input) for n in model.graph.node]

@@ -1,0 +1,205 @@
+"""Split computing over an emulated link, measured against the chooser's prediction.
+
+Two network namespaces joined by a veth pair: the device side sends through ``tc qdisc tbf`` at
+1 and 100 Mbit/s (netem is not in this kernel; the round trip is measured, not added). The device
+is a slower CPU: its processes run with one thread in a cgroup v1 ``cpu`` quota of a quarter of a
+core, the server's with two unthrottled threads. The chooser (``edgec.split.choose``) predicts each
+cut's latency from whole-model ``edgec profile`` reports of both sides (per-kernel sums per cut);
+``edgec serve`` runs each tail in the server namespace and ``edgec run --server`` each head in
+the device namespace. Everything the test creates (namespaces, veth, cgroup, servers) is removed.
+Skips with the reason where namespaces, tc or the cgroup cannot be set up (not root, a sandbox).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port
+
+pytestmark = pytest.mark.slow
+
+EDGEC = str(Path(sys.executable).parent / "edgec")
+MODEL = "mobilenetv2_035"
+CUTS = ("add", "add_5", "add_8")  # 25.1, 4.7 and 2.7 kB as int8; 34%, 59% and 78% of the MACs in the head
+DEV_IP, SRV_IP = "10.231.7.1", "10.231.7.2"
+QUOTA = (4000, 1000)  # cfs period and quota (us): a quarter of a core
+
+
+def _sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, check=check, timeout=60)
+
+
+class Link:
+    """The two namespaces, the veth pair, the rate limit and the device's cgroup."""
+
+    def __init__(self, tag: str) -> None:
+        self.dev, self.srv, self.veth = f"{tag}d", f"{tag}s", (f"{tag}a", f"{tag}b")
+        self.cgroup = Path(f"/sys/fs/cgroup/cpu/edgec-{tag}")
+
+    def up(self) -> None:
+        a, b = self.veth
+        for cmd in (("ip", "netns", "add", self.dev), ("ip", "netns", "add", self.srv),
+                    ("ip", "link", "add", a, "type", "veth", "peer", "name", b),
+                    ("ip", "link", "set", a, "netns", self.dev), ("ip", "link", "set", b, "netns", self.srv),
+                    ("ip", "-n", self.dev, "addr", "add", f"{DEV_IP}/24", "dev", a),
+                    ("ip", "-n", self.srv, "addr", "add", f"{SRV_IP}/24", "dev", b),
+                    ("ip", "-n", self.dev, "link", "set", a, "up"), ("ip", "-n", self.srv, "link", "set", b, "up"),
+                    ("ip", "-n", self.dev, "link", "set", "lo", "up"), ("ip", "-n", self.srv, "link", "set", "lo", "up")):
+            _sh(*cmd)
+        self.cgroup.mkdir()
+        (self.cgroup / "cpu.cfs_period_us").write_text(str(QUOTA[0]))
+        (self.cgroup / "cpu.cfs_quota_us").write_text(str(QUOTA[1]))
+
+    def down(self) -> None:
+        for ns in (self.dev, self.srv):  # the veth pair goes with its namespaces
+            _sh("ip", "netns", "del", ns, check=False)
+        if self.cgroup.exists():
+            for _ in range(50):
+                try:
+                    self.cgroup.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+
+    def rate(self, mbit: float) -> None:
+        """Limit the device's uplink to ``mbit`` Mbit/s (token bucket of about 1 ms, at least one packet)."""
+        burst = max(1600, int(mbit * 1e6 / 8 / 1000))
+        _sh("ip", "netns", "exec", self.dev, "tc", "qdisc", "replace", "dev", self.veth[0], "root", "tbf",
+            "rate", f"{mbit}mbit", "burst", str(burst), "limit", "2000000")
+
+    def on_device(self, *args: str) -> list[str]:
+        """A command run as the device: in its namespace, its cgroup, one TVM thread."""
+        inner = shlex.join(["ip", "netns", "exec", self.dev, "env", "TVM_NUM_THREADS=1", *args])
+        return ["sh", "-c", f"echo $$ > {self.cgroup}/cgroup.procs && exec {inner}"]
+
+    def on_server(self, *args: str) -> list[str]:
+        return ["ip", "netns", "exec", self.srv, *args]
+
+
+@pytest.fixture(scope="module")
+def link():
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if not Path("/sys/fs/cgroup/cpu/cgroup.procs").exists():
+        pytest.skip("no cgroup v1 cpu controller at /sys/fs/cgroup/cpu to emulate a slower device")
+    net = Link(f"e{os.getpid() % 100000}")
+    try:
+        net.up()
+        net.rate(100)
+    except (subprocess.CalledProcessError, OSError) as e:
+        net.down()
+        reason = e.stderr.strip() if isinstance(e, subprocess.CalledProcessError) else str(e)
+        pytest.skip(f"cannot emulate the link here: {reason[:200]}")
+    yield net
+    net.down()
+
+
+def _run(cmd: list[str], timeout: float = 900) -> str:
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{shlex.join(cmd)}\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    return done.stdout
+
+
+def _serve(net: Link, artifact: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(net.on_server(EDGEC, "serve", f"{artifact}:tail", "--bind", SRV_IP, "--port", str(port)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    assert "serving" in line, line + proc.stdout.read(2000)
+    return proc
+
+
+def _rtt_ms(net: Link, port: int) -> float:
+    """Median round trip of a request the server refuses at once (a wrong model hash): the link's and
+    gRPC's fixed cost per request."""
+    code = ("import grpc, time, statistics\n"
+            "from edgec.serve import RUN, MODEL_KEY\n"
+            f"ch = grpc.insecure_channel('{SRV_IP}:{port}')\n"
+            "call = ch.unary_unary(RUN)\nts = []\n"
+            "for _ in range(15):\n"
+            "    t = time.perf_counter()\n"
+            "    try:\n        call(b'', timeout=10, metadata=((MODEL_KEY, '0'),))\n"
+            "    except grpc.RpcError:\n        pass\n"
+            "    ts.append((time.perf_counter() - t) * 1e3)\n"
+            "print(statistics.median(ts[3:]))\n")
+    return float(_run(net.on_device(sys.executable, "-c", code)).strip().splitlines()[-1])
+
+
+def _measure(net: Link, artifact: Path, port: int, image: Path, frames: int) -> dict[str, float]:
+    out = _run(net.on_device(EDGEC, "run", f"{artifact}:head", "--server", f"{SRV_IP}:{port}", "--image", str(image),
+                             "--repeat", str(frames), "--timeout", "120"))
+    text = " ".join(out.split())
+    return {k: float(re.search(rf"{k} ([\d.]+) ms", text).group(1)) for k in ("head", "transfer", "tail", "total")}
+
+
+def test_the_chooser_predicts_the_measured_link(link, run_cli, tmp_path_factory):
+    import onnx
+    from PIL import Image
+    from skimage import data
+
+    from edgec.split import cut_table
+    from edgec.split.choose import Link as NetLink, per_cut_ms, profile_latency_ms, rank_cuts
+
+    work = tmp_path_factory.mktemp("link")
+    image = work / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(image)
+    code, _, err = run_cli("build", MODEL, "--out", str(work), "--name", "whole")
+    assert code == 0, err
+    _run(link.on_device(EDGEC, "profile", str(work / "whole"), "--device", "local", "--threads", "1",
+                        "--no-baseline", "--out", str(work / "prof-device")))
+    _run([EDGEC, "profile", str(work / "whole"), "--device", "local", "--threads", "2", "--no-baseline",
+          "--out", str(work / "prof-server")])
+    dev, srv = (json.loads((work / f"prof-{s}" / "report.json").read_text()) for s in ("device", "server"))
+    final = onnx.load(work / "whole" / "model.onnx")
+    table = cut_table(final)
+    cuts = [c["tensor"] for c in table["cuts"]]
+    per_cut = {"head_ms_at": per_cut_ms(final, cuts, dev), "tail_head_ms_at": per_cut_ms(final, cuts, srv)}
+    head_total, tail_total = profile_latency_ms(dev), profile_latency_ms(srv)
+    assert head_total > 2 * tail_total  # the emulated device is the slower side
+
+    for cut in CUTS:
+        code, _, err = run_cli("split", MODEL, "--at", cut, "--encoding", "int8", "--out", str(work), "--name", cut)
+        assert code == 0, err
+    ports = {cut: free_port() for cut in CUTS}
+    servers = [_serve(link, work / cut, ports[cut]) for cut in CUTS]
+    rows = []
+    try:
+        for mbit, frames in ((1, 3), (100, 9)):
+            link.rate(mbit)
+            rtt = _rtt_ms(link, ports[CUTS[0]])
+            ranked = rank_cuts(table, NetLink(mbit, rtt), head_total, tail_total, "bytes_int8", 4000, **per_cut)
+            predicted = {r["cut"]: r for r in ranked}
+            best_cut = next(r for r in ranked if r["kind"] == "cut")
+            for cut in CUTS:
+                got = _measure(link, work / cut, ports[cut], image, frames)
+                rows.append({"mbit": mbit, "rtt_ms": rtt, "cut": cut, "bytes": predicted[cut]["bytes"],
+                             "predicted_ms": predicted[cut]["total_ms"], "measured_ms": got["total"],
+                             "predicted": {k: predicted[cut][f"{k}_ms"] for k in ("head", "transfer", "tail")},
+                             "measured": got, "best_cut": best_cut["cut"], "best": ranked[0]["cut"]})
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(10)
+    print("\nmbit cut      bytes  predicted  measured  (head/transfer/tail predicted | measured)")
+    for r in rows:
+        p, m = r["predicted"], r["measured"]
+        print(f"{r['mbit']:>4} {r['cut']:8} {r['bytes']:>6} {r['predicted_ms']:9.2f} {r['measured_ms']:9.2f}  "
+              f"({p['head']:.1f}/{p['transfer']:.1f}/{p['tail']:.1f} | {m['head']:.1f}/{m['transfer']:.1f}/"
+              f"{m['tail']:.1f}) best cut {r['best_cut']}, best {r['best']}")
+    (work / "link.json").write_text(json.dumps(rows, indent=1))
+    for r in rows:
+        assert abs(r["measured_ms"] - r["predicted_ms"]) <= 0.25 * r["predicted_ms"], r
+    for mbit in (1, 100):
+        at = [r for r in rows if r["mbit"] == mbit]
+        assert [r["cut"] for r in sorted(at, key=lambda r: r["predicted_ms"])] == \
+            [r["cut"] for r in sorted(at, key=lambda r: r["measured_ms"])], at
+    slow, fast = rows[0]["best_cut"], rows[-1]["best_cut"]
+    assert slow != fast, (slow, fast)
