@@ -130,8 +130,10 @@ def load_source(opts: BuildOptions) -> Source:
     if is_onnx_path(opts.model):
         path = Path(opts.model)
         model = load_onnx(path)
+        from edgec.frontend.image import recorded_preprocessing
+
         return Source(name=re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem), kind="onnx", path=str(path),
-                      model=model, sha256=sha256_file(path), preprocessing=None)
+                      model=model, sha256=sha256_file(path), preprocessing=recorded_preprocessing(model))
     from edgec.frontend.export import export_torch
     from edgec.zoo import create_model, get
 

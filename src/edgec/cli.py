@@ -428,6 +428,10 @@ def split(
     if list_cuts == (at is not None):
         raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")
     choice = None
+    if at == "auto" and encoding == "bottleneck":
+        raise UsageError("--at auto sizes the cuts as sent raw; a learned bottleneck is trained at one cut",
+                         f"choose the cut with --at auto --encoding int8, then edgec split {model} --at TENSOR "
+                         "--encoding bottleneck --data DIR")
     if at == "auto":
         choice = _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_ms,
                              {"head": (head_ms, head_profile), "tail": (tail_ms, tail_profile)})
@@ -484,6 +488,10 @@ def split(
             from edgec.profiling.report import task_line
 
             console.print(escape(task_line(change["task"])))
+            lost = change["task"]["accuracy_whole"] - change["task"]["accuracy_split"]
+            if lost > 0.05:
+                console.print(f"[yellow]warning:[/] the split loses {100 * lost:.1f} points of top-1 accuracy; "
+                              "try more --epochs or --bottleneck-channels, more --data, or a later cut")
     console.print(f"[bold green]artifact:[/] {escape(str(result.artifact))} (ARTIFACT:head, ARTIFACT:tail)")
 
 
@@ -504,7 +512,7 @@ def _bandwidths(text: str | None, model: str) -> list[float]:
         raise UsageError("--at auto needs --bandwidth MBIT/S (the device's uplink)",
                          f"e.g. edgec split {model} --at auto --bandwidth 20 --rtt-ms 10")
     try:
-        values = [float(v) for v in text.split(",")]
+        values = list(dict.fromkeys(float(v) for v in text.split(",")))
     except ValueError:
         raise UsageError(f"--bandwidth '{text}' is not a number or a comma-separated list of numbers",
                          "e.g. --bandwidth 20 or --bandwidth 1,10,100") from None
@@ -514,6 +522,8 @@ def _bandwidths(text: str | None, model: str) -> list[float]:
 def _read_profile(path: Path, flag: str) -> dict:
     import json
 
+    if not Path(path).is_file():
+        raise UsageError(f"{flag} {path} does not exist", "give the report.json written by `edgec profile ... --out DIR`")
     try:
         return json.loads(Path(path).read_text())
     except (OSError, ValueError) as e:
@@ -546,13 +556,16 @@ def _choose_cut(opts, model, head_target, tail_target, encoding, bandwidth, rtt_
                 raise UsageError(f"give --{side}-ms or --{side}-profile, not both", f"e.g. --{side}-profile report.json")
             if report_path is not None:
                 report = _read_profile(report_path, f"--{side}-profile")
-                total = profile_latency_ms(report)
-                cuts_ms = per_cut_ms(final, [c["tensor"] for c in table["cuts"]], report)
+                try:
+                    total = profile_latency_ms(report)
+                    cuts_ms = per_cut_ms(final, [c["tensor"] for c in table["cuts"]], report)
+                except UsageError as e:
+                    raise UsageError(f"--{side}-profile {report_path}: {e.message}", e.hint) from None
                 per_cut["head_ms_at" if side == "head" else "tail_head_ms_at"] = cuts_ms
                 measured[side] = (total, f"profiled ({report_path.name}, per kernel)")
             elif given is not None:
-                if given <= 0:
-                    raise UsageError(f"--{side}-ms {given} must be positive", f"e.g. --{side}-ms 25")
+                if not (given > 0 and math.isfinite(given)):
+                    raise UsageError(f"--{side}-ms {given} must be a positive number of ms", f"e.g. --{side}-ms 25")
                 measured[side] = (given, "given")
             elif target == "host":
                 printer(f"time the whole model here for the {side} (onnxruntime)")

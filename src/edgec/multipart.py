@@ -236,6 +236,10 @@ def _read_data(data: Path, model: onnx.ModelProto, preprocessing: dict[str, Any]
     shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
     train_dir, val_dir = data_splits(data)
     train = load_image_folder(train_dir, shape, preprocessing)
+    scores = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    if len(scores) == 2 and scores[1] != len(train.classes):
+        raise UsageError(f"--data {data} has {len(train.classes)} class folders; the model scores {scores[1]} classes",
+                         "one sub-folder per class of the model, named so that sorted names give its class order")
     if val_dir is not None:
         return train, load_image_folder(val_dir, shape, preprocessing)
     held = np.arange(len(train)) % 5 == 4

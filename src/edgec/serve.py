@@ -195,7 +195,8 @@ def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path
     service = TailService(ref, threads)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers),
                          options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)])
+                                  ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                                  ("grpc.so_reuseport", 0)])  # a port in use is an error, not a shared port
     handler = grpc.method_handlers_generic_handler(SERVICE, {
         "Run": grpc.unary_unary_rpc_method_handler(service.handle),
         "RunStream": grpc.stream_stream_rpc_method_handler(service.handle_stream)})
@@ -212,7 +213,7 @@ def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path
     if not bound:
         service.close()
         raise UsageError(f"cannot listen on {address} (in use, or not an address of this machine)",
-                         "choose another --port, or --host 0.0.0.0 for every interface")
+                         "choose another --port, or --bind 0.0.0.0 for every interface")
     server.start()
     return server, service
 

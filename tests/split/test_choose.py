@@ -139,6 +139,8 @@ def test_per_cut_times_sum_the_kernels_before_each_cut(tmp_path):
     assert by["b"]["head_ms"] == pytest.approx(6.0) and by["b"]["tail_ms"] == pytest.approx(4.0 - 1.5)
     with pytest.raises(UsageError, match="not this model's nodes"):
         per_cut_ms(model, ["b"], _profile([("k", 1.0, ["other1"]), ("k", 1.0, ["other2"])], 2.0))
+    with pytest.raises(UsageError, match="part 'head', not of the whole model"):
+        per_cut_ms(model, ["b"], {**report, "part": "head"})
     with pytest.raises(UsageError, match="no per-kernel table"):
         per_cut_ms(model, ["b"], _profile([], 2.0))
     with pytest.raises(UsageError, match="not an edgec profile report"):
@@ -156,6 +158,17 @@ def test_auto_takes_per_kernel_profiles(tmp_path, run_cli):
     code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
                            "--head-profile", str(head), "--head-ms", "3")
     assert code == 2 and "not both" in err
+    for bad in ("nan", "inf"):
+        code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
+                               "--head-ms", bad, "--tail-ms", "1")
+        assert code == 2 and "positive number of ms" in err
+    code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
+                           "--head-profile", str(tmp_path / "missing.json"), "--tail-ms", "1")
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "other.json").write_text("{}")
+    code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
+                           "--tail-profile", str(tmp_path / "other.json"), "--head-ms", "1")
+    assert code == 2 and "--tail-profile" in err and "not an edgec profile report" in err
     (tmp_path / "bad.json").write_text("{")
     code, _, err = run_cli("split", str(tmp_path / "c.onnx"), "--at", "auto", "--bandwidth", "10",
                            "--head-profile", str(tmp_path / "bad.json"), "--tail-ms", "1")

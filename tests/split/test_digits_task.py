@@ -45,6 +45,9 @@ def test_int8_cut_keeps_top1_on_the_task(digits, run_cli, tmp_path):
     assert task["images"] == 360 and task["top1_agreement"] >= 0.99
     assert abs(task["accuracy_split"] - task["accuracy_whole"]) <= 0.01
     assert task["bytes_sent"] == 24 * 4 * 4 and "labelled images" in out
+    from edgec.artifact import read_artifact
+
+    assert read_artifact(tmp_path / "s").manifest["preprocessing"]["mean"] == [0, 0, 0]  # recorded in the file
 
 
 def test_learned_bottleneck_sends_under_a_quarter_of_a_jpeg_within_a_point(digits, run_cli, tmp_path):

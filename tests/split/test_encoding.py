@@ -146,3 +146,15 @@ def test_bottleneck_errors(run_cli, tmp_path):
                            "--out", str(tmp_path / "o"))
     assert code == 2 and "is not a folder" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    from PIL import Image
+
+    for c in ("a", "b", "c"):  # three classes for a model that scores four
+        (tmp_path / "d" / c).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (8, 8), (40 * i, 0, 0)).save(tmp_path / "d" / c / f"{i}.png")
+    code, _, err = run_cli("split", str(model), "--at", "r1", "--encoding", "int8", "--data", str(tmp_path / "d"),
+                           "--out", str(tmp_path / "o"))
+    assert code == 2 and "3 class folders; the model scores 4 classes" in err
+    code, _, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "10", "--encoding", "bottleneck",
+                           "--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"))
+    assert code == 2 and "trained at one cut" in err

@@ -167,6 +167,13 @@ def test_unreachable_server_and_wrong_parts_are_one_line_errors(split_artifact, 
     assert code == 7 and "cannot be reached" in err and "Traceback" not in err
     code, out, err = run_cli("run", f"{art}:head", "--server", "nohostport", "--image", str(image))
     assert code == 2 and "HOST:PORT" in err
+    port = free_port()
+    first, _ = serve(f"{art}:tail", port)
+    try:  # a second server on a port in use is refused (gRPC would otherwise share it with SO_REUSEPORT)
+        with pytest.raises(UsageError, match="in use"):
+            serve(f"{art}:tail", port)
+    finally:
+        first.stop(0)
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")

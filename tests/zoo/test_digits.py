@@ -29,3 +29,25 @@ def test_zoo_digits_refuses_a_non_empty_folder(tmp_path, run_cli):
     assert code == 2 and "not empty" in err and (tmp_path / "keep.txt").read_text() == "mine"
     code, _, err = run_cli("zoo", "digits", str(tmp_path / "new"), "--epochs", "0")
     assert code == 2 and not (tmp_path / "new").exists()
+
+
+def test_an_onnx_file_can_record_its_preprocessing(tmp_path):
+    """`edgec zoo digits` records RGB in [0, 1] in the file; a build of the file then preprocesses so."""
+    import json
+
+    import onnx
+
+    from conftest import tiny_cnn
+    from edgec.build import BuildOptions, load_source
+    from edgec.frontend.image import PREPROCESSING_KEY
+
+    path = tiny_cnn(tmp_path / "m.onnx")
+    assert load_source(BuildOptions(model=str(path))).preprocessing is None
+    model = onnx.load(path)
+    pre = {"resize": [16, 16], "scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1], "layout": "NCHW"}
+    onnx.helper.set_model_props(model, {PREPROCESSING_KEY: json.dumps(pre)})
+    onnx.save(model, path)
+    assert load_source(BuildOptions(model=str(path))).preprocessing == pre
+    onnx.helper.set_model_props(model, {PREPROCESSING_KEY: '{"std": [0, 0, 0]}'})  # broken: ignored
+    onnx.save(model, path)
+    assert load_source(BuildOptions(model=str(path))).preprocessing is None

@@ -49,6 +49,26 @@ def _check_preprocessing(pre: dict[str, Any]) -> None:
                          "edited")
 
 
+PREPROCESSING_KEY = "edgec.preprocessing"
+
+
+def recorded_preprocessing(model) -> dict[str, Any] | None:
+    """The preprocessing an ONNX file records in its ``metadata_props`` under ``edgec.preprocessing``
+    (JSON: ``resize``, ``scale``, ``mean``, ``std``, ``layout``), as ``edgec zoo digits`` writes it;
+    None when absent or malformed (the file is then treated as any third-party ONNX)."""
+    import json
+
+    for prop in model.metadata_props:
+        if prop.key == PREPROCESSING_KEY:
+            try:
+                pre = json.loads(prop.value)
+                _check_preprocessing(pre)
+            except Exception:  # noqa: BLE001  a foreign or broken record is ignored, not fatal
+                return None
+            return pre
+    return None
+
+
 def preprocess(image: str | Path, pre: dict[str, Any]) -> np.ndarray:
     """Load an image and turn it into a ``(1, 3, H, W)`` float32 NCHW tensor (``(1, H, W, 3)`` when
     ``pre["layout"]`` is ``NHWC``).

@@ -42,7 +42,7 @@ class Link:
         if not (self.bandwidth_mbps > 0 and math.isfinite(self.bandwidth_mbps)):
             raise ValueError("bandwidth must be a positive number of Mbit/s")
         if not (self.rtt_ms >= 0 and math.isfinite(self.rtt_ms)):
-            raise ValueError("rtt must be >= 0 ms")
+            raise ValueError("rtt must be a finite number of ms >= 0")
 
     def transfer_ms(self, nbytes: int) -> float:
         """Time to send ``nbytes`` (ms)."""
@@ -83,6 +83,9 @@ def per_cut_ms(model: onnx.ModelProto, cuts: list[str], report: dict[str, Any]) 
             or another pass pipeline).
     """
     total = profile_latency_ms(report)
+    if report.get("part") not in (None, "main"):
+        raise UsageError(f"the profile is of the part '{report['part']}', not of the whole model",
+                         "profile the whole model: edgec profile MODEL --target T --device D --out DIR")
     rows = (report.get("profile") or {}).get("kernels") or []
     if not rows:
         raise UsageError("the profile report has no per-kernel table",

@@ -5,7 +5,8 @@ Alpaydin & Kaynak, UCI ML repository). :func:`write_digits_folder` upsamples the
 ``size`` x ``size`` PNGs in an ImageFolder tree with a stratified 80/20 train/val split, and
 :func:`train_digits_model` trains a zoo architecture (default ``mobilenetv2_035``, random init,
 10 classes) on it and exports ONNX. Input: ``(1, 3, size, size)`` NCHW float32, RGB scaled to
-[0, 1] (no mean/std), which is what edgec applies to images for an ONNX file.
+[0, 1] (no mean/std), recorded in the file's metadata (``edgec.preprocessing``) so that builds of it
+preprocess images the same way.
 
 Random-weight zoo models barely react to their input, so accuracy and agreement figures
 (split encodings, learned bottlenecks, depth compression) are measured on this task.
@@ -13,6 +14,7 @@ Random-weight zoo models barely react to their input, so accuracy and agreement 
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -113,6 +115,7 @@ def train_digits_model(out: str | Path, *, arch: str = DIGITS_ARCH, size: int = 
 
     from edgec.frontend.data import load_image_folder
     from edgec.frontend.export import export_torch
+    from edgec.frontend.image import PREPROCESSING_KEY
 
     if epochs < 1:
         raise UsageError(f"--epochs {epochs} must be at least 1", "e.g. --epochs 30")
@@ -153,6 +156,10 @@ def train_digits_model(out: str | Path, *, arch: str = DIGITS_ARCH, size: int = 
     onnx_path = out / f"{arch}-digits.onnx"
     import onnx
 
-    onnx.save(export_torch(model, shape), onnx_path)
+    exported = export_torch(model, shape)
+    pre = {"layout": "NCHW", "color": "RGB", "resize": [size, size], "scale": 1 / 255, "mean": [0.0, 0.0, 0.0],
+           "std": [1.0, 1.0, 1.0]}
+    onnx.helper.set_model_props(exported, {PREPROCESSING_KEY: json.dumps(pre)})
+    onnx.save(exported, onnx_path)
     log.info("digits: %s val top-1 %.4f after %d epochs (%.0f s)", arch, acc, epochs, seconds)
     return DigitsModel(onnx_path, train_dir, val_dir, acc, epochs, seconds)
