@@ -187,7 +187,7 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     train = val = None
     if data is not None:
         train, val = steps.run(f"read --data {data}", lambda: _read_data(data, low.final, low.source.preprocessing))
-        input_sets.update({f"data:{p.name}": {_input_names(low.final)[0]: val.x[i:i + 1]}
+        input_sets.update({f"data:{p.parent.name}-{p.name}": {_input_names(low.final)[0]: val.x[i:i + 1]}
                            for i, p in enumerate(val.paths[:2])})
     data_sets = tuple(k for k in input_sets if k.startswith("data:"))
     sent, enc = cut, None
@@ -204,13 +204,13 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
         enc = replace(calibrate("int8", [codes], data_sets), bottleneck=bn.record())
         sent = SENT
     elif encoding != "fp32":
-        session = reference.ort_session(head)
         if train is not None:
             from edgec.split.task import head_outputs
 
             enc = steps.run(f"calibrate the {encoding} cut on --data", lambda: calibrate(
                 encoding, [head_outputs(head, train.x[:256])], data_sets))
         else:
+            session = reference.ort_session(head)
             sets = _calibration_sets(low.input_sets)
             enc = steps.run(f"calibrate the {encoding} cut", lambda: calibrate(
                 encoding, [session.run(None, xs)[0] for xs in sets.values()], tuple(sets)))

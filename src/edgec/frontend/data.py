@@ -1,7 +1,9 @@
 """Labelled image folders (``--data DIR``) for calibration, fine-tuning and accuracy figures.
 
-The layout is torchvision's ``ImageFolder``: one sub-folder per class, named by the class,
-holding that class's images; classes are indexed in sorted name order. A folder that has
+The layout is torchvision's ``ImageFolder`` (scanned with torchvision's own ``find_classes`` and
+``make_dataset``): one sub-folder per class, named by the class, holding that class's images;
+classes are indexed in sorted name order. Images are preprocessed with edgec's own
+:func:`edgec.frontend.image.preprocess`, as ``edgec run`` does. A folder that has
 ``train/`` and ``val/`` sub-folders, each in that layout, gives both splits (``edgec zoo digits``
 writes one).
 """
@@ -53,10 +55,6 @@ class ImageSet:
         return float(np.mean(sizes)) if sizes else 0.0
 
 
-def _class_folders(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
 def load_image_folder(root: str | Path, input_shape: tuple[int, ...], preprocessing: dict[str, Any] | None,
                       limit: int | None = None) -> ImageSet:
     """Read an ImageFolder tree and preprocess every image for a model input.
@@ -71,12 +69,16 @@ def load_image_folder(root: str | Path, input_shape: tuple[int, ...], preprocess
     Raises:
         UsageError: ``root`` is missing, has no class sub-folders, or holds no images.
     """
+    from torchvision.datasets.folder import find_classes, make_dataset
+
     root = Path(root)
     if not root.is_dir():
         raise UsageError(f"--data {root} is not a folder", "give a folder with one sub-folder of images per class")
-    classes = _class_folders(root)
-    files = [(p, i) for i, c in enumerate(classes) for p in sorted(c.iterdir())
-             if p.suffix.lower() in IMAGE_SUFFIXES]
+    try:  # torchvision's own ImageFolder scan: sorted class folders, files filtered by extension
+        classes, class_to_idx = find_classes(root)
+        files = [(Path(p), i) for p, i in make_dataset(root, class_to_idx, IMAGE_SUFFIXES, allow_empty=True)]
+    except FileNotFoundError:
+        classes, files = [], []
     if not classes or not files:
         raise UsageError(f"--data {root} holds no class folders of images",
                          "lay it out as DIR/<class>/<image>.png (torchvision ImageFolder)")
@@ -90,8 +92,7 @@ def load_image_folder(root: str | Path, input_shape: tuple[int, ...], preprocess
     pre["resize"] = list(input_shape[1:3] if nhwc else input_shape[2:4])
     pre["layout"] = "NHWC" if nhwc else "NCHW"
     x = np.concatenate([preprocess(p, pre) for p, _ in files], axis=0)
-    return ImageSet(x, np.asarray([i for _, i in files], np.int64), tuple(c.name for c in classes),
-                    tuple(p for p, _ in files))
+    return ImageSet(x, np.asarray([i for _, i in files], np.int64), tuple(classes), tuple(p for p, _ in files))
 
 
 def data_splits(root: str | Path) -> tuple[Path, Path | None]:

@@ -93,7 +93,8 @@ def train_bottleneck(teacher: np.ndarray, channels: int, epochs: int, *, seed: i
     import torch
 
     if teacher.ndim != 4:
-        raise UsageError(f"a learned bottleneck needs a (N, C, H, W) cut tensor; this one is {list(teacher.shape[1:])}",
+        raise UsageError(f"a learned bottleneck needs a (N, C, H, W) cut tensor; this one is "
+                         f"{[1, *teacher.shape[1:]]}",
                          "cut at a convolutional feature map, or use --encoding int8")
     cc = teacher.shape[1]
     if not 1 <= channels <= cc:
