@@ -20,9 +20,20 @@ from edgec.build import BuildOptions, BuildResult, check_request, lower
 from edgec.errors import UsageError
 from edgec.frontend import reference
 from edgec.frontend.analysis import graph_stats
+from edgec.frontend.data import read_task_data
 from edgec.frontend.load import graph_inputs
-from edgec.part import (Connection, PartRequest, Progress, Source, Steps, fail_if_unverified, reference_label,
-                        run_on_device, write_part, compare_sets)
+from edgec.part import (
+    Connection,
+    PartRequest,
+    Progress,
+    Source,
+    Steps,
+    compare_sets,
+    fail_if_unverified,
+    reference_label,
+    run_on_device,
+    write_part,
+)
 from edgec.profiling import report as reports
 from edgec.split.encoding import ENCODINGS, calibrate, snr_db
 
@@ -186,7 +197,7 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     input_sets = dict(low.input_sets)
     train = val = None
     if data is not None:
-        train, val = steps.run(f"read --data {data}", lambda: _read_data(data, low.final, low.source.preprocessing))
+        train, val = steps.run(f"read --data {data}", lambda: read_task_data(data, low.final, low.source.preprocessing))
         input_sets.update({f"data:{p.parent.name}-{p.name}": {_input_names(low.final)[0]: val.x[i:i + 1]}
                            for i, p in enumerate(val.paths[:2])})
     data_sets = tuple(k for k in input_sets if k.startswith("data:"))
@@ -226,32 +237,6 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     return build_parts(low.source, low.final, parts, [Connection("head", sent, "tail", sent, enc)], Path(opts.out_dir),
                        name, tuning=opts.tuning, verify=opts.verify, progress=progress, seed=opts.seed,
                        input_sets=input_sets, task=task, attachments=attachments)
-
-
-def _read_data(data: Path, model: onnx.ModelProto, preprocessing: dict[str, Any] | None):
-    """``(train, val)`` image sets of ``--data`` (every fifth image held out when it has no train/val split)."""
-    from edgec.frontend.data import ImageSet, data_splits, load_image_folder
-
-    first = graph_inputs(model)[0]
-    shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
-    train_dir, val_dir = data_splits(data)
-    train = load_image_folder(train_dir, shape, preprocessing)
-    scores = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
-    if len(scores) == 2 and scores[1] != len(train.classes):
-        raise UsageError(f"--data {data} has {len(train.classes)} class folders; the model scores {scores[1]} classes",
-                         "one sub-folder per class of the model, named so that sorted names give its class order")
-    if val_dir is not None:
-        return train, load_image_folder(val_dir, shape, preprocessing)
-    held = np.arange(len(train)) % 5 == 4
-    if held.sum() == 0:
-        raise UsageError(f"--data {data} has {len(train)} images: too few to hold some out",
-                         "give at least 5 images, or train/ and val/ folders")
-
-    def pick(mask):
-        return ImageSet(train.x[mask], train.labels[mask], train.classes,
-                        tuple(p for p, m in zip(train.paths, mask) if m))
-
-    return pick(~held), pick(held)
 
 
 def _check_encoding(kind: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from edgec.errors import UsageError
 from edgec.frontend.image import preprocess
@@ -106,3 +107,34 @@ def data_splits(root: str | Path) -> tuple[Path, Path | None]:
 def accuracy(scores: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of ``scores`` ``(N, classes)`` against ``labels`` ``(N,)`` (a fraction in [0, 1])."""
     return float(np.mean(np.argmax(scores, axis=-1) == labels)) if len(labels) else 0.0
+
+
+def read_task_data(data: Path, model: onnx.ModelProto, preprocessing: dict[str, Any] | None):
+    """``(train, val)`` image sets of ``--data`` for ``model`` (every fifth image held out when it has no
+    train/val split).
+
+    Raises:
+        UsageError: the class folders do not match the model's classes, or too few images to hold some out.
+    """
+    from edgec.frontend.load import graph_inputs
+
+    first = graph_inputs(model)[0]
+    shape = tuple(d.dim_value for d in first.type.tensor_type.shape.dim)
+    train_dir, val_dir = data_splits(data)
+    train = load_image_folder(train_dir, shape, preprocessing)
+    scores = [d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim]
+    if len(scores) == 2 and scores[1] != len(train.classes):
+        raise UsageError(f"--data {data} has {len(train.classes)} class folders; the model scores {scores[1]} classes",
+                         "one sub-folder per class of the model, named so that sorted names give its class order")
+    if val_dir is not None:
+        return train, load_image_folder(val_dir, shape, preprocessing)
+    held = np.arange(len(train)) % 5 == 4
+    if held.sum() == 0:
+        raise UsageError(f"--data {data} has {len(train)} images: too few to hold some out",
+                         "give at least 5 images, or train/ and val/ folders")
+
+    def pick(mask):
+        return ImageSet(train.x[mask], train.labels[mask], train.classes,
+                        tuple(p for p, m in zip(train.paths, mask) if m))
+
+    return pick(~held), pick(held)

@@ -136,3 +136,69 @@ def plan_compression(n: int, latency: Table, importance: Callable[[int, int], fl
     if speedup is not None:
         budget_ms = sum(latency[(k - 1, k)] for k in range(1, n + 1)) / speedup
     return stage2(n, plans, importance, budget_ms)
+
+
+@dataclass(frozen=True)
+class ChainPlan:
+    """One chain's part of a network plan (chain coordinates, boundaries ``0..n``).
+
+    Attributes:
+        segments: The chain's segments ``(i, j)``; activations inside a segment are removed.
+        groups: The merged groups ``(k, l)`` of those segments.
+    """
+
+    segments: tuple[tuple[int, int], ...]
+    groups: tuple[tuple[int, int], ...]
+
+    @property
+    def removed_positions(self) -> list[int]:
+        return [p for i, j in self.segments for p in range(i + 1, j)]
+
+
+def plan_network(lengths: list[int], latency: Mapping[tuple[int, int, int], float | None],
+                 importance: Callable[[int, int, int], float], budget_ms: float
+                 ) -> tuple[list[ChainPlan], float, float] | None:
+    """Both stages over several independent chains sharing one latency budget.
+
+    The chains are laid end to end as one chain whose boundaries between chains can neither be crossed by
+    a group nor by a segment, so one stage-2 pass spends the budget where it buys the most importance.
+
+    Args:
+        lengths: Layers per chain.
+        latency: ``(chain, k, l) -> ms`` of the merged group ``k+1..l`` (None or absent: not mergeable);
+            every single layer ``(c, k-1, k)`` must be given.
+        importance: ``(chain, i, j) -> score`` of removing the activations inside segment ``(i, j)``.
+        budget_ms: The summed latency allowed for all chains (ms).
+
+    Returns:
+        ``(per-chain plans, predicted ms, importance)``, or None when even the fastest plan is over budget.
+
+    Raises:
+        ValueError: a missing single-layer latency.
+    """
+    offsets, off = [], 0
+    for n in lengths:
+        offsets.append(off)
+        off += n
+    owner = {}
+    table: dict[tuple[int, int], float | None] = {}
+    for c, (o, n) in enumerate(zip(offsets, lengths)):
+        for k in range(n):
+            for l in range(k + 1, n + 1):
+                table[(o + k, o + l)] = latency.get((c, k, l))
+                owner[(o + k, o + l)] = c
+    plans = {s: p for s, p in stage1(off, table).items() if s in owner and p is not None}
+
+    def score(i: int, j: int) -> float:
+        c = owner[(i, j)]
+        return importance(c, i - offsets[c], j - offsets[c])
+
+    best = stage2(off, plans, score, budget_ms)
+    if best is None:
+        return None
+    out = []
+    for c, (o, n) in enumerate(zip(offsets, lengths)):
+        segs = tuple((i - o, j - o) for i, j in best.segments if o <= i < o + n)
+        groups = tuple((k - o, l - o) for k, l in best.groups if o <= k < o + n)
+        out.append(ChainPlan(segs, groups))
+    return out, best.ms, best.importance

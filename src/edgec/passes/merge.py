@@ -184,7 +184,7 @@ def mergeable_chains(model: ir.Model, max_kernel: int = 1 << 30) -> list[list[st
     return chains
 
 
-def _centre_tap(conv: ir.Node, spec: ConvSpec) -> ConvSpec | None:
+def centre_tap(conv: ir.Node, spec: ConvSpec) -> ConvSpec | None:
     """``spec`` plus the identity when ``conv``'s only user adds ``conv``'s own input to it."""
     users = list(conv.outputs[0].uses())
     if len(users) != 1 or users[0].node.op_type != "Add" or conv.outputs[0].is_graph_output():
@@ -200,6 +200,30 @@ def _centre_tap(conv: ir.Node, spec: ConvSpec) -> ConvSpec | None:
     for c in range(w.shape[0]):
         w[c, 0 if spec.group > 1 else c, ph, pw] += 1.0
     return ConvSpec(w, spec.bias, spec.strides, spec.pads, spec.group)
+
+
+def replace_with_conv(graph: ir.Graph, first: ir.Node, second: ir.Node, spec: ConvSpec) -> None:
+    """Replace ``first .. second`` (a linear run ending at ``second``) by one Conv of ``spec`` reading
+    ``first``'s input; a residual Add of that input to the result becomes a centre tap."""
+    dtype = exclusive_weight(first.inputs[1]).dtype
+    name = f"{first.name}+{second.name}{MERGED_SUFFIX}" if not first.name.endswith(MERGED_SUFFIX) else \
+        f"{first.name[:-len(MERGED_SUFFIX)]}+{second.name}{MERGED_SUFFIX}"
+
+    def make(s: ConvSpec) -> ir.Node:
+        return ir.node("Conv", [first.inputs[0], new_constant(graph, s.weight.astype(dtype), "merged_w"),
+                                new_constant(graph, s.bias.astype(dtype), "merged_b")],
+                       attributes={"kernel_shape": list(s.kernel), "pads": s.pads, "strides": list(s.strides),
+                                   "dilations": [1, 1], "group": s.group}, name=name)
+
+    conv = make(spec)
+    graph.insert_before(second, [conv])
+    replace_output(second.outputs[0], conv.outputs[0])
+    tapped = centre_tap(conv, spec)
+    if tapped is not None:
+        add = next(iter(conv.outputs[0].uses())).node
+        with_tap = make(tapped)
+        graph.insert_before(add, [with_tap])
+        replace_output(add.outputs[0], with_tap.outputs[0])
 
 
 @dataclass(frozen=True)
@@ -259,29 +283,7 @@ class DepthMerge(ir.passes.InPlacePass):
             if merged is None or id(first) in replaced or (
                     self.allowed is not None and (cand.first, cand.second) not in self.allowed):
                 continue
-            self._replace(model.graph, first, node, merged)
+            replace_with_conv(model.graph, first, node, merged)
             replaced.update((id(first), id(node)))
             changed = True
         return ir.passes.PassResult(model, changed)
-
-    @staticmethod
-    def _replace(graph: ir.Graph, first: ir.Node, second: ir.Node, spec: ConvSpec) -> None:
-        dtype = exclusive_weight(first.inputs[1]).dtype
-        name = f"{first.name}+{second.name}{MERGED_SUFFIX}" if not first.name.endswith(MERGED_SUFFIX) else \
-            f"{first.name[:-len(MERGED_SUFFIX)]}+{second.name}{MERGED_SUFFIX}"
-
-        def make(s: ConvSpec) -> ir.Node:
-            return ir.node("Conv", [first.inputs[0], new_constant(graph, s.weight.astype(dtype), "merged_w"),
-                                    new_constant(graph, s.bias.astype(dtype), "merged_b")],
-                           attributes={"kernel_shape": list(s.kernel), "pads": s.pads, "strides": list(s.strides),
-                                       "dilations": [1, 1], "group": s.group}, name=name)
-
-        conv = make(spec)
-        graph.insert_before(second, [conv])
-        replace_output(second.outputs[0], conv.outputs[0])
-        tapped = _centre_tap(conv, spec)
-        if tapped is not None:
-            add = next(iter(conv.outputs[0].uses())).node
-            with_tap = make(tapped)
-            graph.insert_before(add, [with_tap])
-            replace_output(add.outputs[0], with_tap.outputs[0])

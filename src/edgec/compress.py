@@ -1,0 +1,498 @@
+"""``edgec depth-compress``: latency-aware depth compression with fine-tuning (changes the function).
+
+Kim et al., "Efficient Latency-Aware CNN Depth Compression via Two-Stage Dynamic Programming",
+ICML 2023. Steps, each reported:
+
+1. **Chains** of convolutions with activations between them (:mod:`edgec.passes.depth_chains`).
+2. **Latency table** ``T(k, l)``: every group of consecutive layers of a chain whose merged kernel is at
+   most ``max_kernel`` is built as one convolution (padding moved onto it, followed by the activation that
+   ends it, if any), compiled for the target with the tuned or default schedules and its kernel timed on
+   this machine in a loop (warm caches, threads awake, as inside the model). Cached per target, shape and
+   thread count. ``T_rest`` -- the model's measured end-to-end time minus its layers' table times -- holds
+   the other kernels and the per-kernel call overhead.
+3. **Importance** ``I(i, j)`` of removing the activations inside segment ``(i, j)``: minus the mean KL
+   divergence of the class distribution from the original's on training images, with only those
+   activations removed (no fine-tuning; the paper fine-tunes briefly per segment, which is costlier).
+4. **Two-stage DP** (:func:`edgec.passes.depth_dp.plan_network`) under the budget
+   ``T_model / speedup - T_rest``, ``T_rest`` being the model's measured time minus its layers' table times.
+5. **Fine-tuning** of the linearised model (activations removed, padding moved) by distillation from the
+   original (KL + cross-entropy on ``--data``'s labels), then the groups are **merged exactly** (checked in
+   onnxruntime, <= 1e-5 * max(1, max|ref|)).
+6. **Measurement**: both models compiled and timed interleaved on this machine; top-1 on the held-out images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+from onnx import helper, numpy_helper, shape_inference
+
+from edgec.backends import TuningOptions, get_backend
+from edgec.build import BuildOptions, Steps, check_request, lower
+from edgec.errors import UsageError, raise_if_interrupted
+from edgec.frontend.analysis import graph_stats
+from edgec.passes.depth_chains import (
+    Chain,
+    chain_specs,
+    conv_macs,
+    find_chains,
+    group_spec,
+    linearise,
+    merge_groups,
+    merged_kernel,
+)
+from edgec.passes.depth_dp import ChainPlan, plan_network
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Options of :func:`depth_compress`.
+
+    Attributes:
+        speedup: Target speed-up of the whole model (predicted), e.g. 1.25; or
+        budget_ms: the model's predicted latency budget (ms). Exactly one is given.
+        epochs: Fine-tuning epochs over ``--data``'s training images (AdamW, cosine lr from ``lr``, batch 64).
+        lr: Peak learning rate.
+        max_kernel: Largest merged kernel side.
+        calibration: Training images used for the importance scores.
+        seed: Seed of the fine-tuning.
+    """
+
+    speedup: float | None = 1.25
+    budget_ms: float | None = None
+    epochs: int = 20
+    lr: float = 1e-3
+    max_kernel: int = 7
+    calibration: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if (self.speedup is None) == (self.budget_ms is None):
+            raise UsageError("give one of --speedup and --budget-ms", "e.g. --speedup 1.25")
+        if self.speedup is not None and not 1.0 <= self.speedup < 100:
+            raise UsageError(f"--speedup {self.speedup} must be at least 1", "e.g. --speedup 1.25")
+        if self.budget_ms is not None and not 0 < self.budget_ms < float("inf"):
+            raise UsageError(f"--budget-ms {self.budget_ms} must be a positive number of milliseconds",
+                             "e.g. --budget-ms 0.5")
+        if self.epochs < 0:
+            raise UsageError(f"--epochs {self.epochs} must be 0 or more", "e.g. --epochs 20")
+
+
+def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    inferred = shape_inference.infer_shapes(model, strict_mode=False)
+    out = {}
+    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if dims and all(d.HasField("dim_value") for d in dims):
+            out[v.name] = tuple(d.dim_value for d in dims)
+    return out
+
+
+def _group_model(model: onnx.ModelProto, ir_model: ir.Model, chain: Chain, k: int, l: int,
+                 in_shape: tuple[int, ...]) -> onnx.ModelProto:
+    """Layers ``k+1..l`` of ``chain`` as one merged Conv (+ the activation after layer ``l``) of their own."""
+    spec = group_spec(chain_specs(ir_model, chain)[k:l])
+    inits = [numpy_helper.from_array(spec.weight.astype(np.float32), "w"),
+             numpy_helper.from_array(spec.bias.astype(np.float32), "b")]
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y0" if chain.layers[l - 1].act else "y"],
+                              kernel_shape=list(spec.kernel), pads=spec.pads, strides=list(spec.strides),
+                              group=spec.group)]
+    act_name = chain.layers[l - 1].act
+    if act_name:
+        src = {init.name: init for init in model.graph.initializer}
+        act = next(n for n in model.graph.node if (n.name or n.output[0]) == act_name)
+        ins = ["y0"]
+        for i, name in enumerate(act.input[1:]):
+            if name in src:
+                t = onnx.TensorProto()
+                t.CopyFrom(src[name])
+                t.name = f"a{i}"
+                inits.append(t)
+                ins.append(t.name)
+            else:
+                ins.append("")
+        nodes.append(helper.make_node(act.op_type, ins, ["y"], **{a.name: helper.get_attribute_value(a)
+                                                                  for a in act.attribute}))
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(in_shape))
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    g = helper.make_graph(nodes, "group", [x], [y], inits)
+    return helper.make_model(g, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+
+
+def _signature(m: onnx.ModelProto, target: str, threads: int) -> str:
+    """Cache key: the model without weight values (time depends on shapes and attributes only)."""
+    stripped = onnx.ModelProto()
+    stripped.CopyFrom(m)
+    for t in stripped.graph.initializer:
+        if t.name in ("w", "b"):
+            t.ClearField("raw_data")
+            del t.float_data[:]
+    return hashlib.sha256(stripped.SerializeToString() + f"{target}:{threads}".encode()).hexdigest()[:24]
+
+
+def _bank(models: list[onnx.ModelProto]) -> onnx.ModelProto:
+    """The group models side by side as one model (input ``x{i}`` -> nodes ``g{i}...`` -> output ``y{i}``):
+    one compile gives every group's kernel, each timed alone afterwards."""
+    nodes, inits, inputs, outputs = [], [], [], []
+    for i, m in enumerate(models):
+        ren = {"x": f"x{i}", "y": f"y{i}", **{t.name: f"{t.name}_{i}" for t in m.graph.initializer}}
+        for t in m.graph.initializer:
+            c = onnx.TensorProto()
+            c.CopyFrom(t)
+            c.name = ren[t.name]
+            inits.append(c)
+        for k, n in enumerate(m.graph.node):
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            c.name = f"g{i}" if k == 0 else f"g{i}_act"
+            c.input[:] = [ren.get(x, f"{x}_{i}") if x else "" for x in n.input]
+            c.output[:] = [ren.get(x, f"{x}_{i}") for x in n.output]
+            nodes.append(c)
+        x = onnx.ValueInfoProto()
+        x.CopyFrom(m.graph.input[0])
+        x.name = f"x{i}"
+        inputs.append(x)
+        outputs.append(helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None))
+    g = helper.make_graph(nodes, "groups", inputs, outputs, inits)
+    bank = helper.make_model(g, opset_imports=list(models[0].opset_import), ir_version=models[0].ir_version)
+    return shape_inference.infer_shapes(bank)
+
+
+def _kernel_ms(models: list[onnx.ModelProto], spec, threads: int, say: Callable[[str], None]) -> list[float]:
+    """Each model's kernel time (ms): all compiled as one :func:`_bank`, each kernel timed by TVM's
+    ``time_evaluator`` looping it for >= 20 ms (warm caches, threads awake: as inside a model)."""
+    from edgec.devices.local import LocalDevice
+
+    backend = get_backend(spec)
+    with tempfile.TemporaryDirectory(prefix="edgec-compress-") as tmp, LocalDevice(threads).open() as session:
+        say(f"compile {len(models)} group convolutions")
+        compiled = backend.compile(_bank(models), spec, Path(tmp), TuningOptions())
+        calls = compiled.kernel_map["calls"]
+        say(f"time {len(calls)} kernels")
+        times = session.time_functions(Path(tmp) / compiled.kernel_map["library"], calls, 5)
+    ms = [0.0] * len(models)
+    for call, t in zip(calls, times):
+        owners = {int(n[1:].split("_")[0]) for n in call.get("onnx_nodes", []) if n.startswith("g")}
+        for o in owners:
+            ms[o] += t / len(owners)
+    return ms
+
+
+def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Callable[[str], None],
+                 repeats: int = 60) -> dict[str, dict[str, float]]:
+    """Compile each model for ``spec`` and time it on this machine.
+
+    Returns:
+        ``{key: {"ms": p50 of `repeats` single calls, interleaved with the other models, "kernels_ms": the
+        sum of its kernels' times (as :func:`_kernel_ms`), "kernels": kernel calls, "overhead_ms": the
+        dispatch overhead per kernel call, (ms - kernels_ms) / kernels}}``.
+    """
+    from edgec.devices.local import LocalDevice
+    from edgec.profiling.timing import LatencyStats, interleaved
+
+    backend = get_backend(spec)
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="edgec-compress-") as tmp, LocalDevice(threads).open() as session:
+        runs, kernels = {}, {}
+        for i, (key, m) in enumerate(models.items()):
+            raise_if_interrupted()
+            say(f"compile {key}")
+            folder = Path(tmp) / f"m{i}"
+            folder.mkdir()
+            compiled = backend.compile(m, spec, folder, TuningOptions())
+            calls = compiled.kernel_map["calls"]
+            kernels[key] = (sum(session.time_functions(folder / compiled.kernel_map["library"], calls, 5)),
+                            len(calls))
+            dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+            runs[key] = session.prepare(compiled.library, [rng.standard_normal(dims).astype(np.float32)])
+        say(f"time {', '.join(runs)} end to end")
+        samples = interleaved(runs, repeats=repeats, warmup=5)
+    out = {}
+    for k, v in samples.items():
+        ms = LatencyStats.from_samples(v).latency_ms_p50
+        out[k] = {"ms": ms, "kernels_ms": kernels[k][0], "kernels": kernels[k][1],
+                  "overhead_ms": max(ms - kernels[k][0], 0.0) / max(kernels[k][1], 1)}
+    return out
+
+
+def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: int, max_kernel: int,
+                  say: Callable[[str], None], use_cache: bool = True) -> dict[tuple[int, int, int], dict[str, Any]]:
+    """``(chain, k, l) -> {"kernel_ms", "macs", "kernel"}`` for every group within ``max_kernel``
+    (``kernel_ms``: its kernel's time, see :func:`_kernel_ms`)."""
+    from edgec.cache import cache_dir
+
+    ir_model = ir.serde.deserialize_model(model)
+    shapes = _shapes(model)
+    conv_inputs = {(n.name or n.output[0]): n.input[0] for n in model.graph.node if n.op_type == "Conv"}
+    cache = cache_dir("depth-tables", spec.name) if use_cache else None
+    groups: dict[tuple[int, int, int], tuple[str, onnx.ModelProto, dict[str, Any]]] = {}
+    for c, chain in enumerate(chains):
+        specs = chain_specs(ir_model, chain)
+        for k in range(len(chain)):
+            for l in range(k + 1, len(chain) + 1):
+                kernel = merged_kernel(specs[k:l])
+                if max(kernel) > max_kernel:
+                    continue
+                in_shape = shapes[conv_inputs[chain.layers[k].conv]]
+                m = _group_model(model, ir_model, chain, k, l, in_shape)
+                info = {"kernel": list(kernel), "macs": conv_macs(group_spec(specs[k:l]), in_shape)}
+                groups[(c, k, l)] = (_signature(m, spec.name, threads), m, info)
+    known: dict[str, float] = {}
+    for sig, _m, _i in groups.values():
+        f = cache / f"{sig}.json" if cache else None
+        if f is not None and f.is_file():
+            known[sig] = json.loads(f.read_text())["ms"]
+    todo = {sig: m for sig, m, _i in groups.values() if sig not in known}
+    if todo:
+        say(f"latency table: {len(todo)} new group shapes")
+        for sig, ms in zip(todo, _kernel_ms(list(todo.values()), spec, threads, say)):
+            known[sig] = ms
+            if cache is not None:
+                (cache / f"{sig}.json").write_text(json.dumps({"ms": ms}))
+    return {g: {"kernel_ms": known[sig], **info} for g, (sig, _m, info) in groups.items()}
+
+
+def _kl(teacher: np.ndarray, student) -> Any:
+    import torch
+
+    t = torch.log_softmax(torch.as_tensor(teacher), dim=-1)
+    s = torch.log_softmax(student, dim=-1)
+    return torch.sum(torch.exp(t) * (t - s), dim=-1).mean()
+
+
+def segment_importance(model: onnx.ModelProto, chains: list[Chain], images: np.ndarray
+                       ) -> dict[tuple[int, int, int], float]:
+    """``(chain, i, j) -> -KL`` for every segment with at least one activation inside (others score 0)."""
+    import torch
+
+    from edgec.frontend.trainable import graph_module
+
+    net = graph_module(model).eval()
+    x = torch.from_numpy(images)
+    with torch.no_grad():
+        teacher = net(x).numpy()
+        out = {}
+        for c, chain in enumerate(chains):
+            for i in range(len(chain)):
+                for j in range(i + 2, len(chain) + 1):
+                    acts = {chain.layers[p - 1].act for p in range(i + 1, j) if chain.removable(p)}
+                    if not acts:
+                        continue
+                    net.skip = acts
+                    out[(c, i, j)] = -float(_kl(teacher, net(x)))
+        net.skip = set()
+    return out
+
+
+def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto, images: np.ndarray, labels: np.ndarray,
+             opts: CompressOptions, progress: Callable[[int, int, float], None] | None = None) -> onnx.ModelProto:
+    """Distil ``teacher`` into ``student`` (same graph interface): KL to the teacher's classes + cross-entropy.
+
+    Args:
+        images: ``(N, C, H, W)`` float32 training images, preprocessed. labels: ``(N,)`` int64.
+
+    Returns:
+        ``student`` with its Conv/Gemm/MatMul weights trained.
+    """
+    import torch
+
+    from edgec.frontend.trainable import graph_module
+
+    torch.manual_seed(opts.seed)
+    t_net = graph_module(teacher).eval()
+    x_all = torch.from_numpy(images)
+    with torch.no_grad():
+        t_logits = torch.cat([t_net(b) for b in x_all.split(256)])
+    net = graph_module(student)
+    if opts.epochs == 0:
+        return net.to_onnx()
+    batch = 64
+    steps = opts.epochs * -(-len(images) // batch)
+    opt = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=steps, pct_start=0.1)
+    y_all = torch.from_numpy(labels)
+    gen = torch.Generator().manual_seed(opts.seed)
+    for epoch in range(opts.epochs):
+        total = 0.0
+        for idx in torch.randperm(len(images), generator=gen).split(batch):
+            raise_if_interrupted()
+            out = net(x_all[idx])
+            loss = _kl(t_logits[idx].numpy(), out) + torch.nn.functional.cross_entropy(out, y_all[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(idx)
+        if progress is not None:
+            progress(epoch + 1, opts.epochs, total / len(images))
+    return net.to_onnx()
+
+
+def _ort_scores(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
+    from edgec.frontend.reference import ort_session
+
+    sess = ort_session(model, optimized=True)
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: images[i:i + 1]})[0] for i in range(len(images))])
+
+
+def _check_merge(linear: onnx.ModelProto, merged: onnx.ModelProto, images: np.ndarray) -> dict[str, float]:
+    """Merging is exact: onnxruntime before/after on a few images within 1e-5 * max(1, max|ref|)."""
+    ref, got = _ort_scores(linear, images), _ort_scores(merged, images)
+    err, scale = float(np.abs(ref - got).max()), float(np.abs(ref).max())
+    tol = 1e-5 * max(1.0, scale)
+    if not err <= tol:
+        raise UsageError(f"merging the compressed groups changed the output by {err:.3g} (> {tol:.3g})",
+                         "report this model: the composition should be exact")
+    return {"max_abs_error": err, "max_abs_ref": scale, "tolerance": tol}
+
+
+def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
+                   progress: Callable[[str], None] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Compress ``opts.model`` for ``opts.target`` (this machine) and fine-tune it on ``data``.
+
+    Args:
+        data: An ImageFolder tree (``train/`` and ``val/`` sub-folders, or one folder: then every fifth
+            image is held out for the accuracy).
+
+    Returns:
+        ``(compressed ONNX model, report)``; see :func:`edgec.profiling.depth_report.render` for the fields.
+
+    Raises:
+        UsageError: a target that is not this machine, a model with no chain to compress, a budget no plan
+            meets, data that does not fit the model.
+    """
+    from edgec.frontend.data import accuracy, read_task_data
+
+    say = progress or (lambda _m: None)
+    spec = check_request(opts)
+    if spec.kind != "cpu" or spec.verify != "local":
+        raise UsageError(f"depth compression measures its latency table on this machine; {spec.name} runs elsewhere",
+                         "use --target host (tables over rpc:// are not implemented yet)")
+    start = time.perf_counter()
+    low = lower(opts, Steps(say))
+    model = low.final
+    ir_model = ir.serde.deserialize_model(model)
+    chains = find_chains(ir_model)
+    if not chains:
+        raise UsageError(f"{opts.model} has no chain of two or more convolutions to compress",
+                         "depth compression applies to CNNs (Conv -> activation -> Conv ...)")
+    say("read --data")
+    train, val = read_task_data(Path(data), model, low.source.preprocessing)
+    threads = spec.cores
+    table = latency_table(model, chains, spec, threads, copts.max_kernel, say)
+    say("time the model")
+    base = _time_models({"model": model}, spec, threads, say)["model"]
+    model_ms = base["ms"]
+    for entry in table.values():  # each group is one kernel call: its run time plus the dispatch overhead
+        entry["ms"] = entry["kernel_ms"] + base["overhead_ms"]
+    layers_ms = sum(table[(c, k, k + 1)]["ms"] for c, ch in enumerate(chains) for k in range(len(ch)))
+    rest_ms = model_ms - layers_ms
+    budget = (model_ms / copts.speedup if copts.speedup else copts.budget_ms) - rest_ms
+    say("importance of each segment")
+    calib = train.x[np.linspace(0, len(train) - 1, min(copts.calibration, len(train))).astype(int)]
+    imp = segment_importance(model, chains, calib)
+    found = plan_network([len(c) for c in chains], {g: v["ms"] for g, v in table.items()},
+                         lambda c, i, j: imp.get((c, i, j), 0.0), budget)
+    if found is None:
+        best_ms = rest_ms + min_plan_ms(chains, table)
+        raise UsageError(f"no plan reaches the budget: the fastest predicts {best_ms:.3f} ms against "
+                         f"{model_ms:.3f} ms measured ({model_ms / best_ms:.2f}x)",
+                         f"ask for at most --speedup {model_ms / best_ms:.2f}")
+    plans, chains_ms, score = found
+    removed = {c: [x for x in p.removed_positions if chains[c].removable(x)] for c, p in enumerate(plans)}
+    groups = {c: list(p.groups) for c, p in enumerate(plans)}
+    linear = linearise(model, chains, removed, groups)
+    say("fine-tune by distillation")
+    tuned = finetune(linear, model, train.x, train.labels, copts,
+                     lambda e, n, loss: say(f"fine-tune epoch {e}/{n} loss {loss:.4f}"))
+    merged = merge_groups(tuned, chains, groups)
+    exact = _check_merge(tuned, merged, val.x[:4])
+    say("time the compressed model")
+    timed = _time_models({"model": model, "compressed": merged}, spec, threads, say)
+    scores = {k: _ort_scores(m, val.x) for k, m in (("model", model), ("compressed", merged))}
+    # the prediction, from the model's time in the same interleaved run: T_model - sum(layers) + sum(plan)
+    predicted = timed["model"]["ms"] - layers_ms + chains_ms
+    report = {
+        "kind": "depth_compress", "model": str(opts.model), "target": spec.name, "threads": threads,
+        "function_change": "depth_compress: activations removed, convolutions merged, weights fine-tuned",
+        "source": "Kim et al., ICML 2023 (two-stage DP); importance = -KL without fine-tuning",
+        "options": asdict(copts),
+        "data": {"train": len(train), "held_out": len(val), "classes": len(train.classes)},
+        "latency_ms": {"model_at_planning": model_ms, "rest": rest_ms, "budget_chains": budget,
+                       "dispatch_overhead_per_kernel": base["overhead_ms"],
+                       "predicted": predicted, "model": timed["model"]["ms"], "compressed": timed["compressed"]["ms"],
+                       "speedup": timed["model"]["ms"] / timed["compressed"]["ms"],
+                       "prediction_error": predicted / timed["compressed"]["ms"] - 1.0},
+        "kernels": {"model": timed["model"]["kernels"], "compressed": timed["compressed"]["kernels"]},
+        "accuracy": {"model": accuracy(scores["model"], val.labels),
+                     "compressed": accuracy(scores["compressed"], val.labels),
+                     "top1_agreement": float(np.mean(np.argmax(scores["model"], -1)
+                                                     == np.argmax(scores["compressed"], -1)))},
+        "merge_check": exact, "importance": score,
+        "macs": {"model": graph_stats(model).macs, "compressed": graph_stats(merged).macs},
+        "chains": [_chain_rows(c, chain, plans[c], table, imp) for c, chain in enumerate(chains)],
+        "seconds": round(time.perf_counter() - start, 1),
+        "preprocessing": low.source.preprocessing,
+    }
+    return merged, report
+
+
+def min_plan_ms(chains: list[Chain], table: dict[tuple[int, int, int], dict[str, Any]]) -> float:
+    """The chains' fastest total time by stage 1 alone (every activation removed where that helps)."""
+    from edgec.passes.depth_dp import stage1
+
+    total = 0.0
+    for c, chain in enumerate(chains):
+        best = stage1(len(chain), {(k, l): v["ms"] for (cc, k, l), v in table.items() if cc == c})
+        total += best[(0, len(chain))].ms
+    return total
+
+
+def _chain_rows(c: int, chain: Chain, plan: ChainPlan, table, imp) -> dict[str, Any]:
+    layers_ms = sum(table[(c, k, k + 1)]["ms"] for k in range(len(chain)))
+    return {"layers": [x.conv for x in chain.layers], "residual": chain.residual,
+            "removed_activations": [chain.layers[p - 1].act for p in plan.removed_positions
+                                    if chain.removable(p)],
+            "segments": [{"segment": list(s), "importance": imp.get((c, *s), 0.0)} for s in plan.segments],
+            "groups": [{"group": [k, l], "merged": l - k > 1, "kernel": table[(c, k, l)]["kernel"],
+                        "predicted_ms": table[(c, k, l)]["ms"], "macs": table[(c, k, l)]["macs"]}
+                       for k, l in plan.groups],
+            "before_ms": layers_ms, "after_ms": sum(table[(c, k, l)]["ms"] for k, l in plan.groups),
+            "before_macs": sum(table[(c, k, k + 1)]["macs"] for k in range(len(chain))),
+            "after_macs": sum(table[(c, k, l)]["macs"] for k, l in plan.groups)}
+
+
+def write_result(out: Path, model: onnx.ModelProto, report: dict[str, Any],
+                 preprocessing: dict[str, Any] | None) -> Path:
+    """Write ``out/``: ``compressed.onnx`` (recording the preprocessing), ``depth-compress.json``/``.md``/``.png``
+    and a ``manifest.json``; staged in a temporary folder and renamed, so a failure leaves nothing.
+
+    Returns:
+        The compressed model's path.
+    """
+    from edgec.artifact import staging_dir, write_json
+    from edgec.frontend.image import PREPROCESSING_KEY
+    from edgec.profiling.depth_report import plot, render_markdown
+
+    if preprocessing:
+        onnx.helper.set_model_props(model, {PREPROCESSING_KEY: json.dumps(preprocessing)})
+    files = ["compressed.onnx", "depth-compress.json", "depth-compress.md", "depth-compress.png"]
+    with staging_dir(Path(out)) as tmp:
+        onnx.save(model, str(tmp / files[0]))
+        write_json(tmp / files[1], report)
+        (tmp / files[2]).write_text(render_markdown(report))
+        plot(report, tmp / files[3])
+        write_json(tmp / "manifest.json", {"kind": "depth_compress", "model": report["model"],
+                                           "target": report["target"], "files": files})
+    return Path(out) / files[0]
