@@ -92,3 +92,12 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def digits(tmp_path_factory):
+    """mobilenetv2_035 trained on scikit-learn's digits (64x64, 8 epochs, about a minute), with its
+    ImageFolder ``train/`` and ``val/``; shared by the slow task tests."""
+    from edgec.zoo.digits import train_digits_model
+
+    return train_digits_model(tmp_path_factory.mktemp("digits"), epochs=8)

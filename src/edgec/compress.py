@@ -18,7 +18,8 @@ ICML 2023. Steps, each reported:
 5. **Fine-tuning** of the linearised model (activations removed, padding moved) by distillation from the
    original (KL + cross-entropy on ``--data``'s labels), then the groups are **merged exactly** (checked in
    onnxruntime, <= 1e-5 * max(1, max|ref|)).
-6. **Measurement**: both models compiled and timed interleaved on this machine; top-1 on the held-out images.
+6. **Measurement**: both models compiled and timed on this machine (back-to-back inferences, the two models
+   alternating); top-1 on the held-out images.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def _group_model(model: onnx.ModelProto, ir_model: ir.Model, chain: Chain, k: in
     spec = group_spec(chain_specs(ir_model, chain)[k:l])
     inits = [numpy_helper.from_array(spec.weight.astype(np.float32), "w"),
              numpy_helper.from_array(spec.bias.astype(np.float32), "b")]
-    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y0" if chain.layers[l - 1].act else "y"],
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["y0" if chain.layers[l - 1].act else "y"], name="group",
                               kernel_shape=list(spec.kernel), pads=spec.pads, strides=list(spec.strides),
                               group=spec.group)]
     act_name = chain.layers[l - 1].act
@@ -121,8 +122,8 @@ def _group_model(model: onnx.ModelProto, ir_model: ir.Model, chain: Chain, k: in
                 ins.append(t.name)
             else:
                 ins.append("")
-        nodes.append(helper.make_node(act.op_type, ins, ["y"], **{a.name: helper.get_attribute_value(a)
-                                                                  for a in act.attribute}))
+        nodes.append(helper.make_node(act.op_type, ins, ["y"], name="group_act",
+                                      **{a.name: helper.get_attribute_value(a) for a in act.attribute}))
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, list(in_shape))
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
     g = helper.make_graph(nodes, "group", [x], [y], inits)
@@ -140,70 +141,47 @@ def _signature(m: onnx.ModelProto, target: str, threads: int) -> str:
     return hashlib.sha256(stripped.SerializeToString() + f"{target}:{threads}".encode()).hexdigest()[:24]
 
 
-def _bank(models: list[onnx.ModelProto]) -> onnx.ModelProto:
-    """The group models side by side as one model (input ``x{i}`` -> nodes ``g{i}...`` -> output ``y{i}``):
-    one compile gives every group's kernel, each timed alone afterwards."""
-    nodes, inits, inputs, outputs = [], [], [], []
-    for i, m in enumerate(models):
-        ren = {"x": f"x{i}", "y": f"y{i}", **{t.name: f"{t.name}_{i}" for t in m.graph.initializer}}
-        for t in m.graph.initializer:
-            c = onnx.TensorProto()
-            c.CopyFrom(t)
-            c.name = ren[t.name]
-            inits.append(c)
-        for k, n in enumerate(m.graph.node):
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            c.name = f"g{i}" if k == 0 else f"g{i}_act"
-            c.input[:] = [ren.get(x, f"{x}_{i}") if x else "" for x in n.input]
-            c.output[:] = [ren.get(x, f"{x}_{i}") for x in n.output]
-            nodes.append(c)
-        x = onnx.ValueInfoProto()
-        x.CopyFrom(m.graph.input[0])
-        x.name = f"x{i}"
-        inputs.append(x)
-        outputs.append(helper.make_tensor_value_info(f"y{i}", onnx.TensorProto.FLOAT, None))
-    g = helper.make_graph(nodes, "groups", inputs, outputs, inits)
-    bank = helper.make_model(g, opset_imports=list(models[0].opset_import), ir_version=models[0].ir_version)
-    return shape_inference.infer_shapes(bank)
-
-
 def _kernel_ms(models: list[onnx.ModelProto], spec, threads: int, say: Callable[[str], None]) -> list[float]:
-    """Each model's kernel time (ms): all compiled as one :func:`_bank`, each kernel timed by TVM's
-    ``time_evaluator`` looping it for >= 20 ms (warm caches, threads awake: as inside a model)."""
+    """Each group model's kernel time (ms): compiled alone (so that it gets the layout and schedules a
+    whole model would), its group kernels -- not the layout transposes around them -- timed by TVM's
+    ``time_evaluator`` looping each for >= 20 ms (warm caches, threads awake: as inside a model)."""
     from edgec.devices.local import LocalDevice
 
     backend = get_backend(spec)
+    out = []
     with tempfile.TemporaryDirectory(prefix="edgec-compress-") as tmp, LocalDevice(threads).open() as session:
-        say(f"compile {len(models)} group convolutions")
-        compiled = backend.compile(_bank(models), spec, Path(tmp), TuningOptions())
-        calls = compiled.kernel_map["calls"]
-        say(f"time {len(calls)} kernels")
-        times = session.time_functions(Path(tmp) / compiled.kernel_map["library"], calls, 5)
-    ms = [0.0] * len(models)
-    for call, t in zip(calls, times):
-        owners = {int(n[1:].split("_")[0]) for n in call.get("onnx_nodes", []) if n.startswith("g")}
-        for o in owners:
-            ms[o] += t / len(owners)
-    return ms
+        for i, m in enumerate(models):
+            raise_if_interrupted()
+            say(f"compile and time group {i + 1}/{len(models)}")
+            folder = Path(tmp) / f"g{i}"
+            folder.mkdir()
+            compiled = backend.compile(m, spec, folder, TuningOptions())
+            calls = [c for c in compiled.kernel_map["calls"]
+                     if any(n in ("group", "group_act") for n in c.get("onnx_nodes", []))]
+            out.append(sum(session.time_functions(folder / compiled.kernel_map["library"], calls, 5)))
+    return out
 
 
 def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Callable[[str], None],
-                 repeats: int = 60) -> dict[str, dict[str, float]]:
+                 rounds: int = 9, min_repeat_ms: int = 100) -> dict[str, dict[str, float]]:
     """Compile each model for ``spec`` and time it on this machine.
 
+    The latency is that of back-to-back inferences (as TFLite's ``benchmark_model`` runs them): in each of
+    ``rounds`` rounds every model runs in a loop of at least ``min_repeat_ms`` (TVM's ``time_evaluator``),
+    the models alternating round by round; the median over rounds is kept. Single calls after a pause vary by
+    +-20% on a small model (thread wake-ups); these loops vary by a few percent.
+
     Returns:
-        ``{key: {"ms": p50 of `repeats` single calls, interleaved with the other models, "kernels_ms": the
-        sum of its kernels' times (as :func:`_kernel_ms`), "kernels": kernel calls, "overhead_ms": the
-        dispatch overhead per kernel call, (ms - kernels_ms) / kernels}}``.
+        ``{key: {"ms": median ms per inference, "kernels_ms": the sum of its kernels' times (as
+        :func:`_kernel_ms`), "kernels": kernel calls, "overhead_ms": the dispatch overhead per kernel call,
+        (ms - kernels_ms) / kernels, at least 0}}``.
     """
     from edgec.devices.local import LocalDevice
-    from edgec.profiling.timing import LatencyStats, interleaved
 
     backend = get_backend(spec)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="edgec-compress-") as tmp, LocalDevice(threads).open() as session:
-        runs, kernels = {}, {}
+        loops, kernels = {}, {}
         for i, (key, m) in enumerate(models.items()):
             raise_if_interrupted()
             say(f"compile {key}")
@@ -214,12 +192,20 @@ def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Ca
             kernels[key] = (sum(session.time_functions(folder / compiled.kernel_map["library"], calls, 5)),
                             len(calls))
             dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
-            runs[key] = session.prepare(compiled.library, [rng.standard_normal(dims).astype(np.float32)])
-        say(f"time {', '.join(runs)} end to end")
-        samples = interleaved(runs, repeats=repeats, warmup=5)
+            vm = session.load_model(compiled.library)
+            args = session.tensors([rng.standard_normal(dims).astype(np.float32)])
+            vm["main"](*args)
+            loops[key] = (vm.time_evaluator("main", session.device, number=1, repeat=1, min_repeat_ms=min_repeat_ms),
+                          args)
+        samples: dict[str, list[float]] = {k: [] for k in loops}
+        for r in range(rounds):
+            raise_if_interrupted()
+            say(f"time {', '.join(loops)} (round {r + 1}/{rounds})")
+            for key, (f, args) in loops.items():
+                samples[key].append(float(f(*args).results[0]) * 1e3)
     out = {}
     for k, v in samples.items():
-        ms = LatencyStats.from_samples(v).latency_ms_p50
+        ms = float(np.median(v))
         out[k] = {"ms": ms, "kernels_ms": kernels[k][0], "kernels": kernels[k][1],
                   "overhead_ms": max(ms - kernels[k][0], 0.0) / max(kernels[k][1], 1)}
     return out
@@ -262,12 +248,21 @@ def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: in
     return {g: {"kernel_ms": known[sig], **info} for g, (sig, _m, info) in groups.items()}
 
 
-def _kl(teacher: np.ndarray, student) -> Any:
+def _kl(teacher, student, temperature: float = 1.0) -> Any:
+    """Mean KL divergence of the student's class distribution from the teacher's (logits, at ``temperature``)."""
     import torch
 
-    t = torch.log_softmax(torch.as_tensor(teacher), dim=-1)
-    s = torch.log_softmax(student, dim=-1)
+    t = torch.log_softmax(torch.as_tensor(teacher) / temperature, dim=-1)
+    s = torch.log_softmax(student / temperature, dim=-1)
     return torch.sum(torch.exp(t) * (t - s), dim=-1).mean()
+
+
+def _shifted(x, shift: int, gen):
+    """Each image rolled by its own random offset of up to ``shift`` pixels (augmentation)."""
+    import torch
+
+    offsets = torch.randint(-shift, shift + 1, (len(x), 2), generator=gen)
+    return torch.stack([torch.roll(img, (int(dy), int(dx)), dims=(-2, -1)) for img, (dy, dx) in zip(x, offsets)])
 
 
 def segment_importance(model: onnx.ModelProto, chains: list[Chain], images: np.ndarray
@@ -294,9 +289,18 @@ def segment_importance(model: onnx.ModelProto, chains: list[Chain], images: np.n
     return out
 
 
+#: Distillation temperature (Hinton et al., 2015): soft targets carry the teacher's similarities between classes.
+TEMPERATURE = 4.0
+
+
 def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto, images: np.ndarray, labels: np.ndarray,
-             opts: CompressOptions, progress: Callable[[int, int, float], None] | None = None) -> onnx.ModelProto:
-    """Distil ``teacher`` into ``student`` (same graph interface): KL to the teacher's classes + cross-entropy.
+             opts: CompressOptions, remove: set[str] = frozenset(),
+             progress: Callable[[int, int, float], None] | None = None) -> onnx.ModelProto:
+    """Distil ``teacher`` into ``student`` (same graph interface): ``T^2 * KL_T`` to the teacher's classes at
+    temperature ``T`` = :data:`TEMPERATURE`, plus cross-entropy on the labels; each image randomly shifted by up
+    to 1/16 of its width (both networks see the same shifted image). The activations named in ``remove``
+    fade out over the first half of the epochs (``b * act(x) + (1 - b) * x``, ``b`` from 1 to 0 linearly, as
+    DepthShrinker removes them gradually; Fu et al., ICML 2022) and are the identity for the second half.
 
     Args:
         images: ``(N, C, H, W)`` float32 training images, preprocessed. labels: ``(N,)`` int64.
@@ -310,24 +314,29 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto, images: np.ndar
 
     torch.manual_seed(opts.seed)
     t_net = graph_module(teacher).eval()
-    x_all = torch.from_numpy(images)
-    with torch.no_grad():
-        t_logits = torch.cat([t_net(b) for b in x_all.split(256)])
-    net = graph_module(student)
+    net = graph_module(student, skip=remove)
     if opts.epochs == 0:
         return net.to_onnx()
+    x_all, y_all = torch.from_numpy(images), torch.from_numpy(labels)
     batch = 64
     steps = opts.epochs * -(-len(images) // batch)
     opt = torch.optim.AdamW(net.parameters(), lr=opts.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opts.lr, total_steps=steps, pct_start=0.1)
-    y_all = torch.from_numpy(labels)
     gen = torch.Generator().manual_seed(opts.seed)
+    shift = max(1, images.shape[-1] // 16) if images.ndim == 4 else 0
+    fade = max(1, steps // 2)
+    step = 0
     for epoch in range(opts.epochs):
         total = 0.0
         for idx in torch.randperm(len(images), generator=gen).split(batch):
             raise_if_interrupted()
-            out = net(x_all[idx])
-            loss = _kl(t_logits[idx].numpy(), out) + torch.nn.functional.cross_entropy(out, y_all[idx])
+            net.blend = max(0.0, 1.0 - step / fade)
+            step += 1
+            x = _shifted(x_all[idx], shift, gen) if shift else x_all[idx]
+            with torch.no_grad():
+                target = t_net(x)
+            out = net(x)
+            loss = TEMPERATURE ** 2 * _kl(target, out, TEMPERATURE) + torch.nn.functional.cross_entropy(out, y_all[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -335,6 +344,7 @@ def finetune(student: onnx.ModelProto, teacher: onnx.ModelProto, images: np.ndar
             total += float(loss.detach()) * len(idx)
         if progress is not None:
             progress(epoch + 1, opts.epochs, total / len(images))
+    net.blend = 0.0
     return net.to_onnx()
 
 
@@ -412,10 +422,12 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     plans, chains_ms, score = found
     removed = {c: [x for x in p.removed_positions if chains[c].removable(x)] for c, p in enumerate(plans)}
     groups = {c: list(p.groups) for c, p in enumerate(plans)}
-    linear = linearise(model, chains, removed, groups)
+    padded = linearise(model, chains, removed, groups, keep_activations=True)
     say("fine-tune by distillation")
-    tuned = finetune(linear, model, train.x, train.labels, copts,
+    acts = {chains[c].layers[p - 1].act for c, ps in removed.items() for p in ps}
+    tuned = finetune(padded, model, train.x, train.labels, copts, acts,
                      lambda e, n, loss: say(f"fine-tune epoch {e}/{n} loss {loss:.4f}"))
+    tuned = linearise(tuned, chains, removed, {})
     merged = merge_groups(tuned, chains, groups)
     exact = _check_merge(tuned, merged, val.x[:4])
     say("time the compressed model")

@@ -14,14 +14,6 @@ from edgec.frontend import reference
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    from edgec.zoo.digits import train_digits_model
-
-    out = tmp_path_factory.mktemp("digits")
-    return train_digits_model(out, epochs=8)
-
-
 def _report(path):
     return json.loads((path / "report.json").read_text())
 

@@ -33,7 +33,9 @@ def graph_module(model: onnx.ModelProto, skip: Iterable[str] = ()):
 
     Args:
         model: A static-shaped ONNX model (float32).
-        skip: Names of activation nodes to run as the identity (changeable later via ``.skip``).
+        skip: Names of activation nodes to run as the identity (changeable later via ``.skip``); with
+            ``.blend = b`` (0 by default) they compute ``b * activation(x) + (1 - b) * x`` instead, so that
+            training can remove them gradually.
 
     Raises:
         UsageError: an op this interpreter does not cover (named), or a model with several inputs.
@@ -73,6 +75,7 @@ def graph_module(model: onnx.ModelProto, skip: Iterable[str] = ()):
                 else:
                     self.consts[name] = torch.from_numpy(np.array(arr))
             self.skip = set(skip)
+            self.blend = 0.0
             self.input = runtime_inputs[0]
             self.output = model.graph.output[0].name
 
@@ -91,6 +94,8 @@ def graph_module(model: onnx.ModelProto, skip: Iterable[str] = ()):
                 args = [self.value(env, i) if i else None for i in n.input]
                 if (n.name or n.output[0]) in self.skip:
                     out = args[0]
+                    if self.blend:  # on the way out: blend * activation + (1 - blend) * identity
+                        out = self.blend * _OPS[n.op_type](F, torch, args, _attrs(n)) + (1.0 - self.blend) * out
                 else:
                     out = _OPS[n.op_type](F, torch, args, _attrs(n))
                 env[n.output[0]] = out

@@ -162,8 +162,11 @@ def chain_specs(model: ir.Model, chain: Chain) -> list[ConvSpec]:
 
 
 def linearise(model: onnx.ModelProto, chains: list[Chain], removed: dict[int, list[int]],
-              groups: dict[int, list[tuple[int, int]]]) -> onnx.ModelProto:
+              groups: dict[int, list[tuple[int, int]]], *, keep_activations: bool = False) -> onnx.ModelProto:
     """Remove the chosen activations and move each group's padding onto its first layer.
+
+    ``keep_activations=True`` moves the padding only (the activations stay, for a training that removes
+    them gradually); then call again with ``groups={}`` to remove them.
 
     Args:
         chains: From :func:`find_chains` on this model.
@@ -181,6 +184,8 @@ def linearise(model: onnx.ModelProto, chains: list[Chain], removed: dict[int, li
         for p in positions:
             if not chain.removable(p):
                 raise ValueError(f"chain {c}: no activation at position {p}")
+            if keep_activations:
+                continue
             act = nodes[chain.layers[p - 1].act]
             replace_output(act.outputs[0], act.inputs[0])
             ir_model.graph.remove(act, safe=True)

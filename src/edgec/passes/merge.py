@@ -206,8 +206,8 @@ def replace_with_conv(graph: ir.Graph, first: ir.Node, second: ir.Node, spec: Co
     """Replace ``first .. second`` (a linear run ending at ``second``) by one Conv of ``spec`` reading
     ``first``'s input; a residual Add of that input to the result becomes a centre tap."""
     dtype = exclusive_weight(first.inputs[1]).dtype
-    name = f"{first.name}+{second.name}{MERGED_SUFFIX}" if not first.name.endswith(MERGED_SUFFIX) else \
-        f"{first.name[:-len(MERGED_SUFFIX)]}+{second.name}{MERGED_SUFFIX}"
+    a, b = _label(first), _label(second)
+    name = f"{a}+{b}{MERGED_SUFFIX}" if not a.endswith(MERGED_SUFFIX) else f"{a[:-len(MERGED_SUFFIX)]}+{b}{MERGED_SUFFIX}"
 
     def make(s: ConvSpec) -> ir.Node:
         return ir.node("Conv", [first.inputs[0], new_constant(graph, s.weight.astype(dtype), "merged_w"),

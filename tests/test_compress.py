@@ -1,0 +1,109 @@
+"""edgec depth-compress end to end on a small CNN and generated images: the planned activations are removed,
+the groups merged exactly, the weights fine-tuned, the report and files written; bad requests get one line."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from PIL import Image
+
+from edgec.build import BuildOptions
+from edgec.compress import CompressOptions, depth_compress
+from edgec.errors import UsageError
+from edgec.frontend.reference import run_ort
+from passes.test_depth_chains import mbv2_like
+
+
+@pytest.fixture
+def task(tmp_path):
+    """The MobileNetV2-like model (5 classes, 20x20) and an ImageFolder of 5 classes x 6 coloured images."""
+    path = tmp_path / "m.onnx"
+    onnx.save(mbv2_like(), str(path))
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in range(5):
+            (tmp_path / "data" / split / f"c{c}").mkdir(parents=True)
+            for i in range(6):
+                img = (rng.random((20, 20, 3)) * 60 + c * 40).astype(np.uint8)
+                Image.fromarray(img).save(tmp_path / "data" / split / f"c{c}" / f"{i}.png")
+    return path, tmp_path / "data"
+
+
+def _table_favouring_the_block(monkeypatch):
+    """A latency table in which merging the residual block (chain 1) whole is the only saving, and a large one
+    (10 ms per layer, 1 ms for the merged block): any speed-up above 1 then asks for exactly that merge."""
+    import edgec.compress as compress
+
+    real = compress.latency_table
+
+    def table(model, chains, spec, threads, max_kernel, say, use_cache=True):
+        t = real(model, chains, spec, threads, max_kernel, say, use_cache=False)
+        for (c, k, l), v in t.items():
+            v["kernel_ms"] = 10.0 * (l - k) if (c, k, l) != (1, 0, 3) else 1.0
+        return t
+
+    monkeypatch.setattr(compress, "latency_table", table)
+
+
+def test_depth_compress_removes_merges_and_fine_tunes(task, monkeypatch, tmp_path):
+    model, data = task
+    _table_favouring_the_block(monkeypatch)
+    opts = BuildOptions(model=str(model), target="host", verify=False)
+    merged, r = depth_compress(opts, data, CompressOptions(speedup=1.01, epochs=2))
+    chains = r["chains"]
+    assert sorted(chains[1]["removed_activations"]) == ["ea", "fa"]
+    assert chains[1]["groups"] == [{"group": [0, 3], "merged": True, "kernel": [3, 3], "predicted_ms": pytest.approx(
+        1.0 + r["latency_ms"]["dispatch_overhead_per_kernel"]), "macs": chains[1]["after_macs"]}]
+    assert chains[0]["removed_activations"] == []  # no saving there: the activations stay
+    ops = [n.op_type for n in merged.graph.node]
+    assert ops.count("Clip") == 0 and ops.count("Relu") == 3 and ops.count("Add") == 0  # residual -> centre tap
+    assert r["merge_check"]["max_abs_error"] <= r["merge_check"]["tolerance"]
+    x = {"x": np.random.default_rng(1).standard_normal((1, 3, 20, 20)).astype(np.float32)}
+    assert run_ort(merged, x)[0].shape == (1, 5)
+    assert 0 <= r["accuracy"]["compressed"] <= 1 and r["data"] == {"train": 30, "held_out": 30, "classes": 5}
+    lat = r["latency_ms"]
+    assert lat["model"] > 0 and lat["compressed"] > 0 and lat["speedup"] == pytest.approx(
+        lat["model"] / lat["compressed"])
+    assert r["kernels"]["compressed"] < r["kernels"]["model"]
+
+
+def test_cli_writes_the_model_report_and_plot(task, monkeypatch, run_cli, tmp_path):
+    model, data = task
+    _table_favouring_the_block(monkeypatch)
+    out = tmp_path / "out"
+    code, stdout, err = run_cli("depth-compress", str(model), "--data", str(data), "--speedup", "1.01",
+                                "--epochs", "1", "--out", str(out))
+    assert code == 0, err
+    assert {p.name for p in out.iterdir()} == {"compressed.onnx", "depth-compress.json", "depth-compress.md",
+                                               "depth-compress.png", "manifest.json"}
+    report = json.loads((out / "depth-compress.json").read_text())
+    md = (out / "depth-compress.md").read_text()
+    assert "Changes the function on purpose" in md and "measured speed-up" in md
+    assert "2 activations removed, 1 groups merged" in " ".join(stdout.split())
+    onnx.checker.check_model(str(out / "compressed.onnx"))
+    assert report["options"]["epochs"] == 1
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--speedup", "0.5"], "--speedup 0.5 must be at least 1"),
+    (["--speedup", "1.2", "--budget-ms", "3"], "give one of --speedup and --budget-ms"),
+    (["--target", "rpi4"], "measures its latency table on this machine"),
+    (["--data", "/nonexistent/folder"], "is not a folder"),
+])
+def test_bad_requests_get_one_line(task, run_cli, tmp_path, args, message):
+    model, data = task
+    argv = ["depth-compress", str(model), "--out", str(tmp_path / "out")]
+    argv += args if "--data" in args else ["--data", str(data), *args]
+    code, _out, err = run_cli(*argv)
+    assert code == 2 and message in " ".join(err.split()) and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_budget_no_plan_meets_says_what_is_reachable(task, monkeypatch, tmp_path):
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))
+    model, data = task
+    with pytest.raises(UsageError, match=r"no plan reaches the budget: the fastest predicts") as e:
+        depth_compress(BuildOptions(model=str(model), target="host", verify=False), data,
+                       CompressOptions(speedup=50.0, epochs=0))
+    assert "ask for at most --speedup" in e.value.one_line()
