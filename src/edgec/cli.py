@@ -319,7 +319,7 @@ def depth_compress_cmd(
     budget_ms: Annotated[Optional[float], typer.Option(metavar="MS", help="Latency budget of the whole model "
                                                        "(ms), instead of --speedup.")] = None,
     epochs: Annotated[int, typer.Option(min=0, metavar="N", help="Fine-tuning epochs (distillation).")] = 20,
-    lr: Annotated[float, typer.Option(metavar="LR", help="Peak fine-tuning learning rate.")] = 3e-3,
+    lr: Annotated[float, typer.Option(metavar="LR", help="Peak fine-tuning learning rate (AdamW).")] = 1e-3,
     max_kernel: Annotated[int, typer.Option(min=1, max=31, metavar="K", help="Largest merged kernel side.")] = 7,
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Output folder (default "
@@ -347,7 +347,7 @@ def depth_compress_cmd(
     for col in ("", "model", "compressed"):
         t.add_column(col, justify="left" if not col else "right")
     t.add_row("top-1 held out", f"{100 * acc['model']:.2f}%", f"{100 * acc['compressed']:.2f}%")
-    t.add_row("p50 ms (measured)", f"{lat['model']:.4f}", f"{lat['compressed']:.4f}")
+    t.add_row("latency ms (measured)", f"{lat['model']:.4f}", f"{lat['compressed']:.4f}")
     t.add_row("kernels", str(report["kernels"]["model"]), str(report["kernels"]["compressed"]))
     t.add_row("MACs", f"{report['macs']['model']:,}", f"{report['macs']['compressed']:,}")
     console.print(t)
@@ -356,6 +356,10 @@ def depth_compress_cmd(
     console.print(f"{removed} activations removed, {merged} groups merged; speed-up {lat['speedup']:.2f}x "
                   f"(DP predicted {lat['predicted']:.4f} ms, {100 * lat['prediction_error']:+.1f}%); "
                   f"top-1 agreement {100 * acc['top1_agreement']:.2f}%")
+    lost = acc["model"] - acc["compressed"]
+    if lost > 0.01:
+        err_console.print(f"[yellow]warning:[/] the compressed model lost {100 * lost:.1f} points of top-1 after "
+                          f"{epochs} epochs; try more --epochs, a lower --lr, or a smaller --speedup")
     console.print(f"[bold green]compressed:[/] {escape(str(path))} (report depth-compress.md); build it with "
                   f"`edgec build {escape(str(path))} --target {escape(target)}`")
 
