@@ -18,7 +18,8 @@ def render_markdown(r: dict[str, Any]) -> str:
         "|---|---|---|",
         (f"| top-1 on {r['data']['held_out']} held-out images | {100 * acc['model']:.2f}% | "
         f"{100 * acc['compressed']:.2f}% |"),
-        f"| latency p50 (ms, {r['threads']} threads, this machine) | {lat['model']:.4f} | {lat['compressed']:.4f} |",
+        f"| latency (ms, median of back-to-back runs, {r['threads']} threads, this machine) | "
+        f"{lat['model']:.4f} | {lat['compressed']:.4f} |",
         f"| kernels | {r['kernels']['model']} | {r['kernels']['compressed']} |",
         f"| MACs | {r['macs']['model']:,} | {r['macs']['compressed']:,} |",
         "",
