@@ -341,7 +341,7 @@ def depth_compress_cmd(
     check_replaceable(out)
     with _StepPrinter() as printer:
         compressed, report = depth_compress(opts, data, copts, progress=printer)
-        path = write_result(out, compressed, report, report.pop("preprocessing", None))
+        path = write_result(out, compressed, report, report.get("preprocessing"))
     lat, acc = report["latency_ms"], report["accuracy"]
     t = Table(title=f"depth compression on {escape(target)} (changes the function)", title_justify="left")
     for col in ("", "model", "compressed"):

@@ -378,7 +378,8 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
             image is held out for the accuracy).
 
     Returns:
-        ``(compressed ONNX model, report)``; see :func:`edgec.profiling.depth_report.render` for the fields.
+        ``(compressed ONNX model, report)``; the report's fields are those
+        :func:`edgec.profiling.depth_report.render_markdown` shows.
 
     Raises:
         UsageError: a target that is not this machine, a model with no chain to compress, a budget no plan
@@ -399,6 +400,10 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     if not chains:
         raise UsageError(f"{opts.model} has no chain of two or more convolutions to compress",
                          "depth compression applies to CNNs (Conv -> activation -> Conv ...)")
+    dims = model.graph.output[0].type.tensor_type.shape.dim
+    if len(model.graph.output) != 1 or len(dims) != 2:
+        raise UsageError(f"{opts.model} is not a classifier (one [N, classes] output); depth compression "
+                         "fine-tunes on labelled images", "give an image classifier")
     say("read --data")
     train, val = read_task_data(Path(data), model, low.source.preprocessing)
     threads = spec.cores
@@ -435,7 +440,7 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     say("time the compressed model")
     timed = _time_models({"model": model, "compressed": merged}, spec, threads, say)
     scores = {k: _ort_scores(m, val.x) for k, m in (("model", model), ("compressed", merged))}
-    # the prediction, from the model's time in the same interleaved run: T_model - sum(layers) + sum(plan)
+    # the prediction, from the model's time in the same timing run: T_model - sum(layers) + sum(plan)
     predicted = timed["model"]["ms"] - layers_ms + chains_ms
     report = {
         "kind": "depth_compress", "model": str(opts.model), "target": spec.name, "threads": threads,

@@ -89,3 +89,43 @@ def test_speedup_sets_the_budget_and_removes_activations():
         plan_compression(n, latency, lambda i, j: 0.0)
     with pytest.raises(ValueError, match="missing"):
         stage1(2, {(0, 1): 1.0})
+
+
+def _brute_network(lengths, tables, budget):
+    """Best (importance, ms) over every combination of per-chain segmentations."""
+    options = []
+    for n, (latency, importance) in zip(lengths, tables):
+        per = []
+        for r in range(n):
+            for kept in itertools.combinations(range(1, n), r):
+                edges = [0, *kept, n]
+                segs = list(zip(edges, edges[1:]))
+                per.append((sum(importance[s] for s in segs), sum(_brute_segment(a, b, latency) for a, b in segs)))
+        options.append(per)
+    best = None
+    for combo in itertools.product(*options):
+        imp, ms = sum(c[0] for c in combo), sum(c[1] for c in combo)
+        if ms <= budget + 1e-12 and (best is None or (imp, -ms) > (best[0], -best[1])):
+            best = (imp, ms)
+    return best
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_plan_network_shares_one_budget_over_chains_as_brute_force(seed):
+    from edgec.passes.depth_dp import plan_network
+
+    rng = np.random.default_rng(100 + seed)
+    lengths = [int(rng.integers(1, 5)) for _ in range(int(rng.integers(1, 4)))]
+    tables = [_random_tables(n, rng) for n in lengths]
+    latency = {(c, i, j): t for c, (lat, _imp) in enumerate(tables) for (i, j), t in lat.items()}
+    full = sum(t[0][(k - 1, k)] for n, t in zip(lengths, tables) for k in range(1, n + 1))
+    budget = float(rng.uniform(0.5, 1.0) * full)
+    got = plan_network(lengths, latency, lambda c, i, j: tables[c][1][(i, j)], budget)
+    want = _brute_network(lengths, tables, budget)
+    if want is None:
+        assert got is None
+        return
+    plans, ms, imp = got
+    assert imp == pytest.approx(want[0]) and ms <= budget + 1e-9
+    assert [p.segments[0][0] if p.segments else 0 for p in plans] == [0] * len(lengths)
+    assert all(p.segments[-1][1] == n for p, n in zip(plans, lengths))
