@@ -4,8 +4,9 @@ and the accuracy before and after fine-tuning.
 Trains the digits model (``edgec zoo digits``) unless ``--digits DIR`` gives one, runs
 ``edgec.compress.depth_compress`` for each ``--speedup``, builds both models with ``edgec build``, then
 times the model, the compressed model and onnxruntime (on the model) in one process on the same input,
-``--runs`` times: back-to-back inferences in loops of at least 100 ms, the three alternating, the median of
-``--rounds`` loops kept (single calls after a pause vary by +-20% on a 0.4 ms model). Prints one row per
+``--runs`` times: back-to-back inferences in loops of at least 100 ms, the two TVM models alternating, then
+onnxruntime alone, the median of ``--rounds`` loops kept (single calls after a pause vary by +-20% on a
+0.4 ms model). Prints one row per
 speed-up target and run. A benchmark, not a test.
 
     python benchmarks/bench_depth_compress.py [--digits DIR] [--speedup 1.25,1.3] [--epochs 20] [--threads 2]
@@ -84,9 +85,10 @@ def main() -> None:
             for run in range(args.runs):
                 fns = {k: LocalDevice(args.threads).prepare(b.artifact / "model.so", list(inputs.values()))
                        for k, b in built.items()}
-                sess = ort_session(str(built["model"].artifact / "model.onnx"), optimized=True, threads=args.threads)
-                fns["ort"] = lambda s=sess: s.run(None, inputs)
                 p50 = _loops(fns, args.rounds)
+                # onnxruntime alone afterwards: its spinning worker threads would slow TVM's if interleaved
+                sess = ort_session(str(built["model"].artifact / "model.onnx"), optimized=True, threads=args.threads)
+                p50.update(_loops({"ort": lambda s=sess: s.run(None, inputs)}, args.rounds))
                 rows.append((target, run, r, p50))
     t = Table(title=f"depth-compress on digits (mobilenetv2_035, 64x64), this machine, {args.threads} threads, "
                     "ms per inference (back-to-back loops, median)")
