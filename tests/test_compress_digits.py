@@ -9,7 +9,7 @@ from edgec.compress import CompressOptions, depth_compress
 
 pytestmark = pytest.mark.slow
 
-SPEEDUP = 1.3
+SPEEDUP = 1.25
 EPOCHS = 20
 
 
