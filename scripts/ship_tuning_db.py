@@ -35,7 +35,8 @@ def main() -> None:
     ap.add_argument("--skip-tuning", action="store_true")
     ap.add_argument("--db", type=Path, default=None)
     ap.add_argument("--seed-from", default=None, metavar="CLASS",
-                    help="start the search from this class's shipped records (e.g. x86_64-avx512)")
+                    help="start the search from these classes' shipped records, comma-separated (e.g. "
+                         "x86_64-avx512,x86_64-avx2: this class's own first keeps what was shipped)")
     args = ap.parse_args()
     minutes = [float(m) for m in args.minutes.split(",")]
     all_tasks = []
@@ -44,10 +45,10 @@ def main() -> None:
         opts = BuildOptions(model=name, target="host")
         spec = check_request(opts)
         low = lower(opts)
-        if args.seed_from and not args.skip_tuning:
+        for cls in (args.seed_from.split(",") if args.seed_from and not args.skip_tuning else []):
             seeded = tuning.seed_database(args.db or tuning.default_database_dir(spec), spec,
-                                          api.extract_tasks(low.final, spec), args.seed_from, open_device("local"))
-            print(f"{name}: search seeded with {seeded} {args.seed_from} records")
+                                          api.extract_tasks(low.final, spec), cls, open_device("local"))
+            print(f"{name}: search seeded with {seeded} {cls} records")
         if not args.skip_tuning and budget > 0:
             result = api.tune(low.final, spec, open_device("local"), minutes=budget, db=args.db,
                               progress=lambda p, n=name: print(f"\r{n}: {p.trials_done} trials, "

@@ -416,16 +416,22 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     layers_ms = sum(table[(c, k, k + 1)]["ms"] for c, ch in enumerate(chains) for k in range(len(ch)))
     rest_ms = model_ms - layers_ms
     budget = (model_ms / copts.speedup if copts.speedup else copts.budget_ms) - rest_ms
+    best_ms = rest_ms + min_plan_ms(chains, table)
+
+    def unreachable() -> UsageError:
+        return UsageError(f"no plan reaches the budget: the fastest predicts {best_ms:.3f} ms against "
+                          f"{model_ms:.3f} ms measured ({model_ms / best_ms:.2f}x)",
+                          f"ask for at most --speedup {model_ms / best_ms:.2f}")
+
+    if best_ms - rest_ms > budget:  # before the importance step: an unreachable budget fails early
+        raise unreachable()
     say("importance of each segment")
     calib = train.x[np.linspace(0, len(train) - 1, min(copts.calibration, len(train))).astype(int)]
     imp = segment_importance(model, chains, calib)
     found = plan_network([len(c) for c in chains], {g: v["ms"] for g, v in table.items()},
                          lambda c, i, j: imp.get((c, i, j), 0.0), budget)
     if found is None:
-        best_ms = rest_ms + min_plan_ms(chains, table)
-        raise UsageError(f"no plan reaches the budget: the fastest predicts {best_ms:.3f} ms against "
-                         f"{model_ms:.3f} ms measured ({model_ms / best_ms:.2f}x)",
-                         f"ask for at most --speedup {model_ms / best_ms:.2f}")
+        raise unreachable()
     plans, chains_ms, score = found
     removed = {c: [x for x in p.removed_positions if chains[c].removable(x)] for c, p in enumerate(plans)}
     groups = {c: list(p.groups) for c, p in enumerate(plans)}

@@ -8,6 +8,8 @@ absolute times are not.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,23 +38,71 @@ class LatencyStats:
         return dict(self.__dict__)
 
 
-#: Pause before each block (s): long enough for the previous engine's worker threads to stop spinning
-#: and park (TVM's workers spin TVM_THREAD_POOL_SPIN_COUNT = 1e6 rounds, tens of ms on 2 cores).
-SETTLE_S = 0.05
+#: Longest wait (s) for the previous engine's worker threads to park before a block. TVM's workers
+#: yield the CPU TVM_THREAD_POOL_SPIN_COUNT = 1e6 times before they sleep (a few hundred ms on an idle
+#: machine); onnxruntime's intra-op pool spins too. A runnable (spinning) thread takes CPU time from
+#: the engine timed next -- on 2 cores that doubled onnxruntime's p50 when the blocks followed each other.
+QUIET_TIMEOUT_S = 3.0
+
+
+def _runnable_threads(own: int) -> int | None:
+    """Threads of this process other than ``own`` that are runnable (state R), or None where
+    /proc does not say (not Linux)."""
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return None
+    running = 0
+    for tid in tids:
+        if int(tid) == own:
+            continue
+        try:
+            with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        if stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"R":
+            running += 1
+    return running
+
+
+def wait_quiet(timeout_s: float = QUIET_TIMEOUT_S, poll_s: float = 0.002, quiet_polls: int = 3) -> float:
+    """Wait until no other thread of this process is runnable: every engine's workers have parked.
+
+    Polls ``/proc/self/task/*/stat`` every ``poll_s`` seconds until ``quiet_polls`` polls in a row
+    see no runnable thread besides the caller, or ``timeout_s`` passes. Where /proc is missing it
+    sleeps ``min(timeout_s, 0.5)`` instead.
+
+    Returns:
+        Seconds waited.
+    """
+    start = time.perf_counter()
+    own = threading.get_native_id()
+    quiet = 0
+    while time.perf_counter() - start < timeout_s:
+        running = _runnable_threads(own)
+        if running is None:
+            time.sleep(min(timeout_s, 0.5))
+            break
+        quiet = quiet + 1 if running == 0 else 0
+        if quiet >= quiet_polls:
+            break
+        time.sleep(poll_s)
+    return time.perf_counter() - start
 
 
 def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup: int = 5, block: int = 5,
                 progress: Callable[[int, int], None] | None = None,
-                settle_s: float = SETTLE_S) -> dict[str, list[float]]:
+                quiet_timeout_s: float = QUIET_TIMEOUT_S) -> dict[str, list[float]]:
     """Time each callable ``repeats`` times, interleaved in blocks, after ``warmup`` untimed calls each.
 
     Runtimes keep their worker threads spinning for a while after a call (TVM's
     thread pool, onnxruntime's intra-op pool). Alternating single calls would
     make each engine run while the other's threads still spin -- on a 2-core
     machine that doubles both latencies. So the engines alternate in blocks of
-    ``block`` calls, each block starts after a pause of ``settle_s`` (the other
-    engine's threads park), and its first call is not timed. Block order
-    alternates every round.
+    ``block`` calls, each block starts once no other thread of the process is
+    runnable (:func:`wait_quiet`: the other engine's workers have parked), and its
+    first call is not timed. Block order alternates every round.
 
     Args:
         fns: ``{name: zero-argument callable}``; each call is one inference.
@@ -60,6 +110,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup:
         warmup: Untimed calls of each callable first (caches, thread pools, lazy init).
         block: Calls per block (``block - 1`` are timed).
         progress: Called with (timed calls done, repeats) after each round.
+        quiet_timeout_s: Longest wait for the other engine's threads before a block (0: none).
 
     Returns:
         ``{name: [ms, ...]}`` samples in call order.
@@ -75,8 +126,8 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int = 50, warmup:
         order = names if r % 2 == 0 else names[::-1]  # alternate order: no fixed first/second position
         for name in order:
             fn = fns[name]
-            if settle_s:
-                time.sleep(settle_s)  # the previous engine's workers stop spinning
+            if quiet_timeout_s:
+                wait_quiet(quiet_timeout_s)  # the previous engine's workers stop spinning
             fn()  # untimed: caches and this engine's own pool warm up again
             for _ in range(timed_per_block):
                 if len(samples[name]) >= repeats:
