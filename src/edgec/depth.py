@@ -48,7 +48,8 @@ def _time(libraries: dict[str, Path], inputs: list[np.ndarray], threads: int) ->
 
     device = LocalDevice(threads)
     runs = {k: device.prepare(lib, inputs) for k, lib in libraries.items()}
-    samples = interleaved(runs, repeats=REPEATS, warmup=5)
+    # both sides are TVM modules sharing one thread pool: its spinning workers are the next block's own
+    samples = interleaved(runs, repeats=REPEATS, warmup=5, quiet_timeout_s=0)
     return {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
 
 
