@@ -167,12 +167,13 @@ def test_device_dropping_mid_run_keeps_partial_results(rpi4_artifact):
     killer = threading.Timer(12.0, stop_rpc_server, args=(proc,))
     killer.start()
     try:
-        report = profile_artifact(rpi4_artifact, ProfileOptions(device=f"rpc://127.0.0.1:{port}", repeats=500))
+        # far more runs than 12 s allow on any machine: the server always drops mid-run
+        report = profile_artifact(rpi4_artifact, ProfileOptions(device=f"rpc://127.0.0.1:{port}", repeats=100_000))
     finally:
         killer.cancel()
         stop_rpc_server(proc)
     assert report["complete"] is False and report["profile"]["error"]
-    assert 1 <= report["profile"]["latency"]["edgec"]["runs"] < 500
+    assert 1 <= report["profile"]["latency"]["edgec"]["runs"] < 100_000
     validate(report)
     assert proc.poll() is not None
 

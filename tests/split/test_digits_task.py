@@ -46,16 +46,16 @@ def test_learned_bottleneck_sends_under_a_quarter_of_a_jpeg_within_a_point(digit
     from edgec.artifact import read_artifact
 
     code, out, err = run_cli("split", str(digits.onnx_path), "--at", "add_3", "--encoding", "bottleneck",
-                             "--bottleneck-channels", "8", "--epochs", "60", "--data", str(digits.onnx_path.parent),
+                             "--bottleneck-channels", "16", "--epochs", "60", "--data", str(digits.onnx_path.parent),
                              "--out", str(tmp_path), "--name", "b")
     assert code == 0 and "composition: PASS" in out, err
     report = _report(tmp_path / "b")
     change = report["function_change"]
-    assert change["passes"] == ["learned_bottleneck(channels=8)+encode_cut(int8)"]
+    assert change["passes"] == ["learned_bottleneck(channels=16)+encode_cut(int8)"]
     task = change["task"]
-    assert task["bytes_sent"] == 8 * 4 * 4 and task["bytes_saved_vs_jpeg"] >= 0.75
+    assert task["bytes_sent"] == 16 * 4 * 4 and task["bytes_saved_vs_jpeg"] >= 0.75
     assert task["accuracy_split"] >= task["accuracy_whole"] - 0.01
-    assert change["bottleneck"]["channels"] == 8 and change["bottleneck"]["epochs"] == 60
+    assert change["bottleneck"]["channels"] == 16 and change["bottleneck"]["epochs"] == 60
     assert read_artifact(tmp_path / "b").connections[0]["from"]["tensor"] == "bottleneck"
     head = onnx.load(tmp_path / "b" / "head" / "model.onnx")
-    assert [d.dim_value for d in head.graph.output[0].type.tensor_type.shape.dim] == [1, 8, 4, 4]
+    assert [d.dim_value for d in head.graph.output[0].type.tensor_type.shape.dim] == [1, 16, 4, 4]
