@@ -57,7 +57,7 @@ def main() -> int:
     if link is None:
         print(f"error: {reason}", file=sys.stderr)
         return 2
-    console = Console()
+    console = Console(width=max(Console().width, 160))
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="edgec-link-") as tmp:
