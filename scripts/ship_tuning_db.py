@@ -1,6 +1,6 @@
 """Regenerate the tuning records edgec ships for the default zoo models, for this machine's class.
 
-    python scripts/ship_tuning_db.py [--minutes 30,15,15,15] [--skip-tuning] [--db DIR]
+    python scripts/ship_tuning_db.py [--minutes 30,15,15,15] [--skip-tuning] [--db DIR] [--target FILE]
 
 1. tunes each default model (mobilenetv4, ghostnet, efficientvit, mcunetv2) for the
    ``host`` target with the given minutes (MetaSchedule, measured on this machine);
@@ -9,6 +9,10 @@
    machine's target class (``x86_64-avx2``, ``x86_64-avx512``; :func:`edgec.targets.target_class`):
    one JSON line per kernel, keyed by the kernel's structural hash; no workloads, so the file
    stays small. Builds on other classes replay these records as "transferred".
+
+``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
+and ``isa`` name that class (e.g. ``mcpu: znver3`` and AVX2 flags on an AVX-512 host: AVX2 code,
+measured here; ``metadata.json`` records the target it was measured for and the machine).
 
 The budget above takes ~75 minutes on 2 cores.
 ``--skip-tuning`` only re-exports from the existing database.
@@ -37,12 +41,14 @@ def main() -> None:
     ap.add_argument("--seed-from", default=None, metavar="CLASS",
                     help="start the search from these classes' shipped records, comma-separated (e.g. "
                          "x86_64-avx512,x86_64-avx2: this class's own first keeps what was shipped)")
+    ap.add_argument("--target", default="host", metavar="FILE",
+                    help="target data file to tune for instead of this machine's own (its class's records)")
     args = ap.parse_args()
     minutes = [float(m) for m in args.minutes.split(",")]
     all_tasks = []
     spec = None
     for name, budget in zip(MODELS, minutes):
-        opts = BuildOptions(model=name, target="host")
+        opts = BuildOptions(model=name, target=args.target)
         spec = check_request(opts)
         low = lower(opts)
         for cls in (args.seed_from.split(",") if args.seed_from and not args.skip_tuning else []):

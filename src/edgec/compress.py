@@ -7,9 +7,11 @@ ICML 2023. Steps, each reported:
 2. **Latency table** ``T(k, l)``: every group of consecutive layers of a chain whose merged kernel is at
    most ``max_kernel`` is built as one convolution (padding moved onto it, followed by the activation that
    ends it, if any), compiled for the target with the tuned or default schedules and its kernel timed on
-   this machine in a loop (warm caches, threads awake, as inside the model). Cached per target, shape and
-   thread count. ``T_rest`` -- the model's measured end-to-end time minus its layers' table times -- holds
-   the other kernels and the per-kernel call overhead.
+   this machine in a loop (warm caches, threads awake, as inside the model), as a *ratio* to the whole
+   model's time measured beside it (:func:`_group_ratios`): a shared machine's speed drifts by up to 1.5x
+   over minutes, and a ratio does not. Cached per target, model and thread count; converted to ms with the
+   model's time at planning. ``T_rest`` -- the model's measured end-to-end time minus its layers' table
+   times -- holds the other kernels and the per-kernel call overhead.
 3. **Importance** ``I(i, j)`` of removing the activations inside segment ``(i, j)``: minus the mean KL
    divergence of the class distribution from the original's on training images, with only those
    activations removed (no fine-tuning; the paper fine-tunes briefly per segment, which is costlier).
@@ -19,7 +21,8 @@ ICML 2023. Steps, each reported:
    original (KL + cross-entropy on ``--data``'s labels), then the groups are **merged exactly** (checked in
    onnxruntime, <= 1e-5 * max(1, max|ref|)).
 6. **Measurement**: both models compiled and timed on this machine (back-to-back inferences, the two models
-   alternating); top-1 on the held-out images.
+   alternating round by round, each model's fastest round kept like the table's, the median round reported
+   too); top-1 on the held-out images.
 """
 
 from __future__ import annotations
@@ -137,31 +140,68 @@ def _signature(m: onnx.ModelProto, target: str, threads: int) -> str:
     stripped = onnx.ModelProto()
     stripped.CopyFrom(m)
     for t in stripped.graph.initializer:
-        if t.name in ("w", "b"):
-            t.ClearField("raw_data")
-            del t.float_data[:]
+        t.ClearField("raw_data")
+        del t.float_data[:]
     return hashlib.sha256(stripped.SerializeToString() + f"{target}:{threads}".encode()).hexdigest()[:24]
 
 
-def _kernel_ms(models: list[onnx.ModelProto], spec, threads: int, say: Callable[[str], None]) -> list[float]:
-    """Each group model's kernel time (ms): compiled alone (so that it gets the layout and schedules a
-    whole model would), its group kernels -- not the layout transposes around them -- timed by TVM's
-    ``time_evaluator`` looping each for >= 20 ms (warm caches, threads awake: as inside a model)."""
+#: Timing rounds of the latency table: every group is timed once per round; the median round is kept.
+TABLE_ROUNDS = 3
+#: Groups timed between two timings of the reference (the whole model) in a round (about 0.5 s).
+GROUPS_PER_REFERENCE = 8
+
+
+def _group_ratios(models: list[onnx.ModelProto], reference: onnx.ModelProto, spec, threads: int,
+                  say: Callable[[str], None], rounds: int = TABLE_ROUNDS) -> list[float]:
+    """Each group model's kernel time as a ratio to ``reference``'s (the whole model's) end-to-end time.
+
+    Each group is compiled alone (so that it gets the layout and schedules a whole model would); its
+    group kernels -- not the layout transposes around them -- are timed by TVM's ``time_evaluator``
+    looping each for >= 20 ms (warm caches, threads awake: as inside a model), the median of 3 loops.
+    The reference runs the same way (back-to-back inferences) before and after every
+    :data:`GROUPS_PER_REFERENCE` groups, and each group's time is divided by the mean of the two. On a
+    shared 2-core machine the whole machine's speed drifted by up to 1.5x for tens of seconds (tables
+    timed one after the other differed by 46% in sum; the model's time by 55%): ratios to a reference
+    timed beside them cancel that, times alone do not. ``rounds`` rounds over all groups; the median kept.
+    """
     from edgec.devices.local import LocalDevice
 
     backend = get_backend(spec)
-    out = []
     with tempfile.TemporaryDirectory(prefix="edgec-compress-") as tmp, LocalDevice(threads).open() as session:
+        say("compile the model (the table's reference)")
+        compiled = backend.compile(reference, spec, Path(tmp), TuningOptions())
+        dims = [d.dim_value for d in reference.graph.input[0].type.tensor_type.shape.dim]
+        vm = session.load_model(compiled.library)
+        args = session.tensors([np.random.default_rng(0).standard_normal(dims).astype(np.float32)])
+        vm["main"](*args)
+        loop = vm.time_evaluator("main", session.device, number=1, repeat=3, min_repeat_ms=20)
+
+        def reference_ms() -> float:
+            return float(np.median(loop(*args).results)) * 1e3
+
+        built = []
         for i, m in enumerate(models):
             raise_if_interrupted()
-            say(f"compile and time group {i + 1}/{len(models)}")
+            say(f"compile group {i + 1}/{len(models)}")
             folder = Path(tmp) / f"g{i}"
             folder.mkdir()
-            compiled = backend.compile(m, spec, folder, TuningOptions())
-            calls = [c for c in compiled.kernel_map["calls"]
-                     if any(n in ("group", "group_act") for n in c.get("onnx_nodes", []))]
-            out.append(sum(session.time_functions(folder / compiled.kernel_map["library"], calls, 5)))
-    return out
+            c = backend.compile(m, spec, folder, TuningOptions())
+            built.append((folder / c.kernel_map["library"],
+                          [k for k in c.kernel_map["calls"]
+                           if any(n in ("group", "group_act") for n in k.get("onnx_nodes", []))]))
+        ratios: list[list[float]] = [[] for _ in built]
+        for r in range(rounds):
+            say(f"time {len(built)} groups against the model (round {r + 1}/{rounds})")
+            before = reference_ms()
+            for start in range(0, len(built), GROUPS_PER_REFERENCE):
+                raise_if_interrupted()
+                block = range(start, min(start + GROUPS_PER_REFERENCE, len(built)))
+                times = [sum(session.time_functions(*built[i], 3)) for i in block]
+                after = reference_ms()
+                for i, t in zip(block, times):
+                    ratios[i].append(t / ((before + after) / 2))
+                before = after
+    return [float(np.median(v)) for v in ratios]
 
 
 def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Callable[[str], None],
@@ -170,13 +210,15 @@ def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Ca
 
     The latency is that of back-to-back inferences (as TFLite's ``benchmark_model`` runs them): in each of
     ``rounds`` rounds every model runs in a loop of at least ``min_repeat_ms`` (TVM's ``time_evaluator``),
-    the models alternating round by round; the median over rounds is kept. Single calls after a pause vary by
-    +-20% on a small model (thread wake-ups); these loops vary by a few percent.
+    the models alternating round by round (so that the machine's drift, up to 1.5x over tens of seconds on
+    a shared machine, affects both alike); the fastest round is kept, the median reported too. Single calls
+    after a pause vary by +-20% on a small model (thread wake-ups).
 
     Returns:
-        ``{key: {"ms": median ms per inference, "kernels_ms": the sum of its kernels' times (as
-        :func:`_kernel_ms`), "kernels": kernel calls, "overhead_ms": the dispatch overhead per kernel call,
-        (ms - kernels_ms) / kernels, at least 0}}``.
+        ``{key: {"ms": fastest round's ms per inference, "ms_median": the median round's, "kernels_ms": the
+        sum of its kernels' times (each the median of 3 loops of >= 20 ms; the fastest of the first
+        :data:`TABLE_ROUNDS` rounds), "kernels": kernel calls, "overhead_ms": the
+        dispatch overhead per kernel call, (ms - kernels_ms) / kernels, at least 0}}``.
     """
     from edgec.devices.local import LocalDevice
 
@@ -191,8 +233,7 @@ def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Ca
             folder.mkdir()
             compiled = backend.compile(m, spec, folder, TuningOptions())
             calls = compiled.kernel_map["calls"]
-            kernels[key] = (sum(session.time_functions(folder / compiled.kernel_map["library"], calls, 5)),
-                            len(calls))
+            kernels[key] = (folder / compiled.kernel_map["library"], calls)
             dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
             vm = session.load_model(compiled.library)
             args = session.tensors([rng.standard_normal(dims).astype(np.float32)])
@@ -200,23 +241,28 @@ def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Ca
             loops[key] = (vm.time_evaluator("main", session.device, number=1, repeat=1, min_repeat_ms=min_repeat_ms),
                           args)
         samples: dict[str, list[float]] = {k: [] for k in loops}
+        kernel_ms = {k: float("inf") for k in loops}
         for r in range(rounds):
             raise_if_interrupted()
             say(f"time {', '.join(loops)} (round {r + 1}/{rounds})")
             for key, (f, args) in loops.items():
                 samples[key].append(float(f(*args).results[0]) * 1e3)
+                if r < TABLE_ROUNDS:  # the kernels as the table times them, in the same rounds
+                    kernel_ms[key] = min(kernel_ms[key], sum(session.time_functions(*kernels[key], 3)))
     out = {}
     for k, v in samples.items():
-        ms = float(np.median(v))
-        out[k] = {"ms": ms, "kernels_ms": kernels[k][0], "kernels": kernels[k][1],
-                  "overhead_ms": max(ms - kernels[k][0], 0.0) / max(kernels[k][1], 1)}
+        ms, n = float(np.min(v)), len(kernels[k][1])
+        out[k] = {"ms": ms, "ms_median": float(np.median(v)), "kernels_ms": kernel_ms[k], "kernels": n,
+                  "overhead_ms": max(ms - kernel_ms[k], 0.0) / max(n, 1)}
     return out
 
 
 def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: int, max_kernel: int,
                   say: Callable[[str], None], use_cache: bool = True) -> dict[tuple[int, int, int], dict[str, Any]]:
-    """``(chain, k, l) -> {"kernel_ms", "macs", "kernel"}`` for every group within ``max_kernel``
-    (``kernel_ms``: its kernel's time, see :func:`_kernel_ms`)."""
+    """``(chain, k, l) -> {"ratio", "macs", "kernel"}`` for every group within ``max_kernel``
+    (``ratio``: its kernel's time over ``model``'s end-to-end time, see :func:`_group_ratios`; ``macs``:
+    multiply-accumulates of the merged convolution; ``kernel``: its ``[kh, kw]``). Cached per target,
+    model (its structure, not its weight values) and thread count."""
     from edgec.cache import cache_dir
 
     ir_model = ir.serde.deserialize_model(model)
@@ -235,19 +281,20 @@ def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: in
                 m = _group_model(model, ir_model, chain, k, l, in_shape)
                 info = {"kernel": list(kernel), "macs": conv_macs(group_spec(specs[k:l]), in_shape)}
                 groups[(c, k, l)] = (_signature(m, spec.name, threads), m, info)
+    reference = _signature(model, spec.name, threads)
     known: dict[str, float] = {}
     for sig, _m, _i in groups.values():
-        f = cache / f"{sig}.json" if cache else None
+        f = cache / f"{reference}-{sig}.json" if cache else None
         if f is not None and f.is_file():
-            known[sig] = json.loads(f.read_text())["ms"]
+            known[sig] = json.loads(f.read_text())["ratio"]
     todo = {sig: m for sig, m, _i in groups.values() if sig not in known}
     if todo:
         say(f"latency table: {len(todo)} new group shapes")
-        for sig, ms in zip(todo, _kernel_ms(list(todo.values()), spec, threads, say)):
-            known[sig] = ms
+        for sig, ratio in zip(todo, _group_ratios(list(todo.values()), model, spec, threads, say)):
+            known[sig] = ratio
             if cache is not None:
-                (cache / f"{sig}.json").write_text(json.dumps({"ms": ms}))
-    return {g: {"kernel_ms": known[sig], **info} for g, (sig, _m, info) in groups.items()}
+                (cache / f"{reference}-{sig}.json").write_text(json.dumps({"ratio": ratio}))
+    return {g: {"ratio": known[sig], **info} for g, (sig, _m, info) in groups.items()}
 
 
 def _kl(teacher, student, temperature: float = 1.0) -> Any:
@@ -412,6 +459,7 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     base = _time_models({"model": model}, spec, threads, say)["model"]
     model_ms = base["ms"]
     for entry in table.values():  # each group is one kernel call: its run time plus the dispatch overhead
+        entry["kernel_ms"] = entry["ratio"] * model_ms
         entry["ms"] = entry["kernel_ms"] + base["overhead_ms"]
     layers_ms = sum(table[(c, k, k + 1)]["ms"] for c, ch in enumerate(chains) for k in range(len(ch)))
     rest_ms = model_ms - layers_ms
@@ -446,8 +494,9 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     say("time the compressed model")
     timed = _time_models({"model": model, "compressed": merged}, spec, threads, say)
     scores = {k: _ort_scores(m, val.x) for k, m in (("model", model), ("compressed", merged))}
-    # the prediction, from the model's time in the same timing run: T_model - sum(layers) + sum(plan)
-    predicted = timed["model"]["ms"] - layers_ms + chains_ms
+    # the prediction, from the model's time in the same timing run: T_model - sum(layers) + sum(plan), the
+    # table (ratios to the model's time, and the overhead) scaled to that time
+    predicted = timed["model"]["ms"] * (1.0 + (chains_ms - layers_ms) / model_ms)
     report = {
         "kind": "depth_compress", "model": str(opts.model), "target": spec.name, "threads": threads,
         "function_change": "depth_compress: activations removed, convolutions merged, weights fine-tuned",
@@ -458,6 +507,8 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
                        "dispatch_overhead_per_kernel": base["overhead_ms"],
                        "predicted": predicted, "model": timed["model"]["ms"], "compressed": timed["compressed"]["ms"],
                        "speedup": timed["model"]["ms"] / timed["compressed"]["ms"],
+                       "model_median": timed["model"]["ms_median"], "compressed_median": timed["compressed"]["ms_median"],
+                       "speedup_median": timed["model"]["ms_median"] / timed["compressed"]["ms_median"],
                        "prediction_error": predicted / timed["compressed"]["ms"] - 1.0},
         "kernels": {"model": timed["model"]["kernels"], "compressed": timed["compressed"]["kernels"]},
         "accuracy": {"model": accuracy(scores["model"], val.labels),

@@ -231,7 +231,7 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     import tvm_ffi
 
     from edgec.backends.tvm.compile import resolve_native, tvm_target
-    from edgec.targets import target_class
+    from edgec.targets import host, target_class
 
     database = _json_database(folder, writable=False)
     target = tvm_target(spec)
@@ -261,7 +261,9 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     (out.parent / "metadata.json").write_text(json.dumps(
         {"target_class": target_class(spec), "measured": True, "tvm": version("apache-tvm"), "models": models,
          "records": len(rows),
-         "measured_on": {**spec.to_dict(), "tvm": resolve_native(spec.tvm)}}, indent=1, default=str) + "\n")
+         "measured_on": {**spec.to_dict(), "tvm": resolve_native(spec.tvm)},
+         "machine": {"cpu_model": host.cpu_model_name(), "llvm_cpu": resolve_native({"mcpu": "native"})["mcpu"],
+                     "isa": host.isa_flags()}}, indent=1, default=str) + "\n")
     return len(rows)
 
 
