@@ -9,8 +9,9 @@ here. For each model this builds two host artifacts -- shipped records applied, 
 kernel at the default schedule) -- times every kernel of both (``edgec profile``'s per-kernel
 timing, median of repeats), and lists the kernels whose default schedule is faster by more than
 ``--margin``. With ``--write`` their structural hashes go to
-``tuning_db/<class>/default_preferred.json``: builds on this class then keep the default schedule
-for them, and no record is applied or transferred. Run it on a quiet machine.
+``tuning_db/<class>/default_preferred.json`` (the entries of models not in ``--models`` are kept): builds
+on this class then keep the default schedule for them, and no record is applied or transferred. Run it
+on a quiet machine.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ def main() -> None:
     if args.write:
         path = DB_ROOT / cls / tuning.DEFAULT_PREFERRED_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_file():  # the models not measured in this run keep their entries
+            measured = set(args.models.split(","))
+            kept = {h: row for h, row in json.loads(path.read_text())["kernels"].items() if row["model"] not in measured}
+            prefer = {**kept, **prefer}
         path.write_text(json.dumps({"target_class": cls, "margin": args.margin, "threads": args.threads,
                                     "measured_on": spec.description, "shash": sorted(prefer),
                                     "kernels": prefer}, indent=1) + "\n")

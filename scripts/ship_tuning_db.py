@@ -1,6 +1,7 @@
 """Regenerate the tuning records edgec ships for the default zoo models, for this machine's class.
 
     python scripts/ship_tuning_db.py [--minutes 30,15,15,15] [--skip-tuning] [--db DIR] [--target FILE]
+                                     [--models a,b] [--merge]
 
 1. tunes each default model (mobilenetv4, ghostnet, efficientvit, mcunetv2) for the
    ``host`` target with the given minutes (MetaSchedule, measured on this machine);
@@ -10,7 +11,8 @@
    one JSON line per kernel, keyed by the kernel's structural hash; no workloads, so the file
    stays small. Builds on other classes replay these records as "transferred".
 
-``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
+``--merge`` keeps the shipped file and adds the records of kernels it lacks (``metadata.json`` lists
+each addition: models, machine, count). ``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
 and ``isa`` name that class (e.g. ``mcpu: znver3`` and AVX2 flags on an AVX-512 host: AVX2 code,
 measured here; ``metadata.json`` records the target it was measured for and the machine).
 
@@ -41,13 +43,18 @@ def main() -> None:
     ap.add_argument("--seed-from", default=None, metavar="CLASS",
                     help="start the search from these classes' shipped records, comma-separated (e.g. "
                          "x86_64-avx512,x86_64-avx2: this class's own first keeps what was shipped)")
+    ap.add_argument("--models", default=",".join(MODELS),
+                    help="the models to tune and export (--minutes in the same order)")
+    ap.add_argument("--merge", action="store_true",
+                    help="add the exported records of kernels the shipped file lacks, keep every shipped one")
     ap.add_argument("--target", default="host", metavar="FILE",
                     help="target data file to tune for instead of this machine's own (its class's records)")
     args = ap.parse_args()
     minutes = [float(m) for m in args.minutes.split(",")]
     all_tasks = []
     spec = None
-    for name, budget in zip(MODELS, minutes):
+    models = args.models.split(",")
+    for name, budget in zip(models, minutes):
         opts = BuildOptions(model=name, target=args.target)
         spec = check_request(opts)
         low = lower(opts)
@@ -64,7 +71,11 @@ def main() -> None:
         all_tasks += api.extract_tasks(low.final, spec)
     folder = args.db or tuning.default_database_dir(spec)
     out = DB_ROOT / target_class(spec) / tuning.SHIPPED_FILE
-    n = tuning.export_shipped(folder, all_tasks, out, spec, MODELS)
+    if args.merge:
+        n = tuning.merge_shipped(folder, all_tasks, out, spec, models)
+        print(f"added {n} records to {out} ({out.stat().st_size} bytes)")
+        return
+    n = tuning.export_shipped(folder, all_tasks, out, spec, models)
     print(f"wrote {n} records to {out} ({out.stat().st_size} bytes)")
 
 

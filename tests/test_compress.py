@@ -107,3 +107,22 @@ def test_a_budget_no_plan_meets_says_what_is_reachable(task, monkeypatch, tmp_pa
         depth_compress(BuildOptions(model=str(model), target="host", verify=False), data,
                        CompressOptions(speedup=50.0, epochs=0))
     assert "ask for at most --speedup" in e.value.one_line()
+
+
+def test_the_merge_check_measures_against_float64_and_refuses_an_inexact_merge():
+    from onnx import numpy_helper
+
+    from edgec.compress import _check_merge
+
+    model = mbv2_like()
+    x = np.random.default_rng(2).standard_normal((3, 3, 20, 20)).astype(np.float32)
+    same = _check_merge(model, model, x)
+    assert same["reference"] == "linear model in float64"
+    assert same["max_abs_error"] == same["linear_float32_error"] <= same["tolerance"]
+    assert 0 < same["linear_float32_error"]  # float32 is not the float64 truth
+    off = onnx.ModelProto()
+    off.CopyFrom(model)
+    w = next(t for t in off.graph.initializer if len(t.dims) == 4)
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.float32(1.001), w.name))
+    with pytest.raises(UsageError, match="changed the output"):
+        _check_merge(model, off, x)

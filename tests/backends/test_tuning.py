@@ -236,3 +236,31 @@ def test_remote_tuning_on_emulated_rpi4(tmp_path):
         stop_rpc_server(proc)
     assert result.emulated and result.device == f"rpc://127.0.0.1:{port}"
     assert record_count(tmp_path / "db") >= 1
+
+
+def test_merging_adds_only_the_kernels_the_shipped_file_lacks(shipped_tiny, tmp_path):
+    """``ship_tuning_db.py --merge``: every shipped record stays as it was; missing kernels are added and
+    the addition is recorded in metadata.json with the machine that measured it."""
+    from edgec.backends.tvm import api, tuning
+    from edgec.build import check_request, lower
+
+    model, shipped = shipped_tiny
+    rows = [line for line in shipped.read_text().splitlines() if line.strip()]
+    assert len(rows) >= 2
+    out = tmp_path / "cls" / "records.jsonl"
+    out.parent.mkdir()
+    kept = rows[1:]
+    first = json.loads(kept[0])
+    first["run_ms"] = 123.0  # a shipped record is never replaced by one measured here
+    kept[0] = json.dumps(first, separators=(",", ":"))
+    out.write_text("\n".join(kept) + "\n")
+    opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "o")
+    spec = check_request(opts)
+    tasks = api.extract_tasks(lower(opts).final, spec)
+    assert tuning.merge_shipped(shipped.parent.parent / "db", tasks, out, spec, ["tiny"]) == 1
+    merged = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["shash"] for r in merged] == [json.loads(r)["shash"] for r in kept] + [json.loads(rows[0])["shash"]]
+    assert merged[0]["run_ms"] == 123.0
+    meta = json.loads((out.parent / "metadata.json").read_text())
+    assert meta["records"] == len(rows) and meta["additions"][0]["records"] == 1
+    assert meta["additions"][0]["machine"]["isa"] and meta["additions"][0]["models"] == ["tiny"]

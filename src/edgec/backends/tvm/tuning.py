@@ -220,18 +220,13 @@ def _measured_here(record, mcpu: str) -> bool:
         return False
 
 
-def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
-    """Write the best record measured on this machine of each of ``tasks``, found in database
-    ``folder``, to ``out`` (JSON lines). Records seeded from another class (:func:`seed_database`)
-    and never measured here are left out.
-
-    Returns:
-        Number of records written.
-    """
+def _measured_rows(folder: Path, tasks: list, spec: TargetSpec) -> list[dict]:
+    """The best record measured on this machine for ``spec`` of each of ``tasks`` in database ``folder``,
+    as shipped rows ``{"shash", "task", "run_ms", "record"}`` (records seeded from another class and never
+    measured here are left out)."""
     import tvm_ffi
 
     from edgec.backends.tvm.compile import resolve_native, tvm_target
-    from edgec.targets import host, target_class
 
     database = _json_database(folder, writable=False)
     target = tvm_target(spec)
@@ -254,17 +249,62 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
         seen.add(key)
         rows.append({"shash": shash, "task": task.task_name,
                      "run_ms": 1e3 * sum(float(x) for x in top.run_secs) / len(top.run_secs), "record": record})
+    return rows
+
+
+def _write_rows(out: Path, rows: list[dict]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")
     tmp.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in rows))
     tmp.replace(out)
+
+
+def _provenance(spec: TargetSpec) -> dict:
+    """The target the records were measured for and the machine that measured them."""
+    from edgec.backends.tvm.compile import resolve_native
+    from edgec.targets import host
+
+    return {"measured_on": {**spec.to_dict(), "tvm": resolve_native(spec.tvm)},
+            "machine": {"cpu_model": host.cpu_model_name(), "llvm_cpu": resolve_native({"mcpu": "native"})["mcpu"],
+                        "isa": host.isa_flags()}}
+
+
+def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
+    """Write the best record measured on this machine of each of ``tasks``, found in database
+    ``folder``, to ``out`` (JSON lines), and ``metadata.json`` beside it. Records seeded from another
+    class (:func:`seed_database`) and never measured here are left out.
+
+    Returns:
+        Number of records written.
+    """
+    from edgec.targets import target_class
+
+    rows = _measured_rows(folder, tasks, spec)
+    _write_rows(out, rows)
     (out.parent / "metadata.json").write_text(json.dumps(
         {"target_class": target_class(spec), "measured": True, "tvm": version("apache-tvm"), "models": models,
-         "records": len(rows),
-         "measured_on": {**spec.to_dict(), "tvm": resolve_native(spec.tvm)},
-         "machine": {"cpu_model": host.cpu_model_name(), "llvm_cpu": resolve_native({"mcpu": "native"})["mcpu"],
-                     "isa": host.isa_flags()}}, indent=1, default=str) + "\n")
+         "records": len(rows), **_provenance(spec)}, indent=1, default=str) + "\n")
     return len(rows)
+
+
+def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
+    """Add to the shipped file ``out`` the records measured here (as :func:`export_shipped`) of the kernels
+    it has no record for; every shipped record stays. ``metadata.json`` gets an ``additions`` entry.
+
+    Returns:
+        Number of records added.
+    """
+    shipped = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
+    have = {r["shash"] for r in shipped}
+    added = [r for r in _measured_rows(folder, tasks, spec) if r["shash"] not in have]
+    _write_rows(out, shipped + added)
+    meta_path = out.parent / "metadata.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"measured": True}
+    meta["records"] = len(shipped) + len(added)
+    meta.setdefault("additions", []).append({"models": models, "records": len(added), "tvm": version("apache-tvm"),
+                                             **_provenance(spec)})
+    meta_path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
+    return len(added)
 
 
 def seed_database(folder: Path, spec: TargetSpec, tasks: list, from_class: str, device) -> int:
