@@ -416,8 +416,7 @@ def _check_merge(linear: onnx.ModelProto, merged: onnx.ModelProto, images: np.nd
 
     Against a float64 reference, because the float32 linear model is not the truth either: a merged 7x7
     convolution rounds differently from the three convolutions it replaces, and on a digits model with a
-    dozen merged groups and logits near 18 the two float32 models differed by 1.2e-5 relative (each about
-    half of that from the exact function). onnxruntime has no float64 Conv, so the float64 reference runs
+    dozen merged groups and logits near 18 the two float32 models differed by 1.2e-5 relative. onnxruntime has no float64 Conv, so the float64 reference runs
     the linear model's graph in PyTorch (:func:`edgec.frontend.trainable.graph_module`, the module the
     fine-tuning trains). Reported: the merged model's error, and the float32 linear model's (onnxruntime)
     against the same reference.
