@@ -72,7 +72,8 @@ def main() -> None:
     folder = args.db or tuning.default_database_dir(spec)
     out = DB_ROOT / target_class(spec) / tuning.SHIPPED_FILE
     if args.merge:
-        n = tuning.merge_shipped(folder, all_tasks, out, spec, models)
+        n = tuning.merge_shipped(folder, all_tasks, out, spec, models,
+                                 seeded_from=args.seed_from.split(",") if args.seed_from else [])
         print(f"added {n} records to {out} ({out.stat().st_size} bytes)")
         return
     n = tuning.export_shipped(folder, all_tasks, out, spec, models)

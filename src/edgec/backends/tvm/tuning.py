@@ -287,9 +287,12 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
     return len(rows)
 
 
-def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str]) -> int:
+def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str],
+                  seeded_from: list[str] = ()) -> int:
     """Add to the shipped file ``out`` the records measured here (as :func:`export_shipped`) of the kernels
-    it has no record for; every shipped record stays. ``metadata.json`` gets an ``additions`` entry.
+    it has no record for; every shipped record stays. ``metadata.json`` gets an ``additions`` entry, which
+    names ``seeded_from``: the classes whose traces started the search (:func:`seed_database`), so a
+    record may be another class's schedule replayed and measured here rather than found by a search here.
 
     Returns:
         Number of records added.
@@ -302,7 +305,7 @@ def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"measured": True}
     meta["records"] = len(shipped) + len(added)
     meta.setdefault("additions", []).append({"models": models, "records": len(added), "tvm": version("apache-tvm"),
-                                             **_provenance(spec)})
+                                             "seeded_from": list(seeded_from), **_provenance(spec)})
     meta_path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
     return len(added)
 
