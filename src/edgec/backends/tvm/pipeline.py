@@ -139,6 +139,10 @@ def schedule_passes(target, database: Any = None, default_schedule: bool = True,
         from edgec.backends.tvm.default_schedule import default_schedule_pass
 
         passes.append(default_schedule_pass(target, applied))
+    if target.kind.name == "llvm":
+        from edgec.backends.tvm import small_kernels
+
+        passes.append(small_kernels.serial_small_kernels_pass(small_kernels.SMALL_KERNEL_WORK))
     if target.kind.name == "cuda":
         from tvm.s_tir import dlight as dl
 
