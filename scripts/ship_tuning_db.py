@@ -12,7 +12,8 @@
    stays small. Builds on other classes replay these records as "transferred".
 
 ``--merge`` keeps the shipped file and adds the records of kernels it lacks (``metadata.json`` lists
-each addition: models, machine, count). ``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
+each addition: models, machine, count); ``--replace-faster 0.05`` also replaces a shipped record where
+the search here found one at least 5% faster (measured times: the shipped one's when it was tuned). ``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
 and ``isa`` name that class (e.g. ``mcpu: znver3`` and AVX2 flags on an AVX-512 host: AVX2 code,
 measured here; ``metadata.json`` records the target it was measured for and the machine).
 
@@ -47,6 +48,9 @@ def main() -> None:
                     help="the models to tune and export (--minutes in the same order)")
     ap.add_argument("--merge", action="store_true",
                     help="add the exported records of kernels the shipped file lacks, keep every shipped one")
+    ap.add_argument("--replace-faster", type=float, default=None, metavar="FRACTION",
+                    help="as --merge, and replace a shipped record where this database's ran at least FRACTION "
+                         "faster (e.g. 0.05)")
     ap.add_argument("--target", default="host", metavar="FILE",
                     help="target data file to tune for instead of this machine's own (its class's records)")
     args = ap.parse_args()
@@ -71,10 +75,11 @@ def main() -> None:
         all_tasks += api.extract_tasks(low.final, spec)
     folder = args.db or tuning.default_database_dir(spec)
     out = DB_ROOT / target_class(spec) / tuning.SHIPPED_FILE
-    if args.merge:
-        n = tuning.merge_shipped(folder, all_tasks, out, spec, models,
-                                 seeded_from=args.seed_from.split(",") if args.seed_from else [])
-        print(f"added {n} records to {out} ({out.stat().st_size} bytes)")
+    if args.merge or args.replace_faster is not None:
+        n, replaced = tuning.merge_shipped(folder, all_tasks, out, spec, models,
+                                           seeded_from=args.seed_from.split(",") if args.seed_from else [],
+                                           replace_faster=args.replace_faster)
+        print(f"added {n} records to {out}, replaced {replaced} ({out.stat().st_size} bytes)")
         return
     n = tuning.export_shipped(folder, all_tasks, out, spec, models)
     print(f"wrote {n} records to {out} ({out.stat().st_size} bytes)")

@@ -257,10 +257,18 @@ def test_merging_adds_only_the_kernels_the_shipped_file_lacks(shipped_tiny, tmp_
     opts = BuildOptions(model=str(model), target="host", out_dir=tmp_path / "o")
     spec = check_request(opts)
     tasks = api.extract_tasks(lower(opts).final, spec)
-    assert tuning.merge_shipped(shipped.parent.parent / "db", tasks, out, spec, ["tiny"]) == 1
+    assert tuning.merge_shipped(shipped.parent.parent / "db", tasks, out, spec, ["tiny"]) == (1, 0)
     merged = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["shash"] for r in merged] == [json.loads(r)["shash"] for r in kept] + [json.loads(rows[0])["shash"]]
     assert merged[0]["run_ms"] == 123.0
     meta = json.loads((out.parent / "metadata.json").read_text())
     assert meta["records"] == len(rows) and meta["additions"][0]["records"] == 1
     assert meta["additions"][0]["machine"]["isa"] and meta["additions"][0]["models"] == ["tiny"]
+    # --replace-faster: the shipped record that claims 123 ms loses to the one measured here; no other changes
+    slow = json.loads(out.read_text().splitlines()[0])
+    slow["record"] = ["a different trace"] + slow["record"][1:]
+    out.write_text("\n".join([json.dumps(slow)] + out.read_text().splitlines()[1:]) + "\n")
+    assert tuning.merge_shipped(shipped.parent.parent / "db", tasks, out, spec, ["tiny"], replace_faster=0.05) == (0, 1)
+    again = [json.loads(line) for line in out.read_text().splitlines()]
+    assert again[0]["run_ms"] < 123.0 and again[0]["record"] != slow["record"] and again[1:] == merged[1:]
+    assert json.loads((out.parent / "metadata.json").read_text())["additions"][1]["replaced"] == 1

@@ -288,26 +288,39 @@ def export_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, model
 
 
 def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models: list[str],
-                  seeded_from: list[str] = ()) -> int:
+                  seeded_from: list[str] = (), replace_faster: float | None = None) -> tuple[int, int]:
     """Add to the shipped file ``out`` the records measured here (as :func:`export_shipped`) of the kernels
-    it has no record for; every shipped record stays. ``metadata.json`` gets an ``additions`` entry, which
-    names ``seeded_from``: the classes whose traces started the search (:func:`seed_database`), so a
-    record may be another class's schedule replayed and measured here rather than found by a search here.
+    it has no record for. Every shipped record stays, unless ``replace_faster`` is given: then a kernel's
+    shipped record is replaced by the one measured here when that ran at least ``replace_faster`` (a
+    fraction, e.g. 0.05) faster than the shipped record's own measured time. ``metadata.json`` gets an
+    ``additions`` entry, which names ``seeded_from``: the classes whose traces started the search
+    (:func:`seed_database`), so a record may be another class's schedule replayed and measured here
+    rather than found by a search here.
 
     Returns:
-        Number of records added.
+        ``(added, replaced)``: numbers of records.
     """
     shipped = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
-    have = {r["shash"] for r in shipped}
-    added = [r for r in _measured_rows(folder, tasks, spec) if r["shash"] not in have]
+    index = {r["shash"]: i for i, r in enumerate(shipped)}
+    added, replaced = [], 0
+    for row in _measured_rows(folder, tasks, spec):
+        i = index.get(row["shash"])
+        if i is None:
+            added.append(row)
+            index[row["shash"]] = len(shipped) + len(added) - 1
+        elif i < len(shipped) and replace_faster is not None and \
+                row["run_ms"] < shipped[i]["run_ms"] * (1.0 - replace_faster) and row["record"] != shipped[i]["record"]:
+            shipped[i] = row
+            replaced += 1
     _write_rows(out, shipped + added)
     meta_path = out.parent / "metadata.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"measured": True}
     meta["records"] = len(shipped) + len(added)
-    meta.setdefault("additions", []).append({"models": models, "records": len(added), "tvm": version("apache-tvm"),
-                                             "seeded_from": list(seeded_from), **_provenance(spec)})
+    meta.setdefault("additions", []).append({"models": models, "records": len(added), "replaced": replaced,
+                                             "tvm": version("apache-tvm"), "seeded_from": list(seeded_from),
+                                             **_provenance(spec)})
     meta_path.write_text(json.dumps(meta, indent=1, default=str) + "\n")
-    return len(added)
+    return len(added), replaced
 
 
 def seed_database(folder: Path, spec: TargetSpec, tasks: list, from_class: str, device) -> int:
