@@ -13,7 +13,7 @@
 
 ``--merge`` keeps the shipped file and adds the records of kernels it lacks (``metadata.json`` lists
 each addition: models, machine, count); ``--replace-faster 0.05`` also replaces a shipped record where
-the search here found one at least 5% faster (measured times: the shipped one's when it was tuned). ``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
+the search here found one at least 5% faster (measured times: the shipped one's when it was tuned; a different trace). ``--target FILE`` tunes for another class's code on this machine: a target data file whose ``tvm.mcpu``
 and ``isa`` name that class (e.g. ``mcpu: znver3`` and AVX2 flags on an AVX-512 host: AVX2 code,
 measured here; ``metadata.json`` records the target it was measured for and the machine).
 

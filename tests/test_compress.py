@@ -126,3 +126,25 @@ def test_the_merge_check_measures_against_float64_and_refuses_an_inexact_merge()
     w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.float32(1.001), w.name))
     with pytest.raises(UsageError, match="changed the output"):
         _check_merge(model, off, x)
+
+
+def test_importance_after_a_short_fine_tune_recovers_what_the_bare_removal_loses():
+    """``importance_steps``: each segment's network is distilled from the original for a few steps before its
+    KL is measured (the paper's importance); the scores stay <= 0, are reproducible, and the fine-tuned
+    segments are closer to the original than the bare removals."""
+    import onnx_ir as ir
+
+    from edgec.compress import segment_importance
+    from edgec.passes.depth_chains import find_chains
+
+    model = mbv2_like()
+    chains = find_chains(ir.serde.deserialize_model(model))
+    rng = np.random.default_rng(4)
+    images = rng.standard_normal((64, 3, 20, 20)).astype(np.float32)
+    labels = rng.integers(0, 5, 64).astype(np.int64)
+    bare = segment_importance(model, chains, images[:32])
+    tuned = segment_importance(model, chains, images[:32], (images, labels), steps=30, lr=3e-3)
+    assert tuned.keys() == bare.keys() and len(bare) >= 3
+    assert all(v <= 0 for v in tuned.values()) and all(v <= 0 for v in bare.values())
+    assert sum(tuned.values()) > sum(bare.values())
+    assert tuned == segment_importance(model, chains, images[:32], (images, labels), steps=30, lr=3e-3)

@@ -321,6 +321,8 @@ def depth_compress_cmd(
     epochs: Annotated[int, typer.Option(min=0, metavar="N", help="Fine-tuning epochs (distillation).")] = 20,
     lr: Annotated[float, typer.Option(metavar="LR", help="Peak fine-tuning learning rate (AdamW).")] = 1e-3,
     max_kernel: Annotated[int, typer.Option(min=1, max=31, metavar="K", help="Largest merged kernel side.")] = 7,
+    importance_steps: Annotated[int, typer.Option(min=0, max=100000, metavar="N", help="Fine-tuning steps per "
+                                                  "segment before scoring it (0: the bare removal's KL).")] = 0,
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Output folder (default "
                                                 "out/<model>-depth-compressed).")] = None,
@@ -332,7 +334,8 @@ def depth_compress_cmd(
     from edgec.compress import CompressOptions, depth_compress, write_result
 
     copts = CompressOptions(speedup=speedup if speedup is not None or budget_ms is not None else 1.25,
-                            budget_ms=budget_ms, epochs=epochs, lr=lr, max_kernel=max_kernel)
+                            budget_ms=budget_ms, epochs=epochs, lr=lr, max_kernel=max_kernel,
+                            importance_steps=importance_steps)
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, verify=False)
     out = out or Path("out") / f"{Path(model).stem}-depth-compressed"
     check_writable_folder(out.resolve().parent, "--out")

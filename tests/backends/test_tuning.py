@@ -266,7 +266,7 @@ def test_merging_adds_only_the_kernels_the_shipped_file_lacks(shipped_tiny, tmp_
     assert meta["additions"][0]["machine"]["isa"] and meta["additions"][0]["models"] == ["tiny"]
     # --replace-faster: the shipped record that claims 123 ms loses to the one measured here; no other changes
     slow = json.loads(out.read_text().splitlines()[0])
-    slow["record"] = ["a different trace"] + slow["record"][1:]
+    slow["record"] = [["a different trace"]] + slow["record"][1:]
     out.write_text("\n".join([json.dumps(slow)] + out.read_text().splitlines()[1:]) + "\n")
     assert tuning.merge_shipped(shipped.parent.parent / "db", tasks, out, spec, ["tiny"], replace_faster=0.05) == (0, 1)
     again = [json.loads(line) for line in out.read_text().splitlines()]

@@ -13,6 +13,8 @@ applied. Each iteration computes the same elements in the same order: results ar
 Measured end to end by ``benchmarks/bench_small_kernels.py`` (2 threads, interleaved with onnxruntime,
 p50): at 16384 against 0 (off), efficientvit 1.602 -> 1.525 ms, ghostnet 2.721 -> 2.672, mcunetv2
 2.157 -> 2.138; a sweep on efficientvit gave 1.583 (0), 1.567 (4096), 1.561 (16384), 1.584 (65536).
+"""
+
 from __future__ import annotations
 
 import logging

@@ -309,7 +309,7 @@ def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models
             added.append(row)
             index[row["shash"]] = len(shipped) + len(added) - 1
         elif i < len(shipped) and replace_faster is not None and \
-                row["run_ms"] < shipped[i]["run_ms"] * (1.0 - replace_faster) and row["record"] != shipped[i]["record"]:
+                row["run_ms"] < shipped[i]["run_ms"] * (1.0 - replace_faster) and row["record"][0] != shipped[i]["record"][0]:
             shipped[i] = row
             replaced += 1
     _write_rows(out, shipped + added)
