@@ -322,7 +322,7 @@ def depth_compress_cmd(
     lr: Annotated[float, typer.Option(metavar="LR", help="Peak fine-tuning learning rate (AdamW).")] = 1e-3,
     max_kernel: Annotated[int, typer.Option(min=1, max=31, metavar="K", help="Largest merged kernel side.")] = 7,
     importance_steps: Annotated[int, typer.Option(min=0, max=100000, metavar="N", help="Fine-tuning steps per "
-                                                  "segment before scoring it (0: the bare removal's KL).")] = 0,
+                                                  "segment before scoring it (0: the bare removal's KL).")] = 30,
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Output folder (default "
                                                 "out/<model>-depth-compressed).")] = None,
