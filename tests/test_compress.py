@@ -50,7 +50,7 @@ def test_depth_compress_removes_merges_and_fine_tunes(task, monkeypatch, tmp_pat
     model, data = task
     _table_favouring_the_block(monkeypatch)
     opts = BuildOptions(model=str(model), target="host", verify=False)
-    merged, r = depth_compress(opts, data, CompressOptions(speedup=1.01, epochs=2))
+    merged, r = depth_compress(opts, data, CompressOptions(speedup=1.01, epochs=2, plan_rounds=0))
     chains = r["chains"]
     assert sorted(chains[1]["removed_activations"]) == ["ea", "fa"]
     assert chains[1]["groups"] == [{"group": [0, 3], "merged": True, "kernel": [3, 3], "predicted_ms": pytest.approx(
@@ -148,3 +148,38 @@ def test_importance_after_a_short_fine_tune_recovers_what_the_bare_removal_loses
     assert all(v <= 0 for v in tuned.values()) and all(v <= 0 for v in bare.values())
     assert sum(tuned.values()) > sum(bare.values())
     assert tuned == segment_importance(model, chains, images[:32], (images, labels), steps=30, lr=3e-3)
+
+
+def test_a_plan_measured_faster_than_predicted_is_made_again_with_fewer_removals(task, monkeypatch, tmp_path):
+    """``plan_rounds``: the planned model is timed, and the DP runs again under the budget corrected by the
+    measured/predicted ratio. Here every compressed model "measures" at a third of its real time: the first
+    plan (the block merged) beats the budget by far, so the second keeps every activation."""
+    import edgec.compress as compress
+
+    monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))
+    model, data = task
+    real_table = compress.latency_table
+
+    def table(model, chains, spec, threads, max_kernel, say, use_cache=True):
+        """Layers 5% of the model's time each; the block merged whole 2% (saves 13%); other merges slower."""
+        t = real_table(model, chains, spec, threads, max_kernel, say, use_cache=False)
+        for (c, k, l), v in t.items():
+            v["ratio"] = 0.02 if (c, k, l) == (1, 0, 3) else 0.05 * (l - k) + 0.01 * (l - k > 1)
+        return t
+
+    monkeypatch.setattr(compress, "latency_table", table)
+    real = compress._time_models
+
+    def fast(models, *a, **k):
+        out = real(models, *a, **k)
+        if "compressed" in out:
+            out["compressed"] = {**out["compressed"], "ms": out["compressed"]["ms"] / 3}
+        return out
+
+    monkeypatch.setattr(compress, "_time_models", fast)
+    opts = BuildOptions(model=str(model), target="host", verify=False)
+    _, r = depth_compress(opts, data, CompressOptions(speedup=1.05, epochs=0, plan_rounds=1, importance_steps=0))
+    first = r["plan_rounds"][0]
+    assert len(r["plan_rounds"]) == 1 and first["removed"] == 2 and first["merged"] == 1
+    assert first["measured"] < first["predicted"]
+    assert all(c["removed_activations"] == [] for c in r["chains"])  # the corrected budget needs no removal

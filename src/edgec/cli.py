@@ -323,6 +323,8 @@ def depth_compress_cmd(
     max_kernel: Annotated[int, typer.Option(min=1, max=31, metavar="K", help="Largest merged kernel side.")] = 7,
     importance_steps: Annotated[int, typer.Option(min=0, max=100000, metavar="N", help="Fine-tuning steps per "
                                                   "segment before scoring it (0: the bare removal's KL).")] = 30,
+    plan_rounds: Annotated[int, typer.Option(min=0, max=10, metavar="N", help="Re-plan up to N times from the "
+                                             "planned model's measured time (0: the table's plan).")] = 2,
     input_shape: Annotated[Optional[list[str]], _shape_opt()] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="DIR", help="Output folder (default "
                                                 "out/<model>-depth-compressed).")] = None,
@@ -335,7 +337,7 @@ def depth_compress_cmd(
 
     copts = CompressOptions(speedup=speedup if speedup is not None or budget_ms is not None else 1.25,
                             budget_ms=budget_ms, epochs=epochs, lr=lr, max_kernel=max_kernel,
-                            importance_steps=importance_steps)
+                            importance_steps=importance_steps, plan_rounds=plan_rounds)
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, verify=False)
     out = out or Path("out") / f"{Path(model).stem}-depth-compressed"
     check_writable_folder(out.resolve().parent, "--out")
