@@ -29,6 +29,9 @@ def render_markdown(r: dict[str, Any]) -> str:
          "top-1 agreement with the model "
         f"{100 * acc['top1_agreement']:.2f}%"),
         f"- predicted by the DP: {lat['predicted']:.4f} ms ({100 * lat['prediction_error']:+.1f}% vs measured)",
+        *(f"- plan {k + 1}: {p['removed']} activations removed, {p['merged']} groups merged; predicted "
+          f"{p['predicted']:.4f} ms, measured {p['measured']:.4f} ms (original weights) -> budget corrected by "
+          f"{100 * (p['predicted'] / p['measured'] - 1):+.1f}%" for k, p in enumerate(r.get("plan_rounds", []))),
         (f"- merging the fine-tuned groups is exact: max abs error {r['merge_check']['max_abs_error']:.3g} "
         f"(tolerance {r['merge_check']['tolerance']:.3g})"),
         "",
