@@ -597,9 +597,12 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
         measured = t["compressed"]["ms"] * model_ms / t["model"]["ms"]
         rounds.append({"budget_chains": budget, "predicted": predicted, "measured": measured,
                        "removed": plan.n_removed, "merged": plan.n_merged})
-        budget = target_ms * predicted / measured - rest_ms  # the DP's budget once its bias is taken out
-        again = _plan(chains, table, imp, budget)
-        if again is None or again.groups == plan.groups and again.removed == plan.removed:
+        corrected = target_ms * predicted / measured - rest_ms  # the DP's budget once its bias is taken out
+        again = _plan(chains, table, imp, corrected)
+        if again is None:  # no plan meets the corrected budget: keep the measured one and its budget
+            break
+        budget = corrected
+        if again.groups == plan.groups and again.removed == plan.removed:
             break
         plan = again
     plans, chains_ms, score, removed, groups = plan.plans, plan.chains_ms, plan.score, plan.removed, plan.groups
