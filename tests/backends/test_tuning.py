@@ -272,3 +272,32 @@ def test_merging_adds_only_the_kernels_the_shipped_file_lacks(shipped_tiny, tmp_
     again = [json.loads(line) for line in out.read_text().splitlines()]
     assert again[0]["run_ms"] < 123.0 and again[0]["record"] != slow["record"] and again[1:] == merged[1:]
     assert json.loads((out.parent / "metadata.json").read_text())["additions"][1]["replaced"] == 1
+
+
+def test_replace_faster_compares_with_the_shipped_trace_timed_here(tmp_path, monkeypatch):
+    """A shipped record measured on a faster machine (small ``run_ms``) is still replaced when, timed on this
+    machine (seeded into the search), it ran slower than the search's best; it stays when it ran as fast."""
+    from edgec.backends.tvm import tuning
+
+    out = tmp_path / "cls" / "records.jsonl"
+    out.parent.mkdir()
+    shipped = {"shash": "1", "task": "conv", "run_ms": 0.01, "record": [["shipped trace"], "w"]}
+    best = {"shash": "1", "task": "conv", "run_ms": 0.5, "record": [["found here"], "w"]}
+
+    def run(shipped_here_ms: float) -> tuple[int, int]:
+        out.write_text(json.dumps(shipped) + "\n")
+
+        def rows(folder, tasks, spec, times=None):
+            if times is not None:
+                times[("1", tuning._trace_key(shipped["record"]))] = shipped_here_ms
+                times[("1", tuning._trace_key(best["record"]))] = best["run_ms"]
+            return [best]
+
+        monkeypatch.setattr(tuning, "_measured_rows", rows)
+        monkeypatch.setattr(tuning, "_provenance", lambda spec: {})
+        return tuning.merge_shipped(tmp_path / "db", [], out, None, ["m"], replace_faster=0.05)
+
+    assert run(1.0) == (0, 1)
+    assert json.loads(out.read_text())["record"] == best["record"]
+    assert run(0.51) == (0, 0)
+    assert json.loads(out.read_text())["record"] == shipped["record"]

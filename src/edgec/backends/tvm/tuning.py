@@ -220,10 +220,15 @@ def _measured_here(record, mcpu: str) -> bool:
         return False
 
 
-def _measured_rows(folder: Path, tasks: list, spec: TargetSpec) -> list[dict]:
+def _measured_rows(folder: Path, tasks: list, spec: TargetSpec, times: dict | None = None) -> list[dict]:
     """The best record measured on this machine for ``spec`` of each of ``tasks`` in database ``folder``,
     as shipped rows ``{"shash", "task", "run_ms", "record"}`` (records seeded from another class and never
-    measured here are left out)."""
+    measured here are left out).
+
+    Args:
+        times: If given, filled with ``{(shash, trace JSON): run ms here}`` for every record measured
+            here, not only the best (a shipped trace's own time on this machine, once seeded).
+    """
     import tvm_ffi
 
     from edgec.backends.tvm.compile import resolve_native, tvm_target
@@ -240,16 +245,23 @@ def _measured_rows(folder: Path, tasks: list, spec: TargetSpec) -> list[dict]:
         here = [r for r in database.get_top_k(database.commit_workload(mod), 256) if _measured_here(r, mcpu)]
         if not here:
             continue
-        top = here[0]
-        record = json.loads(tvm_ffi.dumps_json(top.as_json()) if hasattr(tvm_ffi, "dumps_json")
-                            else _to_py_json(top.as_json()))
-        key = (shash, json.dumps(record[0], sort_keys=True))  # same structure, same trace (block names)
+        found = [(json.loads(tvm_ffi.dumps_json(r.as_json()) if hasattr(tvm_ffi, "dumps_json")
+                             else _to_py_json(r.as_json())), 1e3 * sum(float(x) for x in r.run_secs) / len(r.run_secs))
+                 for r in (here if times is not None else here[:1])]
+        for record, ms_here in found if times is not None else []:
+            times.setdefault((shash, _trace_key(record)), ms_here)
+        record, run_ms = found[0]
+        key = (shash, _trace_key(record))  # same structure, same trace (block names)
         if key in seen:
             continue
         seen.add(key)
-        rows.append({"shash": shash, "task": task.task_name,
-                     "run_ms": 1e3 * sum(float(x) for x in top.run_secs) / len(top.run_secs), "record": record})
+        rows.append({"shash": shash, "task": task.task_name, "run_ms": run_ms, "record": record})
     return rows
+
+
+def _trace_key(record: list) -> str:
+    """A record's trace (its first field) as a comparable string."""
+    return json.dumps(record[0], sort_keys=True)
 
 
 def _write_rows(out: Path, rows: list[dict]) -> None:
@@ -292,7 +304,8 @@ def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models
     """Add to the shipped file ``out`` the records measured here (as :func:`export_shipped`) of the kernels
     it has no record for. Every shipped record stays, unless ``replace_faster`` is given: then a kernel's
     shipped record is replaced by the one measured here when that ran at least ``replace_faster`` (a
-    fraction, e.g. 0.05) faster than the shipped record's own measured time. ``metadata.json`` gets an
+    fraction, e.g. 0.05) faster than the shipped record: timed on this machine where the database holds it
+    (seeded, :func:`seed_database`), else at its own shipped time. ``metadata.json`` gets an
     ``additions`` entry, which names ``seeded_from``: the classes whose traces started the search
     (:func:`seed_database`), so a record may be another class's schedule replayed and measured here
     rather than found by a search here.
@@ -303,15 +316,18 @@ def merge_shipped(folder: Path, tasks: list, out: Path, spec: TargetSpec, models
     shipped = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
     index = {r["shash"]: i for i, r in enumerate(shipped)}
     added, replaced = [], 0
-    for row in _measured_rows(folder, tasks, spec):
+    times: dict = {}
+    for row in _measured_rows(folder, tasks, spec, times):
         i = index.get(row["shash"])
         if i is None:
             added.append(row)
             index[row["shash"]] = len(shipped) + len(added) - 1
-        elif i < len(shipped) and replace_faster is not None and \
-                row["run_ms"] < shipped[i]["run_ms"] * (1.0 - replace_faster) and row["record"][0] != shipped[i]["record"][0]:
-            shipped[i] = row
-            replaced += 1
+        elif i < len(shipped) and replace_faster is not None and _trace_key(row["record"]) != _trace_key(shipped[i]["record"]):
+            # the shipped record's time on this machine when the search was seeded with it; else its own
+            old_ms = times.get((row["shash"], _trace_key(shipped[i]["record"])), shipped[i]["run_ms"])
+            if row["run_ms"] < old_ms * (1.0 - replace_faster):
+                shipped[i] = row
+                replaced += 1
     _write_rows(out, shipped + added)
     meta_path = out.parent / "metadata.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {"measured": True}
