@@ -52,6 +52,8 @@ def main() -> None:
     cls = target_class(spec)
     import tvm_ffi
 
+    # judge every record afresh: the "records" builds apply even those the current list keeps at the default
+    tuning.default_preferred = lambda _cls: set()
     prefer: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
