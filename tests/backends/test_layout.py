@@ -1,4 +1,5 @@
-"""CPU convolutions run NHWC/HWIO when that adds no transposes; clip becomes min/max so it follows."""
+"""CPU convolutions run NHWC/HWIO unless the transposes that adds outweigh the convolutions; clip becomes
+min/max so it follows."""
 
 import numpy as np
 import onnx
@@ -6,7 +7,7 @@ from onnx import helper, numpy_helper
 
 from edgec.backends.tvm.compile import tvm_target
 from edgec.backends.tvm.importer import import_onnx
-from edgec.backends.tvm.pipeline import conv_layout, convert_layout, fused_kernels, fused_module
+from edgec.backends.tvm.pipeline import conv_layout, convert_layout, fused_kernels, fused_module, nhwc_pays
 from edgec.build import BuildOptions, build
 from edgec.targets import get_target
 
@@ -42,22 +43,23 @@ def _cnn() -> onnx.ModelProto:
     return _model(nodes, inits, [1, 10])
 
 
-def _attention_like() -> onnx.ModelProto:
+def _attention_like(size: int = 8, channels: int = 8, kernel: int = 1) -> onnx.ModelProto:
     """conv -> reshape (N, C, HW) -> transpose -> matmul -> transpose -> reshape -> conv, twice."""
-    nodes, inits, cur = [], [], "x"
+    nodes, inits, cur, c = [], [], "x", channels
     for i in range(2):
-        nodes += [helper.make_node("Conv", [cur, f"w{i}"], [f"c{i}"], kernel_shape=[1, 1]),
+        nodes += [helper.make_node("Conv", [cur, f"w{i}"], [f"c{i}"], kernel_shape=[kernel] * 2,
+                                   pads=[kernel // 2] * 4),
                   helper.make_node("Reshape", [f"c{i}", "s3"], [f"r{i}"]),
                   helper.make_node("Transpose", [f"r{i}"], [f"t{i}"], perm=[0, 2, 1]),
                   helper.make_node("MatMul", [f"t{i}", f"m{i}"], [f"mm{i}"]),
                   helper.make_node("Transpose", [f"mm{i}"], [f"u{i}"], perm=[0, 2, 1]),
                   helper.make_node("Reshape", [f"u{i}", "s4"], [f"o{i}"])]
-        inits += [_const(f"w{i}", (8, 3 if i == 0 else 8, 1, 1)), _const(f"m{i}", (8, 8))]
+        inits += [_const(f"w{i}", (c, 3 if i == 0 else c, kernel, kernel)), _const(f"m{i}", (c, c))]
         cur = f"o{i}"
     nodes[-1].output[0] = "y"
-    inits += [numpy_helper.from_array(np.array([1, 8, 64], np.int64), "s3"),
-              numpy_helper.from_array(np.array([1, 8, 8, 8], np.int64), "s4")]
-    return _model(nodes, inits, [1, 8, 8, 8], size=8)
+    inits += [numpy_helper.from_array(np.array([1, c, size * size], np.int64), "s3"),
+              numpy_helper.from_array(np.array([1, c, size, size], np.int64), "s4")]
+    return _model(nodes, inits, [1, c, size, size], size=size)
 
 
 def test_cnn_runs_nhwc_with_no_standalone_transposes_and_matches_onnxruntime(tmp_path):
@@ -87,6 +89,27 @@ def test_reshape_heavy_graph_stays_nchw(tmp_path):
     built = build(BuildOptions(model=str(path), target="host", out_dir=tmp_path / "out", passes="none",
                                use_tune_db=False))
     assert built.report["kernels"]["conv_layout"] == "NCHW" and built.report["verification"]["passed"]
+
+
+def test_conv_heavy_attention_graph_runs_nhwc_and_matches_onnxruntime(tmp_path):
+    """The same reshape chain around 3x3 convolutions of 32 channels: the convolutions outweigh the
+    transposes NHWC adds (EfficientViT's case), so the build converts and still verifies."""
+    model = _attention_like(size=16, channels=32, kernel=3)
+    mod = import_onnx(model, {"x": (1, 3, 16, 16)})
+    _converted, layout = convert_layout(mod, tvm_target(get_target("host")))
+    assert layout == "NHWC"
+    path = tmp_path / "attn.onnx"
+    onnx.save(model, path)
+    built = build(BuildOptions(model=str(path), target="host", out_dir=tmp_path / "out", passes="none",
+                               use_tune_db=False))
+    assert built.report["kernels"]["conv_layout"] == "NHWC" and built.report["verification"]["passed"]
+
+
+def test_nhwc_cost_model():
+    assert nhwc_pays(2, 10**9, 1)  # the model's boundary transposes are always worth it
+    assert not nhwc_pays(4, 1728, 5632)  # tiny convs: the extra transposes dominate
+    assert nhwc_pays(115, 320_832, 76_653_696)  # EfficientViT-M0 at 224x224 (measured 2x faster NHWC)
+    assert not nhwc_pays(115, 320_832, 7_000_000)
 
 
 def test_cuda_keeps_nchw():

@@ -14,6 +14,7 @@ constants (weight layout transforms then run once at compile time).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -27,10 +28,21 @@ log = logging.getLogger(__name__)
 #: the model's boundaries.
 CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
 
-#: NHWC is kept only if it adds at most this many activation transposes (the model's input and
-#: output). Attention blocks (EfficientViT) reshape in NCHW terms and would need a transpose
-#: around every reshape; such models stay NCHW.
+#: NHWC is always kept when it adds at most this many activation transposes (the model's input and
+#: output). Beyond that (attention blocks such as EfficientViT's reshape and split in NCHW terms, so
+#: ConvertLayout puts a transpose around each), the cost model below decides.
 MAX_EXTRA_TRANSPOSES = 2
+
+#: Layout cost model, in multiply-accumulate equivalents of a vectorized convolution: NHWC saves about
+#: half of the convolution time (:data:`NHWC_CONV_GAIN`); each extra transpose costs a kernel launch
+#: (:data:`TRANSPOSE_KERNEL_MACS`, ~2 us) plus a strided copy of its elements
+#: (:data:`TRANSPOSE_ELEMENT_MACS` each, ~1 ns). Measured by ``benchmarks/bench_attention_layout.py``
+#: on a 2-core Zen 4: EfficientViT-M0 (115 extra transposes of 321 k elements, 76.7 M conv MACs) runs
+#: 4.8 ms NHWC against 10.1 ms NCHW, both untuned (onnxruntime 3.2-3.5 ms); a graph of tiny 1x1 convs
+#: around reshapes (``tests/backends/test_layout.py``) stays NCHW.
+NHWC_CONV_GAIN = 0.5
+TRANSPOSE_KERNEL_MACS = 50_000
+TRANSPOSE_ELEMENT_MACS = 25
 
 
 def clip_to_min_max():
@@ -72,8 +84,8 @@ def clip_to_min_max():
 
 
 def convert_layout(mod, target):
-    """``mod`` with CPU convolutions in :data:`CPU_CONV_LAYOUT`, or unchanged (CUDA; NHWC would
-    add more than :data:`MAX_EXTRA_TRANSPOSES` activation transposes; or TVM's ConvertLayout
+    """``mod`` with CPU convolutions in :data:`CPU_CONV_LAYOUT`, or unchanged (CUDA; the activation
+    transposes NHWC adds would cost more than it saves, :func:`nhwc_pays`; or TVM's ConvertLayout
     fails on an op it has no layout rule for).
 
     Returns:
@@ -89,22 +101,47 @@ def convert_layout(mod, target):
     except Exception as exc:  # noqa: BLE001  an op without a layout rule (e.g. variadic Sum): keep NCHW
         log.warning("NHWC layout conversion failed (%s); compiling in NCHW", str(exc).strip().splitlines()[-1][:200])
         return mod, "NCHW"
-    if _activation_transposes(converted) - _activation_transposes(mod) > MAX_EXTRA_TRANSPOSES:
+    before, after = _layout_work(mod), _layout_work(converted)
+    if not nhwc_pays(after["transposes"] - before["transposes"],
+                     after["transposed_elements"] - before["transposed_elements"], after["conv_macs"]):
         return mod, "NCHW"
     return converted, "NHWC"
 
 
-def _activation_transposes(mod) -> int:
-    """permute_dims calls in ``main`` on values computed from the inputs (those on weights get folded)."""
+def nhwc_pays(extra_transposes: int, extra_elements: int, conv_macs: int) -> bool:
+    """Whether NHWC convolutions outweigh the activation transposes they add (the cost model above).
+
+    Args:
+        extra_transposes: activation transposes NHWC adds (count).
+        extra_elements: elements those transposes copy, per inference.
+        conv_macs: multiply-accumulates of all the model's convolutions, per inference.
+    """
+    if extra_transposes <= MAX_EXTRA_TRANSPOSES:
+        return True
+    cost = TRANSPOSE_KERNEL_MACS * extra_transposes + TRANSPOSE_ELEMENT_MACS * extra_elements
+    return cost <= NHWC_CONV_GAIN * conv_macs
+
+
+def _layout_work(mod) -> dict[str, int]:
+    """``main``'s activation transposes (permute_dims on values computed from the inputs; those on
+    weights get folded): ``transposes`` (count), ``transposed_elements``; and ``conv_macs`` of its conv2d
+    calls (static shapes; dynamic ones count 0)."""
     import tvm
     from tvm import relax
 
-    permute = tvm.ir.Op.get("relax.permute_dims")
+    permute, conv = tvm.ir.Op.get("relax.permute_dims"), tvm.ir.Op.get("relax.nn.conv2d")
     constant: set = set()
-    count = 0
+    work = {"transposes": 0, "transposed_elements": 0, "conv_macs": 0}
 
     def is_constant(arg) -> bool:
         return isinstance(arg, (tvm.ir.Constant, relax.ShapeExpr)) or arg in constant  # PrimValues are Constants
+
+    def static_shape(ty) -> list[int] | None:
+        shape = getattr(ty, "shape", None)
+        try:
+            return [int(d) for d in shape] if shape is not None else None
+        except TypeError:  # a symbolic dimension
+            return None
 
     for block in mod["main"].body.blocks:
         for binding in block.bindings:
@@ -113,8 +150,14 @@ def _activation_transposes(mod) -> int:
                     isinstance(value, relax.Call) and all(is_constant(a) for a in value.args)):
                 constant.add(binding.var)
             elif isinstance(value, relax.Call) and value.op == permute:
-                count += 1
-    return count
+                work["transposes"] += 1
+                work["transposed_elements"] += math.prod(static_shape(binding.var.ty) or [0])
+            elif isinstance(value, relax.Call) and value.op == conv:
+                out, weight = static_shape(binding.var.ty), static_shape(value.args[1].ty)
+                if out and weight:
+                    out_channels = weight[str(value.attrs.kernel_layout).index("O")]
+                    work["conv_macs"] += math.prod(out) * math.prod(weight) // out_channels
+    return work
 
 
 def legalize_and_fuse() -> list:
