@@ -867,16 +867,18 @@ def device_emulate(
     spec = get_target(target)
     if spec.arch != "aarch64" or spec.kind != "cpu":
         raise UsageError(f"only aarch64 CPU targets can be emulated, not '{target}'", "use rpi4 or rpi5")
-    with _StepPrinter() as printer:
-        proc = start_rpc_server(port=port, host=host, tracker=tracker, key=key or target, progress=printer)
-    where = f"rpc://{host}:{port}" + (f" (registered at tracker {tracker} as '{key or target}')" if tracker else "")
-    console.print(f"[bold]emulated {target}[/] serving at {where}; [yellow]timings are emulated, "
-                  f"not device speed[/]; Ctrl-C stops it")
-    try:
+    proc = None
+    try:  # from the moment the server runs: a Ctrl-C while the banner prints must stop it too
+        with _StepPrinter() as printer:
+            proc = start_rpc_server(port=port, host=host, tracker=tracker, key=key or target, progress=printer)
+        where = f"rpc://{host}:{port}" + (f" (registered at tracker {tracker} as '{key or target}')" if tracker else "")
+        console.print(f"[bold]emulated {target}[/] serving at {where}; [yellow]timings are emulated, "
+                      f"not device speed[/]; Ctrl-C stops it")
         while proc.poll() is None:
             __import__("time").sleep(1)
     finally:
-        stop_rpc_server(proc)
+        if proc is not None:
+            stop_rpc_server(proc)
     if proc.returncode not in (0, -15, -9, None):
         raise DeviceError(f"the emulated RPC server stopped (exit code {proc.returncode})", "rerun with --debug")
 
