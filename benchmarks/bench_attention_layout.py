@@ -10,8 +10,8 @@ inputs, same threads):
 - with ``--tune-minutes`` of MetaSchedule search per layout, each from an empty database
   (same budget, same seed), so that neither layout profits from the shipped records.
 
-It prints p50 latencies, the ratio to onnxruntime, and how many activation transposes each
-layout leaves as kernels of their own. A benchmark, not a test.
+It prints p50 latencies, the ratio to onnxruntime, the fused kernels of each build and how many
+of them are element-wise/layout kernels running alone (transposes among them). A benchmark, not a test.
 
     python benchmarks/bench_attention_layout.py [--model efficientvit] [--threads 2]
                                                 [--tune-minutes 5] [--repeats 100]
