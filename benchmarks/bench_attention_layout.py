@@ -27,11 +27,11 @@ from rich.console import Console
 from rich.table import Table
 
 from edgec.backends.tvm import pipeline
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.devices.local import LocalDevice
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling.timing import LatencyStats, interleaved
-from edgec.tune import tune
+from edgec.flows.tune import tune
 
 EDGEC_RULE = pipeline.nhwc_pays
 

@@ -23,7 +23,7 @@ import onnx
 from rich.console import Console
 from rich.table import Table
 
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.devices.local import LocalDevice
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling.timing import LatencyStats, interleaved

@@ -2,7 +2,7 @@
 and the accuracy before and after fine-tuning.
 
 Trains the digits model (``edgec zoo digits``) unless ``--digits DIR`` gives one, runs
-``edgec.compress.depth_compress`` for each ``--speedup``, builds both models with ``edgec build``, then
+``edgec.flows.depth_compress.depth_compress`` for each ``--speedup``, builds both models with ``edgec build``, then
 times the model, the compressed model and onnxruntime (on the model) in one process on the same input,
 ``--runs`` times: back-to-back inferences in loops of at least 100 ms, the two TVM models alternating, then
 onnxruntime alone, the median of ``--rounds`` loops kept (single calls after a pause vary by +-20% on a
@@ -24,8 +24,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from edgec.build import BuildOptions, build
-from edgec.compress import CompressOptions, depth_compress, write_result
+from edgec.flows.build import BuildOptions, build
+from edgec.flows.depth_compress import CompressOptions, depth_compress, write_result
 from edgec.devices.local import LocalDevice
 from edgec.frontend.reference import make_inputs, ort_session
 

@@ -1,6 +1,6 @@
 """depth_merge(mode=latency) against the plain build: the merges the latency table chose must not slow a model.
 
-For each model: measure the latency table on this machine (``edgec.depth.merge_table``), build a
+For each model: measure the latency table on this machine (``edgec.flows.merge_table.merge_table``), build a
 host artifact with the default passes and one with ``default,depth_merge(mode=latency,...)``, and
 time both and onnxruntime interleaved in one process on the same inputs. Prints the mergeable
 pairs, the merges chosen, the predicted saving (the table's separate - merged ms summed over the
@@ -19,8 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from edgec.build import BuildOptions, build
-from edgec.depth import merge_table, write_table
+from edgec.flows.build import BuildOptions, build
+from edgec.flows.merge_table import merge_table, write_table
 from edgec.devices.local import LocalDevice
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling.timing import LatencyStats, interleaved

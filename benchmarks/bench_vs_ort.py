@@ -25,7 +25,7 @@ from rich.console import Console
 from rich.table import Table
 
 from edgec.devices.local import LocalDevice
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling.timing import LatencyStats, interleaved
 

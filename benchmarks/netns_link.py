@@ -129,7 +129,7 @@ def rtt_ms(net: Link, port: int) -> float:
     """Median round trip of a request the server refuses at once (a wrong model hash): the link's and
     gRPC's fixed cost per request (ms)."""
     code = ("import grpc, time, statistics\n"
-            "from edgec.serve import RUN, MODEL_KEY\n"
+            "from edgec.flows.serve import RUN, MODEL_KEY\n"
             f"ch = grpc.insecure_channel('{SRV_IP}:{port}')\n"
             "call = ch.unary_unary(RUN)\nts = []\n"
             "for _ in range(15):\n"

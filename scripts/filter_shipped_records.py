@@ -22,8 +22,9 @@ import tempfile
 from pathlib import Path
 
 from edgec.backends.tvm import api, tuning
-from edgec.build import BuildOptions, build
-from edgec.profile import ProfileOptions, profile
+from edgec.flows.build import BuildOptions, build
+from edgec.flows.profile import profile
+from edgec.profiling.profiler import ProfileOptions
 from edgec.targets import get_target, target_class
 
 MODELS = "mobilenetv4,ghostnet,efficientvit,mcunetv2"

@@ -27,7 +27,8 @@ import argparse
 from pathlib import Path
 
 from edgec.backends.tvm import api, tuning
-from edgec.build import BuildOptions, check_request, lower
+from edgec.flows.lower import lower
+from edgec.flows.request import BuildOptions, check_request
 from edgec.devices import open_device
 from edgec.targets import target_class
 

@@ -44,7 +44,7 @@ def parse_model(text: str) -> onnx.ModelProto:
 @pytest.fixture
 def run_cli(capsys):
     """Run ``edgec ARGS`` in-process; returns (exit code, stdout, stderr)."""
-    from edgec.cli import main
+    from edgec.cli.app import main
 
     def _run(*args: str) -> tuple[int, str, str]:
         with pytest.raises(SystemExit) as exc:

@@ -5,7 +5,7 @@ import struct
 
 import pytest
 
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.profiling.report import validate
 
 EM_AARCH64 = 183

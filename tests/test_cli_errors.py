@@ -171,7 +171,7 @@ def test_an_interrupt_inside_a_tvm_callback_is_an_interrupt(run_cli, tmp_path, m
 
 @pytest.fixture(scope="module")
 def tiny_artifact(tmp_path_factory):
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
 
     d = tmp_path_factory.mktemp("art")
     art = build(BuildOptions(model=str(tiny_cnn(d / "tiny.onnx")), out_dir=d, verify=False)).artifact
@@ -202,7 +202,7 @@ def test_run_flag_mistakes_are_usage_errors(run_cli, tiny_artifact, extra, text)
 def test_run_refuses_a_model_without_an_image_input(run_cli, tmp_path):
     import onnx.helper as h
 
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
 
     g = h.make_graph([h.make_node("Relu", ["x"], ["y"])], "mlp", [h.make_tensor_value_info("x", 1, [1, 16])],
                      [h.make_tensor_value_info("y", 1, [1, 16])])

@@ -8,8 +8,8 @@ import onnx
 import pytest
 from PIL import Image
 
-from edgec.build import BuildOptions
-from edgec.compress import CompressOptions, depth_compress
+from edgec.flows.build import BuildOptions
+from edgec.flows.depth_compress import CompressOptions, depth_compress
 from edgec.errors import UsageError
 from edgec.frontend.reference import run_ort
 from passes.test_depth_chains import mbv2_like
@@ -33,7 +33,7 @@ def task(tmp_path):
 def _table_favouring_the_block(monkeypatch):
     """A latency table in which merging the residual block (chain 1) whole is the only saving, and a large one
     (10 model times per layer, 1 for the merged block): any speed-up above 1 then asks for exactly that merge."""
-    import edgec.compress as compress
+    import edgec.flows.depth_compress as compress
 
     real = compress.latency_table
 
@@ -112,11 +112,11 @@ def test_a_budget_no_plan_meets_says_what_is_reachable(task, monkeypatch, tmp_pa
 def test_the_merge_check_measures_against_float64_and_refuses_an_inexact_merge():
     from onnx import numpy_helper
 
-    from edgec.compress import _check_merge
+    from edgec.flows.depth_compress import check_merge
 
     model = mbv2_like()
     x = np.random.default_rng(2).standard_normal((3, 3, 20, 20)).astype(np.float32)
-    same = _check_merge(model, model, x)
+    same = check_merge(model, model, x)
     assert same["reference"] == "linear model in float64"
     assert same["max_abs_error"] == same["linear_float32_error"] <= same["tolerance"]
     assert 0 < same["linear_float32_error"]  # float32 is not the float64 truth
@@ -125,7 +125,7 @@ def test_the_merge_check_measures_against_float64_and_refuses_an_inexact_merge()
     w = next(t for t in off.graph.initializer if len(t.dims) == 4)
     w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * np.float32(1.001), w.name))
     with pytest.raises(UsageError, match="changed the output"):
-        _check_merge(model, off, x)
+        check_merge(model, off, x)
 
 
 def _seeded(model, seed):
@@ -149,7 +149,7 @@ def test_importance_after_a_short_fine_tune_recovers_what_the_bare_removal_loses
     segments are closer to the original than the bare removals."""
     import onnx_ir as ir
 
-    from edgec.compress import segment_importance
+    from edgec.flows.depth_compress import segment_importance
     from edgec.passes.depth_chains import find_chains
 
     model = _seeded(mbv2_like(), seed=5)
@@ -169,7 +169,7 @@ def test_a_plan_measured_faster_than_predicted_is_made_again_with_fewer_removals
     """``plan_rounds``: the planned model is timed, and the DP runs again under the budget corrected by the
     measured/predicted ratio. Here every compressed model "measures" at a third of its real time: the first
     plan (the block merged) beats the budget by far, so the second keeps every activation."""
-    import edgec.compress as compress
+    import edgec.flows.depth_compress as compress
 
     monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))
     model, data = task

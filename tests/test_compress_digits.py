@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-import edgec.compress as compress
-from edgec.build import BuildOptions
-from edgec.compress import CompressOptions, depth_compress
+import edgec.flows.depth_compress as compress
+from edgec.flows.build import BuildOptions
+from edgec.flows.depth_compress import CompressOptions, depth_compress
 
 pytestmark = pytest.mark.slow
 

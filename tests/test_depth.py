@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 
-from edgec.build import BuildOptions
+from edgec.flows.build import BuildOptions
 from edgec.passes import run_pipeline
 from passes.helpers import model, ops, rand
 
@@ -54,7 +54,7 @@ def test_merge_table_times_each_pair_and_latency_mode_applies_it(tmp_path, run_c
 def test_merge_table_refuses_a_remote_target(tmp_path):
     import pytest
 
-    from edgec.depth import merge_table
+    from edgec.flows.merge_table import merge_table
     from edgec.errors import UsageError
 
     _two_pairs(tmp_path / "m.onnx")

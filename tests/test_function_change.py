@@ -6,7 +6,7 @@ import json
 import pytest
 
 from conftest import tiny_cnn
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.errors import VerificationError
 from edgec.profiling.report import render_markdown, validate
 
@@ -34,7 +34,7 @@ def test_scaled_output_builds_verified_and_reports_both_lines(tmp_path, scale_ou
 
 def test_verifying_against_the_source_would_fail(tmp_path, scale_output_pass, monkeypatch):
     """The exactness check must use the changed model: against the source, a 5% change fails the build."""
-    import edgec.build as b
+    import edgec.flows.build as b
 
     real = b.lower
 

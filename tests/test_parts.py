@@ -10,9 +10,10 @@ from onnx import numpy_helper
 
 from conftest import tiny_cnn
 from edgec.artifact import open_part, read_artifact
-from edgec.build import BuildOptions, lower
-from edgec.multipart import build_parts
-from edgec.part import Connection, PartRequest
+from edgec.flows.build import BuildOptions
+from edgec.flows.lower import lower
+from edgec.flows.assemble import assemble
+from edgec.flows.parts import Connection, PartRequest
 from edgec.errors import UsageError, VerificationError
 from edgec.profiling.report import render_markdown, validate
 from edgec.split import split_model, valid_cuts
@@ -59,7 +60,7 @@ def test_residual_is_not_a_valid_cut():
 
 def test_two_part_artifact_builds_verifies_and_composes(lowered, tmp_path):
     parts, conns = two_parts(lowered)
-    result = build_parts(lowered.source, lowered.final, parts, conns, tmp_path, "tiny-split")
+    result = assemble(lowered.source, lowered.final, parts, conns, tmp_path, "tiny-split")
     art = result.artifact
     report = json.loads((art / "report.json").read_text())
     validate(report)
@@ -92,17 +93,17 @@ def test_broken_composition_fails_and_leaves_nothing(lowered, tmp_path):
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * 1.1, "w2"))
     parts, conns = two_parts(lowered, tail_model=wrong)
     with pytest.raises(VerificationError, match="composed parts"):
-        build_parts(lowered.source, lowered.final, parts, conns, tmp_path / "out", "broken")
+        assemble(lowered.source, lowered.final, parts, conns, tmp_path / "out", "broken")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
 def test_parts_must_be_fed(lowered, tmp_path):
     parts, _ = two_parts(lowered)
     with pytest.raises(UsageError, match="input 'r1' is fed by nothing"):
-        build_parts(lowered.source, lowered.final, parts, [], tmp_path, "x")
+        assemble(lowered.source, lowered.final, parts, [], tmp_path, "x")
     parts, conns = two_parts(lowered)
     with pytest.raises(UsageError, match="no earlier part produces"):
-        build_parts(lowered.source, lowered.final, parts[::-1], conns, tmp_path, "x")
+        assemble(lowered.source, lowered.final, parts[::-1], conns, tmp_path, "x")
 
 
 def test_run_and_profile_address_parts(lowered, tmp_path, run_cli):
@@ -111,7 +112,7 @@ def test_run_and_profile_address_parts(lowered, tmp_path, run_cli):
     parts, conns = two_parts(lowered)
     lowered.source.preprocessing = {"resize": [24, 24], "scale": 1 / 255, "mean": [0.5] * 3, "std": [0.5] * 3}
     try:
-        art = build_parts(lowered.source, lowered.final, parts, conns, tmp_path, "split").artifact
+        art = assemble(lowered.source, lowered.final, parts, conns, tmp_path, "split").artifact
     finally:
         lowered.source.preprocessing = None
     img = tmp_path / "img.png"
@@ -147,7 +148,8 @@ def test_one_part_artifact_of_the_old_layout_still_loads(tmp_path):
 
 
 def test_split_cli_lists_cuts_and_builds_a_head_and_tail(run_cli, tmp_path):
-    from edgec.build import BuildOptions, lower
+    from edgec.flows.build import BuildOptions
+    from edgec.flows.lower import lower
     from edgec.split import cut_table
 
     model = tiny_cnn(tmp_path / "m.onnx", size=16)

@@ -10,7 +10,7 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.errors import BudgetError
 
 TOOLS = ("arm-none-eabi-gcc", "arm-none-eabi-size", "arm-none-eabi-nm", "qemu-system-arm")

@@ -86,7 +86,7 @@ def test_a_kernel_the_rule_cannot_schedule_keeps_tvms_default(tmp_path, monkeypa
 
 def test_softmax_and_layernorm_kernels_are_scheduled_and_exact(tmp_path):
     """Kernels with two reductions (softmax, normalisation) take DLight's CPU reduction rule."""
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
 
     model = parse_model("""
         <ir_version: 8, opset_import: ["" : 17]>
@@ -106,7 +106,7 @@ def test_softmax_and_layernorm_kernels_are_scheduled_and_exact(tmp_path):
 def test_build_reports_default_schedules_and_matches(tmp_path):
     """--no-tune-db: every kernel gets the default schedule, and the build still verifies; with the
     default schedule off, kernels.json says nothing about a schedule."""
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
 
     model = str(tiny_cnn(tmp_path / "t.onnx"))
     on = build(BuildOptions(model=model, out_dir=tmp_path / "a", use_tune_db=False))
@@ -121,7 +121,7 @@ def test_build_reports_default_schedules_and_matches(tmp_path):
 
 def test_summary_counts_default_schedules(tmp_path):
     """With the databases on, the report counts the kernels that got the default schedule."""
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
     from edgec.profiling.report import schedules_line
 
     result = build(BuildOptions(model=str(tiny_cnn(tmp_path / "t.onnx", channels=24, size=12)),

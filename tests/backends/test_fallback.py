@@ -50,7 +50,7 @@ def test_fallback_is_reported(tmp_path, monkeypatch):
     import tvm
 
     from edgec.backends.tvm import fallback
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
 
     real_compile = tvm.compile
     calls = {"n": 0}

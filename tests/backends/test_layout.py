@@ -9,7 +9,7 @@ from onnx import helper, numpy_helper
 from edgec.backends.tvm.compile import tvm_target
 from edgec.backends.tvm.importer import import_onnx
 from edgec.backends.tvm.pipeline import conv_layout, convert_layout, fused_kernels, fused_module, nhwc_pays
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.targets import get_target
 
 RNG = np.random.default_rng(3)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from conftest import tiny_cnn
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.errors import DeviceError, UsageError
 
 
@@ -25,7 +25,7 @@ def test_tvm_ffi_is_the_version_that_does_not_segfault():
 
 def test_tune_then_build_applies_records(tmp_path):
     from edgec.backends.tvm.tuning import record_count
-    from edgec.tune import tune
+    from edgec.flows.tune import tune
 
     model = tiny_cnn(tmp_path / "tiny.onnx")
     db = tmp_path / "db"
@@ -54,7 +54,8 @@ def test_tune_then_build_applies_records(tmp_path):
 def shipped_tiny(tmp_path_factory):
     """A tiny model tuned for a few trials, its records exported in the shipped format (no workloads)."""
     from edgec.backends.tvm import api, tuning
-    from edgec.build import check_request, lower
+    from edgec.flows.lower import lower
+    from edgec.flows.request import check_request
     from edgec.devices import open_device
 
     tmp = tmp_path_factory.mktemp("shipped")
@@ -224,7 +225,7 @@ def test_remote_tuning_on_emulated_rpi4(tmp_path):
     from conftest import free_port
     from edgec.backends.tvm.tuning import record_count
     from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
-    from edgec.tune import tune
+    from edgec.flows.tune import tune
 
     model = tiny_cnn(tmp_path / "tiny.onnx", channels=4, size=8)
     opts = BuildOptions(model=str(model), target="rpi4", out_dir=tmp_path / "out")
@@ -242,7 +243,8 @@ def test_merging_adds_only_the_kernels_the_shipped_file_lacks(shipped_tiny, tmp_
     """``ship_tuning_db.py --merge``: every shipped record stays as it was; missing kernels are added and
     the addition is recorded in metadata.json with the machine that measured it."""
     from edgec.backends.tvm import api, tuning
-    from edgec.build import check_request, lower
+    from edgec.flows.lower import lower
+    from edgec.flows.request import check_request
 
     model, shipped = shipped_tiny
     rows = [line for line in shipped.read_text().splitlines() if line.strip()]

@@ -38,7 +38,7 @@ def test_unreachable_devices_fail_fast():
 
 
 def test_local_device_runs_and_times(tmp_path):
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
     from edgec.frontend.reference import run_ort
 
     art = build(BuildOptions(model=str(tiny_cnn(tmp_path / "t.onnx")), out_dir=tmp_path, passes="none")).artifact
@@ -58,7 +58,7 @@ def test_local_device_runs_and_times(tmp_path):
 @pytest.mark.qemu
 def test_emulated_aarch64_session(tmp_path):
     """open() starts the emulated RPC server, runs, and stops it (nothing left listening)."""
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
 
     art = build(BuildOptions(model=str(tiny_cnn(tmp_path / "t.onnx", channels=4, size=8)), target="rpi4",
                              out_dir=tmp_path, passes="none", verify=False)).artifact

@@ -93,7 +93,7 @@ def test_folded_graph_imports_into_tvm():
     with pytest.raises(Exception, match="Reshape requires"):
         from tvm.relax.frontend.onnx import from_onnx
 
-        from edgec.backends.tvm.env import captured_fds
+        from edgec.tvm_setup.capture import captured_fds
 
         with captured_fds():
             from_onnx(model, shape_dict={"x": [2, 4, 8, 6]})

@@ -80,7 +80,7 @@ CASES = {
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_op_family_builds_and_matches(name, tmp_path):
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
     from edgec.devices.local import LocalDevice
     from edgec.frontend.reference import run_ort
 

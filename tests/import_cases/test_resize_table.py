@@ -62,7 +62,7 @@ def table_model():
 
 @pytest.mark.slow
 def test_every_supported_resize_matches_onnxruntime(tmp_path):
-    from edgec.build import BuildOptions, build
+    from edgec.flows.build import BuildOptions, build
     from edgec.devices.local import LocalDevice
     from edgec.frontend.reference import run_ort
 

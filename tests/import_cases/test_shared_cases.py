@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.errors import UnsupportedOpError
 
 CASES = Path(__file__).parent / "shared"

@@ -8,7 +8,7 @@ import pytest
 
 from edgec.frontend.reference import run_ort
 from edgec.passes import run_pipeline
-from edgec.passes.manager import _to_ir
+from edgec.passes.manager import to_ir
 from edgec.passes.merge import merge_candidates, mergeable_chains
 from passes.helpers import model, ops, rand
 
@@ -46,7 +46,7 @@ RESIDUAL = [g for g in GRID if g[1] == g[4] == 1 and g[3] == 1]
 @pytest.mark.parametrize("k1,s1,g1,k2,s2,g2,residual", [(*g, False) for g in GRID] + [(*g, True) for g in RESIDUAL])
 def test_unit_grid_merges_exactly_or_says_why(k1, s1, g1, k2, s2, g2, residual):
     m = _pair_model(k1, s1, g1, k2, s2, g2, residual)
-    cands = merge_candidates(_to_ir(m), max_kernel=99)
+    cands = merge_candidates(to_ir(m), max_kernel=99)
     assert len(cands) == 1
     result = run_pipeline(m, "depth_merge(max_kernel=99)")
     if cands[0].reason is None:
@@ -65,14 +65,14 @@ def test_unit_grid_merges_exactly_or_says_why(k1, s1, g1, k2, s2, g2, residual):
 ])
 def test_inexact_pairs_are_refused_with_a_reason(case, reason):
     m = _pair_model(**case)
-    cands = merge_candidates(_to_ir(m))
+    cands = merge_candidates(to_ir(m))
     assert cands and reason in cands[0].reason
     assert run_pipeline(m, "depth_merge").records[0]["applied"] == 0
 
 
 def test_max_kernel_refuses_large_merges():
     m = _pair_model(5, 2, 1, 5, 1, 1)  # K = 5 + 2*4 = 13
-    cands = merge_candidates(_to_ir(m), max_kernel=7)
+    cands = merge_candidates(to_ir(m), max_kernel=7)
     assert "over max_kernel 7" in cands[0].reason
 
 
@@ -85,7 +85,7 @@ def test_an_activation_between_blocks_the_merge():
         y = Conv <kernel_shape=[1,1]> (r, w2)
     }"""
     m = model(text, w1=rand(8, 8, 3, 3), w2=rand(8, 8, 1, 1))
-    assert merge_candidates(_to_ir(m)) == []
+    assert merge_candidates(to_ir(m)) == []
     assert run_pipeline(m, "depth_merge").records[0]["applied"] == 0
 
 
@@ -98,7 +98,7 @@ def test_a_chain_of_three_merges_to_one_conv():
         y = Conv <kernel_shape=[2,2], strides=[2,2]> (b, w3)
     }"""
     m = model(text, w1=rand(8, 1, 3, 3), b1=rand(8), w2=rand(8, 8, 1, 1), b2=rand(8), w3=rand(8, 8, 2, 2))
-    assert [len(c) for c in mergeable_chains(_to_ir(m))] == [3]
+    assert [len(c) for c in mergeable_chains(to_ir(m))] == [3]
     result = run_pipeline(m, "depth_merge")
     assert ops(result.model)["Conv"] == 1
     x = {"x": np.random.default_rng(1).standard_normal((1, 8, 16, 16)).astype(np.float32)}
@@ -112,7 +112,7 @@ def test_latency_mode_needs_a_table_and_applies_only_faster_pairs(tmp_path):
     m = _pair_model(3, 1, C, 1, 1, 1)
     with pytest.raises(UsageError, match="table"):
         run_pipeline(m, "depth_merge(mode=latency)")
-    cand = merge_candidates(_to_ir(m))[0]
+    cand = merge_candidates(to_ir(m))[0]
     table = tmp_path / "t.json"
     import json
 

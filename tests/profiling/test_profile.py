@@ -7,7 +7,7 @@ import time
 import pytest
 
 from conftest import free_port
-from edgec.build import BuildOptions, build
+from edgec.flows.build import BuildOptions, build
 from edgec.errors import DeviceError
 from edgec.profiling.html import render_html
 from edgec.artifact import open_part

@@ -74,7 +74,7 @@ def test_edgec_run_decodes_the_int8_cut(run_cli, tmp_path):
                            "--name", "s")
     assert code == 0, err
     Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype("uint8")).save(tmp_path / "i.png")
-    from edgec.run import run_image
+    from edgec.flows.run import run_image
 
     from edgec.artifact import read_artifact
     from edgec.frontend.image import preprocess

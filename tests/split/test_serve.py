@@ -20,8 +20,8 @@ PRE = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}
 def split_artifact(tmp_path_factory):
     from PIL import Image
 
-    from edgec.build import BuildOptions
-    from edgec.multipart import build_split
+    from edgec.flows.build import BuildOptions
+    from edgec.flows.split import build_split
 
     tmp = tmp_path_factory.mktemp("serve")
     model = tiny_cnn(tmp / "m.onnx", size=16)
@@ -33,7 +33,7 @@ def split_artifact(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(split_artifact):
-    from edgec.serve import serve
+    from edgec.flows.serve import serve
 
     art, _ = split_artifact
     port = free_port()
@@ -44,8 +44,8 @@ def server(split_artifact):
 
 
 def test_head_here_tail_on_the_server_equals_the_local_composition(split_artifact, server):
-    from edgec.run import run_image
-    from edgec.serve import run_remote
+    from edgec.flows.run import run_image
+    from edgec.flows.serve import run_remote
 
     art, image = split_artifact
     address, service = server
@@ -65,7 +65,7 @@ def test_head_here_tail_on_the_server_equals_the_local_composition(split_artifac
 def _call(address, payload, sha):
     import grpc
 
-    from edgec.serve import MODEL_KEY, RUN
+    from edgec.flows.serve import MODEL_KEY, RUN
 
     with grpc.insecure_channel(address) as channel:
         return channel.unary_unary(RUN)(payload, timeout=10, metadata=((MODEL_KEY, sha),))
@@ -86,7 +86,7 @@ def _header_without_data() -> bytes:
 def test_a_client_that_disconnects_mid_stream_does_not_stop_the_server(split_artifact, server):
     import grpc
 
-    from edgec.serve import MODEL_KEY, STREAM, run_remote
+    from edgec.flows.serve import MODEL_KEY, STREAM, run_remote
 
     art, image = split_artifact
     address, service = server
@@ -113,7 +113,7 @@ def test_a_client_that_disconnects_mid_stream_does_not_stop_the_server(split_art
 def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact, server):
     import grpc
 
-    from edgec.serve import run_remote
+    from edgec.flows.serve import run_remote
 
     art, image = split_artifact
     address, service = server
@@ -142,7 +142,7 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact
     reply.ParseFromString(_call(address, good, sha))
     assert numpy_helper.to_array(reply.tensor_values[0]).shape == (1, 4)
     assert run_remote(f"{art}:head", address, image, preprocessing=PRE).top
-    from edgec.serve import MODEL_KEY, STREAM
+    from edgec.flows.serve import MODEL_KEY, STREAM
 
     with grpc.insecure_channel(address) as channel:  # a bad frame ends its stream with the reason
         stream = channel.stream_stream(STREAM)(iter([good, b"bad"]), timeout=10, metadata=((MODEL_KEY, sha),))
@@ -153,7 +153,7 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact
 
 
 def test_unreachable_server_and_wrong_parts_are_one_line_errors(split_artifact, run_cli):
-    from edgec.serve import run_remote, serve
+    from edgec.flows.serve import run_remote, serve
 
     art, image = split_artifact
     with pytest.raises(DeviceError, match="cannot be reached"):
@@ -178,7 +178,7 @@ def test_unreachable_server_and_wrong_parts_are_one_line_errors(split_artifact, 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a test certificate")
 def test_tls(split_artifact, tmp_path):
-    from edgec.serve import run_remote, serve
+    from edgec.flows.serve import run_remote, serve
 
     art, image = split_artifact
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"

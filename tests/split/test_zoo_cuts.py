@@ -9,7 +9,8 @@ pytestmark = pytest.mark.slow
 def test_every_default_zoo_model_lists_its_cuts(name, run_cli):
     import onnx
 
-    from edgec.build import BuildOptions, lower
+    from edgec.flows.build import BuildOptions
+    from edgec.flows.lower import lower
     from edgec.split import cut_table, split_model
 
     code, out, err = run_cli("split", name, "--list")

@@ -38,7 +38,8 @@ def test_an_onnx_file_can_record_its_preprocessing(tmp_path):
     import onnx
 
     from conftest import tiny_cnn
-    from edgec.build import BuildOptions, load_source
+    from edgec.flows.build import BuildOptions
+    from edgec.flows.lower import load_source
     from edgec.frontend.image import PREPROCESSING_KEY
 
     path = tiny_cnn(tmp_path / "m.onnx")

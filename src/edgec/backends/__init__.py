@@ -8,7 +8,7 @@ implementing the same functions and adding its target kinds to :data:`BACKENDS`.
 
 A backend takes ONNX with static shapes (after the frontend and the passes) and
 writes its files into a folder; what it produced is described by :class:`Compiled`.
-Orchestration (:mod:`edgec.build`) never touches the backend's own IR.
+Orchestration (:mod:`edgec.flows`) never touches the backend's own IR.
 """
 
 from __future__ import annotations
@@ -128,6 +128,16 @@ class Backend(Protocol):
 
     def resolved_target(self, spec: TargetSpec) -> dict[str, Any]:
         """The target data with detected values filled in."""
+
+    def planned_arena_bytes(self, model: Any, spec: TargetSpec) -> int | None:
+        """The activation arena (bytes) the backend would plan for ``model`` without compiling it, or None
+        where the backend does not plan one itself (reported beside a memory pass's arena)."""
+
+    def check_tune(self, spec: TargetSpec, trials: int | None, minutes: float | None, device: Any) -> None:
+        """Validate a tuning request before any work (raises UsageError where the backend cannot tune)."""
+
+    def tune(self, model: Any, spec: TargetSpec, device: Any, **kwargs: Any) -> Any:
+        """Search kernel schedules for ``model``, measuring on ``device``; records go to the tuning database."""
 
 
 #: Target kind -> backend module.

@@ -19,7 +19,7 @@ Every device has the same three calls:
 
 Build verification, ``edgec profile`` and ``edgec tune`` all go through this package; no
 other package spawns qemu or opens an RPC session. Importing it prepares TVM's process
-settings (:func:`edgec.tvm_env.prepare`); TVM itself is imported only when a device is used.
+settings (:func:`edgec.tvm_setup.prepare`); TVM itself is imported only when a device is used.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 from edgec.devices.url import DeviceURL
 from edgec.errors import UsageError
-from edgec.tvm_env import prepare as _prepare
+from edgec.tvm_setup import prepare as _prepare
 
 _prepare()
 

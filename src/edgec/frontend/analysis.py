@@ -52,7 +52,7 @@ def _constants(model: onnx.ModelProto) -> list[np.ndarray]:
     return arrays
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+def static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Static shapes of every value whose shape is fully known."""
     inferred = shape_inference.infer_shapes(model, strict_mode=False)
     g = inferred.graph
@@ -109,7 +109,7 @@ def graph_stats(model: onnx.ModelProto) -> GraphStats:
     arrays = _constants(model)
     params = sum(a.size for a in arrays if np.issubdtype(a.dtype, np.floating))
     param_bytes = sum(a.nbytes for a in arrays)
-    shapes = _shapes(model)
+    shapes = static_shapes(model)
     macs = sum(node_macs(n, shapes) for n in model.graph.node)
     ops = Counter(n.op_type for n in model.graph.node)
     return GraphStats(len(model.graph.node), int(params), int(param_bytes), int(macs), dict(ops))

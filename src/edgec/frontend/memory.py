@@ -35,7 +35,7 @@ from typing import Any
 
 import onnx
 
-from edgec.frontend.analysis import _shapes
+from edgec.frontend.analysis import static_shapes
 
 #: Operators whose output may overwrite an input that dies at them (same or fewer elements).
 INPLACE_OPS = frozenset({
@@ -78,14 +78,15 @@ class MemoryProfile:
         return d
 
 
-def _dtypes(model: onnx.ModelProto) -> dict[str, int]:
+def value_dtypes(model: onnx.ModelProto) -> dict[str, int]:
+    """ONNX element type (``onnx.TensorProto`` enum) of every value shape inference types."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     g = inferred.graph
     types = {vi.name: vi.type.tensor_type.elem_type for vi in list(g.input) + list(g.value_info) + list(g.output)}
     return types
 
 
-def _constant_values(model: onnx.ModelProto) -> set[str]:
+def constant_values(model: onnx.ModelProto) -> set[str]:
     """Initializers, Constant outputs and values computed from constants alone."""
     const = {i.name for i in model.graph.initializer} - {i.name for i in model.graph.input}
     for node in model.graph.node:
@@ -128,10 +129,10 @@ def activation_memory(model: onnx.ModelProto, *, element_bytes: int | None = Non
         ValueError: an activation's shape is unknown (run the frontend's shape fixing first).
     """
     if shapes is None:
-        shapes = _shapes(model)
-        dtypes = _dtypes(model)
+        shapes = static_shapes(model)
+        dtypes = value_dtypes(model)
     dtypes = dtypes or {}
-    const = _constant_values(model)
+    const = constant_values(model)
     nodes = list(model.graph.node)
     end = len(nodes)
 

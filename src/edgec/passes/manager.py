@@ -73,11 +73,13 @@ class PipelineResult:
     calls: list[PassCall] = field(default_factory=list)
 
 
-def _to_ir(model: onnx.ModelProto) -> ir.Model:
+def to_ir(model: onnx.ModelProto) -> ir.Model:
+    """The ``onnx_ir`` model of an ONNX protobuf (what the passes rewrite)."""
     return ir.serde.deserialize_model(model)
 
 
-def _to_proto(model: ir.Model) -> onnx.ModelProto:
+def to_proto(model: ir.Model) -> onnx.ModelProto:
+    """The ONNX protobuf of an ``onnx_ir`` model."""
     proto = ir.serde.serialize_model(model)
     del proto.graph.value_info[:]
     return shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
@@ -100,7 +102,7 @@ def apply_pass(call: PassCall, model: onnx.ModelProto) -> tuple[onnx.ModelProto,
     Returns:
         ``(new model, changed)``; the input proto is not modified.
     """
-    ir_model = _to_ir(model)
+    ir_model = to_ir(model)
     once = call.info.equivalence.changes_function
     manager = ir.passes.PassManager([call.create(), common_passes.RemoveUnusedNodesPass()],
                                     steps=1 if once else MAX_STEPS, early_stop=True)
@@ -115,7 +117,7 @@ def apply_pass(call: PassCall, model: onnx.ModelProto) -> tuple[onnx.ModelProto,
         raise cause from None
     if not result.modified:
         return model, False
-    return _to_proto(result.model), True
+    return to_proto(result.model), True
 
 
 def _segments(calls: list[PassCall]) -> list[list[int]]:

@@ -36,7 +36,7 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from edgec.frontend.analysis import _shapes, node_macs
+from edgec.frontend.analysis import static_shapes, node_macs
 from edgec.frontend.memory import activation_memory
 
 WINDOW_OPS = frozenset({"Conv", "MaxPool", "AveragePool"})
@@ -132,10 +132,10 @@ def stage_of(model: onnx.ModelProto, stop: str, shapes: dict | None = None) -> l
         PatchError: ``stop`` is not a 4-D activation, another stage tensor is used after the stage,
             or the stage holds an operator patches cannot run.
     """
-    from edgec.frontend.memory import _constant_values
+    from edgec.frontend.memory import constant_values
 
-    shapes = shapes if shapes is not None else _shapes(model)
-    consts = _constant_values(model)
+    shapes = shapes if shapes is not None else static_shapes(model)
+    consts = constant_values(model)
     nodes = model.graph.node
     producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
     if stop not in producer:
@@ -191,11 +191,11 @@ def plan_patches(model: onnx.ModelProto, stop: str, grid: int | tuple[int, int],
     Raises:
         PatchError: see :func:`stage_of`; or the grid is larger than the stop tensor.
     """
-    from edgec.frontend.memory import _constant_values
+    from edgec.frontend.memory import constant_values
 
-    shapes = shapes if shapes is not None else _shapes(model)
+    shapes = shapes if shapes is not None else static_shapes(model)
     stage = stage_of(model, stop, shapes)
-    consts = _constant_values(model)
+    consts = constant_values(model)
     rows, cols = (grid, grid) if isinstance(grid, int) else grid
     _, _, height, width = shapes[stop]
     if rows < 1 or cols < 1 or rows > height or cols > width:
@@ -255,10 +255,10 @@ def patch_graph(model: onnx.ModelProto, plan: PatchPlan,
     in patch-major order, each reading a ``Slice`` of its input region; row ``Concat``s along W
     and one along H assemble the stop tensor under its original name.
     """
-    from edgec.frontend.memory import _constant_values
+    from edgec.frontend.memory import constant_values
 
-    shapes = dict(shapes if shapes is not None else _shapes(model))
-    consts = _constant_values(model)
+    shapes = dict(shapes if shapes is not None else static_shapes(model))
+    consts = constant_values(model)
     nodes = model.graph.node
     in_stage = set(plan.stage)
     first = plan.stage[0]
@@ -373,7 +373,7 @@ class PatchChoice:
 
 def stop_candidates(model: onnx.ModelProto, shapes: dict | None = None) -> list[str]:
     """Tensors (graph order) where a patch stage can stop: single crossing, spatially local before."""
-    shapes = shapes if shapes is not None else _shapes(model)
+    shapes = shapes if shapes is not None else static_shapes(model)
     out = []
     for n in model.graph.node:
         for o in n.output:
@@ -413,9 +413,9 @@ def search_patch(model: onnx.ModelProto, *, max_mac_overhead: float = 0.15, stop
     Raises:
         PatchError: a given ``stop`` cannot end a patch stage.
     """
-    from edgec.frontend.memory import _dtypes
+    from edgec.frontend.memory import value_dtypes
 
-    shapes, dtypes = _shapes(model), _dtypes(model)
+    shapes, dtypes = static_shapes(model), value_dtypes(model)
     base_peak = activation_memory(model, shapes=shapes, dtypes=dtypes).peak_activation_bytes
     base_macs = graph_macs(model, shapes)
     stops = [stop] if stop else stop_candidates(model, shapes)
@@ -492,10 +492,10 @@ def patch_inference(model: onnx.ModelProto, options: PatchInferenceOptions) -> o
     try:
         stop = _resolve_stop(model, options.stop) if options.stop else None
         if stop and options.grid:
-            shapes = _shapes(model)
-            from edgec.frontend.memory import _dtypes
+            shapes = static_shapes(model)
+            from edgec.frontend.memory import value_dtypes
 
-            best = evaluate(model, stop, options.grid, shapes, _dtypes(model), graph_macs(model, shapes))
+            best = evaluate(model, stop, options.grid, shapes, value_dtypes(model), graph_macs(model, shapes))
         else:
             best, _ = search_patch(model, max_mac_overhead=options.max_mac_overhead, stop=stop, grid=options.grid,
                                    max_grid=options.max_grid)

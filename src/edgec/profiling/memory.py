@@ -16,8 +16,8 @@ from typing import Any
 
 import onnx
 
-from edgec.frontend.analysis import _shapes
-from edgec.frontend.memory import KIB, _dtypes, activation_memory
+from edgec.frontend.analysis import static_shapes
+from edgec.frontend.memory import KIB, value_dtypes, activation_memory
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ CONVENTION = ("live activation tensors over the ONNX node order, in-place depthw
 
 
 def _figures(model: onnx.ModelProto) -> dict[str, Any]:
-    shapes, dtypes = _shapes(model), _dtypes(model)
+    shapes, dtypes = static_shapes(model), value_dtypes(model)
     fp32 = activation_memory(model, shapes=shapes, dtypes=dtypes)
     int8 = activation_memory(model, element_bytes=1, shapes=shapes, dtypes=dtypes)
     total = activation_memory(model, shapes=shapes, dtypes=dtypes, count_inputs=True)

@@ -252,3 +252,72 @@ def onnxruntime_ms(model, runs: int = 20) -> float:
         sess.run(None, inputs)
         samples.append((time.perf_counter() - t) * 1e3)
     return float(np.median(samples))
+
+
+def read_profile(path, flag: str) -> dict[str, Any]:
+    """A ``report.json`` written by ``edgec profile``, read for ``flag`` (``--head-profile``...).
+
+    Raises:
+        UsageError: the file is missing or not JSON.
+    """
+    import json
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise UsageError(f"{flag} {path} does not exist", "give the report.json written by `edgec profile ... --out DIR`")
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{flag} {path} cannot be read as JSON ({type(e).__name__})",
+                         "give the report.json written by `edgec profile ... --out DIR`") from None
+
+
+@dataclass
+class SideLatency:
+    """One side's whole-model latency for ranking cuts.
+
+    Attributes:
+        total_ms: Whole-model latency on that side (ms).
+        source: Where it comes from (``given``, ``profiled (report.json, per kernel)``, ``onnxruntime on
+            this machine``).
+        per_cut_ms: ``{cut tensor: ms of the layers before it}`` from a profile's per-kernel table, or None
+            (the total is then spread over the layers by MACs).
+    """
+
+    total_ms: float
+    source: str
+    per_cut_ms: dict[str, float] | None = None
+
+
+def side_latency(side: str, target: str, model: onnx.ModelProto, cuts: list[str], *, given_ms: float | None,
+                 profile=None, model_name: str = "MODEL", say=None) -> SideLatency:
+    """The latency of ``side`` (``head``: the device, ``tail``: the server) for ``--at auto``: from an
+    ``edgec profile`` report (per kernel), a given whole-model figure, or onnxruntime timed here when
+    the side is this machine (``target == "host"``). A time measured under an emulator is never taken
+    for a device's (the profile says so, and :func:`profile_latency_ms` refuses it).
+
+    Raises:
+        UsageError: both or neither given for a device that is not this machine, a non-positive figure,
+            an unreadable or unsuitable profile.
+    """
+    if given_ms is not None and profile is not None:
+        raise UsageError(f"give --{side}-ms or --{side}-profile, not both", f"e.g. --{side}-profile report.json")
+    if profile is not None:
+        report = read_profile(profile, f"--{side}-profile")
+        try:
+            total = profile_latency_ms(report)
+            at = per_cut_ms(model, cuts, report)
+        except UsageError as e:
+            raise UsageError(f"--{side}-profile {profile}: {e.message}", e.hint) from None
+        return SideLatency(total, f"profiled ({getattr(profile, 'name', profile)}, per kernel)", at)
+    if given_ms is not None:
+        if not (given_ms > 0 and math.isfinite(given_ms)):
+            raise UsageError(f"--{side}-ms {given_ms} must be a positive number of ms", f"e.g. --{side}-ms 25")
+        return SideLatency(given_ms, "given")
+    if target == "host":
+        if say:
+            say(f"time the whole model here for the {side} (onnxruntime)")
+        return SideLatency(onnxruntime_ms(model), "onnxruntime on this machine")
+    raise UsageError(f"--at auto needs the latency on {target}: --{side}-profile REPORT or --{side}-ms",
+                     f"measure it: edgec profile {model_name} --target {target} --device rpc://BOARD:9090 "
+                     f"--out DIR, then --{side}-profile DIR/report.json")

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgec.frontend.analysis import _shapes, node_macs
+from edgec.frontend.analysis import static_shapes, node_macs
 from edgec.split.partition import valid_cuts
 
 
@@ -69,7 +69,7 @@ def cut_table(model: onnx.ModelProto) -> dict[str, Any]:
         "cuts": [{"tensor", "shape", "bytes_fp32", "bytes_int8", "head_macs", "tail_macs",
         "head_params", "tail_params"}]}`` in graph order.
     """
-    shapes = _shapes(model)
+    shapes = static_shapes(model)
     macs = [node_macs(n, shapes) for n in model.graph.node]
     params = _node_params(model)
     total_macs, total_params = sum(macs), sum(params)

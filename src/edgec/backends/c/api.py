@@ -99,7 +99,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     """
     from edgec.backends.c import budget, lower, runner, toolchain
     from edgec.backends.tvm.api import kernel_map
-    from edgec.backends.tvm.env import versions
+    from edgec.tvm_setup.versions import versions
     from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, standalone_kernels
 
     toolchain.check(spec)
@@ -185,6 +185,22 @@ def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int:
     return lower.program(lower.plan_memory(scheduled, target)).arena_bytes
 
 
+def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, device: Any) -> None:  # noqa: ARG001
+    """Tuning is not available for microcontrollers: the C kernels are scheduled for memory, not searched.
+
+    Raises:
+        UsageError: always.
+    """
+    raise UsageError(f"edgec tune does not tune microcontroller targets ('{spec.name}'): their C kernels are "
+                     "scheduled for memory, not searched", "build it directly: edgec build MODEL --target "
+                     f"{spec.name}")
+
+
+def tune(model: onnx.ModelProto, spec: TargetSpec, device: Any, **kwargs: Any) -> None:  # noqa: ARG001
+    """See :func:`check_tune` (raises UsageError)."""
+    check_tune(spec, None, None, device)
+
+
 def write_sidecar(elf: Path, spec: TargetSpec, prog) -> Path:
     """``<elf>.json``: what the ``qemu-system-arm`` device needs to run the ELF.
 
@@ -211,4 +227,5 @@ def verify_plan(model: onnx.ModelProto, spec: TargetSpec, compiled: Compiled, wo
                       {"qemu_machine": machine})
 
 
-__all__ = ["check", "compile", "count_kernels", "name", "resolved_target", "verify_plan"]
+__all__ = ["check", "check_tune", "compile", "count_kernels", "name", "planned_arena_bytes", "resolved_target", "tune",
+           "verify_plan"]

@@ -362,7 +362,7 @@ def kernels_c(planned, target, include: str) -> Kernels:
     """
     import tvm
 
-    from edgec.backends.tvm.env import captured_fds
+    from edgec.tvm_setup.capture import captured_fds
 
     tir = tvm.IRModule({gv: f for gv, f in planned.functions_items() if isinstance(f, tvm.tirx.PrimFunc)})
     source, narrowed = None, False

@@ -117,7 +117,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     from edgec.backends.tvm.compile import compile_module, tvm_target
     from edgec.backends.tvm.default_schedule import DEFAULT
     from edgec.backends.tvm.default_schedule import SOURCE as DEFAULT_SOURCE
-    from edgec.backends.tvm.env import versions
+    from edgec.tvm_setup.versions import versions
     from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, fused_module, standalone_kernels
 
     tuning = tuning or TuningOptions()
@@ -232,6 +232,11 @@ def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, devi
     check_tune_request(spec, trials, minutes, device_kind)
 
 
+def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int | None:  # noqa: ARG001
+    """None: TVM's own storage planner places the activations (``Compiled.memory`` reports it after compiling)."""
+    return None
+
+
 def extract_tasks(model: onnx.ModelProto, spec: TargetSpec) -> list:
     """MetaSchedule tasks of ``model`` on ``spec`` (for exporting shipped records)."""
     from edgec.backends.tvm import tuning as tuning_db
@@ -239,5 +244,5 @@ def extract_tasks(model: onnx.ModelProto, spec: TargetSpec) -> list:
     return tuning_db.extract_tasks(import_model(model), spec)
 
 
-__all__ = ["check", "check_tune", "compile", "count_kernels", "extract_tasks", "kernel_map", "name",
+__all__ = ["check", "check_tune", "compile", "count_kernels", "extract_tasks", "kernel_map", "name", "planned_arena_bytes",
            "resolved_target", "tune", "verify_plan"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec.backends.tvm import cuda
-from edgec.backends.tvm.env import captured_fds
+from edgec.tvm_setup.capture import captured_fds
 from edgec.errors import CompilerError, ToolchainError, UnsupportedOpError, raise_if_interrupted
 from edgec.targets import TargetSpec
 
@@ -45,9 +45,14 @@ def resolve_native(target: dict[str, Any]) -> dict[str, Any]:
     """A TVM target dict with ``"mcpu": "native"`` replaced by LLVM's name for this CPU."""
     if target.get("mcpu") != "native":
         return target
-    from edgec.backends.tvm.env import host_cpu_name
-
     return {**target, "mcpu": host_cpu_name()}
+
+
+def host_cpu_name() -> str:
+    """LLVM's name for this machine's CPU (e.g. ``znver4``, ``skylake-avx512``)."""
+    import tvm.target.codegen as codegen
+
+    return str(codegen.llvm_get_system_cpu())
 
 
 def tvm_target(spec: TargetSpec):

@@ -2,7 +2,7 @@
 
 How a cubin gets embedded without a GPU (``docs/tvm-0.27.md``):
 
-1. TVM's CUDA code generator must be loadable: :mod:`edgec.tvm_env` loads the CUDA
+1. TVM's CUDA code generator must be loadable: :mod:`edgec.tvm_setup.cuda` loads the CUDA
    runtime and, without a driver, a stub ``libcuda.so.1`` before TVM is imported.
 2. Kernels are compiled to cubin by NVRTC (CUDA 13, ``nvidia-cuda-nvrtc`` wheel)
    through ``tvm.support.nvcc``, with ``CUDA_PATH`` pointing at the CUDA headers
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from edgec.cache import cache_dir
 from edgec.errors import ToolchainError
-from edgec.tvm_env import cuda_codegen_status, nvidia_dir
+from edgec.tvm_setup.cuda import cuda_codegen_status, nvidia_dir
 
 log = logging.getLogger(__name__)
 

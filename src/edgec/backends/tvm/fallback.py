@@ -30,7 +30,7 @@ def failing_kernels(fused, target) -> dict[str, str]:
     import tvm
 
     from edgec.backends.tvm.default_schedule import default_schedule
-    from edgec.backends.tvm.env import captured_fds
+    from edgec.tvm_setup.capture import captured_fds
 
     failing = {}
     for gv, func in fused.functions_items():

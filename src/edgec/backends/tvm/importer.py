@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import onnx
 
-from edgec.backends.tvm.env import captured_fds
+from edgec.tvm_setup.capture import captured_fds
 from edgec.errors import UnsupportedOpError
 
 log = logging.getLogger(__name__)

@@ -521,7 +521,7 @@ def extract_tasks(mod, spec: TargetSpec, fused=None) -> list:
     from tvm.s_tir import meta_schedule as ms
 
     from edgec.backends.tvm.compile import tvm_target
-    from edgec.backends.tvm.env import captured_fds
+    from edgec.tvm_setup.capture import captured_fds
     from edgec.backends.tvm.pipeline import fused_module
 
     target = tvm_target(spec)
@@ -613,7 +613,7 @@ class TuneResult:
         device: Where candidates were measured (``local``, ``rpc://...``).
         emulated: True when measured on the emulated device (figures are not device speed).
         measured: For local tuning, the model compiled with the records and timed end to end beside
-            onnxruntime (:func:`edgec.build.quick_latency`), else None.
+            onnxruntime (:func:`edgec.flows.parts.quick_latency`), else None.
     """
 
     database: Path
@@ -762,7 +762,7 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
 def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, builder, runner, database,
                 cost_model, callbacks) -> None:
     """One MetaSchedule ``tune_tasks`` call over a few tasks; its records are committed when it returns."""
-    from edgec.backends.tvm.env import captured_fds
+    from edgec.tvm_setup.capture import captured_fds
 
     state["selected"] = chunk
     work_dir = Path(tempfile.mkdtemp(prefix="edgec-tune-"))

@@ -19,7 +19,12 @@ from edgec.split.encoding import CutEncoding
 from edgec.frontend.image import imagenet_labels, preprocess
 
 
-def _local_part(part: Part, artifact: Artifact) -> None:
+def require_local(part: Part, artifact: Artifact) -> None:
+    """Refuse a part that was not built for this machine.
+
+    Raises:
+        UsageError: the part's target verifies on another device than ``local``.
+    """
     if part.target.get("verify") != "local":
         where = f"{artifact.folder}:{part.name}" if artifact.multi_part else str(artifact.folder)
         raise UsageError(f"{where} was built for '{part.target['name']}', which cannot run on this machine",
@@ -62,7 +67,7 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
     artifact, part = open_part(ref)
     parts = [part] if part is not None else list(artifact.parts.values())
     for p in parts:
-        _local_part(p, artifact)
+        require_local(p, artifact)
         p.check_library()
     first = parts[0]
     model_inputs = {t["name"] for t in artifact.manifest.get("inputs", first.inputs)}

@@ -14,7 +14,9 @@ from typing import Any
 
 from edgec.artifact import check_writable_folder
 from edgec.backends import get_backend
-from edgec.build import BuildOptions, Progress, Steps, check_request, lower
+from edgec.flows.lower import lower
+from edgec.flows.request import BuildOptions, check_request
+from edgec.flows.steps import Progress, Steps
 from edgec.devices import DeviceURL, open_device
 
 
@@ -62,11 +64,11 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
 
 def _measure(low, spec, db: Path | None, progress: Progress | None) -> dict[str, Any]:
     """The real latency after tuning: the model compiled with the records (untuned kernels at their
-    default schedules' cost), beside onnxruntime's (:func:`edgec.build.quick_latency`)."""
+    default schedules' cost), beside onnxruntime's (:func:`edgec.flows.parts.quick_latency`)."""
     import tempfile
 
     from edgec.backends import TuningOptions
-    from edgec.part import quick_latency
+    from edgec.flows.parts import quick_latency
 
     if progress:
         progress("measuring the tuned model end to end")

@@ -1,4 +1,4 @@
-"""TVM environment helpers: quiet C++ logging, host CPU name, versions."""
+"""TVM's C/C++ output (warnings, IR dumps written to file descriptors 1 and 2) captured into the log."""
 
 from __future__ import annotations
 
@@ -41,24 +41,3 @@ def captured_fds() -> Iterator[list[str]]:
             text.append(captured)
             if captured.strip():
                 log.debug("TVM output:\n%s", captured[-20000:])
-
-
-def host_cpu_name() -> str:
-    """LLVM's name for this machine's CPU (e.g. ``znver4``, ``skylake-avx512``)."""
-    import tvm.target.codegen as codegen
-
-    return str(codegen.llvm_get_system_cpu())
-
-
-def versions() -> dict[str, str]:
-    """Versions of the compiler stack, as recorded in manifests."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("edgec", "apache-tvm", "apache-tvm-ffi", "onnx", "onnxruntime", "onnxslim", "onnx-ir",
-                "torch", "timm", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out

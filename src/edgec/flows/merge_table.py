@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 import onnx
 
+from edgec.artifact import check_writable_folder
 from edgec.backends import TuningOptions, get_backend
-from edgec.build import BuildOptions, Steps, check_request, lower
+from edgec.flows.lower import lower
+from edgec.flows.request import BuildOptions, check_request
+from edgec.flows.steps import Steps
 from edgec.errors import UsageError, raise_if_interrupted
 from edgec.frontend.analysis import graph_stats
 
@@ -54,21 +57,23 @@ def _time(libraries: dict[str, Path], inputs: list[np.ndarray], threads: int) ->
 
 
 def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[str], None] | None = None,
-                use_cache: bool = True) -> dict[str, Any]:
+                use_cache: bool = True, out: Path | None = None) -> dict[str, Any]:
     """Measure every mergeable pair of ``opts.model`` on ``opts.target``.
 
     Returns:
         ``{"target", "model", "model_sha256", "pairs": [{"first", "second", "kernel", "separate_ms",
         "merged_ms", "separate_macs", "merged_macs", "faster"}], "refused": [{"first", "second", "reason"}]}``
-        (ms: p50 of interleaved runs on this machine).
+        (ms: p50 of interleaved runs on this machine). With ``out``, also written there as JSON.
 
     Raises:
-        UsageError: a target that is not the local host.
+        UsageError: a target that is not the local host, an ``out`` folder edgec cannot write.
     """
     from edgec.cache import cache_dir
-    from edgec.passes.manager import _to_ir
+    from edgec.passes.manager import to_ir
     from edgec.passes.merge import merge_candidates
 
+    if out is not None:
+        check_writable_folder(Path(out).resolve().parent, "--out")  # before minutes of timing, not after
     spec = check_request(opts)
     if spec.kind != "cpu" or spec.verify != "local":
         raise UsageError(f"latency tables are measured on this machine only; {spec.name} runs elsewhere",
@@ -77,7 +82,7 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
     low = lower(opts, Steps(say))
     model = low.final
     sha = hashlib.sha256(model.SerializeToString()).hexdigest()
-    ir_model = _to_ir(model)
+    ir_model = to_ir(model)
     nodes = {(n.name or n.outputs[0].name): n for n in ir_model.graph}
     backend = get_backend(spec)
     cache = cache_dir("merge-tables", spec.name) if use_cache else None
@@ -111,6 +116,8 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
                 cached.write_text(json.dumps(entry))
         table["pairs"].append({"first": cand.first, "second": cand.second, "kernel": cand.kernel, **entry,
                                "faster": entry["merged_ms"] < entry["separate_ms"]})
+    if out is not None:
+        write_table(table, out)
     return table
 
 

@@ -1,14 +1,10 @@
-"""Process set-up that must happen before the first ``import tvm`` (by the backend or a device).
+"""CUDA code generation on a machine without a GPU (Jetson targets).
 
-* TVM's thread pool: no pinning, every core, workers that spin between kernels;
-* CUDA code generation on a machine without a GPU (Jetson targets): TVM's CUDA code
-  generator lives in ``libtvm_runtime_cuda.so``, which links ``libcuda.so.1`` (the
-  driver) and ``libcudart.so.13``. :func:`prepare` loads the CUDA runtime from the
-  ``nvidia-cuda-runtime`` wheel and, when no driver is installed, a stub
-  ``libcuda.so.1`` compiled from ``cuda_stub.c`` (every call fails), so the code
-  generator loads (``docs/tvm-0.27.md``, "Jetson").
-
-This module imports no TVM; only :mod:`edgec.backends` and :mod:`edgec.devices` call it.
+TVM's CUDA code generator lives in ``libtvm_runtime_cuda.so``, which links ``libcuda.so.1`` (the
+driver) and ``libcudart.so.13``. :func:`cuda_codegen_status` loads the CUDA runtime from the
+``nvidia-cuda-runtime`` wheel and, when no driver is installed, a stub ``libcuda.so.1`` compiled
+from ``cuda_stub.c`` (every call fails), so the code generator loads (``docs/tvm-0.27.md``, "Jetson").
+This module imports no TVM.
 """
 
 from __future__ import annotations
@@ -56,7 +52,7 @@ def _build_stub() -> Path:
     if cc is None:
         raise RuntimeError("no C compiler to build the CUDA driver stub (apt-get install gcc)")
     tmp = out.with_suffix(f".tmp{os.getpid()}")
-    with resources.as_file(resources.files("edgec").joinpath("cuda_stub.c")) as path:
+    with resources.as_file(resources.files("edgec.tvm_setup").joinpath("cuda_stub.c")) as path:
         subprocess.run([cc, "-shared", "-fPIC", "-O2", "-Wl,-soname,libcuda.so.1", "-o", str(tmp), str(path)],
                        check=True, capture_output=True)
     tmp.replace(out)
@@ -87,18 +83,3 @@ def cuda_codegen_status() -> str:
     _STATE["status"] = status
     log.debug("CUDA codegen: %s", status)
     return status
-
-
-def prepare() -> None:
-    """Set TVM's thread-pool defaults and prepare CUDA code generation; idempotent."""
-    # TVM's thread pool otherwise pins the calling (main) thread to core 0; every thread that
-    # process starts later -- onnxruntime's pool in a side-by-side benchmark, say -- inherits it.
-    os.environ.setdefault("TVM_BIND_THREADS", "0")
-    # Without TVM_NUM_THREADS, TVM assumes 2-way hyper-threading and uses half the cores (one, on a
-    # 2-core machine) -- also in MetaSchedule's measurement workers, which inherit this variable.
-    os.environ.setdefault("TVM_NUM_THREADS", str(len(os.sched_getaffinity(0))))
-    # Workers spin this long for the next parallel kernel before sleeping. TVM's default is short:
-    # a MobileNetV4 (49 kernels) then pays a wake-up per kernel, ~4.1 ms instead of ~3.1 ms on 2
-    # cores (onnxruntime's pool spins by default too).
-    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "1000000")
-    cuda_codegen_status()

@@ -81,13 +81,13 @@ class TailService:
 
     def __init__(self, ref: str | Path, threads: int | None = None) -> None:
         from edgec.devices.local import LocalDevice
-        from edgec.run import _local_part
+        from edgec.flows.run import require_local
 
         self.artifact, part = open_part(ref)
         if part is None:
             raise UsageError(f"{ref} has several parts; name the tail", f"edgec serve {ref}:tail --port 50051")
         self.part = part
-        _local_part(part, self.artifact)
+        require_local(part, self.artifact)
         part.check_library()
         self.link = _link(self.artifact, part, "to")
         self.encoding = CutEncoding.from_dict(self.link.get("encoding") or {})
@@ -267,14 +267,14 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
 
     from edgec.devices.local import LocalDevice
     from edgec.devices.session import flatten
-    from edgec.run import _local_part, image_tensor, rank_scores
+    from edgec.flows.run import image_tensor, rank_scores, require_local
 
     if repeat < 1:
         raise UsageError(f"--repeat {repeat} must be at least 1", "e.g. --repeat 20")
     artifact, part = open_part(ref)
     if part is None:
         raise UsageError(f"{ref} has several parts; name the head", f"edgec run {ref}:head --server {server}")
-    _local_part(part, artifact)
+    require_local(part, artifact)
     part.check_library()
     link = _link(artifact, part, "from")
     encoding = CutEncoding.from_dict(link.get("encoding") or {})

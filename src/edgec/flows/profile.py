@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from edgec.artifact import check_writable_folder, is_artifact, open_part, write_json
-from edgec.build import BuildOptions, Progress, build
+from edgec.flows.build import build
+from edgec.flows.request import BuildOptions
+from edgec.flows.steps import Progress
 from edgec.devices import DeviceURL, open_device
 from edgec.profiling.html import render_html
 from edgec.profiling.profiler import ProfileOptions, profile_part
@@ -43,7 +45,7 @@ def reusable(folder: Path, opts: BuildOptions) -> tuple[bool, str]:
     """
     import edgec
     from edgec.artifact import read_artifact, sha256_file
-    from edgec.build import is_onnx_path
+    from edgec.flows.request import is_onnx_path
 
     if not (folder / "manifest.json").is_file():
         return False, "no artifact there yet"
@@ -79,7 +81,7 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
     Raises:
         UsageError: bad device address, no such part, a part the device cannot run.
         DeviceError: the device is unreachable, or failed before any sample.
-        (and what :func:`edgec.build.build` raises when it builds)
+        (and what :func:`edgec.flows.build.build` raises when it builds)
     """
     url = DeviceURL.parse(opts.device)
     if out is not None:
@@ -87,7 +89,7 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
     open_device(url).probe()  # before building: an unreachable device fails in seconds
     built, reused, why = None, None, None
     if not is_artifact(model):
-        from edgec.build import check_request, default_name
+        from edgec.flows.request import check_request, default_name
 
         bopts = build_opts or BuildOptions(model=model)
         bopts.model = model

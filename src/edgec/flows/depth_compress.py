@@ -49,10 +49,13 @@ import onnx
 import onnx_ir as ir
 from onnx import helper, numpy_helper, shape_inference
 
+from edgec.artifact import check_replaceable, check_writable_folder
 from edgec.backends import TuningOptions, get_backend
-from edgec.build import BuildOptions, Steps, check_request, lower
+from edgec.flows.lower import lower
+from edgec.flows.request import BuildOptions, check_request
+from edgec.flows.steps import Steps
 from edgec.errors import UsageError, raise_if_interrupted
-from edgec.frontend.analysis import graph_stats
+from edgec.frontend.analysis import graph_stats, static_shapes
 from edgec.passes.depth_chains import (
     Chain,
     chain_specs,
@@ -108,16 +111,6 @@ class CompressOptions:
             raise UsageError(f"--epochs {self.epochs} must be 0 or more", "e.g. --epochs 20")
         if self.plan_rounds < 0 or self.importance_steps < 0:
             raise UsageError("--plan-rounds and --importance-steps must be 0 or more", "e.g. --plan-rounds 2")
-
-
-def _shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    inferred = shape_inference.infer_shapes(model, strict_mode=False)
-    out = {}
-    for v in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = v.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            out[v.name] = tuple(d.dim_value for d in dims)
-    return out
 
 
 def _group_model(model: onnx.ModelProto, ir_model: ir.Model, chain: Chain, k: int, l: int,
@@ -283,7 +276,7 @@ def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: in
     from edgec.cache import cache_dir
 
     ir_model = ir.serde.deserialize_model(model)
-    shapes = _shapes(model)
+    shapes = static_shapes(model)
     conv_inputs = {(n.name or n.output[0]): n.input[0] for n in model.graph.node if n.op_type == "Conv"}
     cache = cache_dir("depth-tables", spec.name) if use_cache else None
     groups: dict[tuple[int, int, int], tuple[str, onnx.ModelProto, dict[str, Any]]] = {}
@@ -459,7 +452,7 @@ def _ort_scores(model: onnx.ModelProto, images: np.ndarray) -> np.ndarray:
     return np.concatenate([sess.run(None, {name: images[i:i + 1]})[0] for i in range(len(images))])
 
 
-def _check_merge(linear: onnx.ModelProto, merged: onnx.ModelProto, images: np.ndarray) -> dict[str, float]:
+def check_merge(linear: onnx.ModelProto, merged: onnx.ModelProto, images: np.ndarray) -> dict[str, float]:
     """Merging is exact: the merged model (float32, onnxruntime) within 1e-5 * max(1, max|ref|) of the
     linear one computed in float64, on a few images.
 
@@ -522,7 +515,8 @@ def _plan(chains: list[Chain], table, imp, budget: float) -> _Plan | None:
 
 
 def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
-                   progress: Callable[[str], None] | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
+                   progress: Callable[[str], None] | None = None, *,
+                   out: Path | None = None) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """Compress ``opts.model`` for ``opts.target`` (this machine) and fine-tune it on ``data``.
 
     Args:
@@ -531,15 +525,20 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
 
     Returns:
         ``(compressed ONNX model, report)``; the report's fields are those
-        :func:`edgec.profiling.depth_report.render_markdown` shows.
+        :func:`edgec.profiling.depth_report.render_markdown` shows. With ``out``, both are also written
+        there (:func:`write_result`; the model as ``out/compressed.onnx``).
 
     Raises:
-        UsageError: a target that is not this machine, a model with no chain to compress, a budget no plan
+        UsageError: ``out`` cannot be written or holds something else than an earlier result, a target
+            that is not this machine, a model with no chain to compress, a budget no plan
             meets, data that does not fit the model.
     """
     from edgec.frontend.data import accuracy, read_task_data
 
     say = progress or (lambda _m: None)
+    if out is not None:
+        check_writable_folder(Path(out).resolve().parent, "--out")  # before minutes of work, not after
+        check_replaceable(Path(out))
     spec = check_request(opts)
     if spec.kind != "cpu" or spec.verify != "local":
         raise UsageError(f"depth compression measures its latency table on this machine; {spec.name} runs elsewhere",
@@ -613,7 +612,7 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
                      lambda e, n, loss: say(f"fine-tune epoch {e}/{n} loss {loss:.4f}"))
     tuned = linearise(tuned, chains, removed, {})
     merged = merge_groups(tuned, chains, groups)
-    exact = _check_merge(tuned, merged, val.x[:4])
+    exact = check_merge(tuned, merged, val.x[:4])
     say("time the compressed model")
     timed = _time_models({"model": model, "compressed": merged}, spec, threads, say)
     scores = {k: _ort_scores(m, val.x) for k, m in (("model", model), ("compressed", merged))}
@@ -646,6 +645,8 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
         "seconds": round(time.perf_counter() - start, 1),
         "preprocessing": low.source.preprocessing,
     }
+    if out is not None:
+        write_result(out, merged, report, report.get("preprocessing"))
     return merged, report
 
 
@@ -674,6 +675,10 @@ def _chain_rows(c: int, chain: Chain, plan: ChainPlan, table, imp) -> dict[str, 
             "after_macs": sum(table[(c, k, l)]["macs"] for k, l in plan.groups)}
 
 
+#: The compressed model's file name in the output folder.
+COMPRESSED = "compressed.onnx"
+
+
 def write_result(out: Path, model: onnx.ModelProto, report: dict[str, Any],
                  preprocessing: dict[str, Any] | None) -> Path:
     """Write ``out/``: ``compressed.onnx`` (recording the preprocessing), ``depth-compress.json``/``.md``/``.png``
@@ -688,7 +693,7 @@ def write_result(out: Path, model: onnx.ModelProto, report: dict[str, Any],
 
     if preprocessing:
         onnx.helper.set_model_props(model, {PREPROCESSING_KEY: json.dumps(preprocessing)})
-    files = ["compressed.onnx", "depth-compress.json", "depth-compress.md", "depth-compress.png"]
+    files = [COMPRESSED, "depth-compress.json", "depth-compress.md", "depth-compress.png"]
     with staging_dir(Path(out)) as tmp:
         onnx.save(model, str(tmp / files[0]))
         write_json(tmp / files[1], report)

@@ -1,0 +1,125 @@
+"""``edgec build``: flags, the build flow (:func:`edgec.flows.build.build`), the one-screen summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from edgec.cli.console import PASSES_HELP, StepPrinter, console, model_kwargs, shape_option
+
+
+def build(
+    model: Annotated[str, typer.Argument(metavar="MODEL",
+                                         help="Zoo name (`edgec zoo list`) or path of an .onnx file.")],
+    target: Annotated[str, typer.Option("--target", "-t", metavar="TARGET",
+                                        help="Target (`edgec targets list`).")] = "host",
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Parent folder of the artifact.")] = Path("out"),
+    name: Annotated[Optional[str], typer.Option(metavar="NAME",
+                                                help="Artifact folder name (default MODEL-TARGET).")] = None,
+    input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
+    pretrained: Annotated[bool, typer.Option(metavar="",
+                                             help="Use timm's pretrained weights (cache or online).")] = False,
+    width_mult: Annotated[Optional[float], typer.Option(metavar="X", help="Width multiplier (MCUNetV2).")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, max=2**32 - 1, help="Seed of random weights and of the verification inputs.")] = 0,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
+                                         help="Check the artifact against onnxruntime.")] = True,
+    passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
+    dump_ir: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                                    help="Write the ONNX after every pass to this folder.")] = None,
+    db: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                               help="Tuning database folder (default: the user cache).")] = None,
+    tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", metavar="",
+                                          help="Apply the tuning database.")] = True,
+    verify_inputs: Annotated[Optional[list[Path]], typer.Option(
+        "--verify-inputs", metavar="FILE",
+        help="Your own verification samples: .npz (arrays named as the inputs), .npy or images (repeat).")] = None,
+) -> None:
+    """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
+    from edgec.flows.build import BuildOptions
+    from edgec.flows.build import build as run_build
+
+    kwargs = model_kwargs(width_mult)
+    opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape,
+                        weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
+                        dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs,
+                        verify_inputs=list(verify_inputs or []))
+    with StepPrinter() as printer:
+        result = run_build(opts, progress=printer)
+    print_build_summary(result.report, result.artifact)
+
+
+def print_build_summary(report: dict, artifact: Path) -> None:
+    """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
+    from edgec.profiling.memory import memory_line
+    from edgec.profiling.report import (function_change_line, human_bytes, human_count, pass_error,
+                                        schedules_line, verification_line, weights_note)
+
+    m, t, b = report["model"], report["target"], report["build"]
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("model", f"{escape(m['name'])} ({m['source']}), params {human_count(m['params'])}, "
+                           f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
+    if m.get("weights") == "random":
+        table.add_row("weights", f"[yellow]{weights_note('random')}[/]")
+    table.add_row("target", f"{escape(t['name'])}: {escape(t['description'][:110])}")
+    table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
+    table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
+    for f in b.get("fallbacks") or []:
+        table.add_row("fallback", f"[yellow]{escape(f['kernel'])}: {escape(f['fallback'])} (the code generator "
+                                  f"failed for this CPU: {escape(f['reason'][:80])})[/]")
+    if b.get("total_tasks") or t.get("kind") == "cpu":
+        sched = b.get("schedules") or {}
+        table.add_row("tuning", escape(schedules_line(b)))
+        if sched.get("transferred") or sched.get("default") or sched.get("untuned") or not b.get("total_tasks"):
+            device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
+            table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
+                              f"--target {t['name']}{device} --minutes 30[/]")
+    mem = report.get("memory")
+    if mem:
+        table.add_row("memory", escape(memory_line(mem)))
+    q = b.get("quick_latency")
+    if q:
+        table.add_row("speed", f"edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} ms "
+                               f"(p50 of {q['runs']} interleaved runs, {q['threads']} threads; ratio "
+                               f"{q['ratio_vs_onnxruntime_p50']:.2f}; `edgec profile` for the full picture)")
+    v = report.get("verification", {})
+    style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
+    if v.get("cubin_archs") and v.get("passed"):
+        style = "yellow"
+    fc = report.get("function_change")
+    against = f" (vs the model after {', '.join(fc['passes'])})" if fc else ""
+    table.add_row("verify", f"[{style}]{escape(verification_line(v))}[/]{escape(against)}")
+    if fc:
+        table.add_row("function", f"[yellow]{escape(function_change_line(fc))}[/]")
+    console.print(table)
+    all_passes = [p for p in report.get("passes", []) if "nodes_before" in p]
+    passes = [p for p in all_passes if p.get("applied")]
+    if all_passes and not passes:
+        console.print(f"passes: {len(all_passes)} run, none changed the graph")
+    if passes:
+        pt = Table(title="passes (each checked against onnxruntime before/after)", title_justify="left")
+        for col in ("pass", "nodes", "params", "MACs", "op changes", "max abs err", "s"):
+            pt.add_column(col, justify="left" if col in ("pass", "op changes") else "right")
+        for p in passes:
+            ops = ", ".join(f"{k} {a}→{b}" for k, (a, b) in p.get("op_changes", {}).items()) or "no change"
+            pt.add_row(p.get("label", p["name"]), f"{p['nodes_before']} → {p['nodes_after']}",
+                       f"{human_count(p['params_before'])} → {human_count(p['params_after'])}",
+                       f"{human_count(p['macs_before'])} → {human_count(p['macs_after'])}", ops,
+                       pass_error(p), f"{p.get('seconds', 0):.2f}")
+        console.print(pt)
+        idle = [p.get("label", p["name"]) for p in all_passes if not p.get("applied")]
+        if idle:
+            console.print(f"[dim]no change: {', '.join(idle)}[/]")
+    k = report.get("kernels")
+    if k and passes:
+        console.print(f"fused kernels {k['before_passes']} → {k['after_passes']}; standalone element-wise/"
+                      f"layout kernels {len(k['standalone_before_passes'])} → {len(k['standalone_after_passes'])}; "
+                      f"convolutions in {k.get('conv_layout', 'NCHW')}")
+    console.print(f"[bold green]artifact:[/] {escape(str(artifact))}")

@@ -1,0 +1,72 @@
+"""What every ``edgec`` command shares: the consoles, the step printer, and the common options."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from edgec.errors import UsageError
+
+# Not a terminal (pipes, CI logs): wide enough that tables do not wrap names.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+PASSES_HELP = ("Pass pipeline: default, none, 'a,b(key=value,...)' (options: `edgec passes list`), "
+               "or a pipeline file (.toml/.json).")
+
+
+class StepPrinter:
+    """Shows the running step in a spinner and prints each finished step (on stderr)."""
+
+    def __init__(self) -> None:
+        self.status = err_console.status("starting")
+        self.current: str | None = None
+
+    def __enter__(self):
+        self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.status.__exit__(*exc)
+        if self.current and exc[0] is None:
+            err_console.print(f"  [dim]·[/] {escape(self.current)}")
+
+    def __call__(self, step: str) -> None:
+        self.status.update(f"[bold]{escape(step)}[/]…")
+        if self.current:
+            err_console.print(f"  [dim]·[/] {escape(self.current)}")
+        self.current = step
+
+
+def shape_option():
+    """``--input-shape NAME=1,3,H,W`` (repeatable)."""
+    return typer.Option("--input-shape", metavar="NAME=1,3,H,W",
+                        help="Fix an input's shape: NAME=1,3,224,224 (repeat per input).")
+
+
+def model_kwargs(width_mult: float | None) -> dict:
+    """Zoo factory arguments given on the command line."""
+    return {"width_mult": width_mult} if width_mult is not None else {}
+
+
+def floats(text: str | None, n: int, flag: str) -> list[float] | None:
+    """``n`` comma-separated numbers of a flag (``--mean 0.5,0.5,0.5``), or None when not given.
+
+    Raises:
+        UsageError: not ``n`` numbers (or, for ``--size``, not whole numbers).
+    """
+    if text is None:
+        return None
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        example = "224,224" if flag == "--size" else ",".join(["0.5"] * n)
+        raise UsageError(f"{flag} '{text}' needs {n} numbers", f"e.g. {flag} {example}")
+    if flag == "--size" and any(v != int(v) for v in values):
+        raise UsageError(f"--size '{text}' needs whole numbers H,W", "e.g. --size 224,224")
+    return values

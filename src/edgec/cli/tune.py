@@ -1,0 +1,108 @@
+"""``edgec tune``: flags, the tuning flow (:func:`edgec.flows.tune.tune`) under a progress bar, the summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from edgec.cli.console import StepPrinter, console, err_console, shape_option
+
+
+class TuneDisplay:
+    """A spinner while the model is prepared, then a progress bar over the trials (one live display at a time)."""
+
+    def __init__(self, trials: int | None) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.printer = StepPrinter()
+        self.bar = Progress(TextColumn("[bold]tuning[/]"), BarColumn(),
+                            TextColumn("{task.completed}/{task.total} trials"), TextColumn("{task.fields[est]}"),
+                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
+        self.trials = trials
+        self.job = None
+
+    def __enter__(self):
+        self.printer.__enter__()
+        return self
+
+    def step(self, name: str) -> None:
+        self.printer(name)
+
+    def update(self, p) -> None:
+        if self.job is None:
+            self.printer.__exit__(None, None, None)
+            self.bar.start()
+            self.job = self.bar.add_task("tune", total=self.trials or 1000, est="")
+        if p.trials_total:
+            done, tot = p.trials_done, p.trials_total
+        else:  # time budget: show progress in elapsed time
+            tot = 1000
+            done = int(min(1.0, p.elapsed_s / p.deadline_s) * tot) if p.deadline_s else 0
+        if p.deadline_s and p.trials_total:
+            done = max(done, int(min(1.0, p.elapsed_s / p.deadline_s) * tot))
+        est = f"est. {p.est_latency_ms:.2f} ms ({p.tasks_measured}/{p.tasks_total} kernels)" \
+            if p.est_latency_ms is not None else ""
+        self.bar.update(self.job, completed=done, total=tot, est=est)
+
+    def __exit__(self, *exc):
+        if self.job is None:
+            self.printer.__exit__(*exc)
+        else:
+            if exc[0] is None:
+                self.bar.update(self.job, completed=self.bar.tasks[0].total)
+            self.bar.stop()
+
+
+def tune(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
+    target: Annotated[str, typer.Option("--target", "-t", metavar="TARGET",
+                                        help="Target (`edgec targets list`).")] = "host",
+    trials: Annotated[Optional[int], typer.Option(metavar="N", min=1,
+                                                  help="Budget: new measured candidates, over all kernels.")] = None,
+    minutes: Annotated[Optional[float], typer.Option(metavar="MINUTES", min=0.01,
+                                                     help="Budget: wall-clock minutes.")] = None,
+    db: Annotated[Optional[Path], typer.Option(metavar="DIR",
+                                               help="Database folder (default: the user cache, per target).")] = None,
+    device: Annotated[str, typer.Option(metavar="DEVICE",
+                                        help="Where to measure: local, rpc://HOST:PORT, tracker://HOST:PORT/KEY.")]
+    = "local",
+    input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    passes: Annotated[str, typer.Option(metavar="PIPELINE",
+                                        help="Pass pipeline (must match the builds that use the records).")]
+    = "default",
+    weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
+    seed: Annotated[int, typer.Option(metavar="N", min=0, max=2**32 - 1, help="Seed of random weights and of the search.")] = 0,
+) -> None:
+    """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
+    from edgec.flows.request import BuildOptions
+    from edgec.flows.tune import tune as run_tune
+
+    opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, weights=weights,
+                        seed=seed)
+    with TuneDisplay(trials) as display:
+        result = run_tune(opts, trials=trials, minutes=minutes, db=db, device=device, progress=display.step,
+                          on_trials=display.update)
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("database", f"{result.database} ({result.records_before} → {result.records_after} records)")
+    table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min, "
+                             f"{result.tasks} kernels")
+    measured = getattr(result, "measured", None)
+    if measured:
+        table.add_row("measured", f"edgec {measured['edgec_ms_p50']:.2f} ms, onnxruntime "
+                                  f"{measured['onnxruntime_ms_p50']:.2f} ms end to end (p50, {measured['threads']} "
+                                  f"threads; {measured['tuned_kernels']}/{measured['total_kernels']} kernels with "
+                                  "tuned schedules, the rest at their default schedules' cost)")
+    elif result.est_latency_ms is not None:
+        label = " [yellow](emulated device: not device speed)[/]" if result.emulated else ""
+        untuned = sum(1 for t in result.per_task if t.get("best_ms") is None)
+        note = f"; {untuned} kernels never measured are not counted" if untuned else ""
+        table.add_row("estimate", f"{result.est_latency_ms:.2f} ms per inference (sum of the best kernel times "
+                                  f"measured{note}){label}")
+    table.add_row("next", f"edgec build {model} --target {target}" + (f" --db {db}" if db else "")
+                  + " applies these records")
+    console.print(table)

@@ -1,0 +1,184 @@
+"""The model's way in, shared by every flow that builds, tunes or analyses one: export a zoo model to
+ONNX or load an ONNX file (:func:`load_source`), then the frontend (check, fix shapes, simplify; parity
+with PyTorch and onnxruntime) and the passes, each verified (:func:`lower`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgec.artifact import sha256_bytes, sha256_file
+from edgec.errors import UsageError, VerificationError
+from edgec.flows.parts import References
+from edgec.flows.request import BuildOptions, check_input_bytes, is_onnx_path
+from edgec.flows.steps import Steps
+from edgec.frontend import reference
+from edgec.frontend.load import load_onnx, prepare_onnx
+
+
+@dataclass
+class Source:
+    """The model as it entered the build."""
+
+    name: str
+    kind: str  # "zoo" | "onnx"
+    path: str | None
+    model: onnx.ModelProto
+    sha256: str
+    preprocessing: dict[str, Any] | None
+    torch_model: Any = None
+    weights: str = "onnx"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "source": self.kind, "path": self.path, "sha256": self.sha256}
+
+
+def load_source(opts: BuildOptions) -> Source:
+    """Export the zoo model or load the ONNX file named by ``opts.model``.
+
+    Raises:
+        UsageError, ModelError: unknown model, bad file, bad weights.
+    """
+    if is_onnx_path(opts.model):
+        path = Path(opts.model)
+        model = load_onnx(path)
+        from edgec.frontend.image import recorded_preprocessing
+
+        return Source(name=re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem), kind="onnx", path=str(path),
+                      model=model, sha256=sha256_file(path), preprocessing=recorded_preprocessing(model))
+    from edgec.frontend.export import export_torch
+    from edgec.zoo import create_model, get
+
+    entry = get(opts.model)
+    shape = entry.input_shape
+    given = opts.given_shapes
+    if given:
+        if len(given) != 1:
+            raise UsageError("a zoo model has one input", "pass one --input-shape, e.g. 1,3,160,160")
+        shape = next(iter(given.values()))
+        if len(shape) != 4 or shape[1] != 3:
+            raise UsageError(f"--input-shape {','.join(map(str, shape))} is not (N, 3, H, W)",
+                             "zoo models take NCHW RGB input, e.g. 1,3,224,224")
+    torch_model = create_model(opts.model, pretrained=opts.pretrained, weights=opts.weights, seed=opts.seed,
+                               **opts.model_kwargs)
+    model = export_torch(torch_model, shape)
+    pre = dict(entry.preprocessing)
+    pre["resize"] = list(shape[2:])
+    weights = str(opts.weights) if opts.weights else ("timm pretrained" if opts.pretrained else "random")
+    return Source(name=entry.name, kind="zoo", path=None, model=model,
+                  sha256=sha256_bytes(model.SerializeToString()), preprocessing=pre, torch_model=torch_model,
+                  weights=weights)
+
+
+def _torch_reference(source: Source, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        out = source.torch_model(*[torch.from_numpy(x) for x in inputs.values()])
+    outs = out if isinstance(out, (tuple, list)) else [out]
+    return [o.detach().numpy() for o in outs]
+
+
+def _simplify(source: Source, opts: BuildOptions, steps: Steps) -> tuple[onnx.ModelProto, dict, list[str]]:
+    given = {} if source.kind == "zoo" else opts.given_shapes
+    notes: list[str] = []
+    if source.kind == "onnx":
+        from edgec.frontend.load import resolve_input_shapes
+
+        check_input_bytes(resolve_input_shapes(source.model, given), "the model's inputs take")
+    prepared, shapes = steps.run("simplify", lambda: prepare_onnx(source.model, given, source.path or source.name,
+                                                                  notes))
+    return prepared, shapes, notes
+
+
+def _parity(source: Source, prepared: onnx.ModelProto, inputs: dict[str, np.ndarray], simplified: list[np.ndarray],
+            ref: list[np.ndarray], notes: list[str]) -> dict[str, Any]:
+    """The simplified model against the source (onnxruntime), and the export against PyTorch (zoo models).
+
+    Raises:
+        VerificationError: either differs beyond its tolerance.
+    """
+    parity = reference.compare(simplified, ref, rtol=reference.PASS_RTOL, check_top1=False)
+    record = {"name": "frontend parity (simplified vs source, onnxruntime)", **parity.to_dict(), "normalizations": notes}
+    if source.torch_model is not None:
+        export = reference.compare(ref, _torch_reference(source, inputs), rtol=reference.BUILD_RTOL)
+        record["export"] = {"reference": "PyTorch", **export.to_dict()}
+        if not export.passed:
+            raise VerificationError(
+                f"the ONNX export differs from PyTorch: max abs error {export.max_abs_error:.3g} "
+                f"> {export.tolerance:.3g}", "report this model; rerun with --debug")
+    if not parity.passed:
+        raise VerificationError(f"simplification changed the outputs: max abs error {parity.max_abs_error:.3g}",
+                                "rerun with --debug")
+    return record
+
+
+@dataclass
+class Lowered:
+    """The model after the frontend and the passes (ONNX; shared by build, tune and profile).
+
+    Attributes:
+        source: The model as it entered.
+        prepared: After the frontend (checked, static shapes, simplified).
+        final: After the passes: what the backend compiles.
+        reference: What the artifact must match exactly: ``prepared`` unless a pass changed
+            the function, then the model after the last such pass.
+        inputs: The fixed verification inputs.
+        source_outputs: onnxruntime's outputs of the source model on ``inputs``.
+        records: The frontend parity record, then one record per pass.
+        function_change: The intended change of function (see ``PipelineResult``), or None.
+        input_sets: Named verification input sets (``normal`` is ``inputs``; see
+            :func:`edgec.frontend.reference.verification_sets`), with the user's samples.
+        references: onnxruntime's outputs computed so far (the simplified model on every input set),
+            shared with the verification.
+    """
+
+    source: Source
+    prepared: onnx.ModelProto
+    final: onnx.ModelProto
+    reference: onnx.ModelProto
+    shapes: dict[str, tuple[int, ...]]
+    dtypes: dict[str, np.dtype]
+    inputs: dict[str, np.ndarray]
+    source_outputs: list[np.ndarray]
+    records: list[dict[str, Any]]
+    function_change: dict[str, Any] | None = None
+    input_sets: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    references: References = field(default_factory=References)
+
+    @property
+    def passes_changed(self) -> bool:
+        return any(p.get("applied") for p in self.records)
+
+
+def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
+    """Source -> frontend -> passes, with the parity and per-pass checks.
+
+    Raises:
+        UsageError, ModelError, UnsupportedOpError, VerificationError: see :func:`edgec.flows.build.build`.
+    """
+    from edgec.passes import run_pipeline
+
+    steps = steps or Steps()
+    source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX", lambda: load_source(opts))
+    prepared, shapes, notes = _simplify(source, opts, steps)
+    dtypes = reference.input_dtypes(prepared)
+    sets = reference.verification_sets(shapes, dtypes, seed=opts.seed, preprocessing=source.preprocessing)
+    if opts.verify_inputs:
+        from edgec.frontend.image import load_samples
+
+        sets.update(load_samples(opts.verify_inputs, shapes, dtypes, source.preprocessing))
+    inputs = sets["normal"]
+    references = References()
+    ref = steps.run("reference (onnxruntime)", lambda: reference.run_ort(source.model, inputs))
+    parity = _parity(source, prepared, inputs, references.outputs(prepared, {"normal": inputs})["normal"], ref, notes)
+    result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,
+                                                      progress=steps.progress))
+    return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
+                   [parity] + result.records, result.function_change, sets, references)

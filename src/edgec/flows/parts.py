@@ -1,0 +1,243 @@
+"""One part of an artifact: compile it for its target and verify it on its device.
+
+A part is verified on every input set against onnxruntime's run of its reference model (the model
+after any function-changing pass). :mod:`edgec.flows.assemble` lays the parts out as an artifact
+and writes their reports and manifests.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgec.backends import Backend, Compiled, TuningOptions, VerifyPlan, get_backend
+from edgec.errors import VerificationError
+from edgec.flows.steps import Progress, Steps
+from edgec.frontend import reference
+from edgec.split.encoding import CutEncoding
+from edgec.targets import TargetSpec
+
+#: Named input sets: ``{set name: {input name: array}}``.
+InputSets = dict[str, dict[str, np.ndarray]]
+
+
+class References:
+    """onnxruntime's outputs (graph optimisations off) of reference models on named input sets, each
+    model's session made once and each (model, set) run once.
+
+    A flow shares one instance from the frontend to the verification, so the simplified model is run
+    in onnxruntime once per input set however many steps compare with it.
+    """
+
+    def __init__(self) -> None:
+        self._models: dict[int, tuple[onnx.ModelProto, Any, dict[str, list[np.ndarray]]]] = {}
+
+    def outputs(self, model: onnx.ModelProto, sets: InputSets) -> dict[str, list[np.ndarray]]:
+        """``{set name: outputs in graph order}`` of ``model`` on ``sets`` (cached by model and set name)."""
+        if id(model) not in self._models:
+            self._models[id(model)] = (model, reference.ort_session(model), {})
+        _, session, done = self._models[id(model)]
+        for name, xs in sets.items():
+            if name not in done:
+                done[name] = session.run(None, xs)
+        return {name: done[name] for name in sets}
+
+
+@dataclass
+class PartRequest:
+    """One part to compile and verify.
+
+    Attributes:
+        name: Part name (``head``, ``tail``; :data:`edgec.artifact.MAIN_PART` for a one-part artifact).
+        model: ONNX with static shapes to compile.
+        target: Its target.
+        inputs: Verification inputs of the part, by input name (the ``normal`` set).
+        reference: The model the compiled part must match (default: ``model``).
+        passes: Pass records to report (frontend parity first).
+        function_change: The intended function change to report, or None.
+        before_passes: The model before the passes (for kernel counts and memory), or None.
+        input_sets: Named verification input sets (default: ``{"normal": inputs}``).
+    """
+
+    name: str
+    model: onnx.ModelProto
+    target: TargetSpec
+    inputs: dict[str, np.ndarray]
+    reference: onnx.ModelProto | None = None
+    passes: list[dict[str, Any]] = field(default_factory=list)
+    function_change: dict[str, Any] | None = None
+    before_passes: onnx.ModelProto | None = None
+    input_sets: InputSets = field(default_factory=dict)
+
+    def sets(self) -> InputSets:
+        return self.input_sets or {"normal": self.inputs}
+
+    @property
+    def passes_changed(self) -> bool:
+        return any(p.get("applied") for p in self.passes)
+
+
+@dataclass
+class Connection:
+    """A tensor flowing from one part's output to another part's input, with how it travels
+    (``encoding``: :class:`edgec.split.encoding.CutEncoding`; None is fp32 as computed)."""
+
+    src_part: str
+    src_tensor: str
+    dst_part: str
+    dst_tensor: str
+    encoding: CutEncoding | None = None
+
+    def carry(self, value: np.ndarray) -> np.ndarray:
+        """What the destination part receives when the source part produced ``value``."""
+        return value if self.encoding is None else self.encoding.roundtrip(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {"from": {"part": self.src_part, "tensor": self.src_tensor},
+               "to": {"part": self.dst_part, "tensor": self.dst_tensor}}
+        if self.encoding is not None:
+            out["encoding"] = self.encoding.to_dict()
+        return out
+
+
+@dataclass
+class CompiledPart:
+    """A part compiled into its folder, with its backend (resolved once) and its verification.
+
+    Attributes:
+        request: What was asked.
+        backend: The backend module that compiled it.
+        compiled: What the backend produced.
+        verification: The verification record (``passed`` None when skipped).
+        plan: How it was verified (None when skipped): the composition runs the same library on the
+            same device.
+    """
+
+    request: PartRequest
+    backend: Backend
+    compiled: Compiled
+    verification: dict[str, Any]
+    plan: VerifyPlan | None
+
+
+def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:
+    """Run a verification plan's library on its device, per input set.
+
+    Returns:
+        ``(outputs per set, the device)``.
+
+    Raises:
+        DeviceError: the device failed.
+    """
+    from edgec.devices import verification_device
+
+    device = verification_device(plan.device)
+    return device.run_sets(plan.library, sets, progress=say), device
+
+
+def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+    """Compare per input set at the build tolerance; the worst set's figures lead the record.
+
+    Returns:
+        ``{"sets": [{"name", "max_abs_error", "max_abs_ref", "tolerance", "top1_match", "passed"...}],
+        "worst_set", and the worst set's comparison fields, "passed": every set passed}``.
+    """
+    rows = []
+    for name, outs in outputs.items():
+        cmp = reference.compare(outs, expected[name], rtol=reference.BUILD_RTOL)
+        rows.append({"name": name, **cmp.to_dict()})
+    worst = max(rows, key=lambda r: (not r["passed"], r["max_abs_error"] / max(r["tolerance"], 1e-30)))
+    return {**{k: v for k, v in worst.items() if k != "name"}, "worst_set": worst["name"], "sets": rows,
+            "passed": all(r["passed"] for r in rows)}
+
+
+def compile_part(req: PartRequest, folder: Path, steps: Steps, references: References, *, tuning: TuningOptions,
+                 verify: bool, reference_label: str) -> CompiledPart:
+    """Compile one part into ``folder`` and verify it against onnxruntime on its input sets.
+
+    Raises:
+        UnsupportedOpError, ToolchainError, DeviceError: from the backend or the device.
+    """
+    backend = get_backend(req.target)
+    folder.mkdir(parents=True, exist_ok=True)
+    compiled = backend.compile(req.model, req.target, folder, tuning, step=steps.run)
+    if not verify:
+        record = {"method": req.target.verify, "skipped": True, "reason": "--no-verify", "passed": None,
+                  "cubin_archs": compiled.cubin_archs}
+        return CompiledPart(req, backend, compiled, record, None)
+    expected = references.outputs(req.reference or req.model, req.sets())
+    with tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
+        plan = backend.verify_plan(req.model, req.target, compiled, Path(work))
+        sets = req.sets()
+
+        def check() -> dict[str, Any]:
+            outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress)
+            return {"method": plan.method or device.description, "reference": reference_label,
+                    "emulated": bool(device.emulated), **plan.extra,
+                    **compare_sets(dict(zip(sets, outs)), expected)}
+
+        record = steps.run("verify", check)
+    return CompiledPart(req, backend, compiled, record, plan)
+
+
+def kernel_counts(part: CompiledPart) -> dict[str, Any]:
+    """The fused-kernel facts of the compiled part, with the counts before the passes when they changed it."""
+    req, k = part.request, dict(part.compiled.kernels)
+    if req.before_passes is not None and req.passes_changed:
+        before = part.backend.count_kernels(req.before_passes, req.target)
+        k.update(before_passes=before["count"], standalone_before_passes=before["standalone"])
+    else:
+        k.update(before_passes=k.get("after_passes"), standalone_before_passes=k.get("standalone_after_passes", []))
+    return k
+
+
+#: Timed runs of the quick latency a host build's summary shows (``edgec profile`` measures properly).
+QUICK_RUNS = 10
+
+
+def quick_latency(library: Path, model: onnx.ModelProto, inputs: dict[str, np.ndarray],
+                  threads: int) -> dict[str, Any]:
+    """A quick p50 of the artifact beside onnxruntime's (all optimisations), same inputs and threads.
+
+    Returns:
+        ``{"runs", "threads", "edgec_ms_p50", "onnxruntime_ms_p50", "ratio_vs_onnxruntime_p50"}`` (ms).
+    """
+    from edgec.devices import open_device
+    from edgec.profiling.timing import LatencyStats, interleaved
+
+    with open_device("local", threads=threads).open() as session:
+        run = session.prepare(library, list(inputs.values()))
+    sess = reference.ort_session(model, optimized=True, threads=threads)
+    samples = interleaved({"edgec": run, "onnxruntime": lambda: sess.run(None, inputs)}, repeats=QUICK_RUNS,
+                          warmup=2)
+    p50 = {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
+    return {"runs": QUICK_RUNS, "threads": threads, "edgec_ms_p50": p50["edgec"],
+            "onnxruntime_ms_p50": p50["onnxruntime"], "ratio_vs_onnxruntime_p50": p50["edgec"] / p50["onnxruntime"]}
+
+
+def fail_if_unverified(verification: dict[str, Any], what: str) -> None:
+    """Raise when a verification record failed.
+
+    Raises:
+        VerificationError: ``verification["passed"]`` is False; ``what`` names whose outputs differ.
+    """
+    if verification.get("passed") is False:
+        top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
+        where = f" on the '{verification['worst_set']}' inputs" if verification.get("worst_set") else ""
+        raise VerificationError(
+            f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
+            f"> {verification['tolerance']:.3g}{top1}",
+            "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
+
+
+def reference_label(function_change: dict[str, Any] | None) -> str:
+    """How the verification reference is described in reports."""
+    base = "onnxruntime CPU, ORT_DISABLE_ALL"
+    if function_change:
+        return f"{base}, model after {', '.join(function_change['passes'])} (the function-changing passes)"
+    return f"{base}, source model"

@@ -1,0 +1,213 @@
+"""What a build is asked to do: the options of ``edgec build`` (and of the flows that build, tune or
+analyse a model the same way), and every check that needs no work, run before any.
+
+:func:`check_request` refuses a wrong model name, a model option that does not apply, an output folder
+edgec cannot write, an unknown target, pipeline or pass option, a missing toolchain and an empty tuning
+database, each with one line (:mod:`edgec.errors`), before the model is exported or compiled.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.backends import TuningOptions, get_backend
+from edgec.errors import UsageError
+from edgec.frontend.load import parse_input_shapes
+from edgec.targets import TargetSpec, get_target
+
+
+@dataclass
+class BuildOptions:
+    """Options of one build (the CLI flags of ``edgec build``).
+
+    Attributes:
+        model: Zoo name or path of an ``.onnx`` file.
+        target: Target name (``edgec targets list``) or a target data file.
+        out_dir: Parent folder of the artifact.
+        name: Artifact folder name (default ``<model>-<target>``).
+        input_shapes: ``--input-shape`` strings (``NAME=1,3,224,224``).
+        weights: State dict for a zoo model.
+        pretrained: Use timm's pretrained weights.
+        seed: Seed for random weights and for the verification inputs.
+        verify: Run the numerical check of the artifact.
+        passes: Pass pipeline: ``"default"``, ``"none"``, ``"a,b(k=v)"``, a pipeline file,
+            or pass calls (:func:`edgec.passes.resolve_pipeline`).
+        dump_ir: Folder receiving the ONNX after each pass.
+        tune_db: Tuning database folder (None: the default one for the target).
+        use_tune_db: Apply a tuning database when one exists.
+        default_schedule: Give CPU kernels that no tuning record covers edgec's rule-based
+            default schedule (False: TVM's single-threaded default, for benchmarks).
+        model_kwargs: Extra zoo factory arguments (e.g. ``width_mult``).
+        verify_inputs: The user's own verification samples (``.npz``, ``.npy`` or images), checked
+            besides the generated input sets.
+    """
+
+    model: str
+    target: str = "host"
+    out_dir: Path = Path("out")
+    name: str | None = None
+    input_shapes: list[str] | None = None
+    weights: Path | None = None
+    pretrained: bool = False
+    seed: int = 0
+    verify: bool = True
+    passes: Any = "default"
+    dump_ir: Path | None = None
+    tune_db: Path | None = None
+    use_tune_db: bool = True
+    default_schedule: bool = True
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    verify_inputs: list[Path] = field(default_factory=list)
+
+    @cached_property
+    def given_shapes(self) -> dict[str | None, tuple[int, ...]]:
+        """The ``--input-shape`` values parsed (once per build), by input name (None: unnamed).
+
+        Raises:
+            UsageError: a malformed value.
+        """
+        return parse_input_shapes(self.input_shapes)
+
+    @property
+    def tuning(self) -> TuningOptions:
+        return TuningOptions(use_database=self.use_tune_db, database=self.tune_db,
+                             default_schedule=self.default_schedule)
+
+    def record(self) -> dict[str, Any]:
+        """The options that decide what an artifact holds (recorded in its manifest, compared for reuse)."""
+        return {"model": self.model, "target": self.target, "input_shapes": list(self.input_shapes or []),
+                "weights": str(self.weights) if self.weights else None, "pretrained": self.pretrained,
+                "seed": self.seed, "passes": pipeline_spec(self.passes), "use_tune_db": self.use_tune_db,
+                "default_schedule": self.default_schedule,
+                "tune_db": str(self.tune_db) if self.tune_db else None, "model_kwargs": dict(self.model_kwargs)}
+
+
+@dataclass
+class BuildResult:
+    """A finished build: the artifact folder, its report (``report.json``) and manifest."""
+
+    artifact: Path
+    report: dict[str, Any]
+    manifest: dict[str, Any]
+
+
+def default_name(opts: BuildOptions, spec: TargetSpec) -> str:
+    """The artifact folder name when ``--name`` is not given: ``<model>-<target>``."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opts.model).stem) if is_onnx_path(opts.model) else opts.model
+    return f"{stem}-{spec.name}"
+
+
+def is_onnx_path(model: str) -> bool:
+    """Whether ``model`` names a file rather than a zoo entry."""
+    return model.endswith(".onnx") or "/" in model or Path(model).is_file()
+
+
+#: Largest total input size a build accepts (bytes; ``$EDGEC_MAX_INPUT_BYTES`` overrides): activations
+#: of vision models run to tens of times their input, so beyond this a build would exhaust memory.
+MAX_INPUT_BYTES = 1 << 30
+
+#: ``--width-mult`` range the zoo's width-scalable models accept.
+WIDTH_MULT_RANGE = (0.1, 4.0)
+
+
+def _check_model_options(opts: BuildOptions) -> None:
+    """The options that depend on the model: refused when they do not apply or are out of range."""
+    given = opts.given_shapes
+    if is_onnx_path(opts.model):
+        if not Path(opts.model).exists():
+            from edgec.errors import ModelError
+
+            raise ModelError(f"ONNX file not found: {opts.model}", "check the path, or give a zoo name (`edgec zoo list`)")
+        if opts.weights is not None or opts.pretrained:
+            flag = "--weights" if opts.weights is not None else "--pretrained"
+            raise UsageError(f"{flag} applies to zoo models; an ONNX file carries its own weights",
+                             f"drop {flag}, or give a zoo name (`edgec zoo list`)")
+        if opts.model_kwargs:
+            raise UsageError(f"--{next(iter(opts.model_kwargs)).replace('_', '-')} applies to zoo models, "
+                             "not to an ONNX file", "drop it")
+    else:
+        from edgec.zoo import get
+
+        entry = get(opts.model)  # an unknown name fails here, before the passes and the compiler are loaded
+        for key, value in opts.model_kwargs.items():
+            flag = f"--{key.replace('_', '-')}"
+            if key not in entry.options:
+                takes = sorted({e.name for e in _zoo_entries() if key in e.options and not e.alias_of})
+                raise UsageError(f"{flag} does not apply to '{opts.model}'", f"models that take it: {', '.join(takes)}")
+            lo, hi = WIDTH_MULT_RANGE
+            if key == "width_mult" and not lo <= float(value) <= hi:
+                raise UsageError(f"{flag} {value} is outside [{lo}, {hi}]", "e.g. --width-mult 0.5")
+        unknown = [n for n in given if n not in (None, "input")]
+        if unknown:
+            raise UsageError(f"--input-shape names '{unknown[0]}', but zoo models have one input, 'input'",
+                             "write --input-shape 1,3,H,W or input=1,3,H,W")
+    check_input_bytes(given, "--input-shape asks for")
+
+
+def check_input_bytes(shapes: dict[Any, tuple[int, ...]], what: str) -> None:
+    """The inputs of ``shapes`` (4 bytes per element) fit under ``$EDGEC_MAX_INPUT_BYTES``.
+
+    Raises:
+        UsageError: they do not; ``what`` starts the message (``"--input-shape asks for"``).
+    """
+    limit = int(os.environ.get("EDGEC_MAX_INPUT_BYTES", MAX_INPUT_BYTES))
+    need = sum(4 * int(np.prod(shape, dtype=np.float64)) for shape in shapes.values())
+    if need > limit:
+        from edgec.profiling.report import human_bytes
+
+        raise UsageError(f"{what} {human_bytes(need)} of input alone, over the {human_bytes(limit)} limit",
+                         "give a smaller --input-shape, or raise the limit with EDGEC_MAX_INPUT_BYTES")
+
+
+def _zoo_entries():
+    from edgec.zoo import list_models
+
+    return list_models()
+
+
+def _check_output(opts: BuildOptions) -> None:
+    """``--name`` is a plain folder name, ``--out`` and ``--dump-ir`` folders edgec can write, before any work."""
+    from edgec.artifact import MAX_NAME_BYTES, check_writable_folder
+
+    if opts.name is not None and (not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", opts.name)
+                                  or opts.name in (".", "..")):
+        raise UsageError(f"--name '{opts.name}' is not a plain folder name",
+                         "use letters, digits, '_', '.', '+' and '-' (not first); the artifact goes inside --out")
+    if opts.name is not None and len(opts.name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"--name is {len(opts.name.encode())} bytes long", f"use at most {MAX_NAME_BYTES}")
+    check_writable_folder(Path(opts.out_dir), "--out")
+    if opts.dump_ir is not None:
+        check_writable_folder(Path(opts.dump_ir), "--dump-ir")
+
+
+def check_request(opts: BuildOptions) -> TargetSpec:
+    """Validate the model's options, the output folder, the target, the pipeline, the toolchain
+    and the tuning database, before any work.
+
+    Raises:
+        UsageError, TargetError, ToolchainError.
+    """
+    _check_model_options(opts)
+    _check_output(opts)
+    spec = get_target(opts.target)
+    from edgec.artifact import check_replaceable
+
+    check_replaceable(Path(opts.out_dir) / (opts.name or default_name(opts, spec)))
+    from edgec.passes import resolve_pipeline
+
+    resolve_pipeline(opts.passes)
+    get_backend(spec).check(spec, opts.tuning)
+    return spec
+
+
+def pipeline_spec(passes: Any) -> Any:
+    if isinstance(passes, list):
+        return ",".join(c.label() for c in passes)
+    return passes

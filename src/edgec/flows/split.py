@@ -1,0 +1,201 @@
+"""``edgec split``: split computing. List where a model can be cut (:func:`list_cuts`), choose the cut for a
+link from measured latencies (:func:`choose_cut`, ranking by :mod:`edgec.split.choose`), and build a
+head/tail artifact cut at a tensor (:func:`build_split`), the cut sent as fp32, int8 codes or through
+a learned bottleneck.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import UsageError
+from edgec.flows.assemble import assemble
+from edgec.flows.compose import input_names
+from edgec.flows.lower import lower
+from edgec.flows.parts import Connection, PartRequest
+from edgec.flows.request import BuildOptions, BuildResult, check_request, pipeline_spec
+from edgec.flows.steps import Progress, Steps
+from edgec.frontend import reference
+from edgec.frontend.data import read_task_data
+from edgec.split.encoding import ENCODINGS, calibrate
+
+
+def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str, encoding: str = "fp32",
+                progress: Progress | None = None, *, data: Path | None = None,
+                bottleneck_channels: int | None = None, epochs: int = 30,
+                attachments: Callable[[Path], None] | None = None) -> BuildResult:
+    """Build a head/tail artifact: ``opts.model`` after the frontend and the passes, cut at tensor ``cut``,
+    the head compiled for ``head_target`` and the tail for ``tail_target``, each verified on its
+    device, and their composition verified against the whole model.
+
+    Args:
+        encoding: How the cut tensor travels (:mod:`edgec.split.encoding`): ``fp32``; ``int8`` /
+            ``int8-per-channel`` calibrated on ``data``'s training images when given, else on the
+            verification inputs (the user's ``--verify-inputs`` samples when given, else the model's
+            real input range); or ``bottleneck``, a learned encoder/decoder
+            (:mod:`edgec.split.bottleneck`) trained on ``data`` whose int8 codes travel. Anything but
+            fp32 changes the function on purpose: the composition is then checked on the inputs each
+            device received, and the report's ``function_change`` gives the fidelity against the unsplit model.
+        data: A labelled ImageFolder (``train/`` and ``val/`` inside, or one tree of which every
+            fifth image is held out): calibration and bottleneck training on the training images,
+            and the report's ``function_change.task`` (top-1 accuracy unsplit and split, agreement,
+            bytes against JPEG) on the held-out ones.
+        bottleneck_channels: Channels of the learned bottleneck (default: a quarter of the cut's).
+        epochs: Bottleneck training epochs.
+        attachments: Writes extra files into the artifact's folder before its files are hashed.
+
+    Raises:
+        UsageError: ``cut`` is not a valid cut (see ``edgec split MODEL --list``), unknown targets or
+            encoding, a bottleneck without ``data``, an unreadable ``data`` folder.
+        (and what :func:`edgec.flows.build.build` and :func:`edgec.flows.assemble.assemble` raise)
+    """
+    from edgec.split import split_model
+
+    head_opts, tail_opts = replace(opts, target=head_target), replace(opts, target=tail_target)
+    head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
+    _check_encoding(encoding)
+    if encoding == "bottleneck" and data is None:
+        raise UsageError("--encoding bottleneck is trained on labelled images: give --data DIR",
+                         "DIR/<class>/<image>.png (e.g. from `edgec zoo digits DIR`)")
+    steps = Steps(progress)
+    low = lower(opts, steps)
+    head, tail = split_model(low.final, cut)
+    input_sets = dict(low.input_sets)
+    train = val = None
+    if data is not None:
+        train, val = steps.run(f"read --data {data}", lambda: read_task_data(data, low.final, low.source.preprocessing))
+        input_sets.update({f"data:{p.parent.name}-{p.name}": {input_names(low.final)[0]: val.x[i:i + 1]}
+                           for i, p in enumerate(val.paths[:2])})
+    data_sets = tuple(k for k in input_sets if k.startswith("data:"))
+    sent, enc = cut, None
+    if encoding == "bottleneck":
+        from edgec.split.bottleneck import SENT, attach, train_bottleneck
+        from edgec.split.task import head_outputs
+
+        teacher = steps.run("the original head on the training images", lambda: head_outputs(head, train.x))
+        channels = bottleneck_channels or max(1, teacher.shape[1] // 4)
+        bn = steps.run(f"train the bottleneck ({channels} channels, {epochs} epochs)",
+                       lambda: train_bottleneck(teacher, channels, epochs, seed=opts.seed))
+        head, tail = attach(head, tail, cut, bn)
+        codes = head_outputs(head, train.x)
+        enc = replace(calibrate("int8", [codes], data_sets), bottleneck=bn.record())
+        sent = SENT
+    elif encoding != "fp32":
+        if train is not None:
+            from edgec.split.task import head_outputs
+
+            enc = steps.run(f"calibrate the {encoding} cut on --data", lambda: calibrate(
+                encoding, [head_outputs(head, train.x[:256])], data_sets))
+        else:
+            session = reference.ort_session(head)
+            sets = _calibration_sets(low.input_sets)
+            enc = steps.run(f"calibrate the {encoding} cut", lambda: calibrate(
+                encoding, [session.run(None, xs)[0] for xs in sets.values()], tuple(sets)))
+    task = None
+    if val is not None:
+        from edgec.split.task import task_accuracy
+
+        task = steps.run(f"accuracy on {len(val)} held-out images", lambda: task_accuracy(
+            low.final, head, tail, enc, val, str(data)))
+    name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
+    parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
+             PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
+    return assemble(low.source, low.final, parts, [Connection("head", sent, "tail", sent, enc)], Path(opts.out_dir),
+                    name, tuning=opts.tuning, verify=opts.verify, steps=steps, seed=opts.seed, input_sets=input_sets,
+                    references=low.references, pass_spec=pipeline_spec(opts.passes), task=task,
+                    attachments=attachments)
+
+
+def _check_encoding(kind: str) -> None:
+    if kind not in (*ENCODINGS, "bottleneck"):
+        raise UsageError(f"unknown --encoding '{kind}'", f"use one of: {', '.join((*ENCODINGS, 'bottleneck'))}")
+
+
+def _calibration_sets(sets: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
+    """The user's samples if any, else the real input range (``image``), else ``normal``: never the
+    large-offset set, whose range would swamp the scale."""
+    user = {k: v for k, v in sets.items() if k.startswith("user:")}
+    if user:
+        return user
+    for name in ("image", "normal"):
+        if name in sets:
+            return {name: sets[name]}
+    return dict(sets)
+
+
+def list_cuts(opts: BuildOptions, progress: Progress | None = None) -> dict[str, Any]:
+    """Every valid cut of ``opts.model`` after the frontend and the passes, with its costs
+    (:func:`edgec.split.cut_table`: the input's bytes, each cut's shape, fp32/int8 bytes, MACs and params
+    on each side).
+
+    Raises:
+        UsageError, ModelError: see :func:`edgec.flows.request.check_request` and :func:`edgec.flows.lower.lower`.
+    """
+    from edgec.split import cut_table
+
+    check_request(opts)
+    return cut_table(lower(opts, Steps(progress)).final)
+
+
+def choose_cut(opts: BuildOptions, head_target: str, tail_target: str, encoding: str, links: list[Any],
+               sides: dict[str, tuple[float | None, Path | None]], progress: Progress | None = None) -> dict[str, Any]:
+    """``--at auto``: every cut ranked by estimated latency on ``links[0]`` (Neurosurgeon, ASPLOS 2017;
+    :mod:`edgec.split.choose`), and the best cut at each link.
+
+    Args:
+        opts: The model, input shapes and passes.
+        head_target, tail_target: Targets of the device and the server.
+        encoding: How the cut travels (``int8...`` sizes it as int8, else fp32).
+        links: :class:`edgec.split.choose.Link` per bandwidth; the first is the one the artifact is built for.
+        sides: ``{"head"|"tail": (given whole-model ms or None, profile report.json or None)}``.
+        progress: Called with each step as it starts.
+
+    Returns:
+        ``{"link", "head_ms", "head_ms_source", "tail_ms", "tail_ms_source", "spread", "encoding", "best",
+        "ranking", "sweep"}``; ``best["kind"]`` is ``cut`` when a split is fastest.
+
+    Raises:
+        UsageError: a side's latency cannot be known (see :func:`edgec.split.choose.side_latency`).
+    """
+    from edgec.split import cut_table
+    from edgec.split.choose import rank_cuts, side_latency, sweep
+
+    check_request(opts)
+    steps = Steps(progress)
+    final = lower(opts, steps).final
+    table = cut_table(final)
+    cuts = [c["tensor"] for c in table["cuts"]]
+    measured = {side: side_latency(side, target, final, cuts, given_ms=sides[side][0], profile=sides[side][1],
+                                   model_name=opts.model, say=steps.progress)
+                for side, target in (("head", head_target), ("tail", tail_target))}
+    per_cut = {key: measured[side].per_cut_ms for side, key in (("head", "head_ms_at"), ("tail", "tail_head_ms_at"))
+               if measured[side].per_cut_ms is not None}
+    out_bytes = sum(4 * math.prod(d.dim_value for d in o.type.tensor_type.shape.dim) for o in final.graph.output)
+    key = "bytes_int8" if encoding.startswith("int8") else "bytes_fp32"
+    head, tail = measured["head"].total_ms, measured["tail"].total_ms
+    rows = rank_cuts(table, links[0], head, tail, key, out_bytes, **per_cut)
+    spread = "per-kernel sums" if len(per_cut) == 2 else ("per-kernel sums and MACs" if per_cut else "spread by MACs")
+    return {"link": {"bandwidth_mbps": links[0].bandwidth_mbps, "rtt_ms": links[0].rtt_ms},
+            "head_ms": head, "head_ms_source": measured["head"].source,
+            "tail_ms": tail, "tail_ms_source": measured["tail"].source, "spread": spread,
+            "encoding": encoding, "best": rows[0], "ranking": rows,
+            "sweep": sweep(table, links, head, tail, key, out_bytes, **per_cut)}
+
+
+def write_choice(choice: dict[str, Any], model: str, folder: Path) -> None:
+    """``split-choice.json`` and its plots (``split-choice.png``, and ``split-sweep.png`` for several
+    bandwidths) inside the artifact, before its files are hashed."""
+    from edgec.artifact import write_json
+    from edgec.split.choose import plot_ranking, plot_sweep
+
+    write_json(folder / "split-choice.json", choice)
+    plot_ranking(choice["ranking"], folder / "split-choice.png",
+                 f"{model}: {choice['link']['bandwidth_mbps']:g} Mbit/s, rtt {choice['link']['rtt_ms']:g} ms")
+    if len(choice.get("sweep", [])) > 1:
+        plot_sweep(choice["sweep"], folder / "split-sweep.png", f"{model}: best cut per bandwidth")
