@@ -218,18 +218,28 @@ def tune(model: onnx.ModelProto, spec: TargetSpec, device, **kwargs):
         :class:`edgec.backends.tvm.tuning.TuneResult`.
 
     Raises:
-        UsageError: no budget, a CUDA target, or local measurement of foreign code.
+        UsageError: no budget, a CUDA target, or a device that cannot measure the candidates
+            (this machine and foreign code, an emulator).
     """
     from edgec.backends.tvm import tuning as tuning_db
 
     return tuning_db.tune(import_model(model), spec, device, **kwargs)
 
 
-def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, device_kind: str) -> None:
-    """Validate a tuning request before any work (see :func:`edgec.backends.tvm.tuning.check_tune_request`)."""
+def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, device) -> None:
+    """Validate a tuning request before any work (see :func:`edgec.backends.tvm.tuning.check_tune_request`).
+
+    Args:
+        spec: Target.
+        trials, minutes: Budgets.
+        device: The measuring device (duck-typed: its ``check_tuning(spec)`` refuses what it cannot measure).
+
+    Raises:
+        UsageError: no budget, a CUDA target, or a device that cannot measure the candidates.
+    """
     from edgec.backends.tvm.tuning import check_tune_request
 
-    check_tune_request(spec, trials, minutes, device_kind)
+    check_tune_request(spec, trials, minutes, device)
 
 
 def extract_tasks(model: onnx.ModelProto, spec: TargetSpec) -> list:
