@@ -376,7 +376,7 @@ class QemuAarch64Device:
             UsageError: always (says to start ``edgec device emulate`` and tune over ``rpc://``).
         """
         raise UsageError("tuning cannot measure on a 'qemu-aarch64' device",
-                         "start the emulated board's RPC server (edgec device emulate) and tune with "
+                         "start its RPC server with `edgec device emulate`, then tune with "
                          "--device rpc://127.0.0.1:9090")
 
     def tuning_runner(self, timeout_s: float = 120, evaluator_config: Any = None):  # noqa: ARG002
