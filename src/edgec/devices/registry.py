@@ -198,10 +198,9 @@ def check_verification_kind(name: str, *, target: str | None = None, checks: Ite
     if name in checks or name in verification_kinds():
         return
     where = f"target '{target}': " if target else ""
-    also = f" (or the backend's {', '.join(checks)})" if checks else ""
     raise UsageError(f"{where}verify '{name}' names no registered verification device",
-                     f"use one of {', '.join(verification_kinds())}{also}, or register the kind "
-                     "(edgec.devices.register_device(..., verification=True))")
+                     f"use one of {', '.join(verification_kinds() + checks)}, or register that device kind "
+                     "with edgec.devices.register_device and verification=True")
 
 
 def verification_url(method: str) -> DeviceURL:

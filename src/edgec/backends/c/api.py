@@ -38,6 +38,8 @@ from edgec.errors import UsageError
 from edgec.targets import TargetSpec
 
 name = "c"
+#: ``verify`` values this backend checks itself: none (the ELF runs on a verification device).
+verify_checks: tuple[str, ...] = ()
 
 #: Sidecar of the ELF for the verification device: ``<library>.json``.
 SIDECAR_SUFFIX = ".json"
@@ -211,4 +213,4 @@ def verify_plan(model: onnx.ModelProto, spec: TargetSpec, compiled: Compiled, wo
                       {"qemu_machine": machine})
 
 
-__all__ = ["check", "compile", "count_kernels", "name", "resolved_target", "verify_plan"]
+__all__ = ["check", "compile", "count_kernels", "name", "resolved_target", "verify_checks", "verify_plan"]

@@ -24,6 +24,8 @@ from edgec.errors import VerificationError
 from edgec.targets import TargetSpec
 
 name = "tvm"
+#: ``verify`` values this backend checks itself: a CUDA library's cubin architecture (:func:`verify_plan`).
+verify_checks = ("cuda-cubin",)
 
 KERNELS_LIBRARY = "kernels.so"
 KERNELS_JSON = "kernels.json"
@@ -250,4 +252,4 @@ def extract_tasks(model: onnx.ModelProto, spec: TargetSpec) -> list:
 
 
 __all__ = ["check", "check_tune", "compile", "count_kernels", "extract_tasks", "kernel_map", "name",
-           "resolved_target", "tune", "verify_plan"]
+           "resolved_target", "tune", "verify_checks", "verify_plan"]
