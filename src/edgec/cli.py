@@ -861,7 +861,7 @@ def device_emulate(
     = None,
 ) -> None:
     """Run TVM's RPC server inside the qemu-aarch64 rootfs until Ctrl-C (timings are emulated)."""
-    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
+    from edgec.devices import start_emulator, stop_emulator
     from edgec.targets import get_target
 
     spec = get_target(target)
@@ -870,7 +870,7 @@ def device_emulate(
     proc = None
     try:  # from the moment the server runs: a Ctrl-C while the banner prints must stop it too
         with _StepPrinter() as printer:
-            proc = start_rpc_server(port=port, host=host, tracker=tracker, key=key or target, progress=printer)
+            proc = start_emulator(port=port, host=host, tracker=tracker, key=key or target, progress=printer)
         where = f"rpc://{host}:{port}" + (f" (registered at tracker {tracker} as '{key or target}')" if tracker else "")
         console.print(f"[bold]emulated {target}[/] serving at {where}; [yellow]timings are emulated, "
                       f"not device speed[/]; Ctrl-C stops it")
@@ -878,7 +878,7 @@ def device_emulate(
             __import__("time").sleep(1)
     finally:
         if proc is not None:
-            stop_rpc_server(proc)
+            stop_emulator(proc)
     if proc.returncode not in (0, -15, -9, None):
         raise DeviceError(f"the emulated RPC server stopped (exit code {proc.returncode})", "rerun with --debug")
 
@@ -889,7 +889,7 @@ def device_tracker(
     host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
 ) -> None:
     """Run a TVM RPC tracker (boards register with it under a key; profile/tune with tracker://HOST:PORT/KEY)."""
-    from edgec.devices.rpc import start_tracker
+    from edgec.devices import start_tracker
 
     tr = start_tracker(host, port)
     console.print(f"TVM tracker at {host}:{tr.port}; Ctrl-C stops it")

@@ -120,6 +120,15 @@ class Connection:
 
 
 def run_on_device(plan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:
+    """Run ``plan.library`` on every input set on the verification device ``plan.device`` names.
+
+    Returns:
+        ``(outputs per set, the device)`` (an :class:`edgec.devices.Device`).
+
+    Raises:
+        UsageError: ``plan.device`` names no registered verification device.
+        DeviceError, ToolchainError: the device failed, or its emulator is missing.
+    """
     from edgec.devices import verification_device
 
     device = verification_device(plan.device)
@@ -149,7 +158,7 @@ def _verify_part(req: PartRequest, compiled: Compiled, expected: dict[str, list[
     plan = backend.verify_plan(req.model, req.target, compiled, workdir)
     sets = req.sets()
     outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], say)
-    record = {"method": plan.method or getattr(device, "description", plan.device),
+    record = {"method": plan.method or device.description,
               "reference": reference_label, "emulated": bool(device.emulated), **plan.extra,
               **compare_sets(dict(zip(sets, outs)), expected)}
     return record, plan
