@@ -60,7 +60,8 @@ class LocalDevice:
         self.threads = threads
 
     @classmethod
-    def from_url(cls, url: DeviceURL, arch: str | None = None, threads: int | None = None) -> LocalDevice:  # noqa: ARG003
+    def from_url(cls, url: DeviceURL, arch: str | None = None,  # noqa: ARG003
+                 threads: int | None = None) -> LocalDevice:  # noqa: ARG003
         """The registry's factory (``local``)."""
         return cls(threads)
 

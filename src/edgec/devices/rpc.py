@@ -62,7 +62,8 @@ class RemoteDevice:
         self.description = f"{url} over TVM RPC" + (" (emulated)" if self.emulated else "")
 
     @classmethod
-    def from_url(cls, url: DeviceURL, arch: str | None = None, threads: int | None = None) -> RemoteDevice:  # noqa: ARG003
+    def from_url(cls, url: DeviceURL, arch: str | None = None,  # noqa: ARG003
+                 threads: int | None = None) -> RemoteDevice:  # noqa: ARG003
         """The registry's factory (``rpc``, ``tracker``); the board sizes its own thread pool."""
         return cls(url, arch)
 
