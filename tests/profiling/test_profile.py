@@ -188,25 +188,25 @@ def test_ctrl_c_leaves_no_server_running():
     import subprocess
     import sys
 
-    from edgec.devices.qemu_aarch64 import _port_open
+    from edgec.devices.qemu_aarch64 import port_open
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "edgec.cli", "device", "emulate", "rpi4", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
-        while not _port_open("127.0.0.1", port) and time.monotonic() < deadline and proc.poll() is None:
+        while not port_open("127.0.0.1", port) and time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.5)
-        assert _port_open("127.0.0.1", port), proc.stdout.read() if proc.poll() is not None else "not up"
+        assert port_open("127.0.0.1", port), proc.stdout.read() if proc.poll() is not None else "not up"
         proc.send_signal(signal.SIGINT)
         proc.wait(60)
     finally:
         if proc.poll() is None:
             proc.kill()
     deadline = time.monotonic() + 15  # the emulated server exits on its own signal handling; allow for load
-    while _port_open("127.0.0.1", port) and time.monotonic() < deadline:
+    while port_open("127.0.0.1", port) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert not _port_open("127.0.0.1", port)
+    assert not port_open("127.0.0.1", port)
     leftovers = subprocess.run(["pgrep", "-f", f"rpc_server.*--port {port}"], capture_output=True, text=True)
     assert leftovers.stdout.strip() == ""
 

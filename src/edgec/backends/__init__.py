@@ -96,8 +96,8 @@ class VerifyPlan:
 
     Attributes:
         library: The library to run (the artifact's own, or a stand-in the device can run).
-        device: The verification device: ``local``, ``qemu-aarch64`` or ``qemu-system-arm`` (see
-            :mod:`edgec.devices`).
+        device: The verification device: a kind registered for verification in :mod:`edgec.devices`
+            (``local``, ``qemu-aarch64``, ``qemu-system-arm``, a plugin's).
         method: Human description when the plan is more than "run the library on the device".
         extra: Facts to record with the verification (e.g. ``cubin_archs``).
     """
@@ -112,6 +112,9 @@ class Backend(Protocol):
     """The functions every backend module provides."""
 
     name: str
+    #: Values of a target's ``verify`` field the backend checks itself (``cuda-cubin``); any other
+    #: value names a verification device (:mod:`edgec.devices`).
+    verify_checks: tuple[str, ...]
 
     def check(self, spec: TargetSpec, tuning: TuningOptions) -> None:
         """Validate the toolchain and tuning options before any work (raises ToolchainError/UsageError)."""

@@ -25,7 +25,8 @@ import numpy as np
 
 from edgec.devices.session import Progress, Session
 from edgec.devices.url import DeviceURL
-from edgec.targets import host_facts
+from edgec.errors import UsageError
+from edgec.targets import TargetSpec, host_facts
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,12 @@ class LocalDevice:
         self.url = DeviceURL("local")
         self.threads = threads
 
+    @classmethod
+    def from_url(cls, url: DeviceURL, arch: str | None = None,  # noqa: ARG003
+                 threads: int | None = None) -> LocalDevice:  # noqa: ARG003
+        """The registry's factory (``local``)."""
+        return cls(threads)
+
     def probe(self, timeout: float = 10.0) -> None:  # noqa: ARG002  always reachable
         """Nothing to check for this machine."""
 
@@ -84,6 +91,22 @@ class LocalDevice:
             from edgec.devices.session import flatten
 
             return [flatten(model["main"](*session.tensors(xs))) for xs in sets]
+
+    def check_tuning(self, spec: TargetSpec) -> None:
+        """Refuse to measure code built for another ISA than this machine's.
+
+        Raises:
+            UsageError: ``spec`` is for another architecture (names the remote forms to use).
+        """
+        if spec.arch != platform.machine():
+            raise UsageError(f"'{spec.name}' code cannot run on this machine",
+                             "measure on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
+
+    def tuning_runner(self, timeout_s: float = 120, evaluator_config: Any = None):
+        """MetaSchedule's ``LocalRunner`` (candidates measured in worker processes on this machine)."""
+        from tvm.s_tir import meta_schedule as ms
+
+        return ms.runner.LocalRunner(evaluator_config=evaluator_config, timeout_sec=int(timeout_s))
 
     def prepare(self, library: str | Path, inputs: list[np.ndarray]):
         """Load the library and copy the inputs once; a zero-argument callable runs one inference

@@ -33,12 +33,12 @@ def tracker_keys(host: str, port: int, timeout: float = 10.0) -> set[str]:
 
 
 def probe(url: DeviceURL, timeout: float = 10.0) -> None:
-    """Fail fast when an RPC server or tracker does not answer (local and emulated devices always do).
+    """Fail fast when an RPC server or tracker does not answer (other kinds: nothing to check here).
 
     Raises:
         DeviceError: nothing listens at the address, or the tracker has no such key.
     """
-    if not url.remote:
+    if url.kind not in ("rpc", "tracker"):
         return
     if url.kind == "rpc":
         err = tcp_reachable(url.host, url.port, timeout)

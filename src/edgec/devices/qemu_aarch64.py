@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from importlib import resources
 from importlib.metadata import version
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,8 +44,11 @@ from edgec.cache import cache_dir
 from edgec.devices.probe import tracker_keys
 from edgec.devices.session import Progress, Session, rpc_session
 from edgec.devices.url import DeviceURL
-from edgec.errors import DeviceError, ToolchainError
+from edgec.errors import DeviceError, ToolchainError, UsageError
 from edgec.net import tcp_reachable
+
+if TYPE_CHECKING:
+    from edgec.targets import TargetSpec
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +261,8 @@ def rpc_server_command(root: Path, host: str, port: int, tracker: str | None = N
     return python_command(root, *args), env
 
 
-def _port_open(host: str, port: int) -> bool:
+def port_open(host: str, port: int) -> bool:
+    """Whether something accepts TCP connections at ``host:port`` (within a second)."""
     return tcp_reachable(host, port, timeout=1) is None
 
 
@@ -281,13 +286,11 @@ def start_rpc_server(port: int = 9090, host: str = "127.0.0.1", tracker: str | N
         UsageError: the port is taken.
         ToolchainError, DeviceError: set-up failed, or the server did not come up in time.
     """
-    from edgec.errors import UsageError
-
-    if _port_open(host, port):
+    if port_open(host, port):
         raise UsageError(f"port {port} on {host} is already in use", "pick another --port")
     if tracker:
         t_host, _, t_port = tracker.rpartition(":")
-        if not t_port.isdigit() or not _port_open(t_host, int(t_port)):
+        if not t_port.isdigit() or not port_open(t_host, int(t_port)):
             raise DeviceError(f"the tracker {tracker} is unreachable", "start it first: edgec device tracker")
     root = ensure_rootfs(progress)
     cmd, env = rpc_server_command(root, host, port, tracker, key)
@@ -302,7 +305,7 @@ def start_rpc_server(port: int = 9090, host: str = "127.0.0.1", tracker: str | N
             if proc.poll() is not None:
                 tail = log_file.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
                 raise DeviceError(f"the emulated RPC server exited: {tail[0][:200]}", f"see {log_file}")
-            if _port_open(host, port) and (tracker is None or _tracker_has(tracker, key)):
+            if port_open(host, port) and (tracker is None or _tracker_has(tracker, key)):
                 return proc
             time.sleep(0.5)
         raise DeviceError(f"the emulated RPC server did not come up within {ready_timeout:.0f} s",
@@ -360,6 +363,30 @@ class QemuAarch64Device:
 
     def __init__(self) -> None:
         self.url = DeviceURL("qemu-aarch64")
+
+    @classmethod
+    def from_url(cls, url: DeviceURL, arch: str | None = None,  # noqa: ARG003
+                 threads: int | None = None) -> QemuAarch64Device:
+        """The registry's factory (``qemu-aarch64``)."""
+        return cls()
+
+    def check_tuning(self, spec: TargetSpec | None = None) -> None:  # noqa: ARG002
+        """Refuse: each run starts the emulator afresh; tuning measures through its RPC server instead.
+
+        Raises:
+            UsageError: always (says to start ``edgec device emulate`` and tune over ``rpc://``).
+        """
+        raise UsageError("tuning cannot measure on a 'qemu-aarch64' device",
+                         "start its RPC server with `edgec device emulate`, then tune with "
+                         "--device rpc://127.0.0.1:9090")
+
+    def tuning_runner(self, timeout_s: float = 120, evaluator_config: Any = None):  # noqa: ARG002
+        """Not available (see :meth:`check_tuning`).
+
+        Raises:
+            UsageError: always.
+        """
+        self.check_tuning()
 
     def probe(self, timeout: float = 10.0) -> None:  # noqa: ARG002
         """Check that the emulator's tools are installed.

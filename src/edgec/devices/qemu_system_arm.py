@@ -22,13 +22,16 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgec.devices.session import Progress
 from edgec.devices.url import DeviceURL
-from edgec.errors import DeviceError, ToolchainError
+from edgec.errors import DeviceError, ToolchainError, UsageError
+
+if TYPE_CHECKING:
+    from edgec.targets import TargetSpec
 
 QEMU = "qemu-system-arm"
 APT_PACKAGE = "qemu-system-arm"
@@ -142,6 +145,29 @@ class QemuSystemArmDevice:
     def __init__(self) -> None:
         self.url = DeviceURL("qemu-system-arm")
         self.last_run_seconds: float | None = None
+
+    @classmethod
+    def from_url(cls, url: DeviceURL, arch: str | None = None,  # noqa: ARG003
+                 threads: int | None = None) -> QemuSystemArmDevice:
+        """The registry's factory (``qemu-system-arm``)."""
+        return cls()
+
+    def check_tuning(self, spec: TargetSpec | None = None) -> None:  # noqa: ARG002
+        """Refuse: there is no TVM runtime on a microcontroller to measure candidates with.
+
+        Raises:
+            UsageError: always.
+        """
+        raise UsageError("tuning cannot measure on a 'qemu-system-arm' device",
+                         "tuning is not available for microcontrollers: build without tuning")
+
+    def tuning_runner(self, timeout_s: float = 120, evaluator_config: Any = None):  # noqa: ARG002
+        """Not available (see :meth:`check_tuning`).
+
+        Raises:
+            UsageError: always.
+        """
+        self.check_tuning()
 
     def probe(self, timeout: float = 10.0) -> None:  # noqa: ARG002
         """Check that qemu-system-arm is installed.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from edgec.devices.probe import probe
 from edgec.devices.session import Progress, Session, rpc_session
 from edgec.devices.url import DeviceURL
 from edgec.errors import DeviceError
+from edgec.targets import TargetSpec
 
 
 def connect(url: DeviceURL, timeout_s: float = 60.0, priority: int = 1):
@@ -59,6 +61,12 @@ class RemoteDevice:
         self.emulated = bool(arch) and is_emulated(url, arch)
         self.description = f"{url} over TVM RPC" + (" (emulated)" if self.emulated else "")
 
+    @classmethod
+    def from_url(cls, url: DeviceURL, arch: str | None = None,  # noqa: ARG003
+                 threads: int | None = None) -> RemoteDevice:  # noqa: ARG003
+        """The registry's factory (``rpc``, ``tracker``); the board sizes its own thread pool."""
+        return cls(url, arch)
+
     def probe(self, timeout: float = 10.0) -> None:
         """Raises DeviceError when the server/tracker does not answer or lacks the key."""
         probe(self.url, timeout)
@@ -66,6 +74,20 @@ class RemoteDevice:
     def connect(self, timeout_s: float = 60.0):
         """A raw TVM RPC session (what MetaSchedule's runner measures through)."""
         return connect(self.url, timeout_s)
+
+    def check_tuning(self, spec: TargetSpec) -> None:  # noqa: ARG002
+        """Nothing to refuse before connecting: the board measures the code it is sent."""
+
+    def tuning_runner(self, timeout_s: float = 120, evaluator_config: Any = None):
+        """MetaSchedule's ``RPCRunner``; its sessions are opened by :meth:`connect` (a tracker spreads the
+        measurements over every board registered under the key)."""
+        from tvm.s_tir import meta_schedule as ms
+
+        url = self.url
+        config = ms.runner.RPCConfig(tracker_host=url.host, tracker_port=url.port, tracker_key=url.key or "direct",
+                                     session_timeout_sec=int(timeout_s))
+        return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator_config,
+                                   f_create_session=lambda cfg: self.connect(cfg.session_timeout_sec))
 
     @contextlib.contextmanager
     def open(self, timeout_s: float = 60.0, progress: Progress | None = None) -> Iterator[Session]:  # noqa: ARG002
@@ -83,7 +105,6 @@ class RemoteDevice:
         """Upload and run a library once on the board; outputs in graph order."""
         with self.open(timeout, progress) as session:
             return session.run(library, inputs)
-
 
     def run_sets(self, library: str | Path, sets: list[list[np.ndarray]], timeout: float = 600,
                  progress: Progress | None = None) -> list[list[np.ndarray]]:

@@ -1,16 +1,8 @@
-"""Device addresses: ``local``, ``qemu-aarch64``, ``qemu-system-arm``, ``rpc://HOST:PORT``, ``tracker://HOST:PORT/KEY``."""
+"""Device addresses: a registered bare kind (``local``, ``qemu-aarch64``...) or ``KIND://HOST:PORT[/KEY]``."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-from edgec.errors import UsageError
-
-#: Emulated devices edgec starts itself (no address needed).
-EMULATORS = ("qemu-aarch64", "qemu-system-arm")
-
-FORMS = "local, qemu-aarch64, qemu-system-arm, rpc://HOST:PORT or tracker://HOST:PORT/KEY"
 
 
 @dataclass(frozen=True)
@@ -18,12 +10,13 @@ class DeviceURL:
     """Where code runs.
 
     Attributes:
-        kind: ``"local"`` (this process / machine), ``"qemu-aarch64"`` (an emulated aarch64
-            Linux board edgec starts), ``"qemu-system-arm"`` (an emulated Cortex-M board running an
-            ELF), ``"rpc"`` (a TVM RPC server) or ``"tracker"`` (a TVM
-            tracker handing out a board registered under ``key``).
-        host, port: Address of the RPC server or tracker.
-        key: Device key at the tracker.
+        kind: A registered device kind (:mod:`edgec.devices.registry`): ``"local"`` (this process /
+            machine), ``"qemu-aarch64"`` (an emulated aarch64 Linux board edgec starts),
+            ``"qemu-system-arm"`` (an emulated Cortex-M board running an ELF), ``"rpc"`` (a TVM RPC
+            server), ``"tracker"`` (a TVM tracker handing out a board registered under ``key``), or
+            a kind a plugin registered.
+        host, port: Network address (kinds registered with one: ``rpc``, ``tracker``...).
+        key: Device key at the tracker (kinds addressed as ``KIND://HOST:PORT/KEY``).
     """
 
     kind: str
@@ -33,28 +26,27 @@ class DeviceURL:
 
     @classmethod
     def parse(cls, text: str | None) -> DeviceURL:
-        """Parse a ``--device`` value.
+        """Parse a ``--device`` value against the registered kinds (None is ``local``).
+
+        Args:
+            text: A bare kind (``local``, ``qemu-aarch64``) or ``KIND://HOST:PORT[/KEY]`` as the kind
+                was registered (``rpc://HOST:PORT``, ``tracker://HOST:PORT/KEY``).
+
+        Returns:
+            The address.
 
         Raises:
-            UsageError: malformed value.
+            UsageError: malformed value, a port outside 1..65535, or an unregistered kind (one line
+                listing the registered forms).
         """
-        if text is None or text == "local":
-            return cls("local")
-        if text in EMULATORS:
-            return cls(text)
-        m = re.fullmatch(r"rpc://([^:/]+):(\d+)/?", text) or re.fullmatch(
-            r"tracker://([^:/]+):(\d+)/([A-Za-z0-9_.-]+)", text)
-        if m:
-            if not 0 < int(m.group(2)) < 65536:
-                raise UsageError(f"bad --device '{text}': port {m.group(2)} is not in 1..65535", f"use {FORMS}")
-            kind = "rpc" if text.startswith("rpc://") else "tracker"
-            return cls(kind, m.group(1), int(m.group(2)), m.group(3) if kind == "tracker" else "")
-        raise UsageError(f"bad --device '{text}'", f"use {FORMS}")
+        from edgec.devices.registry import parse
+
+        return parse(text)
 
     @property
     def remote(self) -> bool:
-        """Reached over TVM RPC (``rpc://`` or ``tracker://``)."""
-        return self.kind in ("rpc", "tracker")
+        """Reached over the network (an address: ``rpc://``, ``tracker://``...)."""
+        return bool(self.host)
 
     @property
     def loopback(self) -> bool:

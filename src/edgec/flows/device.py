@@ -32,24 +32,24 @@ def emulated_board(target: str = "rpi4", *, port: int = 9090, host: str = "127.0
         UsageError: the target cannot be emulated.
         ToolchainError, DeviceError: qemu or the rootfs is missing, or the server did not come up.
     """
-    from edgec.devices.qemu_aarch64 import start_rpc_server, stop_rpc_server
+    from edgec.devices import start_emulator, stop_emulator
 
     spec = get_target(target)
     if spec.arch != "aarch64" or spec.kind != "cpu":
         raise UsageError(f"only aarch64 CPU targets can be emulated, not '{target}'", "use rpi4 or rpi5")
     proc = None
     try:  # from the moment the server runs: a Ctrl-C anywhere in the block must stop it too
-        proc = start_rpc_server(port=port, host=host, tracker=tracker, key=key or target, progress=progress)
+        proc = start_emulator(port=port, host=host, tracker=tracker, key=key or target, progress=progress)
         yield proc
     finally:
         if proc is not None:
-            stop_rpc_server(proc)
+            stop_emulator(proc)
 
 
 @contextlib.contextmanager
 def tracker(host: str = "127.0.0.1", port: int = 9190) -> Iterator[Any]:
     """A TVM RPC tracker in this process for the block (``.port``)."""
-    from edgec.devices.rpc import start_tracker
+    from edgec.devices import start_tracker
 
     tr = start_tracker(host, port)
     try:

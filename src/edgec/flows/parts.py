@@ -126,13 +126,14 @@ class CompiledPart:
 
 
 def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:
-    """Run a verification plan's library on its device, per input set.
+    """Run ``plan.library`` on every input set on the verification device ``plan.device`` names.
 
     Returns:
-        ``(outputs per set, the device)``.
+        ``(outputs per set, the device)`` (an :class:`edgec.devices.Device`).
 
     Raises:
-        DeviceError: the device failed.
+        UsageError: ``plan.device`` names no registered verification device.
+        DeviceError, ToolchainError: the device failed, or its emulator is missing.
     """
     from edgec.devices import verification_device
 

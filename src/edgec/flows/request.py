@@ -203,7 +203,11 @@ def check_request(opts: BuildOptions) -> TargetSpec:
     from edgec.passes import resolve_pipeline
 
     resolve_pipeline(opts.passes)
-    get_backend(spec).check(spec, opts.tuning)
+    backend = get_backend(spec)
+    backend.check(spec, opts.tuning)
+    from edgec.devices import check_verification_kind
+
+    check_verification_kind(spec.verify, target=spec.name, checks=backend.verify_checks)
     return spec
 
 

@@ -62,7 +62,7 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
         UsageError: not an artifact, no such part, a part built for another machine,
             a part that does not take the image, no preprocessing known, a bad image.
     """
-    from edgec.devices.local import LocalDevice
+    from edgec.devices import open_device
 
     artifact, part = open_part(ref)
     parts = [part] if part is not None else list(artifact.parts.values())
@@ -75,7 +75,7 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
         raise UsageError(f"part '{first.name}' takes {', '.join(t['name'] for t in first.inputs)} from an "
                          "earlier part, not an image", f"run the whole artifact: edgec run {artifact.folder}")
     x, pre = image_tensor(artifact, first, image, preprocessing)
-    device = LocalDevice()
+    device = open_device("local")
     values: dict[tuple[str, str], np.ndarray] = {}
     outs: list[np.ndarray] = []
     for p in parts:

@@ -14,10 +14,10 @@ from typing import Any
 
 from edgec.artifact import check_writable_folder
 from edgec.backends import get_backend
+from edgec.devices import open_device
 from edgec.flows.lower import lower
 from edgec.flows.request import BuildOptions, check_request
 from edgec.flows.steps import Progress, Steps
-from edgec.devices import DeviceURL, open_device
 
 
 def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None = None, db: Path | None = None,
@@ -32,7 +32,8 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
         trials: Budget of new measured candidates (over all kernels).
         minutes: Budget of wall-clock minutes.
         db: Database folder (default: the user cache folder of the target).
-        device: ``local``, ``rpc://HOST:PORT`` or ``tracker://HOST:PORT/KEY``.
+        device: ``local``, ``rpc://HOST:PORT``, ``tracker://HOST:PORT/KEY``, or another registered kind
+            whose device can measure tuning candidates.
         per_iter: Candidates per kernel per round.
         progress: Called with the name of each preparation step.
         on_trials: Called after each measured batch with the backend's progress record
@@ -42,22 +43,21 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
         The backend's tuning result (database, trials, records before/after, estimate, device).
 
     Raises:
-        UsageError: no budget, an unknown model/target/pass, a CUDA target, or local
-            measurement of code for another ISA.
+        UsageError: no budget, an unknown model/target/pass, a bad device address, a CUDA target,
+            local measurement of code for another ISA, or a device that cannot measure candidates.
         DeviceError: the device is unreachable.
     """
     spec = check_request(opts)
     if db is not None:
         check_writable_folder(Path(db), "--db")
     backend = get_backend(spec)
-    url = DeviceURL.parse(device)
-    backend.check_tune(spec, trials, minutes, url.kind)
-    where = open_device(url, arch=spec.arch)
+    where = open_device(device, arch=spec.arch)
+    backend.check_tune(spec, trials, minutes, where)  # the device says whether it can measure
     where.probe()
     low = lower(opts, Steps(progress))
     result = backend.tune(low.final, spec, where, trials=trials, minutes=minutes, db=db, per_iter=per_iter,
                           progress=on_trials, seed=opts.seed)
-    if url.kind == "local" and spec.verify == "local" and spec.kind == "cpu":
+    if where.url.kind == "local" and spec.verify == "local" and spec.kind == "cpu":
         result.measured = _measure(low, spec, db, progress)
     return result
 

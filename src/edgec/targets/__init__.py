@@ -3,7 +3,8 @@
 Each file holds the device's description and datasheet, the TVM target dict
 (``tvm``; plus ``host`` for CUDA devices), the cross compiler and the Debian
 package providing it, the library file name and how a build is verified
-(``local``, ``qemu-aarch64``, ``qemu-system-arm`` or ``cuda-cubin``). A microcontroller
+(a verification device kind -- ``local``, ``qemu-aarch64``, ``qemu-system-arm`` or one
+registered in :mod:`edgec.devices` -- or ``cuda-cubin``). A microcontroller
 (kind ``mcu``) also has ``mcu``: its core and FPU, the real chip's flash and SRAM
 budget (bytes) and the emulated board (``qemu``) it is verified on; it lands in ``extra``. ``--target`` takes a registry
 name or the path of such a file (a board of your own).
@@ -48,7 +49,9 @@ class TargetSpec:
         cross_compiler: C++ compiler used to link the library (None: the system's).
         toolchain_apt: Debian package providing ``cross_compiler``.
         library: File name of the compiled library in the artifact.
-        verify: How a build is checked: ``local``, ``qemu-aarch64``, ``qemu-system-arm`` or ``cuda-cubin``.
+        verify: How a build is checked: a verification device kind (``local``, ``qemu-aarch64``,
+            ``qemu-system-arm``, or one registered in :mod:`edgec.devices`, checked when a build
+            starts) or a backend's own check (``cuda-cubin``).
         extra: Other fields (``cores``, ``device_software``, detected ``isa`` and ``cpu_model``, a
             microcontroller's ``mcu``...).
     """

@@ -38,6 +38,8 @@ from edgec.errors import UsageError
 from edgec.targets import TargetSpec
 
 name = "c"
+#: ``verify`` values this backend checks itself: none (the ELF runs on a verification device).
+verify_checks: tuple[str, ...] = ()
 
 #: Sidecar of the ELF for the verification device: ``<library>.json``.
 SIDECAR_SUFFIX = ".json"
@@ -228,4 +230,4 @@ def verify_plan(model: onnx.ModelProto, spec: TargetSpec, compiled: Compiled, wo
 
 
 __all__ = ["check", "check_tune", "compile", "count_kernels", "name", "planned_arena_bytes", "resolved_target", "tune",
-           "verify_plan"]
+           "verify_checks", "verify_plan"]

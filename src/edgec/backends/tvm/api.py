@@ -24,6 +24,8 @@ from edgec.errors import VerificationError
 from edgec.targets import TargetSpec
 
 name = "tvm"
+#: ``verify`` values this backend checks itself: a CUDA library's cubin architecture (:func:`verify_plan`).
+verify_checks = ("cuda-cubin",)
 
 KERNELS_LIBRARY = "kernels.so"
 KERNELS_JSON = "kernels.json"
@@ -218,18 +220,28 @@ def tune(model: onnx.ModelProto, spec: TargetSpec, device, **kwargs):
         :class:`edgec.backends.tvm.tuning.TuneResult`.
 
     Raises:
-        UsageError: no budget, a CUDA target, or local measurement of foreign code.
+        UsageError: no budget, a CUDA target, or a device that cannot measure the candidates
+            (this machine and foreign code, an emulator).
     """
     from edgec.backends.tvm import tuning as tuning_db
 
     return tuning_db.tune(import_model(model), spec, device, **kwargs)
 
 
-def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, device_kind: str) -> None:
-    """Validate a tuning request before any work (see :func:`edgec.backends.tvm.tuning.check_tune_request`)."""
+def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, device) -> None:
+    """Validate a tuning request before any work (see :func:`edgec.backends.tvm.tuning.check_tune_request`).
+
+    Args:
+        spec: Target.
+        trials, minutes: Budgets.
+        device: The measuring device (duck-typed: its ``check_tuning(spec)`` refuses what it cannot measure).
+
+    Raises:
+        UsageError: no budget, a CUDA target, or a device that cannot measure the candidates.
+    """
     from edgec.backends.tvm.tuning import check_tune_request
 
-    check_tune_request(spec, trials, minutes, device_kind)
+    check_tune_request(spec, trials, minutes, device)
 
 
 def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int | None:  # noqa: ARG001
@@ -245,4 +257,4 @@ def extract_tasks(model: onnx.ModelProto, spec: TargetSpec) -> list:
 
 
 __all__ = ["check", "check_tune", "compile", "count_kernels", "extract_tasks", "kernel_map", "name", "planned_arena_bytes",
-           "resolved_target", "tune", "verify_plan"]
+           "resolved_target", "tune", "verify_checks", "verify_plan"]

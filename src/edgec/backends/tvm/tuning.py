@@ -10,10 +10,11 @@ What MetaSchedule needs on this stack (``docs/tvm-0.27.md``):
   ``LocalBuilder`` workers spend 35-47 s importing tensor intrinsics, past its
   30 s timeout, so every build would time out; device candidates are linked with
   the target's cross compiler into a shared library the device's plain runtime loads;
-* measurement is local (``LocalRunner``) or on a device through TVM RPC
-  (``RPCRunner``): ``rpc://HOST:PORT`` connects directly, ``tracker://HOST:PORT/KEY``
-  spreads measurements over every board registered under ``KEY``; the RPC sessions
-  are opened by the device (:mod:`edgec.devices`), which the caller passes in;
+* measurement is the device's: the caller passes a device (:mod:`edgec.devices`, duck-typed:
+  this package does not import it), which refuses what it cannot measure (``check_tuning``) and
+  makes MetaSchedule's runner (``tuning_runner``): ``LocalRunner`` on this machine, ``RPCRunner``
+  for ``rpc://HOST:PORT`` (direct) and ``tracker://HOST:PORT/KEY`` (measurements spread over
+  every board registered under ``KEY``), the RPC sessions opened by the device;
 * the cost model is XGBoost (``xgb``), the task scheduler gradient-based.
 
 The database is a MetaSchedule ``JSONDatabase`` folder (``database_workload.json``,
@@ -352,7 +353,7 @@ def seed_database(folder: Path, spec: TargetSpec, tasks: list, from_class: str, 
         spec: This target.
         tasks: The model's tasks.
         from_class: A class with shipped records (``x86_64-avx512``...).
-        device: Where to measure (an :mod:`edgec.devices` device).
+        device: Where to measure (an :mod:`edgec.devices` device: ``tuning_runner``).
 
     Returns:
         Number of records measured and committed.
@@ -569,18 +570,17 @@ def _make_builder(spec: TargetSpec):
 
 
 def _make_runner(device, timeout_sec: int = 120):
-    """MetaSchedule's runner for ``device`` (an :mod:`edgec.devices` device: ``.url``, and ``.connect``
-    for a remote one, which opens the RPC sessions)."""
+    """MetaSchedule's runner for ``device``, which the device makes itself (``device.tuning_runner``:
+    ``LocalRunner`` on this machine, ``RPCRunner`` with the device opening the sessions) with the
+    tuner's measurement settings.
+
+    Raises:
+        UsageError: the device cannot measure tuning candidates.
+    """
     from tvm.s_tir import meta_schedule as ms
 
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=50, enable_cpu_cache_flush=False)
-    url = device.url
-    if url.kind == "local":
-        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=timeout_sec)
-    config = ms.runner.RPCConfig(tracker_host=url.host, tracker_port=url.port, tracker_key=url.key or "direct",
-                                 session_timeout_sec=timeout_sec)
-    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator,
-                               f_create_session=lambda cfg: device.connect(cfg.session_timeout_sec))
+    return device.tuning_runner(timeout_sec, evaluator_config=evaluator)
 
 
 # --------------------------------------------------------------------------- tuning
@@ -629,31 +629,27 @@ class TuneResult:
     measured: dict[str, Any] | None = None
 
 
-def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | None, device_kind: str) -> None:
+def check_tune_request(spec: TargetSpec, trials: int | None, minutes: float | None, device) -> None:
     """Validate a tuning request before any work.
 
     Args:
         spec: Target.
         trials, minutes: Budgets (at least one).
-        device_kind: Kind of the measuring device's URL (``local``, ``rpc``, ``tracker``, ...).
+        device: The measuring device, duck-typed against :class:`edgec.devices.base.Device` (this
+            package never imports :mod:`edgec.devices`): its ``check_tuning(spec)`` refuses what it
+            cannot measure.
 
     Raises:
-        UsageError: no budget, a CUDA target, or host measurement of foreign code.
+        UsageError: no budget, a CUDA target, a device that cannot measure tuning candidates, or
+            host measurement of foreign code.
     """
-    import platform
-
     if not trials and not minutes:
         raise UsageError("no tuning budget", "pass --trials N and/or --minutes M")
     if (trials is not None and trials <= 0) or (minutes is not None and minutes <= 0):
         raise UsageError("tuning budgets must be positive", "e.g. --trials 64 or --minutes 10")
     if spec.kind != "cpu":
         raise UsageError(f"tuning '{spec.name}' (CUDA) is not supported yet", "tune a CPU target")
-    if device_kind == "local" and spec.arch != platform.machine():
-        raise UsageError(f"'{spec.name}' code cannot run on this machine",
-                         "measure on the device: --device rpc://HOST:PORT or tracker://HOST:PORT/KEY")
-    if device_kind not in ("local", "rpc", "tracker"):
-        raise UsageError(f"tuning cannot measure on a '{device_kind}' device",
-                         "use --device local, rpc://HOST:PORT or tracker://HOST:PORT/KEY")
+    device.check_tuning(spec)
 
 
 def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: float | None = None,
@@ -674,7 +670,8 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
         spec: Target.
         trials: Budget of new measured candidates (over all tasks).
         minutes: Budget of wall time; the round running when it expires finishes.
-        device: Where candidates are measured: an :mod:`edgec.devices` device (probed by the caller).
+        device: Where candidates are measured: an :mod:`edgec.devices` device (probed by the caller;
+            ``check_tuning`` and ``tuning_runner`` are used).
         db: Database folder (default :func:`default_database_dir`).
         per_iter: Candidates per task per round.
         progress: Called after each measured batch.
@@ -684,7 +681,8 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
         A :class:`TuneResult`.
 
     Raises:
-        UsageError: no budget given, or a CUDA target (not supported yet).
+        UsageError: no budget given, a CUDA target (not supported yet), or a device that cannot
+            measure ``spec``'s candidates.
     """
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
@@ -692,7 +690,7 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
 
     from edgec.backends.tvm.compile import tvm_target
 
-    check_tune_request(spec, trials, minutes, device.url.kind)
+    check_tune_request(spec, trials, minutes, device)
     folder = Path(db) if db is not None else default_database_dir(spec)
     database = _json_database(folder, writable=True)
     before = record_count(folder)
