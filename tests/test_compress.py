@@ -112,7 +112,7 @@ def test_a_budget_no_plan_meets_says_what_is_reachable(task, monkeypatch, tmp_pa
 def test_the_merge_check_measures_against_float64_and_refuses_an_inexact_merge():
     from onnx import numpy_helper
 
-    from edgec.flows.depth_compress import check_merge
+    from edgec.passes.depth_training import check_merge
 
     model = mbv2_like()
     x = np.random.default_rng(2).standard_normal((3, 3, 20, 20)).astype(np.float32)
@@ -149,7 +149,7 @@ def test_importance_after_a_short_fine_tune_recovers_what_the_bare_removal_loses
     segments are closer to the original than the bare removals."""
     import onnx_ir as ir
 
-    from edgec.flows.depth_compress import segment_importance
+    from edgec.passes.depth_training import segment_importance
     from edgec.passes.depth_chains import find_chains
 
     model = _seeded(mbv2_like(), seed=5)

@@ -176,16 +176,16 @@ def test_cli_tune_requires_budget(run_cli, tmp_path):
 
 
 def test_device_urls():
-    from edgec.devices import DeviceURL
+    from edgec.devices import DeviceURL, parse_url
     from edgec.devices.probe import probe as check_device
 
-    assert DeviceURL.parse("local").kind == "local"
-    assert DeviceURL.parse("qemu-aarch64").kind == "qemu-aarch64"
-    assert DeviceURL.parse("rpc://127.0.0.1:9090") == DeviceURL("rpc", "127.0.0.1", 9090)
-    assert DeviceURL.parse("tracker://10.0.0.2:9190/rpi4") == DeviceURL("tracker", "10.0.0.2", 9190, "rpi4")
+    assert parse_url("local").kind == "local"
+    assert parse_url("qemu-aarch64").kind == "qemu-aarch64"
+    assert parse_url("rpc://127.0.0.1:9090") == DeviceURL("rpc", "127.0.0.1", 9090)
+    assert parse_url("tracker://10.0.0.2:9190/rpi4") == DeviceURL("tracker", "10.0.0.2", 9190, "rpi4")
     for bad in ("rpc://host", "ssh://x:1", "tracker://h:1"):
         with pytest.raises(UsageError):
-            DeviceURL.parse(bad)
+            parse_url(bad)
     from conftest import free_port
 
     start = time.monotonic()

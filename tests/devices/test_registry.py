@@ -8,8 +8,8 @@ from importlib import resources
 import pytest
 
 from conftest import tiny_cnn
-from edgec.devices import (Device, DeviceURL, check_verification_kind, device_kinds, open_device, register_device,
-                           registered_device, unregister_device, verification_device)
+from edgec.devices import (Device, DeviceURL, check_verification_kind, device_kinds, open_device, parse_url,
+                           register_device, registered_device, unregister_device, verification_device)
 from edgec.devices.local import LocalDevice
 from edgec.errors import UsageError
 
@@ -98,26 +98,26 @@ def test_a_target_naming_an_unregistered_kind_is_refused_before_any_work(tmp_pat
 
 def test_parse_registered_and_unregistered_forms():
     assert [k.name for k in device_kinds()][:5] == BUILT_IN
-    assert DeviceURL.parse(None) == DeviceURL.parse("local") == DeviceURL("local")
-    assert DeviceURL.parse("qemu-system-arm") == DeviceURL("qemu-system-arm")
-    assert DeviceURL.parse("rpc://h:9090/") == DeviceURL("rpc", "h", 9090)
-    assert DeviceURL.parse("tracker://10.0.0.2:9190/rpi4") == DeviceURL("tracker", "10.0.0.2", 9190, "rpi4")
+    assert parse_url(None) == parse_url("local") == DeviceURL("local")
+    assert parse_url("qemu-system-arm") == DeviceURL("qemu-system-arm")
+    assert parse_url("rpc://h:9090/") == DeviceURL("rpc", "h", 9090)
+    assert parse_url("tracker://10.0.0.2:9190/rpi4") == DeviceURL("tracker", "10.0.0.2", 9190, "rpi4")
     for bad in ("my-toy", "toyrpc://h:1/k", "rpc://h", "rpc", "local://h:1", "tracker://h:1", ""):
         with pytest.raises(UsageError) as exc:
-            DeviceURL.parse(bad)
+            parse_url(bad)
         assert exc.value.message == f"bad --device '{bad}'" and exc.value.hint == f"use {FORMS}"
     with pytest.raises(UsageError) as exc:
-        DeviceURL.parse("rpc://h:70000")
+        parse_url("rpc://h:70000")
     assert exc.value.message == "bad --device 'rpc://h:70000': port 70000 is not in 1..65535"
 
     register_device("my-toy", ToyDevice)
     register_device("toyrpc", ToyDevice, address="host:port/key")
     try:
-        assert DeviceURL.parse("my-toy") == DeviceURL("my-toy") and str(DeviceURL.parse("my-toy")) == "my-toy"
-        url = DeviceURL.parse("toyrpc://127.0.0.1:9/k")
+        assert parse_url("my-toy") == DeviceURL("my-toy") and str(parse_url("my-toy")) == "my-toy"
+        url = parse_url("toyrpc://127.0.0.1:9/k")
         assert url == DeviceURL("toyrpc", "127.0.0.1", 9, "k") and url.remote and str(url) == "toyrpc://127.0.0.1:9/k"
         with pytest.raises(UsageError) as exc:
-            DeviceURL.parse("toyrpc://127.0.0.1:9")  # the kind declared a key
+            parse_url("toyrpc://127.0.0.1:9")  # the kind declared a key
         assert exc.value.hint == f"use {FORMS.replace(' or ', ', ')}, my-toy or toyrpc://HOST:PORT/KEY"
         assert isinstance(open_device("toyrpc://127.0.0.1:9/k"), ToyDevice)
         with pytest.raises(ValueError, match="already registered"):
@@ -130,7 +130,7 @@ def test_parse_registered_and_unregistered_forms():
         unregister_device("my-toy")
         unregister_device("toyrpc")
     with pytest.raises(UsageError, match="bad --device 'my-toy'"):
-        DeviceURL.parse("my-toy")
+        parse_url("my-toy")
     assert [k.name for k in device_kinds()] == BUILT_IN
 
 

@@ -21,7 +21,7 @@ from rich.markup import escape
 from edgec.cli import build, depth_compress, device, memory, merge_table, passes, profile, report, run, serve, split
 from edgec.cli import targets, tune, zoo
 from edgec.cli.console import err_console
-from edgec.errors import EdgecError, UsageError, clear_interrupt, on_interrupt, raise_if_interrupted
+from edgec.errors import EdgecError, clear_interrupt, on_interrupt, raise_if_interrupted
 
 EXIT_CODES = ("Exit codes: 0 ok, 2 usage (a wrong flag, name or value), 3 model file, 4 unsupported operator, "
               "5 missing toolchain, 6 verification failed, 7 device, 8 compiler failure on a kernel (a TVM/LLVM "

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import PASSES_HELP, StepPrinter, console, shape_option
+from edgec.cli.console import StepPrinter, console, shape_option
 from edgec.errors import DeviceError
 
 

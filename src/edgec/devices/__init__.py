@@ -33,13 +33,14 @@ from edgec.devices.base import Device
 from edgec.devices.registry import (DeviceKind, check_verification_kind, device_kinds, register_device,
                                     registered_device, unregister_device)
 from edgec.devices.registry import open_url as _open_url
+from edgec.devices.registry import parse as parse_url
 from edgec.devices.registry import verification_url as _verification_url
 from edgec.devices.url import DeviceURL
 from edgec.tvm_setup import prepare as _prepare
 
 _prepare()
 
-__all__ = ["Device", "DeviceKind", "DeviceURL", "check_verification_kind", "device_kinds", "open_device",
+__all__ = ["Device", "DeviceKind", "DeviceURL", "parse_url", "check_verification_kind", "device_kinds", "open_device",
            "probe", "register_device", "registered_device", "start_emulator", "start_tracker", "stop_emulator",
            "unregister_device", "verification_device"]
 
@@ -53,7 +54,7 @@ def probe(url: str | DeviceURL, timeout: float = 10.0) -> None:
     """
     from edgec.devices.probe import probe as _probe
 
-    _probe(url if isinstance(url, DeviceURL) else DeviceURL.parse(url), timeout)
+    _probe(url if isinstance(url, DeviceURL) else parse_url(url), timeout)
 
 
 def open_device(url: str | DeviceURL, *, arch: str | None = None, threads: int | None = None) -> Device:
@@ -72,7 +73,7 @@ def open_device(url: str | DeviceURL, *, arch: str | None = None, threads: int |
     Raises:
         UsageError: malformed address, or a kind nobody registered.
     """
-    return _open_url(url if isinstance(url, DeviceURL) else DeviceURL.parse(url), arch, threads)
+    return _open_url(url if isinstance(url, DeviceURL) else parse_url(url), arch, threads)
 
 
 def verification_device(method: str) -> Device:

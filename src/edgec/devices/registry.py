@@ -149,7 +149,7 @@ def verification_kinds() -> list[str]:
 
 
 def parse(text: str | None) -> DeviceURL:
-    """Parse a ``--device`` value against the registered kinds (see :meth:`DeviceURL.parse`).
+    """Parse a ``--device`` value against the registered kinds (see :func:`edgec.devices.parse_url`).
 
     Raises:
         UsageError: malformed value, or a kind nobody registered (lists the registered forms).

@@ -1,4 +1,7 @@
-"""Device addresses: a registered bare kind (``local``, ``qemu-aarch64``...) or ``KIND://HOST:PORT[/KEY]``."""
+"""Device addresses: a registered bare kind (``local``, ``qemu-aarch64``...) or ``KIND://HOST:PORT[/KEY]``.
+
+Parsed against the registered kinds by :func:`edgec.devices.parse_url` (:func:`edgec.devices.registry.parse`).
+"""
 
 from __future__ import annotations
 
@@ -23,25 +26,6 @@ class DeviceURL:
     host: str = ""
     port: int = 0
     key: str = ""
-
-    @classmethod
-    def parse(cls, text: str | None) -> DeviceURL:
-        """Parse a ``--device`` value against the registered kinds (None is ``local``).
-
-        Args:
-            text: A bare kind (``local``, ``qemu-aarch64``) or ``KIND://HOST:PORT[/KEY]`` as the kind
-                was registered (``rpc://HOST:PORT``, ``tracker://HOST:PORT/KEY``).
-
-        Returns:
-            The address.
-
-        Raises:
-            UsageError: malformed value, a port outside 1..65535, or an unregistered kind (one line
-                listing the registered forms).
-        """
-        from edgec.devices.registry import parse
-
-        return parse(text)
 
     @property
     def remote(self) -> bool:

@@ -16,7 +16,7 @@ from edgec.artifact import check_writable_folder, is_artifact, open_part, write_
 from edgec.flows.build import build
 from edgec.flows.request import BuildOptions
 from edgec.flows.steps import Progress
-from edgec.devices import DeviceURL, open_device
+from edgec.devices import open_device, parse_url
 from edgec.profiling.html import render_html
 from edgec.profiling.profiler import ProfileOptions, profile_part
 from edgec.profiling.report import render_markdown
@@ -83,7 +83,7 @@ def profile(model: str, opts: ProfileOptions, *, build_opts: BuildOptions | None
         DeviceError: the device is unreachable, or failed before any sample.
         (and what :func:`edgec.flows.build.build` raises when it builds)
     """
-    url = DeviceURL.parse(opts.device)
+    url = parse_url(opts.device)
     if out is not None:
         check_writable_folder(Path(out), "--out")
     open_device(url).probe()  # before building: an unreachable device fails in seconds

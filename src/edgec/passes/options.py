@@ -37,8 +37,15 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 from edgec.errors import UsageError
 
-if typing.TYPE_CHECKING:  # pragma: no cover
-    from edgec.passes.registry import PassInfo
+
+
+class PassInfo(typing.Protocol):
+    """What a pass call needs of its registration (:class:`edgec.passes.registry.PassInfo`)."""
+
+    name: str
+    options: type | None
+    equivalence: Any
+    factory: Any
 
 _NAME = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\((.*)\))?\s*$", re.S)
 

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgec.artifact import Part, sha256_file
-from edgec.devices import DeviceURL, open_device
+from edgec.devices import open_device, parse_url
 from edgec.errors import DeviceError, UsageError
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling import report as reports
@@ -110,7 +110,7 @@ def profile_part(part: Part, opts: ProfileOptions, progress: Progress | None = N
     build_report = part.report()
     kernels = part.kernels()
     spec = TargetSpec.from_dict(part.target)
-    url = DeviceURL.parse(opts.device)
+    url = parse_url(opts.device)
     if url.kind == "local" and spec.verify != "local":
         emulate = " (or emulated: --device qemu-aarch64)" if spec.arch == "aarch64" and spec.kind == "cpu" else ""
         raise UsageError(f"{part.folder} is built for '{spec.name}', which cannot run here",

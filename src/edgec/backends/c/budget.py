@@ -9,7 +9,6 @@ buffers against SRAM), and on ``arm-none-eabi-size``'s figures after linking.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import onnx
