@@ -187,16 +187,23 @@ def _check_output(opts: BuildOptions) -> None:
         check_writable_folder(Path(opts.dump_ir), "--dump-ir")
 
 
-def check_request(opts: BuildOptions) -> TargetSpec:
-    """Validate the model's options, the output folder, the target, the pipeline, the toolchain
-    and the tuning database, before any work.
+def check_request(opts: BuildOptions, target: str | None = None) -> TargetSpec:
+    """Validate the model's options, the output folder, the target, the pipeline, the toolchain,
+    the tuning database and the verification device, before any work.
+
+    Args:
+        opts: The request.
+        target: Check this target instead of ``opts.target`` (a split's head or tail).
+
+    Returns:
+        The target's data.
 
     Raises:
         UsageError, TargetError, ToolchainError.
     """
     _check_model_options(opts)
     _check_output(opts)
-    spec = get_target(opts.target)
+    spec = get_target(target or opts.target)
     from edgec.artifact import check_replaceable
 
     check_replaceable(Path(opts.out_dir) / (opts.name or default_name(opts, spec)))

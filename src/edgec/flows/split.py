@@ -57,8 +57,7 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     """
     from edgec.split import split_model
 
-    head_opts, tail_opts = replace(opts, target=head_target), replace(opts, target=tail_target)
-    head_spec, tail_spec = check_request(head_opts), check_request(tail_opts)
+    head_spec, tail_spec = check_request(opts, head_target), check_request(opts, tail_target)
     _check_encoding(encoding)
     if encoding == "bottleneck" and data is None:
         raise UsageError("--encoding bottleneck is trained on labelled images: give --data DIR",
