@@ -1,7 +1,7 @@
 """Split computing over an emulated link: the chooser's predicted latency per cut against the measured one.
 
-On one Linux machine (root, two cores, cgroup-v1 cpu controller; see ``netns_link.py``): a device on a
-quarter of core 0 and a server on core 1, in two network namespaces joined by a rate-limited veth pair.
+On one Linux machine (root, two cores, cgroup-v1 cpu controller; see ``tests/split/netns_link.py``): a device
+on a quarter of core 0 and a server on core 1, in two network namespaces joined by a rate-limited veth pair.
 The chooser (``edgec.split.choose``) predicts each cut's end-to-end latency from whole-model ``edgec
 profile`` reports of both sides (per-kernel sums per cut) and the link (rate, measured round trip);
 ``edgec serve`` runs each tail on the server and ``edgec run --server`` each head on the device, frames
@@ -26,7 +26,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from netns_link import EDGEC, open_link, rtt_ms, run, run_head, serve
+# The link emulation lives with its test (tests/split/test_link.py); imported from there by path.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "split"))
+from netns_link import EDGEC, open_link, rtt_ms, run, run_head, serve  # noqa: E402
 
 
 def free_port() -> int:

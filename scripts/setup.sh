@@ -28,4 +28,32 @@ echo "edgec setup: installing torch 2.14.1 and torchvision 0.29.1 (several GB on
 .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 echo "edgec setup: installing edgec and its dependencies (TVM, onnxruntime, timm...) with the test extras"
 .venv/bin/python -m pip install -q -e ".[test]"
+
+# Test data: files the tests read, fetched here once so that no test downloads anything while it runs
+# (tests/conftest.py reads them and fails, naming this script, when one is missing).
+TEST_DATA=${EDGEC_TEST_DATA:-$PWD/.cache/test-data}  # an absolute path if set
+PPOCR_CLS="$TEST_DATA/rapidocr-1.4.4/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+PPOCR_CLS_SHA256=e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c
+echo "edgec setup: checking test data in $TEST_DATA"
+if [ ! -f "$PPOCR_CLS" ]; then
+  echo "edgec setup: fetching the PP-OCR text-direction classifier (from the rapidocr-onnxruntime 1.4.4 wheel, 15 MB)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "rapidocr-onnxruntime==1.4.4"
+  .venv/bin/python - "$tmp"/rapidocr_onnxruntime-1.4.4-*.whl "$PPOCR_CLS" "$PPOCR_CLS_SHA256" <<'PY'
+import hashlib, sys, zipfile
+from pathlib import Path
+
+wheel, target, sha = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+data = zipfile.ZipFile(wheel).read("rapidocr_onnxruntime/models/" + target.name)
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.exit(f"edgec setup: {target.name} in {wheel} does not have the expected sha256 {sha}")
+target.parent.mkdir(parents=True, exist_ok=True)
+target.with_suffix(".part").write_bytes(data)
+target.with_suffix(".part").rename(target)
+PY
+  rm -rf "$tmp"
+  trap - EXIT
+fi
+
 .venv/bin/python -c "import edgec, tvm, onnxruntime, timm; print('edgec setup: ok (TVM', tvm.__version__ + ')')"

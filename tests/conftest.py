@@ -1,37 +1,25 @@
-"""Shared fixtures: small ONNX graphs, the PP-OCR classifier from its PyPI wheel, CLI runner."""
+"""Shared fixtures: small ONNX graphs, the PP-OCR classifier (fetched by scripts/setup.sh), CLI runner."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
-import zipfile
+import os
 from pathlib import Path
 
 import onnx
 import pytest
 
-from edgec.cache import cache_dir
-
-PPOCR_WHEEL = "rapidocr-onnxruntime==1.4.4"
-PPOCR_CLS = "rapidocr_onnxruntime/models/ch_ppocr_mobile_v2.0_cls_infer.onnx"
+#: Test data fetched by ``scripts/setup.sh`` (``$EDGEC_TEST_DATA``, default ``.cache/test-data`` in the repository):
+#: no test downloads anything while it runs.
+TEST_DATA = Path(os.environ.get("EDGEC_TEST_DATA") or Path(__file__).resolve().parents[1] / ".cache" / "test-data")
+PPOCR_CLS = TEST_DATA / "rapidocr-1.4.4" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
 
 
 @pytest.fixture(scope="session")
 def ppocr_cls() -> Path:
-    """``ch_ppocr_mobile_v2.0_cls_infer.onnx`` from the PyPI wheel (``pip download --no-deps``, cached)."""
-    folder = cache_dir("test-data", "rapidocr-1.4.4")
-    target = folder / Path(PPOCR_CLS).name
-    if not target.exists():
-        tmp = folder / "download"
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp), PPOCR_WHEEL],
-                       check=True)
-        wheel = next(tmp.glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            (folder / "part").write_bytes(zf.read(PPOCR_CLS))
-        (folder / "part").rename(target)
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+    """``ch_ppocr_mobile_v2.0_cls_infer.onnx`` from the rapidocr-onnxruntime 1.4.4 wheel, fetched by setup."""
+    if not PPOCR_CLS.is_file():
+        pytest.fail(f"test data missing: {PPOCR_CLS}; run ./scripts/setup.sh to fetch it", pytrace=False)
+    return PPOCR_CLS
 
 
 def parse_model(text: str) -> onnx.ModelProto:

@@ -15,7 +15,11 @@ def host_build(tmp_path, model, **kw):
     return build(BuildOptions(model=model, target=kw.pop("target", "host"), out_dir=tmp_path, passes="none", **kw))
 
 
-@pytest.mark.parametrize("model", ["mobilenetv4_conv_small", "ghostnet_050", "efficientvit_m0", "mcunetv2"])
+# The quick tier keeps one family (MobileNetV4, the README's model); the other three are full zoo builds of up
+# to a minute each, which CI runs (`-m slow`).
+@pytest.mark.parametrize("model", ["mobilenetv4_conv_small", pytest.param("ghostnet_050", marks=pytest.mark.slow),
+                                   pytest.param("efficientvit_m0", marks=pytest.mark.slow),
+                                   pytest.param("mcunetv2", marks=pytest.mark.slow)])
 def test_smallest_of_each_family_matches_onnxruntime_on_host(tmp_path, model):
     result = host_build(tmp_path, model)
     v = result.report["verification"]
@@ -26,6 +30,7 @@ def test_smallest_of_each_family_matches_onnxruntime_on_host(tmp_path, model):
     validate(json.loads((result.artifact / "report.json").read_text()))
 
 
+@pytest.mark.slow  # a full zoo build (mcunetv2 at 224x224)
 def test_manifest_records_versions_io_and_hashes(tmp_path):
     from edgec.artifact import sha256_file
 
@@ -50,6 +55,7 @@ def test_ppocr_cls_third_party_onnx_matches(tmp_path, ppocr_cls):
     assert result.artifact.name == "ch_ppocr_mobile_v2.0_cls_infer-host"
 
 
+@pytest.mark.slow  # a full zoo build; rpi4 cross-compiles stay in the quick tier (tests/profiling)
 def test_rpi4_build_is_an_aarch64_elf(tmp_path):
     result = host_build(tmp_path, "mcunetv2", target="rpi4", verify=False)
     header = (result.artifact / "model.so").read_bytes()[:20]
@@ -57,6 +63,7 @@ def test_rpi4_build_is_an_aarch64_elf(tmp_path):
     assert result.report["verification"]["skipped"]
 
 
+@pytest.mark.slow  # a full zoo build with CUDA code generation
 def test_jetson_build_embeds_cubin_for_target_arch(tmp_path):
     result = host_build(tmp_path, "mcunetv2", target="jetson-orin-nano")
     assert result.report["build"]["cubin_archs"] and set(result.report["build"]["cubin_archs"]) == {87}

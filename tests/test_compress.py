@@ -46,6 +46,7 @@ def _table_favouring_the_block(monkeypatch):
     monkeypatch.setattr(compress, "latency_table", table)
 
 
+@pytest.mark.slow  # latency table, fine-tuning, timing: about a minute
 def test_depth_compress_removes_merges_and_fine_tunes(task, monkeypatch, tmp_path):
     model, data = task
     _table_favouring_the_block(monkeypatch)
@@ -68,6 +69,7 @@ def test_depth_compress_removes_merges_and_fine_tunes(task, monkeypatch, tmp_pat
     assert r["kernels"]["compressed"] < r["kernels"]["model"]
 
 
+@pytest.mark.slow  # latency table, fine-tuning, timing: over a minute
 def test_cli_writes_the_model_report_and_plot(task, monkeypatch, run_cli, tmp_path):
     model, data = task
     _table_favouring_the_block(monkeypatch)
@@ -143,6 +145,7 @@ def _seeded(model, seed):
     return model
 
 
+@pytest.mark.slow  # distils every segment, twice: over a minute
 def test_importance_after_a_short_fine_tune_recovers_what_the_bare_removal_loses():
     """``importance_steps``: each segment's network is distilled from the original for a few steps before its
     KL is measured (the paper's importance); the scores stay <= 0, are reproducible, and the fine-tuned
@@ -165,6 +168,7 @@ def test_importance_after_a_short_fine_tune_recovers_what_the_bare_removal_loses
     assert tuned == segment_importance(model, chains, images[:32], (images, labels), steps=30, lr=3e-3)
 
 
+@pytest.mark.slow  # latency table and two planned models timed: about a minute
 def test_a_plan_measured_faster_than_predicted_is_made_again_with_fewer_removals(task, monkeypatch, tmp_path):
     """``plan_rounds``: the planned model is timed, and the DP runs again under the budget corrected by the
     measured/predicted ratio. Here every compressed model "measures" at a third of its real time: the first

@@ -23,6 +23,7 @@ def test_tvm_ffi_is_the_version_that_does_not_segfault():
     assert proc.returncode == 0, proc.stderr[-500:]
 
 
+@pytest.mark.slow  # two tuning runs and two builds
 def test_tune_then_build_applies_records(tmp_path):
     from edgec.backends.tvm.tuning import record_count
     from edgec.flows.tune import tune
@@ -52,7 +53,8 @@ def test_tune_then_build_applies_records(tmp_path):
 
 @pytest.fixture(scope="module")
 def shipped_tiny(tmp_path_factory):
-    """A tiny model tuned for a few trials, its records exported in the shipped format (no workloads)."""
+    """A tiny model tuned for a few trials, its records exported in the shipped format (no workloads).
+    Tuning costs one to two minutes even at 4 trials: the tests using it are marked slow."""
     from edgec.backends.tvm import api, tuning
     from edgec.flows.lower import lower
     from edgec.flows.request import check_request
@@ -80,6 +82,7 @@ def _serve_shipped(monkeypatch, tmp_path, files: dict, own_class: str):
     monkeypatch.setattr(edgec.targets, "target_class", lambda _spec: own_class)
 
 
+@pytest.mark.slow  # shipped_tiny tunes (one to two minutes)
 def test_shipped_records_apply_without_user_database(shipped_tiny, tmp_path, monkeypatch):
     """Records of this machine's class are matched to tasks by structural hash and count as tuned."""
     model, shipped = shipped_tiny
@@ -94,6 +97,7 @@ def test_shipped_records_apply_without_user_database(shipped_tiny, tmp_path, mon
     assert built.report["verification"]["passed"]
 
 
+@pytest.mark.slow  # shipped_tiny tunes (one to two minutes)
 def test_records_of_another_class_are_transferred_and_labelled(shipped_tiny, tmp_path, monkeypatch):
     model, shipped = shipped_tiny
     _serve_shipped(monkeypatch, tmp_path, {"x86_64-avx512": shipped}, "x86_64-avx2")
@@ -107,6 +111,7 @@ def test_records_of_another_class_are_transferred_and_labelled(shipped_tiny, tmp
     assert any("not measured on x86_64-avx2" in c["schedule"]["source"] for c in calls)
 
 
+@pytest.mark.slow  # shipped_tiny tunes (one to two minutes)
 def test_kernels_whose_default_schedule_was_measured_faster_keep_it(shipped_tiny, tmp_path, monkeypatch):
     """default_preferred.json: no record is applied or transferred for those kernels."""
     from edgec.backends.tvm import tuning
@@ -121,6 +126,7 @@ def test_kernels_whose_default_schedule_was_measured_faster_keep_it(shipped_tiny
     assert b["schedules"]["default"] >= 1 and built.report["verification"]["passed"]
 
 
+@pytest.mark.slow  # shipped_tiny tunes (one to two minutes)
 def test_a_trace_that_does_not_replay_falls_back_cleanly(shipped_tiny, tmp_path, monkeypatch):
     """Records whose traces name blocks the kernel does not have are skipped: the kernels get the
     default schedule, still correct."""
@@ -239,6 +245,7 @@ def test_remote_tuning_on_emulated_rpi4(tmp_path):
     assert record_count(tmp_path / "db") >= 1
 
 
+@pytest.mark.slow  # shipped_tiny tunes (one to two minutes)
 def test_merging_adds_only_the_kernels_the_shipped_file_lacks(shipped_tiny, tmp_path):
     """``ship_tuning_db.py --merge``: every shipped record stays as it was; missing kernels are added and
     the addition is recorded in metadata.json with the machine that measured it."""

@@ -1,4 +1,4 @@
-"""Split computing across a real, rate-limited network link (``benchmarks/netns_link.py``): a head in one
+"""Split computing across a real, rate-limited network link (``tests/split/netns_link.py``): a head in one
 network namespace sends its int8 cut through ``tc tbf`` at 1 Mbit/s to ``edgec serve`` in another.
 
 Checked: the classes equal the whole artifact's run here, the bytes sent are the int8 codes, and the
@@ -11,16 +11,12 @@ set up (not root, a sandbox, one core); removes everything it creates.
 from __future__ import annotations
 
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from conftest import free_port, tiny_cnn
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-from netns_link import EDGEC, open_link, run, run_head, serve  # noqa: E402
+from split.netns_link import EDGEC, open_link, run, run_head, serve
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,9 @@ network ran on saved-up quota, so short heads took 0.36-0.9 of their profiled ti
 
 Needs root, two cores, the cgroup-v1 cpu controller at ``/sys/fs/cgroup/cpu`` and ``ip``/``tc``;
 :func:`open_link` says which is missing. Everything it creates (namespaces, veth, cgroups, the busy
-loop) is removed by :meth:`Link.down`. Used by ``bench_split_link.py`` and ``tests/split/test_link.py``.
+loop) is removed by :meth:`Link.down`. Used by ``tests/split/test_link.py`` and by
+``benchmarks/bench_split_link.py``, which imports it by path (it lives here so that no test imports from
+``benchmarks/``).
 """
 
 from __future__ import annotations
