@@ -97,6 +97,19 @@ def test_broken_composition_fails_and_leaves_nothing(lowered, tmp_path):
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.slow  # CUDA code generation (NVRTC) for the head
+def test_a_cuda_head_composes_with_a_host_tail(lowered, tmp_path):
+    """The composition runs each part's verification plan again: a CUDA head's stand-in CPU library must
+    still exist then (it lives in the assembler's work folder, not in the part's own verification step)."""
+    head, tail = split_model(lowered.final, "r1")
+    parts = [PartRequest("head", head, get_target("jetson-orin-nano"), {}), PartRequest("tail", tail, get_target("host"), {})]
+    result = assemble(lowered.source, lowered.final, parts, [Connection("head", "r1", "tail", "r1")], tmp_path, "cuda-split")
+    head_v = result.report["parts"][0]["verification"]
+    assert head_v["passed"] and head_v["cubin_archs"] == [87] and "host CPU" in head_v["method"]
+    v = result.report["verification"]
+    assert v["passed"] and "head (local) -> tail (local)" in v["method"]
+
+
 def test_parts_must_be_fed(lowered, tmp_path):
     parts, _ = two_parts(lowered)
     with pytest.raises(UsageError, match="input 'r1' is fed by nothing"):

@@ -12,6 +12,7 @@ written to a staging folder and renamed into place (:func:`edgec.artifact.stagin
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -97,14 +98,14 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
         set_part_inputs(parts, connections, input_sets, references)
     record = {"seed": seed, "passes": pass_spec, "build_options": build_options}
     final = Path(out_dir) / name
-    with staging_dir(final) as tmp:
+    with staging_dir(final) as tmp, tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
         done: list[CompiledPart] = []
         for i, part in enumerate(parts):
             if not single:
                 steps.progress(f"part {part.name} ({part.target.name})")
             folder = tmp if single else tmp / part.name
             compiled = compile_part(part, folder, steps, references, tuning=tuning, verify=verify,
-                                    reference_label=reference_label(part.function_change))
+                                    reference_label=reference_label(part.function_change), workdir=Path(work))
             report, manifest = _write_part(source, compiled, folder, steps, start, record, first=i == 0)
             fail_if_unverified(compiled.verification, "the artifact's" if single else f"part '{part.name}':")
             done.append(compiled)

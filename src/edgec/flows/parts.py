@@ -7,7 +7,6 @@ and writes their reports and manifests.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,8 +157,11 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
 
 
 def compile_part(req: PartRequest, folder: Path, steps: Steps, references: References, *, tuning: TuningOptions,
-                 verify: bool, reference_label: str) -> CompiledPart:
+                 verify: bool, reference_label: str, workdir: Path) -> CompiledPart:
     """Compile one part into ``folder`` and verify it against onnxruntime on its input sets.
+
+    ``workdir`` receives what the verification needs besides the artifact (a CUDA part's stand-in CPU
+    library); it must outlive the composition's verification, which runs the same plan again.
 
     Raises:
         UnsupportedOpError, ToolchainError, DeviceError: from the backend or the device.
@@ -172,17 +174,16 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
                   "cubin_archs": compiled.cubin_archs}
         return CompiledPart(req, backend, compiled, record, None)
     expected = references.outputs(req.reference or req.model, req.sets())
-    with tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
-        plan = backend.verify_plan(req.model, req.target, compiled, Path(work))
-        sets = req.sets()
+    sets = req.sets()
 
-        def check() -> dict[str, Any]:
-            outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress)
-            return {"method": plan.method or device.description, "reference": reference_label,
-                    "emulated": bool(device.emulated), **plan.extra,
-                    **compare_sets(dict(zip(sets, outs)), expected)}
+    def check() -> tuple[dict[str, Any], VerifyPlan]:
+        plan = backend.verify_plan(req.model, req.target, compiled, workdir)
+        outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress)
+        return {"method": plan.method or device.description, "reference": reference_label,
+                "emulated": bool(device.emulated), **plan.extra,
+                **compare_sets(dict(zip(sets, outs)), expected)}, plan
 
-        record = steps.run("verify", check)
+    record, plan = steps.run("verify", check)
     return CompiledPart(req, backend, compiled, record, plan)
 
 
