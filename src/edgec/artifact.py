@@ -55,6 +55,18 @@ def file_hashes(folder: Path, exclude: tuple[str, ...] = ("manifest.json",)) -> 
     return out
 
 
+def write_manifest(folder: Path, fields: dict[str, Any]) -> dict[str, Any]:
+    """Write ``folder/manifest.json``: ``fields`` and ``files``, the sha256 and size of every other file in
+    ``folder`` (so it is written last). Every manifest edgec writes goes through here.
+
+    Returns:
+        The manifest written.
+    """
+    manifest = {**fields, "files": file_hashes(folder)}
+    write_json(folder / "manifest.json", manifest)
+    return manifest
+
+
 def write_json(path: Path, data: Any) -> None:
     """Write ``data`` as indented JSON."""
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,6 +1,6 @@
 """The one artifact assembler: every artifact, of one part or several, is laid out, verified, reported
-and written here (:func:`assemble`), its manifests by :func:`write_manifest` and its reports by
-:func:`write_report`.
+and written here (:func:`assemble`); its manifests by :func:`write_artifact_manifest` (through
+:func:`edgec.artifact.write_manifest`, which writes every manifest) and its reports by :func:`write_report`.
 
 A one-part artifact (part :data:`edgec.artifact.MAIN_PART`) keeps its files at the top: the library,
 ``model.onnx``, ``kernels.json``, ``report.json``/``.md`` and ``manifest.json``. A multi-part artifact
@@ -20,7 +20,8 @@ from typing import Any
 
 import onnx
 
-from edgec.artifact import MAIN_PART, file_hashes, staging_dir, tensor_infos, write_json
+from edgec import artifact
+from edgec.artifact import MAIN_PART, staging_dir, tensor_infos, write_json
 from edgec.backends import TuningOptions
 from edgec.flows.compose import check_parts, cut_fidelity, set_part_inputs, verify_composition
 from edgec.flows.lower import Source
@@ -127,9 +128,9 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
         write_report(tmp, report)
         if attachments is not None:
             attachments(tmp)
-        manifest = write_manifest(tmp, source, whole, report["versions"], preprocessing=source.preprocessing, fields={
-            "parts": [_part_entry(d) for d in done],
-            "connections": [c.to_dict() for c in connections]})
+        fields = {"parts": [_part_entry(d) for d in done], "connections": [c.to_dict() for c in connections]}
+        manifest = write_artifact_manifest(tmp, source, whole, report["versions"], preprocessing=source.preprocessing,
+                                           fields=fields)
         fail_if_unverified(composition, "the composed parts'")
     return BuildResult(final, report, manifest)
 
@@ -145,7 +146,7 @@ def write_report(folder: Path, report: dict[str, Any]) -> None:
     (folder / "report.md").write_text(reports.render_markdown(report))
 
 
-def write_manifest(folder: Path, source: Source, model: onnx.ModelProto, versions: dict[str, str], *,
+def write_artifact_manifest(folder: Path, source: Source, model: onnx.ModelProto, versions: dict[str, str], *,
                    preprocessing: dict[str, Any] | None, fields: dict[str, Any], seed: int | None = None) -> dict[str, Any]:
     """Write ``manifest.json`` into ``folder`` (last: it holds the sha256 of every other file there).
 
@@ -165,10 +166,9 @@ def write_manifest(folder: Path, source: Source, model: onnx.ModelProto, version
         "model": {"name": source.name, "source": source.kind, "path": source.path, "source_sha256": source.sha256,
                   "seed": seed if source.kind == "zoo" else None, "weights": source.weights},
         "inputs": tensor_infos(graph_inputs(model)), "outputs": tensor_infos(model.graph.output),
-        "preprocessing": preprocessing, **fields, "files": file_hashes(folder),
+        "preprocessing": preprocessing, **fields,
     }
-    write_json(folder / "manifest.json", manifest)
-    return manifest
+    return artifact.write_manifest(folder, manifest)
 
 
 def _model_section(source: Source, model: onnx.ModelProto, before: onnx.ModelProto | None = None) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def _write_part(source: Source, part: CompiledPart, folder: Path, steps: Steps, 
                                  f"live activation memory: {source.name} on {req.target.name}")
     write_report(folder, report)
     passes = [p for p in req.passes if not p.get("name", "").startswith("frontend")]
-    manifest = write_manifest(folder, source, req.model, compiled.versions, seed=record.get("seed"),
+    manifest = write_artifact_manifest(folder, source, req.model, compiled.versions, seed=record.get("seed"),
                               preprocessing=source.preprocessing if first else None, fields={
         "part": req.name, "target": compiled.target, "library": compiled.library.name,
         "steps": ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",

@@ -509,7 +509,7 @@ def write_result(out: Path, model: onnx.ModelProto, report: dict[str, Any],
     Returns:
         The compressed model's path.
     """
-    from edgec.artifact import staging_dir, write_json
+    from edgec.artifact import staging_dir, write_json, write_manifest
     from edgec.frontend.image import PREPROCESSING_KEY
     from edgec.profiling.depth_report import plot, render_markdown
 
@@ -521,6 +521,5 @@ def write_result(out: Path, model: onnx.ModelProto, report: dict[str, Any],
         write_json(tmp / files[1], report)
         (tmp / files[2]).write_text(render_markdown(report))
         plot(report, tmp / files[3])
-        write_json(tmp / "manifest.json", {"kind": "depth_compress", "model": report["model"],
-                                           "target": report["target"], "files": files})
+        write_manifest(tmp, {"kind": "depth_compress", "model": report["model"], "target": report["target"]})
     return Path(out) / files[0]
