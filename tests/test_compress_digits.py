@@ -47,7 +47,6 @@ def recorded_timings(monkeypatch):
     return rec
 
 
-@pytest.mark.timeout(2400)  # 20 epochs of fine-tuning: 1000 s measured on a shared 2-core machine
 def test_compressed_digits_model_keeps_its_accuracy(digits, recorded_timings, monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEC_CACHE_DIR", str(tmp_path / "cache"))
     merged, r = depth_compress(BuildOptions(model=str(digits.onnx_path), target="host", verify=False),
