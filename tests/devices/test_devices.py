@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 
 from conftest import free_port, tiny_cnn
-from edgec.devices import DeviceURL, open_device, probe, verification_device
+from edgec.devices import open_device, parse_url, probe, verification_device
 from edgec.errors import DeviceError, UsageError
 
 
 def test_urls():
-    assert str(DeviceURL.parse("tracker://h:9190/rpi4")) == "tracker://h:9190/rpi4"
-    assert DeviceURL.parse("rpc://127.0.0.1:9090").loopback and DeviceURL.parse("rpc://127.0.0.1:9090").remote
+    assert str(parse_url("tracker://h:9190/rpi4")) == "tracker://h:9190/rpi4"
+    assert parse_url("rpc://127.0.0.1:9090").loopback and parse_url("rpc://127.0.0.1:9090").remote
     for bad in ("rpc://host", "ssh://x:1", "tracker://h:1", "qemu"):
         with pytest.raises(UsageError, match="bad --device"):
-            DeviceURL.parse(bad)
+            parse_url(bad)
 
 
 def test_open_device_kinds():
