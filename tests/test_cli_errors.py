@@ -53,6 +53,11 @@ def files(tmp_path_factory):
     bad.update(name="bad-cpu")
     bad["tvm"]["mcpu"] = "cortex-z99"
     (d / "bad-cpu.json").write_text(json.dumps(bad))
+    odd = get_target("host").to_dict()
+    odd.update(name="odd-board", verify="qemu-riscv")
+    (d / "odd-verify.json").write_text(json.dumps(odd))
+    (d / "full").mkdir()
+    (d / "full" / "x.txt").write_text("x")
     return d
 
 
@@ -102,6 +107,10 @@ CASES = [
     (["build", "mcunetv2", "--seed", "-1"], 2, "'--seed'"),
     (["profile", "out/nothing", "--device", ""], 2, "bad --device"),
     (["profile", "out/nothing", "--device", "rpc://h:99999"], 2, "not in 1..65535"),
+    (["build", "{d}/tiny.onnx", "--target", "{d}/odd-verify.json"], 2,
+     "odd-verify.json': verify 'qemu-riscv' names no registered verification device"),
+    (["merge-table", "{d}/tiny.onnx", "--out", "{d}"], 2, "is a folder"),
+    (["zoo", "digits", "{d}/full"], 2, "is not empty"),
 ]
 
 
@@ -118,6 +127,18 @@ def test_mistakes_are_one_line_with_the_right_code(run_cli, files, tmp_path, arg
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("error:"), err
     assert not out.exists() or not any(out.iterdir())
     assert (files / "victim" / "important.txt").read_text() == "keep"
+
+
+def test_a_malformed_input_limit_is_a_usage_error(run_cli, files, monkeypatch):
+    monkeypatch.setenv("EDGEC_MAX_INPUT_BYTES", "abc")
+    code, out, err = run_cli("build", str(files / "tiny.onnx"), "--out", str(files / "never"))
+    assert code == 2 and "EDGEC_MAX_INPUT_BYTES 'abc' is not a whole number" in err and "Traceback" not in err, err
+    assert not (files / "never").exists()
+
+
+def test_zoo_digits_refusal_prints_nothing_but_the_error(run_cli, files):
+    code, out, err = run_cli("zoo", "digits", str(files / "full"))
+    assert code == 2 and out.strip() == "" and err.strip().startswith("error:"), (out, err)
 
 
 def test_a_damaged_artifact_is_a_model_error(run_cli, files, tmp_path):

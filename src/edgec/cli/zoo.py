@@ -39,8 +39,9 @@ def zoo_digits(
     trained classifier DIR/ARCH-digits.onnx (for --data and accuracy figures)."""
     from rich.progress import Progress as Bar
 
-    from edgec.flows.zoo import digits
+    from edgec.flows.zoo import check_digits_folder, digits
 
+    check_digits_folder(out)  # before the progress bar: a refusal is one line
     with Bar(console=console, transient=True) as bar:
         task = bar.add_task(f"train {arch} on digits", total=epochs)
         model = digits(out, arch=arch, size=size, epochs=epochs,

@@ -73,6 +73,8 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
     from edgec.passes.merge import merge_candidates
 
     if out is not None:
+        if Path(out).is_dir():
+            raise UsageError(f"--out {out} is a folder", "give the table's file name, e.g. --out table.json")
         check_writable_folder(Path(out).resolve().parent, "--out")  # before minutes of timing, not after
     spec = check_request(opts)
     if spec.kind != "cpu" or spec.verify != "local":
@@ -124,6 +126,7 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
 def write_table(table: dict[str, Any], path: Path) -> None:
     """Write ``table`` as JSON (through a temporary file, then renamed)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(table, indent=1) + "\n")
     tmp.replace(path)

@@ -155,9 +155,15 @@ def check_input_bytes(shapes: dict[Any, tuple[int, ...]], what: str) -> None:
     """The inputs of ``shapes`` (4 bytes per element) fit under ``$EDGEC_MAX_INPUT_BYTES``.
 
     Raises:
-        UsageError: they do not; ``what`` starts the message (``"--input-shape asks for"``).
+        UsageError: they do not (``what`` starts the message: ``"--input-shape asks for"``), or
+            ``$EDGEC_MAX_INPUT_BYTES`` is not a number.
     """
-    limit = int(os.environ.get("EDGEC_MAX_INPUT_BYTES", MAX_INPUT_BYTES))
+    text = os.environ.get("EDGEC_MAX_INPUT_BYTES", str(MAX_INPUT_BYTES))
+    try:
+        limit = int(text)
+    except ValueError:
+        raise UsageError(f"EDGEC_MAX_INPUT_BYTES '{text}' is not a whole number of bytes",
+                         "e.g. EDGEC_MAX_INPUT_BYTES=2147483648, or unset it (1 GiB)") from None
     need = sum(4 * int(np.prod(shape, dtype=np.float64)) for shape in shapes.values())
     if need > limit:
         from edgec.profiling.report import human_bytes
@@ -209,12 +215,14 @@ def check_request(opts: BuildOptions, target: str | None = None) -> TargetSpec:
     check_replaceable(Path(opts.out_dir) / (opts.name or default_name(opts, spec)))
     from edgec.passes import resolve_pipeline
 
-    resolve_pipeline(opts.passes)
     backend = get_backend(spec)
-    backend.check(spec, opts.tuning)
     from edgec.devices import check_verification_kind
 
-    check_verification_kind(spec.verify, target=spec.name, checks=backend.verify_checks)
+    given = target or opts.target
+    check_verification_kind(spec.verify, target=given if given.endswith(".json") else spec.name,
+                            checks=backend.verify_checks)
+    resolve_pipeline(opts.passes)
+    backend.check(spec, opts.tuning)
     return spec
 
 

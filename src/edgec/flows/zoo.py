@@ -18,6 +18,17 @@ def zoo() -> list[Any]:
     return list_models()
 
 
+def check_digits_folder(out: Path) -> None:
+    """``out`` can take the digits task: a new or empty folder edgec can write.
+
+    Raises:
+        UsageError: it cannot be written, or is not empty.
+    """
+    check_writable_folder(out, "DIR")
+    if out.is_dir() and any(out.iterdir()):
+        raise UsageError(f"DIR {out} is not empty", "give a new or empty folder")
+
+
 def digits(out: Path, *, epochs: int = 10, size: int = 64, arch: str = "mobilenetv2_035",
            progress: Callable[[int, int, float], None] | None = None) -> Any:
     """scikit-learn's digits as ``out/train`` and ``out/val`` (ImageFolder) and a classifier trained on them,
@@ -36,9 +47,7 @@ def digits(out: Path, *, epochs: int = 10, size: int = 64, arch: str = "mobilene
     """
     from edgec.zoo.digits import train_digits_model
 
-    check_writable_folder(out, "DIR")
-    if out.is_dir() and any(out.iterdir()):
-        raise UsageError(f"DIR {out} is not empty", "give a new or empty folder")
+    check_digits_folder(out)
     with staging_dir(out) as tmp:
         model = train_digits_model(tmp, arch=arch, size=size, epochs=epochs, progress=progress)
     return replace(model, onnx_path=out / model.onnx_path.name, train_dir=out / "train", val_dir=out / "val")
