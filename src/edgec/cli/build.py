@@ -54,6 +54,14 @@ def build(
     print_build_summary(result.report, result.artifact)
 
 
+def _tune_args(model: dict) -> str:
+    """How ``edgec tune`` names the model built: the zoo name, or the ONNX file with its input shapes."""
+    if model.get("source") != "onnx" or not model.get("path"):
+        return model["name"]
+    shapes = " ".join(f"--input-shape {i['name']}={','.join(map(str, i['shape']))}" for i in model.get("inputs", []))
+    return f"{model['path']} {shapes}".strip()
+
+
 def print_build_summary(report: dict, artifact: Path) -> None:
     """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
     from edgec.profiling.memory import memory_line
@@ -79,8 +87,8 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         table.add_row("tuning", escape(schedules_line(b)))
         if sched.get("transferred") or sched.get("default") or sched.get("untuned") or not b.get("total_tasks"):
             device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
-            table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {m['name']} "
-                              f"--target {t['name']}{device} --minutes 30[/]")
+            table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {escape(_tune_args(m))} "
+                              f"--target {escape(t['name'])}{device} --minutes 30[/]")
     mem = report.get("memory")
     if mem:
         table.add_row("memory", escape(memory_line(mem)))
