@@ -85,7 +85,7 @@ def test_a_target_naming_an_unregistered_kind_is_refused_before_any_work(tmp_pat
     with pytest.raises(UsageError) as exc:
         build(BuildOptions(model=str(tiny_cnn(tmp_path / "t.onnx")), target=str(path), out_dir=tmp_path / "out"))
     line = exc.value.one_line()
-    assert line.startswith("target 'toyhost': verify 'toy' names no registered verification device")
+    assert line.startswith(f"target '{path}': verify 'toy' names no registered verification device")  # the file
     assert "\n" not in line
     assert "local, qemu-aarch64, qemu-system-arm, cuda-cubin" in line
     with pytest.raises(UsageError, match="verify method 'toy' names no device"):
