@@ -37,7 +37,8 @@ def test_merge_table_times_each_pair_and_latency_mode_applies_it(tmp_path, run_c
     table = json.loads(out.read_text())
     assert len(table["pairs"]) == 2 and table["target"] == "host"
     for p in table["pairs"]:
-        assert p["separate_ms"] > 0 and p["merged_ms"] > 0 and p["faster"] == (p["merged_ms"] < p["separate_ms"])
+        assert p["separate_ms"] > 0 and p["merged_ms"] > 0 and p["spread_ms"] >= 0
+        assert p["faster"] == (p["separate_ms"] - p["merged_ms"] > p["spread_ms"])
     macs = sorted((p["separate_macs"], p["merged_macs"]) for p in table["pairs"])
     assert any(mm < ms for ms, mm in macs) and any(mm > ms for ms, mm in macs)
     assert len(list((tmp_path / "cache").rglob("*.json"))) == 2  # cached per pair

@@ -24,8 +24,6 @@ def _kernels(model):
 
 
 def test_a_conv_kernel_is_parallel_and_vectorized_and_unchanged_in_value(tmp_path):
-    import tvm
-
     from edgec.backends.tvm.default_schedule import default_schedule, is_scheduled
 
     kernels, target = _kernels(onnx.load(str(tiny_cnn(tmp_path / "t.onnx", channels=16, size=20))))

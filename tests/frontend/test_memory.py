@@ -1,6 +1,5 @@
 """Analytic activation memory: hand-computed peaks, the in-place rules, and `edgec memory`."""
 
-import numpy as np
 import pytest
 
 from conftest import tiny_cnn

@@ -3,7 +3,6 @@
 import itertools
 
 import numpy as np
-import onnx
 import pytest
 
 from edgec.frontend.reference import run_ort
@@ -122,3 +121,18 @@ def test_latency_mode_needs_a_table_and_applies_only_faster_pairs(tmp_path):
     table.write_text(json.dumps({"pairs": [{"first": cand.first, "second": cand.second, "merged_ms": 0.5,
                                             "separate_ms": 1.0}]}))
     assert run_pipeline(m, f"depth_merge(mode=latency,table={table})").records[0]["applied"] == 1
+    table.write_text(json.dumps({"pairs": [{"first": cand.first, "second": cand.second, "merged_ms": 0.5,
+                                            "separate_ms": 1.0, "faster": False}]}))  # a win within the spread
+    assert run_pipeline(m, f"depth_merge(mode=latency,table={table})").records[0]["applied"] == 0
+
+
+def test_a_merge_is_faster_only_beyond_the_spread_of_its_measurements():
+    from edgec.flows.merge_table import block_spread, faster
+
+    steady = [1.0, 1.0, 1.0, 1.0] * 10
+    assert block_spread(steady, 4) == 0.0
+    drifting = [1.0] * 8 + [1.5] * 8 + [2.0] * 8 + [2.5] * 8 + [3.0] * 8  # a machine getting busier
+    assert block_spread(drifting, 4) == pytest.approx(1.0)
+    assert faster({"separate_ms": 1.0, "merged_ms": 0.92, "spread_ms": 0.0})
+    assert not faster({"separate_ms": 1.0, "merged_ms": 0.92, "spread_ms": 0.1})  # 8% inside a 10% spread
+    assert not faster({"separate_ms": 1.0, "merged_ms": 1.1, "spread_ms": 0.0})

@@ -148,7 +148,7 @@ def test_per_cut_times_sum_the_kernels_before_each_cut(tmp_path):
 
 
 def test_auto_takes_per_kernel_profiles(tmp_path, run_cli):
-    model = _chain_model(tmp_path / "c.onnx")
+    _chain_model(tmp_path / "c.onnx")
     head = tmp_path / "head.json"
     head.write_text(json.dumps(_profile([("k1", 5.0, ["conv1", "relu1"]), ("k2", 5.0, ["conv2", "relu2"]),
                                          ("k3", 0.1, ["pool"])], 10.1)))

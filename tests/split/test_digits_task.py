@@ -33,7 +33,9 @@ def test_int8_cut_keeps_top1_on_the_task(digits, run_cli, tmp_path):
     code, out, err = run_cli("split", str(digits.onnx_path), "--at", "add_3", "--encoding", "int8", "--data",
                              str(digits.onnx_path.parent), "--out", str(tmp_path), "--name", "s")
     assert code == 0, err
-    task = _report(tmp_path / "s")["function_change"]["task"]
+    change = _report(tmp_path / "s")["function_change"]
+    task = change["task"]
+    assert change["inputs"] == 8  # the function-change figure rests on 8 held-out images
     assert task["images"] == 360 and task["top1_agreement"] >= 0.99
     assert abs(task["accuracy_split"] - task["accuracy_whole"]) <= 0.01
     assert task["bytes_sent"] == 24 * 4 * 4 and "labelled images" in out

@@ -57,6 +57,8 @@ def test_int8_split_builds_verifies_and_reports_fidelity(run_cli, tmp_path, kind
     change = report["function_change"]
     assert change["passes"] == [f"encode_cut({kind})"] and 15 < change["cut_snr_db"] < 80
     assert 0 < change["max_abs_error"] < change["max_abs_ref"]
+    assert change["inputs"] == 8 and len(enc["calibrated_on"]) == 8  # calibrated on, and resting on, 8 sets
+    assert "over 8 input sets" in " ".join(out.split())
     # the parts themselves are exact: each verified against onnxruntime at the build tolerance
     assert all(p["verification"]["passed"] for p in report["parts"])
     md = (tmp_path / "o" / "s" / "report.md").read_text()

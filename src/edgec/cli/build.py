@@ -65,7 +65,7 @@ def _tune_args(model: dict) -> str:
 def print_build_summary(report: dict, artifact: Path) -> None:
     """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
     from edgec.profiling.memory import memory_line
-    from edgec.profiling.report import (function_change_line, human_bytes, human_count, pass_error,
+    from edgec.profiling.report import (float64_line, function_change_line, human_bytes, human_count, pass_error,
                                         schedules_line, verification_line, weights_note)
 
     m, t, b = report["model"], report["target"], report["build"]
@@ -103,7 +103,9 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         style = "yellow"
     fc = report.get("function_change")
     against = f" (vs the model after {', '.join(fc['passes'])})" if fc else ""
-    table.add_row("verify", f"[{style}]{escape(verification_line(v))}[/]{escape(against)}")
+    table.add_row("verify", f"[{style}]{escape(verification_line(v, float64=False))}[/]{escape(against)}")
+    if float64_line(v):
+        table.add_row("float64", escape(float64_line(v)))
     if fc:
         table.add_row("function", f"[yellow]{escape(function_change_line(fc))}[/]")
     console.print(table)

@@ -42,7 +42,8 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
              progress: Progress | None = None, steps: Steps | None = None, start: float | None = None,
              seed: int = 0, input_sets: InputSets | None = None, references: References | None = None,
              pass_spec: Any = None, build_options: dict[str, Any] | None = None,
-             task: dict[str, Any] | None = None, attachments: Callable[[Path], None] | None = None) -> BuildResult:
+             task: dict[str, Any] | None = None, attachments: Callable[[Path], None] | None = None,
+             fidelity_sets: InputSets | None = None) -> BuildResult:
     """Build an artifact of one part (``[PartRequest(MAIN_PART, ...)]``, no connections) or several.
 
     Each part is compiled for its own target and verified on its verification device against onnxruntime's
@@ -72,6 +73,8 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
         task: Accuracy on labelled images (:func:`edgec.split.task.task_accuracy`), reported in
             ``function_change.task``.
         attachments: Called with the staging folder to write extra files (hashed in the manifest).
+        fidelity_sets: The whole model's input sets an encoded cut's function change is measured on
+            (default: the verification sets its encodings were calibrated on).
 
     Returns:
         The artifact folder ``<out_dir>/<name>``, its top-level report and manifest.
@@ -113,11 +116,12 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
         if single:
             return BuildResult(final, report, manifest)
         composition = (steps.run("verify the composition", lambda: verify_composition(
-            done, connections, whole, input_sets, whole_outputs, steps.progress)) if verify
+            done, connections, whole, input_sets, whole_outputs, steps.progress, references, steps.run)) if verify
             else {"method": "parts chained on their devices", "skipped": True, "reason": "--no-verify",
                   "passed": None})
         report = _whole_report(source, whole, done, connections, composition, steps, start, tmp)
-        change = cut_fidelity(parts, connections, whole, whole_outputs, references)
+        change = cut_fidelity(parts, connections, whole, _fidelity_sets(connections, input_sets, fidelity_sets),
+                              references)
         if change is not None:
             if task is not None:
                 change["task"] = task
@@ -133,6 +137,16 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
                                            fields=fields)
         fail_if_unverified(composition, "the composed parts'")
     return BuildResult(final, report, manifest)
+
+
+def _fidelity_sets(connections: list[Connection], input_sets: InputSets,
+                   fidelity_sets: InputSets | None) -> InputSets:
+    """The sets an encoded cut's fidelity rests on: ``fidelity_sets`` when given, else the verification
+    sets the encodings were calibrated on (all of them when none is named)."""
+    if fidelity_sets:
+        return fidelity_sets
+    wanted = {n for c in connections if c.encoding is not None for n in c.encoding.calibrated_on}
+    return {k: v for k, v in input_sets.items() if k in wanted} or input_sets
 
 
 def write_report(folder: Path, report: dict[str, Any]) -> None:

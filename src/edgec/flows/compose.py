@@ -5,6 +5,7 @@ against the whole model, and the function change of encoding the tensors between
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,7 @@ from edgec.flows.parts import CompiledPart, Connection, InputSets, PartRequest, 
 from edgec.flows.steps import Progress
 from edgec.frontend import reference
 from edgec.frontend.load import graph_inputs
+from edgec.passes.fidelity import Tally
 from edgec.split.encoding import snr_db
 
 Values = dict[tuple[str, str], np.ndarray]
@@ -62,6 +64,24 @@ def feed(part: str, tensor: str, whole_inputs: dict[str, np.ndarray], values: Va
     return whole_inputs[tensor]
 
 
+def chain_reference(parts: list[PartRequest], connections: list[Connection], whole_inputs: dict[str, np.ndarray],
+                    references: References, set_name: str) -> tuple[dict[str, dict[str, np.ndarray]], Values]:
+    """onnxruntime's run of the parts chained on one input set, each fed the earlier parts' outputs as
+    their connections carry them (through the encodings).
+
+    Returns:
+        ``({part: its inputs}, {(part, output): value})``.
+    """
+    values: Values = {}
+    fed: dict[str, dict[str, np.ndarray]] = {}
+    for part in parts:
+        xs = {n: feed(part.name, n, whole_inputs, values, connections) for n in input_names(part.model)}
+        fed[part.name] = xs
+        outs = references.outputs(part.reference or part.model, {set_name: xs})[set_name]
+        values.update({(part.name, o.name): arr for o, arr in zip(part.model.graph.output, outs)})
+    return fed, values
+
+
 def set_part_inputs(parts: list[PartRequest], connections: list[Connection], whole_sets: InputSets,
                     references: References) -> None:
     """Each part's verification input sets: the whole model's inputs, or the earlier parts' onnxruntime
@@ -69,12 +89,9 @@ def set_part_inputs(parts: list[PartRequest], connections: list[Connection], who
     for part in parts:
         part.input_sets = {}
     for set_name, whole_inputs in whole_sets.items():
-        values: Values = {}
+        fed, _ = chain_reference(parts, connections, whole_inputs, references, set_name)
         for part in parts:
-            xs = {n: feed(part.name, n, whole_inputs, values, connections) for n in input_names(part.model)}
-            part.input_sets[set_name] = xs
-            outs = references.outputs(part.reference or part.model, {set_name: xs})[set_name]
-            values.update({(part.name, o.name): arr for o, arr in zip(part.model.graph.output, outs)})
+            part.input_sets[set_name] = fed[part.name]
     for part in parts:
         part.inputs = part.input_sets["normal"]
 
@@ -89,8 +106,10 @@ def whole_output(name: str, parts: list[PartRequest], values: Values) -> np.ndar
 
 def verify_composition(done: list[CompiledPart], connections: list[Connection], whole: onnx.ModelProto,
                        whole_sets: InputSets, whole_outputs: dict[str, list[np.ndarray]],
-                       say: Progress) -> dict[str, Any]:
-    """Chain the parts on their verification devices, per input set, and compare with the whole model."""
+                       say: Progress, references: References,
+                       step: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+    """Chain the parts on their verification devices, per input set, and compare with the whole model
+    (a set failed by the size of its error alone is decided by the whole model's float64 truth)."""
     parts = [d.request for d in done]
     values: dict[str, Values] = {k: {} for k in whole_sets}
     same_inputs: dict[str, Values] = {k: {} for k in whole_sets}  # onnxruntime on what each device received
@@ -114,45 +133,38 @@ def verify_composition(done: list[CompiledPart], connections: list[Connection], 
         label = "onnxruntime CPU, ORT_DISABLE_ALL, each part on the inputs its device received (cut encoded)"
     else:
         expected, label = whole_outputs, "onnxruntime CPU, ORT_DISABLE_ALL, whole model"
+    # the float64 truth decides a set failed by float32 noise alone; an encoded cut's reference is per part
+    # (each part's run on what its device received), which the parts' own verification already judged so
+    oracle = None if encoded else references.oracle(whole)
     return {"method": "parts chained on their verification devices: " + " -> ".join(
         f"{d.request.name} ({d.plan.device})" for d in done),
-            "reference": label, "emulated": emulated, **compare_sets(finals, expected)}
+            "reference": label, "emulated": emulated,
+            **compare_sets(finals, expected, oracle=oracle, inputs=whole_sets, step=step)}
 
 
 def cut_fidelity(parts: list[PartRequest], connections: list[Connection], whole: onnx.ModelProto,
-                 whole_outputs: dict[str, list[np.ndarray]], references: References) -> dict[str, Any] | None:
+                 whole_sets: InputSets, references: References) -> dict[str, Any] | None:
     """The function change of encoding the cut (None when every connection is fp32).
 
-    onnxruntime runs the parts chained through the encodings on the input sets the encodings were
-    calibrated on (``part.input_sets`` already carry the encoded tensors), compared with the whole model.
+    onnxruntime runs the parts chained through the encodings on ``whole_sets`` (the inputs the encodings
+    were calibrated for: the large-offset set, say, lies far outside their range), compared with the whole
+    model on the same sets.
 
     Returns:
-        A fidelity record (``edgec.passes.fidelity``'s fields) with ``passes`` naming the
-        encoding and ``cut_snr_db``, the lowest SNR (dB) of the decoded cut tensor over the sets.
+        A fidelity record (:meth:`edgec.passes.fidelity.Tally.result`: ``inputs`` is the number of sets
+        it rests on) with ``passes`` naming the encoding and ``cut_snr_db``, the lowest SNR (dB) of the
+        decoded cut tensor over the sets.
     """
     encoded = [c for c in connections if c.encoding is not None]
     if not encoded:
         return None
-    # measured on the input distributions the encoding was calibrated for (the offset set, say, lies far outside)
-    wanted = {n for c in encoded for n in c.encoding.calibrated_on}
-    whole_outputs = {k: v for k, v in whole_outputs.items() if k in wanted} or whole_outputs
-    err, ref_max, agree, rows, snr = 0.0, 0.0, 0, 0, float("inf")
-    for set_name, want in whole_outputs.items():
-        values: Values = {}
-        for part in parts:
-            outs = references.outputs(part.reference or part.model, {set_name: part.input_sets[set_name]})[set_name]
-            values.update({(part.name, o.name): a for o, a in zip(part.model.graph.output, outs)})
-        got = [whole_output(o.name, parts, values) for o in whole.graph.output]
-        for g, w in zip(got, want):
-            g64, w64 = np.asarray(g, np.float64), np.asarray(w, np.float64)
-            err = max(err, float(np.abs(g64 - w64).max(initial=0)))
-            ref_max = max(ref_max, float(np.abs(w64).max(initial=0)))
-        if reference.is_classifier_output(np.asarray(want[0])):
-            agree += int((np.argmax(got[0], axis=-1) == np.argmax(want[0], axis=-1)).sum())
-            rows += want[0].shape[0]
+    tally, snr = Tally(), float("inf")
+    named = {f"fidelity:{k}": v for k, v in whole_sets.items()}  # cached apart from same-named verification sets
+    wanted = references.outputs(whole, named)
+    for set_name, whole_inputs in named.items():
+        _, values = chain_reference(parts, connections, whole_inputs, references, set_name)
+        tally.add([whole_output(o.name, parts, values) for o in whole.graph.output], wanted[set_name])
         for c in encoded:
             cut = values[(c.src_part, c.src_tensor)]
             snr = min(snr, snr_db(cut, c.encoding.roundtrip(cut)))
-    return {"passes": sorted({c.encoding.label for c in encoded}), "inputs": len(whole_outputs), "max_abs_error": err,
-            "max_abs_ref": ref_max, "relative_error": err / ref_max if ref_max else 0.0,
-            "top1_agreement": agree / rows if rows else None, "cut_snr_db": snr}
+    return {"passes": sorted({c.encoding.label for c in encoded}), **tally.result(), "cut_snr_db": snr}

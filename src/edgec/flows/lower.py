@@ -98,24 +98,33 @@ def _simplify(source: Source, opts: BuildOptions, steps: Steps) -> tuple[onnx.Mo
 
 
 def _parity(source: Source, prepared: onnx.ModelProto, inputs: dict[str, np.ndarray], simplified: list[np.ndarray],
-            ref: list[np.ndarray], notes: list[str]) -> dict[str, Any]:
-    """The simplified model against the source (onnxruntime), and the export against PyTorch (zoo models).
+            ref: list[np.ndarray], notes: list[str], references: References) -> dict[str, Any]:
+    """The simplified model against the source (onnxruntime; the float64 truth decides a failure by the size
+    of the error), and the export against PyTorch (zoo models).
 
     Raises:
         VerificationError: either differs beyond its tolerance.
     """
+    from edgec.frontend.float64 import decides
+
     parity = reference.compare(simplified, ref, rtol=reference.PASS_RTOL, check_top1=False)
     record = {"name": "frontend parity (simplified vs source, onnxruntime)", **parity.to_dict(), "normalizations": notes}
+    if decides(parity):
+        record["float64"] = references.oracle(source.model).check("normal", inputs, simplified, reference.PASS_RTOL,
+                                                                   check_top1=False)
+        if record["float64"]["passed"] is not None:
+            parity.passed = record["passed"] = record["float64"]["passed"]
     if source.torch_model is not None:
         export = reference.compare(ref, _torch_reference(source, inputs), rtol=reference.BUILD_RTOL)
         record["export"] = {"reference": "PyTorch", **export.to_dict()}
-        if not export.passed:
+        if export.passed is False:
             raise VerificationError(
-                f"the ONNX export differs from PyTorch: max abs error {export.max_abs_error:.3g} "
-                f"> {export.tolerance:.3g}", "report this model; rerun with --debug")
-    if not parity.passed:
-        raise VerificationError(f"simplification changed the outputs: max abs error {parity.max_abs_error:.3g}",
-                                "rerun with --debug")
+                "the ONNX export differs from PyTorch: "
+                + (export.reason or f"max abs error {export.max_abs_error:.3g} > {export.tolerance:.3g}"),
+                "report this model; rerun with --debug")
+    if parity.passed is False:
+        why = parity.reason or (record.get("float64") or {}).get("reason") or f"max abs error {parity.max_abs_error:.3g}"
+        raise VerificationError(f"simplification changed the outputs: {why}", "rerun with --debug")
     return record
 
 
@@ -177,8 +186,9 @@ def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
     inputs = sets["normal"]
     references = References()
     ref = steps.run("reference (onnxruntime)", lambda: reference.run_ort(source.model, inputs))
-    parity = _parity(source, prepared, inputs, references.outputs(prepared, {"normal": inputs})["normal"], ref, notes)
+    parity = _parity(source, prepared, inputs, references.outputs(prepared, {"normal": inputs})["normal"], ref, notes,
+                     references)
     result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,
-                                                      progress=steps.progress))
+                                                      progress=steps.progress, input_sets=sets))
     return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
                    [parity] + result.records, result.function_change, sets, references)

@@ -34,6 +34,8 @@ from edgec.frontend.analysis import graph_stats
 
 #: Interleaved timed runs per pair (after warm-up).
 REPEATS = 40
+#: Calls per interleaved block (the first untimed): 10 blocks of 4 timed calls per side.
+BLOCK = 5
 
 
 def _pair_models(model: onnx.ModelProto, first_out: str, second_out: str, conv_input: str):
@@ -45,15 +47,36 @@ def _pair_models(model: onnx.ModelProto, first_out: str, second_out: str, conv_i
     return sub, merged
 
 
-def _time(libraries: dict[str, Path], inputs: list[np.ndarray], threads: int) -> dict[str, float]:
+def _time(libraries: dict[str, Path], inputs: list[np.ndarray], threads: int) -> dict[str, Any]:
+    """p50 of each library over interleaved blocks, and the spread of the blocks' own p50s.
+
+    Returns:
+        ``{name: p50 ms, ..., "spread_ms": the larger interquartile range of the per-block p50s}``.
+    """
     from edgec.devices.local import LocalDevice
     from edgec.profiling.timing import LatencyStats, interleaved
 
     device = LocalDevice(threads)
     runs = {k: device.prepare(lib, inputs) for k, lib in libraries.items()}
     # both sides are TVM modules sharing one thread pool: its spinning workers are the next block's own
-    samples = interleaved(runs, repeats=REPEATS, warmup=5, quiet_timeout_s=0)
-    return {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
+    samples = interleaved(runs, repeats=REPEATS, warmup=5, block=BLOCK, quiet_timeout_s=0)
+    out: dict[str, Any] = {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
+    out["spread_ms"] = max(block_spread(v, BLOCK - 1) for v in samples.values())
+    return out
+
+
+def block_spread(samples: list[float], per_block: int) -> float:
+    """The interquartile range (ms) of the p50s of consecutive blocks of ``per_block`` samples: how much
+    the same measurement moves between moments of one interleaved run."""
+    blocks = [float(np.median(samples[i:i + per_block])) for i in range(0, len(samples), per_block)]
+    q1, q3 = np.percentile(blocks, [25, 75])
+    return float(q3 - q1)
+
+
+def faster(entry: dict[str, Any]) -> bool:
+    """A merge is faster only when it wins by more than the measurement's spread (a table without a
+    spread, written before it was recorded, compares the p50s)."""
+    return entry["separate_ms"] - entry["merged_ms"] > entry.get("spread_ms", 0.0)
 
 
 def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[str], None] | None = None,
@@ -62,8 +85,10 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
 
     Returns:
         ``{"target", "model", "model_sha256", "pairs": [{"first", "second", "kernel", "separate_ms",
-        "merged_ms", "separate_macs", "merged_macs", "faster"}], "refused": [{"first", "second", "reason"}]}``
-        (ms: p50 of interleaved runs on this machine). With ``out``, also written there as JSON.
+        "merged_ms", "spread_ms", "separate_macs", "merged_macs", "faster"}], "refused": [{"first", "second",
+        "reason"}]}`` (ms: p50 of interleaved runs on this machine; ``spread_ms``: :func:`block_spread`, the
+        larger of both sides; ``faster``: the merge wins by more than the spread). With ``out``, also
+        written there as JSON.
 
     Raises:
         UsageError: a target that is not the local host, an ``out`` folder edgec cannot write.
@@ -99,9 +124,8 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
         sub, merged = _pair_models(model, first.outputs[0].name, second.outputs[0].name, first.inputs[0].name)
         key = hashlib.sha256(sub.SerializeToString()).hexdigest()[:24]
         cached = cache / f"{key}.json" if cache else None
-        if cached is not None and cached.is_file():
-            entry = json.loads(cached.read_text())
-        else:
+        entry = json.loads(cached.read_text()) if cached is not None and cached.is_file() else {}
+        if "spread_ms" not in entry:  # not measured yet, or measured before the spread was recorded
             say(f"time {cand.first} + {cand.second}")
             shape = [d.dim_value for d in sub.graph.input[0].type.tensor_type.shape.dim]
             inputs = [rng.standard_normal(shape).astype(np.float32)]
@@ -112,12 +136,12 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
                     folder.mkdir()
                     libs[label] = backend.compile(m, spec, folder, TuningOptions()).library
                 ms = _time(libs, inputs, spec.cores)
-            entry = {"separate_ms": ms["separate"], "merged_ms": ms["merged"],
+            entry = {"separate_ms": ms["separate"], "merged_ms": ms["merged"], "spread_ms": ms["spread_ms"],
                      "separate_macs": graph_stats(sub).macs, "merged_macs": graph_stats(merged).macs}
             if cached is not None:
                 cached.write_text(json.dumps(entry))
         table["pairs"].append({"first": cand.first, "second": cand.second, "kernel": cand.kernel, **entry,
-                               "faster": entry["merged_ms"] < entry["separate_ms"]})
+                               "faster": faster(entry)})
     if out is not None:
         write_table(table, out)
     return table

@@ -7,6 +7,7 @@ and writes their reports and manifests.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from edgec.backends import Backend, Compiled, TuningOptions, VerifyPlan, get_bac
 from edgec.errors import VerificationError
 from edgec.flows.steps import Progress, Steps
 from edgec.frontend import reference
+from edgec.frontend.float64 import Oracle, decides
 from edgec.split.encoding import CutEncoding
 from edgec.targets import TargetSpec
 
@@ -35,6 +37,7 @@ class References:
 
     def __init__(self) -> None:
         self._models: dict[int, tuple[onnx.ModelProto, Any, dict[str, list[np.ndarray]]]] = {}
+        self._oracles: dict[int, Oracle] = {}
 
     def outputs(self, model: onnx.ModelProto, sets: InputSets) -> dict[str, list[np.ndarray]]:
         """``{set name: outputs in graph order}`` of ``model`` on ``sets`` (cached by model and set name)."""
@@ -45,6 +48,12 @@ class References:
             if name not in done:
                 done[name] = session.run(None, xs)
         return {name: done[name] for name in sets}
+
+    def oracle(self, model: onnx.ModelProto) -> Oracle:
+        """The float64 truth of ``model`` (one per model, sharing this cache's onnxruntime outputs)."""
+        if id(model) not in self._oracles:
+            self._oracles[id(model)] = Oracle(model, lambda name, xs: self.outputs(model, {name: xs})[name])
+        return self._oracles[id(model)]
 
 
 @dataclass
@@ -140,20 +149,44 @@ def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress)
     return device.run_sets(plan.library, sets, progress=say), device
 
 
-def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]]) -> dict[str, Any]:
+def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]], *,
+                 oracle: Oracle | None = None, inputs: InputSets | None = None,
+                 step: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
     """Compare per input set at the build tolerance; the worst set's figures lead the record.
 
+    A set that fails by the size of its error alone is decided by ``oracle`` when given (the float64
+    truth of the reference model, :mod:`edgec.frontend.float64`; ``inputs`` are the sets' inputs): its row
+    gains a ``float64`` record and takes that verdict. A set whose reference is not finite is skipped
+    (``passed`` None, with its reason); when every set is, the verification fails (``unverifiable``).
+
+    Args:
+        step: Runs each float64 check as a timed step (``Steps.run``).
+
     Returns:
-        ``{"sets": [{"name", "max_abs_error", "max_abs_ref", "tolerance", "top1_match", "passed"...}],
-        "worst_set", and the worst set's comparison fields, "passed": every set passed}``.
+        ``{"sets": [{"name", "max_abs_error", "max_abs_ref", "tolerance", "top1_match", "passed",
+        ["reason"], ["float64"]}], "worst_set", and the worst set's fields, "passed": every checked set
+        passed}``.
     """
     rows = []
     for name, outs in outputs.items():
         cmp = reference.compare(outs, expected[name], rtol=reference.BUILD_RTOL)
-        rows.append({"name": name, **cmp.to_dict()})
-    worst = max(rows, key=lambda r: (not r["passed"], r["max_abs_error"] / max(r["tolerance"], 1e-30)))
-    return {**{k: v for k, v in worst.items() if k != "name"}, "worst_set": worst["name"], "sets": rows,
-            "passed": all(r["passed"] for r in rows)}
+        row = {"name": name, **cmp.to_dict()}
+        if oracle is not None and inputs is not None and decides(cmp):
+            def check(name=name, outs=outs):
+                return oracle.check(name, inputs[name], outs, reference.BUILD_RTOL)
+
+            row["float64"] = (step or (lambda _n, fn: fn()))(f"float64 reference ('{name}' inputs)", check)
+            if row["float64"]["passed"] is not None:
+                row["passed"] = row["float64"]["passed"]
+        rows.append(row)
+    checked = [r for r in rows if r["passed"] is not None]
+    worst = max(checked or rows, key=lambda r: (not r["passed"], r["max_abs_error"] / max(r["tolerance"], 1e-30)))
+    record = {**{k: v for k, v in worst.items() if k != "name"}, "worst_set": worst["name"], "sets": rows,
+              "passed": bool(checked) and all(r["passed"] for r in checked)}
+    if not checked:
+        record["unverifiable"] = "onnxruntime's outputs are not finite on any input set: " + "; ".join(
+            f"'{r['name']}': {r.get('reason', '')}" for r in rows)
+    return record
 
 
 def compile_part(req: PartRequest, folder: Path, steps: Steps, references: References, *, tuning: TuningOptions,
@@ -181,7 +214,8 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
         outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress)
         return {"method": plan.method or device.description, "reference": reference_label,
                 "emulated": bool(device.emulated), **plan.extra,
-                **compare_sets(dict(zip(sets, outs)), expected)}, plan
+                **compare_sets(dict(zip(sets, outs)), expected, oracle=references.oracle(req.reference or req.model),
+                               inputs=sets, step=steps.run)}, plan
 
     record, plan = steps.run("verify", check)
     return CompiledPart(req, backend, compiled, record, plan)
@@ -226,15 +260,26 @@ def fail_if_unverified(verification: dict[str, Any], what: str) -> None:
     """Raise when a verification record failed.
 
     Raises:
-        VerificationError: ``verification["passed"]`` is False; ``what`` names whose outputs differ.
+        VerificationError: ``verification["passed"]`` is False; ``what`` names whose outputs differ, the
+            message says on which input set and why (the error against onnxruntime, the float64 verdict,
+            NaN or inf, or a reference with nothing finite to compare with).
     """
-    if verification.get("passed") is False:
-        top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
-        where = f" on the '{verification['worst_set']}' inputs" if verification.get("worst_set") else ""
-        raise VerificationError(
-            f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
-            f"> {verification['tolerance']:.3g}{top1}",
-            "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
+    if verification.get("passed") is not False:
+        return
+    hint = "rerun with --passes none or --no-tune-db to find the cause; no artifact was written"
+    if verification.get("unverifiable"):
+        raise VerificationError(f"{what} outputs cannot be verified: {verification['unverifiable']}",
+                                "give inputs on which the model's outputs are finite with --verify-inputs FILE.npz, "
+                                "or build with --no-verify; no artifact was written")
+    where = f" on the '{verification['worst_set']}' inputs" if verification.get("worst_set") else ""
+    f64 = verification.get("float64") or {}
+    if verification.get("reason"):
+        raise VerificationError(f"{what} outputs differ from onnxruntime{where}: {verification['reason']}", hint)
+    top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
+    extra = f"; float64 check: {f64['reason']}" if f64.get("reason") else ""
+    raise VerificationError(
+        f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
+        f"> {verification['tolerance']:.3g}{top1}{extra}", hint)
 
 
 def reference_label(function_change: dict[str, Any] | None) -> str:

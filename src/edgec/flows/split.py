@@ -72,6 +72,10 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
         input_sets.update({f"data:{p.parent.name}-{p.name}": {input_names(low.final)[0]: val.x[i:i + 1]}
                            for i, p in enumerate(val.paths[:2])})
     data_sets = tuple(k for k in input_sets if k.startswith("data:"))
+    fidelity_sets = None
+    if val is not None:  # the function change of an encoded cut rests on FIDELITY_SETS held-out images
+        fidelity_sets = {f"data:{p.parent.name}-{p.name}": {input_names(low.final)[0]: val.x[i:i + 1]}
+                         for i, p in enumerate(val.paths[:FIDELITY_SETS])}
     sent, enc = cut, None
     if encoding == "bottleneck":
         from edgec.split.bottleneck import SENT, attach, train_bottleneck
@@ -93,7 +97,7 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
                 encoding, [head_outputs(head, train.x[:256])], data_sets))
         else:
             session = reference.ort_session(head)
-            sets = _calibration_sets(low.input_sets)
+            sets = fidelity_sets = _calibration_sets(low, opts.seed)
             enc = steps.run(f"calibrate the {encoding} cut", lambda: calibrate(
                 encoding, [session.run(None, xs)[0] for xs in sets.values()], tuple(sets)))
     task = None
@@ -108,7 +112,7 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     return assemble(low.source, low.final, parts, [Connection("head", sent, "tail", sent, enc)], Path(opts.out_dir),
                     name, tuning=opts.tuning, verify=opts.verify, steps=steps, seed=opts.seed, input_sets=input_sets,
                     references=low.references, pass_spec=pipeline_spec(opts.passes), task=task,
-                    attachments=attachments)
+                    attachments=attachments, fidelity_sets=fidelity_sets)
 
 
 def _check_encoding(kind: str) -> None:
@@ -116,16 +120,24 @@ def _check_encoding(kind: str) -> None:
         raise UsageError(f"unknown --encoding '{kind}'", f"use one of: {', '.join((*ENCODINGS, 'bottleneck'))}")
 
 
-def _calibration_sets(sets: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, np.ndarray]]:
-    """The user's samples if any, else the real input range (``image``), else ``normal``: never the
-    large-offset set, whose range would swamp the scale."""
-    user = {k: v for k, v in sets.items() if k.startswith("user:")}
+#: Input sets an encoded cut is calibrated and its function change measured on (when no samples are given).
+FIDELITY_SETS = 8
+
+
+def _calibration_sets(low, seed: int) -> dict[str, dict[str, np.ndarray]]:
+    """The user's samples if any, else :data:`FIDELITY_SETS` sets of the real input range (``image``:
+    the verification set and seeded draws like it), else of ``normal``: never the large-offset set, whose
+    range would swamp the scale."""
+    user = {k: v for k, v in low.input_sets.items() if k.startswith("user:")}
     if user:
         return user
-    for name in ("image", "normal"):
-        if name in sets:
-            return {name: sets[name]}
-    return dict(sets)
+    name = "image" if "image" in low.input_sets else "normal"
+    out = {name: low.input_sets[name]}
+    for i in range(2, FIDELITY_SETS + 1):
+        more = reference.verification_sets(low.shapes, low.dtypes, seed=seed + 1000 * i,
+                                           preprocessing=low.source.preprocessing)
+        out[f"{name}-{i}"] = more[name]
+    return out
 
 
 def list_cuts(opts: BuildOptions, progress: Progress | None = None) -> dict[str, Any]:

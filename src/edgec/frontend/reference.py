@@ -195,14 +195,18 @@ class Comparison:
     """Result of comparing outputs to a reference.
 
     Attributes:
-        max_abs_error: max |out - ref| over all outputs.
-        max_abs_ref: max |ref| over all outputs.
+        max_abs_error: max |out - ref| over all outputs, where the reference is finite (inf when an output
+            is NaN or inf there, or the shapes differ).
+        max_abs_ref: max |ref| over the reference's finite values.
         rtol: Relative factor of the tolerance.
-        tolerance: ``rtol * max(1, max_abs_ref)``.
-        top1_match: Whether the first output's top-1 class agrees in every row, near-ties within
-            the tolerance counting as agreement (None unless the output is a classifier's).
-        passed: ``max_abs_error <= tolerance`` and top-1 agrees (when checked).
+        tolerance: ``max(rtol * max(1, max_abs_ref), floor)``.
+        top1_match: Whether the first output's top-1 class agrees in every row, near-ties within the
+            tolerance counting as agreement (None unless the output is a classifier's).
+        passed: ``max_abs_error <= tolerance`` and top-1 agrees (when checked); None when the reference
+            is not finite (nothing to compare with: ``reason`` says so).
         top1_near_ties: Rows whose top-1 differed only within the tolerance.
+        reason: Why it failed or was skipped, when not by the size of the error alone (NaN or inf in the
+            output, a shape or output count that differs, a non-finite reference); else None.
     """
 
     max_abs_error: float
@@ -210,11 +214,27 @@ class Comparison:
     rtol: float
     tolerance: float
     top1_match: bool | None
-    passed: bool
+    passed: bool | None
     top1_near_ties: int = 0
+    reason: str | None = None
+
+    @property
+    def numeric(self) -> bool:
+        """Whether only the size of the error (or the top-1) decided: shapes agree, everything is finite."""
+        return self.reason is None
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["reason"] is None:
+            del d["reason"]
+        return d
+
+
+def finite_kinds(a: np.ndarray) -> str:
+    """``"3 NaN, 2 inf of 100 values"`` for the non-finite values of ``a`` (empty when all are finite)."""
+    nan, inf = int(np.isnan(a).sum()), int(np.isinf(a).sum())
+    kinds = [f"{n} {k}" for n, k in ((nan, "NaN"), (inf, "inf")) if n]
+    return f"{', '.join(kinds)} of {a.size} values" if kinds else ""
 
 
 def is_classifier_output(ref: np.ndarray) -> bool:
@@ -242,29 +262,46 @@ def top1_agreement(out: np.ndarray, ref: np.ndarray, tolerance: float) -> tuple[
 
 
 def compare(outputs: list[np.ndarray], reference: list[np.ndarray], rtol: float = BUILD_RTOL,
-            check_top1: bool = True) -> Comparison:
-    """Compare outputs against a reference with tolerance ``rtol * max(1, max|ref|)``.
+            check_top1: bool = True, floor: float = 0.0) -> Comparison:
+    """Compare outputs against a reference with tolerance ``max(rtol * max(1, max|ref|), floor)``.
+
+    Every comparison in edgec goes through here. Non-finite values never pass and never widen the
+    tolerance: a NaN or inf output where the reference is finite fails (``max_abs_error`` inf); a
+    reference holding NaN or inf gives ``passed`` None with the reason (there is nothing to compare with);
+    ``max_abs_ref`` and the tolerance come from finite reference values only.
 
     Args:
         outputs: Outputs under test, in graph order.
         reference: Reference outputs, same order and shapes.
         rtol: 1e-5 for an exact pass, 1e-4 for a whole build.
         check_top1: Also require the same top-1 class, where the first output is a classifier's.
+        floor: The least tolerance (the float32 noise limit of :mod:`edgec.frontend.float64`).
     """
     if len(outputs) != len(reference):
-        return Comparison(float("inf"), 0.0, rtol, 0.0, None, False)
-    err, ref_max = 0.0, 0.0
-    for o, r in zip(outputs, reference):
+        return Comparison(float("inf"), 0.0, rtol, 0.0, None, False,
+                          reason=f"{len(outputs)} outputs where the reference has {len(reference)}")
+    err, ref_max, bad_out, bad_ref = 0.0, 0.0, [], []
+    for i, (o, r) in enumerate(zip(outputs, reference)):
         o = np.asarray(o, dtype=np.float64)
         r = np.asarray(r, dtype=np.float64)
         if o.shape != r.shape:
-            return Comparison(float("inf"), float(np.abs(r).max(initial=0)), rtol, 0.0, None, False)
-        if r.size:
-            err = max(err, float(np.abs(o - r).max()))
-            ref_max = max(ref_max, float(np.abs(r).max()))
-    if np.isnan(err):
-        err = float("inf")
-    tol = rtol * max(1.0, ref_max)
+            return Comparison(float("inf"), float(np.abs(r[np.isfinite(r)]).max(initial=0)), rtol, 0.0, None, False,
+                              reason=f"output {i} has shape {tuple(o.shape)} where the reference has {tuple(r.shape)}")
+        finite = np.isfinite(r)
+        if not finite.all():
+            bad_ref.append(f"output {i}: {finite_kinds(r)}")
+        diff = np.abs(o[finite] - r[finite])
+        if not np.isfinite(diff).all():
+            bad_out.append(f"output {i}: {finite_kinds(o[finite])}")
+        err = max(err, float(diff[np.isfinite(diff)].max(initial=0)))
+        ref_max = max(ref_max, float(np.abs(r[finite]).max(initial=0)))
+    tol = max(rtol * max(1.0, ref_max), floor)
+    if bad_ref:
+        return Comparison(err, ref_max, rtol, tol, None, None,
+                          reason=f"the reference is not finite ({'; '.join(bad_ref)})")
+    if bad_out:
+        return Comparison(float("inf"), ref_max, rtol, tol, None, False,
+                          reason=f"NaN or inf where the reference is finite ({'; '.join(bad_out)})")
     top1, ties = None, 0
     if check_top1 and reference and is_classifier_output(np.asarray(reference[0])):
         top1, ties = top1_agreement(np.asarray(outputs[0], np.float64), np.asarray(reference[0], np.float64), tol)

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from edgec.errors import UsageError, raise_if_interrupted
+from edgec.frontend.reference import PASS_RTOL, compare
 from edgec.passes.depth_chains import Chain
 
 
@@ -193,10 +194,11 @@ def check_merge(linear: onnx.ModelProto, merged: onnx.ModelProto, images: np.nda
     reference = "linear model in float64"
     own = ort_scores(linear, images)
     got = ort_scores(merged, images)
-    err, scale = float(np.abs(ref - got).max()), float(np.abs(ref).max())
-    tol = 1e-5 * max(1.0, scale)
-    if not err <= tol:
-        raise UsageError(f"merging the compressed groups changed the output by {err:.3g} (> {tol:.3g}) against "
-                         f"the {reference}", "report this model: the composition should be exact")
-    return {"max_abs_error": err, "max_abs_ref": scale, "tolerance": tol, "reference": reference,
-            "linear_float32_error": float(np.abs(ref - own).max())}
+    cmp = compare([got], [ref], rtol=PASS_RTOL, check_top1=False)
+    if cmp.passed is not True:
+        why = cmp.reason or f"max abs error {cmp.max_abs_error:.3g} > {cmp.tolerance:.3g}"
+        raise UsageError(f"merging the compressed groups changed the output against the {reference}: {why}",
+                         "report this model: the composition should be exact")
+    return {"max_abs_error": cmp.max_abs_error, "max_abs_ref": cmp.max_abs_ref, "tolerance": cmp.tolerance,
+            "reference": reference,
+            "linear_float32_error": compare([own], [ref], check_top1=False).max_abs_error}

@@ -22,32 +22,55 @@ def input_sets(first: dict[str, np.ndarray], n: int, seed: int = 1000) -> list[d
     return [first] + [reference.make_inputs(shapes, dtypes, seed=seed + i) for i in range(1, n)]
 
 
+class Tally:
+    """A fidelity figure accumulated over input sets, each set compared by
+    :func:`edgec.frontend.reference.compare` (NaN or inf where the reference is finite, or a shape that
+    differs, makes the error infinite; a set whose reference is not finite is left out and counted)."""
+
+    def __init__(self) -> None:
+        self.err, self.ref_max, self.agree, self.rows, self.sets, self.not_finite = 0.0, 0.0, 0, 0, 0, 0
+        self.reasons: list[str] = []
+
+    def add(self, got: list[np.ndarray], want: list[np.ndarray]) -> None:
+        """One input set: ``got`` (the changed function) against ``want`` (the reference), graph order."""
+        cmp = reference.compare(got, want, check_top1=False)
+        if cmp.passed is None:
+            self.not_finite += 1
+            self.reasons.append(cmp.reason or "")
+            return
+        self.sets += 1
+        self.err, self.ref_max = max(self.err, cmp.max_abs_error), max(self.ref_max, cmp.max_abs_ref)
+        if cmp.reason:
+            self.reasons.append(cmp.reason)
+        first = np.asarray(want[0]) if want else np.zeros(0)
+        if reference.is_classifier_output(first) and cmp.numeric:
+            self.agree += int((np.argmax(got[0], axis=-1) == np.argmax(first, axis=-1)).sum())
+            self.rows += first.shape[0]
+
+    def result(self) -> dict[str, Any]:
+        """``{"inputs": sets measured, "max_abs_error", "max_abs_ref", "relative_error", "top1_agreement",
+        "top1_rows"}``, with ``"not_finite"`` (sets left out) and ``"reason"`` where they apply."""
+        rel = self.err / self.ref_max if self.ref_max > 0 else (0.0 if self.err == 0 else float("inf"))
+        out = {"inputs": self.sets, "max_abs_error": self.err, "max_abs_ref": self.ref_max, "relative_error": rel,
+               "top1_agreement": self.agree / self.rows if self.rows else None, "top1_rows": self.rows}
+        if self.not_finite:
+            out["not_finite"] = self.not_finite
+        if self.reasons:
+            out["reason"] = self.reasons[0]
+        return out
+
+
 def compare_functions(before: onnx.ModelProto, after: onnx.ModelProto,
                       sets: list[dict[str, np.ndarray]]) -> dict[str, Any]:
-    """Default fidelity of ``after`` against ``before``.
+    """Default fidelity of ``after`` against ``before`` (both in onnxruntime, optimisations off).
 
     Returns:
-        ``{"inputs": N, "max_abs_error", "max_abs_ref", "relative_error"
-        (max_abs_error / max_abs_ref), "top1_agreement" (fraction in [0, 1], or None
-        when the first output is not ``[N, classes]``)}``.
+        :meth:`Tally.result`: ``{"inputs": N, "max_abs_error", "max_abs_ref", "relative_error"
+        (max_abs_error / max_abs_ref), "top1_agreement" (fraction in [0, 1], or None when the first
+        output is not ``[N, classes]``), "top1_rows"}``.
     """
     ref_sess, new_sess = reference.ort_session(before), reference.ort_session(after)
-    err, ref_max, agree, rows = 0.0, 0.0, 0, 0
+    tally = Tally()
     for inputs in sets:
-        ref = ref_sess.run(None, inputs)
-        new = new_sess.run(None, inputs)
-        for r, o in zip(ref, new):
-            r64, o64 = np.asarray(r, np.float64), np.asarray(o, np.float64)
-            if r64.shape != o64.shape:
-                return {"inputs": len(sets), "max_abs_error": float("inf"), "max_abs_ref": ref_max,
-                        "relative_error": float("inf"), "top1_agreement": None}
-            if r64.size:
-                err = max(err, float(np.abs(o64 - r64).max()))
-                ref_max = max(ref_max, float(np.abs(r64).max()))
-        first = np.asarray(ref[0])
-        if first.ndim == 2 and first.shape[1] > 1:
-            agree += int((np.argmax(new[0], axis=1) == np.argmax(first, axis=1)).sum())
-            rows += first.shape[0]
-    return {"inputs": len(sets), "max_abs_error": err, "max_abs_ref": ref_max,
-            "relative_error": err / ref_max if ref_max > 0 else (0.0 if err == 0 else float("inf")),
-            "top1_agreement": agree / rows if rows else None}
+        tally.add(new_sess.run(None, inputs), ref_sess.run(None, inputs))
+    return tally.result()

@@ -251,7 +251,7 @@ def _faster_pairs(table: str) -> set[tuple[str, str]]:
 
     try:
         data = json.loads(Path(table).read_text())
-        return {(p["first"], p["second"]) for p in data["pairs"] if p["merged_ms"] < p["separate_ms"]}
+        return {(p["first"], p["second"]) for p in data["pairs"] if p.get("faster", p["merged_ms"] < p["separate_ms"])}
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UsageError(f"depth_merge: cannot read the latency table {table}: {e}",
                          "measure one with `edgec merge-table MODEL --target TARGET`") from None

@@ -1,0 +1,297 @@
+"""The float64 truth of a model's function, for telling float32 noise from a wrong artifact.
+
+Every float32 implementation of a network rounds, and two correct ones (onnxruntime's and a compiled
+artifact, or AVX2 and AVX-512 code of the same artifact) disagree by more than the build tolerance
+(``1e-4 * max(1, max|ref|)``) where the network carries intermediate values far larger than its
+outputs: on inputs near 1000 a GhostNet's activations reach 1e4-1e5 while its logits stay near 70, and
+onnxruntime's own float32 result is 0.015 away from the true one. Comparing one float32 result with
+another cannot say which is wrong; the float64 computation of the same function can.
+
+:func:`judge` compares a float32 result with the float64 truth and with onnxruntime's own float32 error
+against that truth (graph optimisations off and on: two correct implementations, the noise floor). It
+accepts when the result is within the tolerance of the truth, or no worse than :data:`NOISE_MULTIPLE`
+times onnxruntime's error; otherwise the result is wrong. A real bug is far outside the noise: an
+E[x^2] - E[x]^2 variance at offset 1000 is off by 1.25-2.1 where onnxruntime is off by 1e-6, and sets
+with little noise (N(0, 1), image ranges) keep holding every artifact to the plain tolerance.
+
+The float64 engine is ``onnx.reference`` (the ONNX reference implementation, NumPy) on the model
+converted to double (:func:`to_float64`): it covers every standard operator, and runs a 400-MMAC GhostNet
+in about 1.5 s on one core (onnxruntime has no float64 Conv; the PyTorch interpreter of
+:mod:`edgec.frontend.trainable` covers only the zoo's classifiers).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgec.frontend.reference import Comparison, compare
+
+#: How the float64 truth is computed, as reports name it.
+ENGINE = "onnx.reference, model in float64"
+
+#: A float32 result is within float32 noise when its error against the float64 truth is at most this
+#: many times onnxruntime's own float32 error (the larger of its runs with graph optimisations off and on).
+#: Two correct float32 implementations differ by accumulation order alone; their errors against the
+#: truth were within a factor of 2 of each other on the zoo's offset sets (0.0198 vs 0.0127-0.0233).
+NOISE_MULTIPLE = 4.0
+
+
+#: Operators ``onnx.reference`` computes in float32 whatever the input (its sampling grids): a model with
+#: one has no float64 path.
+NOT_FLOAT64 = frozenset({"GridSample", "AffineGrid"})
+
+
+def to_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` computing in float64: float32 initializers, constants, graph inputs and
+    outputs and ``Cast(to=float)`` become double (values are exact: every float32 is a double).
+
+    Integer tensors (shapes, indices) are unchanged; value_info is dropped (the engine does not need it).
+    """
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    _graph_to_float64(out.graph)
+    return out
+
+
+def _double(t: onnx.TensorProto) -> onnx.TensorProto:
+    return numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float64), t.name)
+
+
+def _graph_to_float64(g: onnx.GraphProto) -> None:
+    FLOAT, DOUBLE = onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE
+    for t in g.initializer:
+        if t.data_type == FLOAT:
+            t.CopyFrom(_double(t))
+    for v in list(g.input) + list(g.output):
+        if v.type.tensor_type.elem_type == FLOAT:
+            v.type.tensor_type.elem_type = DOUBLE
+    del g.value_info[:]
+    for n in g.node:
+        for a in n.attribute:
+            if n.op_type == "Cast" and a.name == "to" and a.i == FLOAT:
+                a.i = DOUBLE
+            elif a.type == onnx.AttributeProto.TENSOR and a.t.data_type == FLOAT:
+                a.t.CopyFrom(_double(a.t))
+            elif a.type == onnx.AttributeProto.GRAPH:
+                _graph_to_float64(a.g)
+        if n.op_type == "ConstantOfShape" and not any(a.name == "value" for a in n.attribute):
+            n.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(np.zeros(1, np.float64))))
+        if n.op_type == "Constant":
+            for a in list(n.attribute):
+                if a.name in ("value_float", "value_floats"):
+                    value = np.array(a.f if a.name == "value_float" else list(a.floats), np.float32)
+                    n.attribute.remove(a)
+                    n.attribute.append(onnx.helper.make_attribute(
+                        "value", numpy_helper.from_array(value.astype(np.float64))))
+
+
+def _exact_ops() -> list[type]:
+    """Replacements for ``onnx.reference`` kernels that are slow or not float64 (exact in float64, via
+    PyTorch's float64 kernels):
+
+    * ``Erf``: the reference rounds its result to float32 (``np.vectorize(math.erf, otypes=["f"])``);
+    * ``Conv`` (2-D, explicit pads): the reference runs one im2col per group, 3 s of a 7.7-GMAC
+      MobileNetV4; other convolutions keep the reference's own kernel;
+    * ``MeanVarianceNormalization``: the reference expands the operator's ONNX function, whose constants
+      are float32 (the operator's definition, computed in float64: ``(X - E[X]) / (sqrt(Var[X]) + 1e-9)``).
+    """
+    import torch
+    from onnx.reference.op_run import OpRun
+    from onnx.reference.ops.op_conv import Conv as _Conv
+    from onnx.reference.ops.op_erf import Erf as _Erf
+
+    class Erf(_Erf):
+        def _run(self, x):
+            return (torch.erf(torch.from_numpy(np.asarray(x))).numpy().astype(x.dtype),)
+
+    class Conv(_Conv):
+        def _run(self, X, W, B=None, auto_pad=None, dilations=None, group=None, kernel_shape=None, pads=None,
+                 strides=None):
+            if X.ndim != 4 or (auto_pad not in (None, "NOTSET", b"NOTSET")) or X.dtype != np.float64:
+                return super()._run(X, W, B, auto_pad, dilations, group, kernel_shape, pads, strides)
+            pads = list(pads or [0, 0, 0, 0])
+            x = torch.nn.functional.pad(torch.from_numpy(np.ascontiguousarray(X)),
+                                        (pads[1], pads[3], pads[0], pads[2]))
+            b = None if B is None else torch.from_numpy(np.asarray(B, np.float64))
+            y = torch.nn.functional.conv2d(x, torch.from_numpy(np.asarray(W, np.float64)), b,
+                                           stride=tuple(strides or (1, 1)), dilation=tuple(dilations or (1, 1)),
+                                           groups=int(group or 1))
+            return (y.numpy(),)
+
+    class MeanVarianceNormalization(OpRun):  # the reference expands the schema's function: float32 constants
+        op_domain = ""
+
+        def _run(self, X, axes=None):
+            axes = tuple(axes if axes is not None else (0, 2, 3))
+            centred = X - X.mean(axis=axes, keepdims=True)
+            return (centred / (np.sqrt((centred ** 2).mean(axis=axes, keepdims=True)) + 1e-9),)
+
+    return [Erf, Conv, MeanVarianceNormalization]
+
+
+class Float64Model:
+    """A model's function in float64 (:data:`ENGINE`).
+
+    Args:
+        model: The float32 ONNX model.
+
+    Attributes:
+        unavailable: Why the model has no float64 path (an operator the engine lacks, a custom domain),
+            or None.
+    """
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self._model = model
+        self._engine: Any = None
+        self.unavailable: str | None = None
+
+    def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray] | None:
+        """The float64 outputs in graph order, or None (with :attr:`unavailable` set) when the engine
+        cannot run the model. Float inputs are converted to float64 exactly."""
+        rounding = sorted({n.op_type for n in self._model.graph.node} & NOT_FLOAT64)
+        if rounding and self.unavailable is None:
+            self.unavailable = f"{', '.join(rounding)} computes in float32 in {ENGINE.split(',')[0]}"
+        if self.unavailable is not None:
+            return None
+        feeds = {k: (v.astype(np.float64) if np.issubdtype(v.dtype, np.floating) else v) for k, v in inputs.items()}
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if self._engine is None:
+                    from onnx.reference import ReferenceEvaluator
+
+                    self._engine = ReferenceEvaluator(to_float64(self._model), new_ops=_exact_ops())
+                return [np.asarray(o) for o in self._engine.run(None, feeds)]
+        except Exception as exc:  # the engine's own refusal: no float64 path, today's check stands
+            self.unavailable = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            return None
+
+
+@dataclass
+class Noise:
+    """onnxruntime's own float32 error against the float64 truth on one input set.
+
+    Attributes:
+        errors: Max abs error of onnxruntime's outputs with graph optimisations off and on.
+    """
+
+    errors: tuple[float, float]
+
+    @property
+    def floor(self) -> float:
+        return max(self.errors)
+
+    @property
+    def limit(self) -> float:
+        """The largest error a correct float32 implementation is allowed: :data:`NOISE_MULTIPLE` x the floor."""
+        return NOISE_MULTIPLE * self.floor
+
+
+def measure_noise(truth: list[np.ndarray], onnxruntime_outputs: list[list[np.ndarray]]) -> Noise:
+    """onnxruntime's errors against ``truth`` (one list of outputs per onnxruntime run)."""
+    errs = [compare(outs, truth, check_top1=False).max_abs_error for outs in onnxruntime_outputs]
+    return Noise((errs[0], errs[-1]))
+
+
+def judge(outputs: list[np.ndarray], truth: list[np.ndarray], noise: Noise, rtol: float,
+          check_top1: bool = True, seconds: float = 0.0) -> dict[str, Any]:
+    """Whether a float32 result is the model's function up to float32 noise.
+
+    Args:
+        outputs: The result under test (an artifact's, or a rewritten model's in onnxruntime).
+        truth: The float64 outputs of the reference model on the same inputs.
+        noise: onnxruntime's own float32 error against ``truth``.
+        rtol: The check's relative tolerance (1e-4 build, 1e-5 exact pass).
+        check_top1: Also require the same top-1 as the truth (near-ties within the accepted error).
+        seconds: Time the float64 run took (reported).
+
+    Returns:
+        ``{"engine", "seconds", "max_abs_error" (against the truth), "max_abs_ref", "tolerance",
+        "onnxruntime_errors" ([optimisations off, on]), "noise_limit", "top1_match", "passed", "reason"}``.
+    """
+    cmp: Comparison = compare(outputs, truth, rtol=rtol, check_top1=check_top1, floor=noise.limit)
+    plain = cmp.max_abs_error <= rtol * max(1.0, cmp.max_abs_ref)
+    lo, hi = sorted(noise.errors)
+    ort = f"onnxruntime's {lo:.3g}" + (f"–{hi:.3g}" if f"{hi:.3g}" != f"{lo:.3g}" else "")
+    if cmp.passed is None:
+        reason = f"the float64 truth is not finite: {cmp.reason}"
+    elif cmp.reason and not cmp.passed:
+        reason = cmp.reason
+    elif cmp.top1_match is False:
+        reason = f"top-1 differs from the float64 truth beyond float32 noise ({ort} error against it)"
+    elif plain:
+        reason = f"within the tolerance of the float64 truth: {cmp.max_abs_error:.3g} ≤ {cmp.tolerance:.3g}"
+    elif cmp.passed:
+        reason = (f"within float32 noise: {cmp.max_abs_error:.3g} vs {ort} against the float64 truth "
+                  f"(limit {NOISE_MULTIPLE:g}× = {noise.limit:.3g})")
+    else:
+        reason = (f"beyond float32 noise: {cmp.max_abs_error:.3g} from the float64 truth vs {ort} "
+                  f"(limit {NOISE_MULTIPLE:g}× = {noise.limit:.3g})")
+    return {"engine": ENGINE, "seconds": round(seconds, 3), "max_abs_error": cmp.max_abs_error,
+            "max_abs_ref": cmp.max_abs_ref, "tolerance": cmp.tolerance, "onnxruntime_errors": list(noise.errors),
+            "noise_limit": noise.limit, "top1_match": cmp.top1_match, "passed": bool(cmp.passed), "reason": reason}
+
+
+def unavailable_record(reason: str) -> dict[str, Any]:
+    """The record of a float64 check that could not run (today's check stands)."""
+    return {"engine": ENGINE, "passed": None, "unavailable": reason,
+            "reason": f"no float64 path ({reason}); the check against onnxruntime stands"}
+
+
+class Oracle:
+    """The float64 truth and onnxruntime's noise of one model, per named input set, each computed once.
+
+    Args:
+        model: The model whose function is the truth (float32 ONNX).
+        onnxruntime_outputs: ``(set name, inputs) -> onnxruntime's outputs (optimisations off)``, shared
+            with the caller's cache; onnxruntime with optimisations on runs here.
+    """
+
+    def __init__(self, model: onnx.ModelProto, onnxruntime_outputs) -> None:
+        self.model = model
+        self._f64 = Float64Model(model)
+        self._ort = onnxruntime_outputs
+        self._optimized: Any = None
+        self._done: dict[str, tuple[list[np.ndarray], Noise, float] | None] = {}
+
+    def evidence(self, set_name: str, inputs: dict[str, np.ndarray]) -> tuple[list[np.ndarray], Noise, float] | None:
+        """``(float64 outputs, onnxruntime's noise, seconds taken)`` on one set, or None without a float64 path."""
+        if set_name not in self._done:
+            start = time.perf_counter()
+            truth = self._f64.run(inputs)
+            if truth is None:
+                self._done[set_name] = None
+            else:
+                from edgec.frontend.reference import ort_session
+
+                if self._optimized is None:
+                    self._optimized = ort_session(self.model, optimized=True)
+                runs = [self._ort(set_name, inputs), self._optimized.run(None, inputs)]
+                self._done[set_name] = (truth, measure_noise(truth, runs), time.perf_counter() - start)
+        return self._done[set_name]
+
+    def check(self, set_name: str, inputs: dict[str, np.ndarray], outputs: list[np.ndarray], rtol: float,
+              check_top1: bool = True) -> dict[str, Any]:
+        """:func:`judge` on one set, or :func:`unavailable_record` without a float64 path."""
+        got = self.evidence(set_name, inputs)
+        if got is None:
+            return unavailable_record(self._f64.unavailable or "the engine failed")
+        truth, noise, seconds = got
+        return judge(outputs, truth, noise, rtol, check_top1, seconds)
+
+
+def decides(cmp: Comparison) -> bool:
+    """Whether the float64 check can decide a failed comparison: the reference is finite, the output
+    has the right shapes and is finite, and only the size of the error (or the top-1) failed."""
+    return cmp.passed is False and cmp.numeric
+
+
+__all__ = ["ENGINE", "NOISE_MULTIPLE", "Float64Model", "Noise", "Oracle", "decides", "judge",
+           "measure_noise", "to_float64", "unavailable_record"]
