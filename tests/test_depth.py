@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from edgec.flows.build import BuildOptions
 from edgec.passes import run_pipeline
@@ -61,3 +62,14 @@ def test_merge_table_refuses_a_remote_target(tmp_path):
     _two_pairs(tmp_path / "m.onnx")
     with pytest.raises(UsageError, match="this machine only"):
         merge_table(BuildOptions(model=str(tmp_path / "m.onnx"), target="rpi4", verify=False))
+
+
+def test_a_depth_merge_is_credited_speed_only_beyond_the_spread_of_its_rounds():
+    from edgec.flows.depth_compress import merge_win
+
+    steady = merge_win([0.10, 0.10, 0.10], [0.20, 0.20, 0.20])
+    assert steady["gain"] == pytest.approx(0.1) and "within_spread" not in steady
+    loaded = merge_win([0.10, 0.30, 0.18], [0.20, 0.20, 0.20])  # one round at a loaded moment
+    assert loaded["within_spread"] and loaded["ratio"] == pytest.approx(0.20)
+    slower = merge_win([0.30, 0.30, 0.30], [0.20, 0.20, 0.20])
+    assert slower["within_spread"] and slower["ratio"] == pytest.approx(0.30)

@@ -163,7 +163,7 @@ GROUPS_PER_REFERENCE = 8
 
 
 def _group_ratios(models: list[onnx.ModelProto], reference: onnx.ModelProto, spec, threads: int,
-                  say: Callable[[str], None], rounds: int = TABLE_ROUNDS) -> list[float]:
+                  say: Callable[[str], None], rounds: int = TABLE_ROUNDS) -> list[list[float]]:
     """Each group model's kernel time as a ratio to ``reference``'s (the whole model's) end-to-end time.
 
     Each group is compiled alone (so that it gets the layout and schedules a whole model would); its
@@ -173,7 +173,11 @@ def _group_ratios(models: list[onnx.ModelProto], reference: onnx.ModelProto, spe
     :data:`GROUPS_PER_REFERENCE` groups, and each group's time is divided by the mean of the two. On a
     shared 2-core machine the whole machine's speed drifted by up to 1.5x for tens of seconds (tables
     timed one after the other differed by 46% in sum; the model's time by 55%): ratios to a reference
-    timed beside them cancel that, times alone do not. ``rounds`` rounds over all groups; the median kept.
+    timed beside them cancel that, times alone do not.
+
+    Returns:
+        Per group, its ratio in each of the ``rounds`` rounds over all groups (round ``r`` of every group
+        was timed in the same pass: :func:`latency_table` compares merges with their layers round by round).
     """
     from edgec.devices.local import LocalDevice
 
@@ -212,7 +216,7 @@ def _group_ratios(models: list[onnx.ModelProto], reference: onnx.ModelProto, spe
                 for i, t in zip(block, times):
                     ratios[i].append(t / ((before + after) / 2))
                 before = after
-    return [float(np.median(v)) for v in ratios]
+    return ratios
 
 
 def _time_models(models: dict[str, onnx.ModelProto], spec, threads: int, say: Callable[[str], None],
@@ -272,8 +276,11 @@ def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: in
                   say: Callable[[str], None], use_cache: bool = True) -> dict[tuple[int, int, int], dict[str, Any]]:
     """``(chain, k, l) -> {"ratio", "macs", "kernel"}`` for every group within ``max_kernel``
     (``ratio``: its kernel's time over ``model``'s end-to-end time, see :func:`_group_ratios`; ``macs``:
-    multiply-accumulates of the merged convolution; ``kernel``: its ``[kh, kw]``). Cached per target,
-    model (its structure, not its weight values) and thread count."""
+    multiply-accumulates of the merged convolution; ``kernel``: its ``[kh, kw]``). A merge of several layers
+    also has ``gain`` and ``spread`` (:func:`merge_win`): one that beats its layers by no more than the
+    spread of the rounds is credited no speed (its ``ratio`` is the layers', ``within_spread`` True), so a
+    win measured at one loaded moment does not buy a removal. Cached per target, model (its structure, not
+    its weight values) and thread count, each group's rounds kept."""
     from edgec.cache import cache_dir
 
     ir_model = ir.serde.deserialize_model(model)
@@ -293,19 +300,45 @@ def latency_table(model: onnx.ModelProto, chains: list[Chain], spec, threads: in
                 info = {"kernel": list(kernel), "macs": conv_macs(group_spec(specs[k:l]), in_shape)}
                 groups[(c, k, l)] = (_signature(m, spec.name, threads), m, info)
     reference = _signature(model, spec.name, threads)
-    known: dict[str, float] = {}
+    known: dict[str, list[float]] = {}
     for sig, _m, _i in groups.values():
         f = cache / f"{reference}-{sig}.json" if cache else None
         if f is not None and f.is_file():
-            known[sig] = json.loads(f.read_text())["ratio"]
+            rounds = json.loads(f.read_text()).get("rounds")
+            if rounds:  # a record from before the rounds were kept is measured again
+                known[sig] = rounds
     todo = {sig: m for sig, m, _i in groups.values() if sig not in known}
     if todo:
         say(f"latency table: {len(todo)} new group shapes")
-        for sig, ratio in zip(todo, _group_ratios(list(todo.values()), model, spec, threads, say)):
-            known[sig] = ratio
+        for sig, rounds in zip(todo, _group_ratios(list(todo.values()), model, spec, threads, say)):
+            known[sig] = rounds
             if cache is not None:
-                (cache / f"{reference}-{sig}.json").write_text(json.dumps({"ratio": ratio}))
-    return {g: {"ratio": known[sig], **info} for g, (sig, _m, info) in groups.items()}
+                (cache / f"{reference}-{sig}.json").write_text(json.dumps({"ratio": float(np.median(rounds)),
+                                                                           "rounds": rounds}))
+    table = {g: {"ratio": float(np.median(known[sig])), **info} for g, (sig, _m, info) in groups.items()}
+    for (c, k, l), entry in table.items():
+        if l - k > 1 and all((c, i, i + 1) in groups for i in range(k, l)):
+            merged = known[groups[(c, k, l)][0]]
+            layers = [sum(r) for r in zip(*(known[groups[(c, i, i + 1)][0]] for i in range(k, l)))]
+            entry.update(merge_win(merged, layers))
+    return table
+
+
+def merge_win(merged: list[float], layers: list[float]) -> dict[str, Any]:
+    """Whether a merged group beats its layers: by more than the spread of the rounds (the interquartile
+    range of the per-round gains, ``layers[r] - merged[r]``), as ``edgec merge-table`` judges a pair.
+
+    Returns:
+        ``{"gain", "spread"}`` (median gain and its spread, in ratios to the model's time) and, when the gain
+        is within the spread, ``"ratio"``: the layers' own median (the merge is credited no speed) and
+        ``"within_spread": True``.
+    """
+    gains = np.asarray(layers, np.float64) - np.asarray(merged, np.float64)
+    q1, q3 = np.percentile(gains, [25, 75])
+    out: dict[str, Any] = {"gain": float(np.median(gains)), "spread": float(q3 - q1)}
+    if not out["gain"] > out["spread"]:
+        out.update(ratio=max(float(np.median(merged)), float(np.median(layers))), within_spread=True)
+    return out
 
 
 @dataclass(frozen=True)

@@ -287,11 +287,19 @@ class Oracle:
         return judge(outputs, truth, noise, rtol, check_top1, seconds)
 
 
+#: A set whose error against onnxruntime exceeds this fraction of the tolerance is judged on the float64
+#: truth too, passing or not: near the tolerance, which of two float32 results is nearer the truth is
+#: the question (on GhostNetV3's offset set onnxruntime itself is 2x the tolerance off the truth).
+NEAR_TOLERANCE = 0.5
+
+
 def decides(cmp: Comparison) -> bool:
-    """Whether the float64 check can decide a failed comparison: the reference is finite, the output
-    has the right shapes and is finite, and only the size of the error (or the top-1) failed."""
-    return cmp.passed is False and cmp.numeric
+    """Whether the float64 truth decides a comparison: everything is finite with the right shapes (else
+    the comparison's own verdict stands), and the error failed the tolerance or came within
+    :data:`NEAR_TOLERANCE` of it (a low-noise set, far inside, keeps the plain verdict)."""
+    return cmp.numeric and cmp.passed is not None and (
+        cmp.passed is False or cmp.max_abs_error > NEAR_TOLERANCE * cmp.tolerance)
 
 
-__all__ = ["ENGINE", "NOISE_MULTIPLE", "Float64Model", "Noise", "Oracle", "decides", "judge",
+__all__ = ["ENGINE", "NEAR_TOLERANCE", "NOISE_MULTIPLE", "Float64Model", "Noise", "Oracle", "decides", "judge",
            "measure_noise", "to_float64", "unavailable_record"]
