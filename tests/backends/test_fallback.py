@@ -91,3 +91,16 @@ def test_a_compiler_failure_with_no_fallback_is_exit_8(run_cli, tmp_path, monkey
     code, _, err = run_cli("build", str(tiny_cnn(tmp_path / "t.onnx")), "--out", str(tmp_path / "o"))
     assert code == 8 and "fails on kernel fused_conv2d_add_relu" in err
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_a_compiler_failure_names_its_cause_not_the_tail_of_the_ir_dump():
+    from edgec.backends.tvm.compile import _cause
+
+    exc = RuntimeError(
+        "CodeGenVM cannot emit this Relax operator directly. Run the appropriate lowering pass.\n"
+        "@R.function\ndef main(x: R.Tensor((1, 32, 32, 32), dtype=\"float32\")):\n"
+        "    lv3: R.Tensor((1, 64, 64, 16), dtype=\"float32\") = R.nn.conv2d_transpose(x, w, data_layout=\"NHWC\")\n"
+        "    return lv3\n# Metadata omitted. Use show_meta=True in script() method to show it.")
+    text = _cause(exc)
+    assert text.startswith("CodeGenVM cannot emit this Relax operator directly")
+    assert text.endswith('-- at R.nn.conv2d_transpose(x, w, data_layout="NHWC")') and "Metadata" not in text

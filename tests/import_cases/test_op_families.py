@@ -28,6 +28,23 @@ def _pad(mode):
                   opset=18)
 
 
+def _conv_transpose_net():
+    """A detector's upsampling head (PP-OCRv4's text detector): convolutions around a stride-2 ConvTranspose,
+    so the backend picks NHWC for the convolutions and must keep the transpose convolution in a layout it
+    can lower (it was left NHWC and never lowered: exit 8)."""
+    w = lambda *s: RNG.standard_normal(s).astype(np.float32) * 0.3  # noqa: E731
+    return _model([helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+                   helper.make_node("Relu", ["c1"], ["r1"]),
+                   helper.make_node("ConvTranspose", ["r1", "wt", "bt"], ["t"], strides=[2, 2], kernel_shape=[2, 2]),
+                   helper.make_node("Relu", ["t"], ["r2"]),
+                   helper.make_node("Conv", ["r2", "w2"], ["c2"], pads=[1, 1, 1, 1]),
+                   helper.make_node("Relu", ["c2"], ["r3"]),
+                   helper.make_node("Conv", ["r3", "w3"], ["y"], pads=[1, 1, 1, 1])],
+                  [("x", [1, 3, 32, 32])], [("y", [1, 4, 64, 64])],
+                  [_c("w1", w(32, 3, 3, 3)), _c("b1", w(32)), _c("wt", w(32, 16, 2, 2)), _c("bt", w(16)),
+                   _c("w2", w(16, 16, 3, 3)), _c("w3", w(4, 16, 3, 3))])
+
+
 CASES = {
     "pad_constant_axes": lambda: _pad("constant"),
     "pad_reflect_axes": lambda: _pad("reflect"),
@@ -53,6 +70,7 @@ CASES = {
     "conv_transpose_same_upper": lambda: _model(
         [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER", kernel_shape=[3, 3])],
         [("x", [1, 2, 5, 5])], [("y", [1, 3, 10, 10])], [_c("w", RNG.standard_normal((2, 3, 3, 3)).astype(np.float32))]),
+    "conv_transpose_in_an_nhwc_network": lambda: _conv_transpose_net(),
     "depth_to_space_crd": lambda: _model(
         [helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD")], [("x", [1, 8, 3, 3])],
         [("y", [1, 2, 6, 6])]),
@@ -99,3 +117,12 @@ def test_op_family_builds_and_matches(name, tmp_path):
         for o, r in zip(ours, ref):
             assert o.shape == r.shape
             assert np.abs(o.astype(np.float64) - r).max() <= 1e-4 * max(1.0, np.abs(r).max()), (name, scale, offset)
+
+
+def test_a_transpose_convolution_stays_in_a_layout_the_backend_lowers(tmp_path):
+    from edgec.flows.build import BuildOptions, build
+
+    path = tmp_path / "ct.onnx"
+    onnx.save(_conv_transpose_net(), str(path))
+    result = build(BuildOptions(model=str(path), out_dir=tmp_path))
+    assert result.report["kernels"]["conv_layout"] == "NHWC" and result.report["verification"]["passed"]

@@ -189,6 +189,7 @@ def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
     parity = _parity(source, prepared, inputs, references.outputs(prepared, {"normal": inputs})["normal"], ref, notes,
                      references)
     result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,
-                                                      progress=steps.progress, input_sets=sets))
+                                                      progress=steps.progress, input_sets=sets,
+                                                      oracle=references.oracle(prepared)))
     return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
                    [parity] + result.records, result.function_change, sets, references)

@@ -154,9 +154,10 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
                  step: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
     """Compare per input set at the build tolerance; the worst set's figures lead the record.
 
-    A set that fails by the size of its error alone is decided by ``oracle`` when given (the float64
-    truth of the reference model, :mod:`edgec.frontend.float64`; ``inputs`` are the sets' inputs): its row
-    gains a ``float64`` record and takes that verdict. A set whose reference is not finite is skipped
+    A set whose error fails the tolerance, or comes near it, everything finite
+    (:func:`edgec.frontend.float64.decides`), is decided by ``oracle`` when given (the float64 truth of the
+    reference model; ``inputs`` are the sets' inputs): its row gains a ``float64`` record and takes that
+    verdict (a model without a float64 path keeps the plain one). A set whose reference is not finite is skipped
     (``passed`` None, with its reason); when every set is, the verification fails (``unverifiable``).
 
     Args:
@@ -277,9 +278,10 @@ def fail_if_unverified(verification: dict[str, Any], what: str) -> None:
         raise VerificationError(f"{what} outputs differ from onnxruntime{where}: {verification['reason']}", hint)
     top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
     extra = f"; float64 check: {f64['reason']}" if f64.get("reason") else ""
+    sign = ">" if verification["max_abs_error"] > verification["tolerance"] else "≤"  # near it, float64 decided
     raise VerificationError(
         f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
-        f"> {verification['tolerance']:.3g}{top1}{extra}", hint)
+        f"{sign} {verification['tolerance']:.3g}{top1}{extra}", hint)
 
 
 def reference_label(function_change: dict[str, Any] | None) -> str:

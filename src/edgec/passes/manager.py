@@ -146,7 +146,7 @@ class _Run:
     exact passes started from (they keep its function), as the build's verification is.
     """
 
-    def __init__(self, model, sets, calls, dump_dir, progress) -> None:
+    def __init__(self, model, sets, calls, dump_dir, progress, oracle: Oracle | None = None) -> None:
         self.model = model
         self.sets = sets
         self.inputs = next(iter(sets.values()))
@@ -159,7 +159,7 @@ class _Run:
         self.progress = progress or (lambda _m: None)
         self.reference = model
         self.changed_by: list[str] = []
-        self._oracle: Oracle | None = None
+        self._oracle: Oracle | None = oracle  # the input model's truth, shared with the caller's verification
 
     def oracle(self) -> Oracle:
         """The float64 truth of the function the exact passes keep (made when first needed)."""
@@ -250,7 +250,8 @@ class _Run:
 def run_pipeline(model: onnx.ModelProto, spec: str | list[PassCall] | None,
                  inputs: dict[str, np.ndarray] | None = None, dump_dir: Path | None = None,
                  progress: Callable[[str], None] | None = None,
-                 input_sets: dict[str, dict[str, np.ndarray]] | None = None) -> PipelineResult:
+                 input_sets: dict[str, dict[str, np.ndarray]] | None = None,
+                 oracle: Oracle | None = None) -> PipelineResult:
     """Run the pipeline ``spec`` on ``model`` with checks.
 
     Args:
@@ -262,6 +263,8 @@ def run_pipeline(model: onnx.ModelProto, spec: str | list[PassCall] | None,
         progress: Called with each pass as it runs.
         input_sets: Named input sets every exact pass is checked on (default ``{"normal": inputs}``; the
             build's verification sets); a function change is measured on ``inputs`` and seeded N(0, 1) sets.
+        oracle: The float64 truth of ``model`` (:class:`edgec.frontend.float64.Oracle`) when the caller
+            holds one, so that the build's verification reuses what the passes' checks computed.
 
     Returns:
         A :class:`PipelineResult`. Each record has ``name``, ``label`` (with options),
@@ -284,7 +287,7 @@ def run_pipeline(model: onnx.ModelProto, spec: str | list[PassCall] | None,
         dump_dir = Path(dump_dir)
         dump_dir.mkdir(parents=True, exist_ok=True)
         onnx.save(model, str(dump_dir / "00_input.onnx"))
-    run = _Run(model, {"normal": inputs, **(input_sets or {})}, calls, dump_dir, progress)
+    run = _Run(model, {"normal": inputs, **(input_sets or {})}, calls, dump_dir, progress, oracle)
     for segment in _segments(calls):
         for _round in range(1 if calls[segment[0]].info.equivalence.changes_function else MAX_ROUNDS):
             changed = False

@@ -198,7 +198,7 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
         if _looks_like_toolchain(exc):
             raise ToolchainError(f"linking the library for '{spec.name}' failed: {last[:200]}",
                                  "rerun with --debug for the compiler output") from exc
-        raise UnsupportedOpError(f"TVM failed to compile the model for '{spec.name}': {last[:200]}",
+        raise UnsupportedOpError(f"TVM failed to compile the model for '{spec.name}': {_cause(exc)[:400]}",
                                  "rerun with --debug for TVM's trace") from exc
     seconds = time.perf_counter() - start
     archs = cuda.cubin_archs(library) if spec.kind == "cuda" else []
@@ -209,6 +209,24 @@ def compile_module(mod, spec: TargetSpec, library: str | Path, database: Any = N
 def _last_line(exc: Exception) -> str:
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def _cause(exc: Exception) -> str:
+    """TVM's reason in one line: its error message (not the tail of the IR dump TVM appends), and the Relax
+    operator call it names, if the dump holds one (``CodeGenVM cannot emit ... -- at R.nn.conv2d_transpose(...)``)."""
+    import re
+
+    lines = [ln.strip() for ln in str(exc).strip().splitlines()
+             if ln.strip() and not ln.strip().startswith(("# Metadata omitted", "# from tvm.script"))]
+    if not lines:
+        return type(exc).__name__
+    head = next((ln for ln in lines if re.search(r"\w*Error|cannot|failed|Check failed", ln)), lines[0])
+    head = re.sub(r"^(tvm\.error\.)?\w*Error:\s*", "", head)
+    call = next((ln for ln in reversed(lines) if re.search(r"\bR\.[\w.]+\(", ln) and ln != head), None)
+    if call:
+        call = re.sub(r"^[\w\s:=\[\],.\"()]*?=\s*(?=R\.)", "", call)  # drop "lv3: R.Tensor(...) = "
+        head = f"{head} -- at {call[:240]}"
+    return head
 
 
 def _looks_like_toolchain(exc: Exception) -> bool:
@@ -231,7 +249,7 @@ def _compile_with_fallbacks(fused, spec: TargetSpec, target, pipeline, first: Ex
     failing = failing_kernels(fused, target)
     if not failing:
         raise CompilerError(f"TVM/LLVM failed on the model for '{spec.name}', though every kernel compiles alone: "
-                            f"{_last_line(first)[:200]}", "rerun with --debug and report it") from first
+                            f"{_cause(first)[:400]}", "rerun with --debug and report it") from first
     generic = fallback_target(resolve_native(spec.cpu_target))
     fb = Target(generic)
     try:
@@ -241,7 +259,7 @@ def _compile_with_fallbacks(fused, spec: TargetSpec, target, pipeline, first: Ex
     except Exception as exc:  # noqa: BLE001
         names = ", ".join(sorted(failing))
         raise CompilerError(f"the code generator fails on kernel {names} for '{spec.name}', also for a generic "
-                            f"{generic['mcpu']} CPU: {_last_line(exc)[:160]}",
+                            f"{generic['mcpu']} CPU: {_cause(exc)[:300]}",
                             "rerun with --debug and report it; see kernels.json for its ONNX nodes") from exc
     log.warning("kernels %s failed to compile for %s; compiled for %s instead", ", ".join(failing),
                 resolve_native(spec.cpu_target).get("mcpu"), generic["mcpu"])

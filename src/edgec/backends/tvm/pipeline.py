@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 #: host runs in 154 us as NHWC/HWIO against 435 us as NCHW. The same layout is what TVM's Arm CPU
 #: schedules use. Weight transposes are folded at compile time; activations are transposed once at
 #: the model's boundaries.
-CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"]}
+#: Transpose convolutions stay NCHW: ConvertLayout would otherwise let one follow its NHWC input, and TVM
+#: has no NHWC lowering for ``conv2d_transpose`` (PP-OCRv4's text detector then failed in VM codegen).
+CPU_CONV_LAYOUT = {"relax.nn.conv2d": ["NHWC", "HWIO"], "relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
 
 #: NHWC is always kept when it adds at most this many activation transposes (the model's input and
 #: output). Beyond that (attention blocks such as EfficientViT's reshape and split in NCHW terms, so
