@@ -34,7 +34,7 @@ def test_float32_noise_beyond_the_tolerance_passes_on_the_float64_truth(tmp_path
     assert v["passed"] and offset["passed"]
     assert offset["max_abs_error"] > offset["tolerance"]  # the plain check against onnxruntime would refuse it
     f64 = offset["float64"]
-    assert f64["passed"] and f64["max_abs_error"] <= f64["noise_limit"] and len(f64["onnxruntime_errors"]) == 2
+    assert f64["passed"] and f64["max_abs_error"] <= f64["noise_limit"] and len(f64["onnxruntime_errors"]) in (1, 2)
     assert any(s["name"] == "float64 reference ('offset' inputs)" for s in result.report["steps"])
     assert "float64" in (result.artifact / "report.md").read_text()
 

@@ -176,7 +176,7 @@ def noisy_evidence():
     model = noisy_model()
     x = {"x": (1000 + np.random.default_rng(2).standard_normal((1, 3, 8, 8))).astype(np.float32)}
     oracle = float64.Oracle(model, lambda _name, xs: reference.run_ort(model, xs))
-    truth, noise, _ = oracle.evidence("offset", x)
+    truth, noise, _ = oracle.evidence("offset", x, optimized=True)
     return model, x, truth, noise
 
 
