@@ -88,6 +88,10 @@ def test_float64_engine_matches_onnxruntime_and_is_double():
     ort = reference.run_ort(model, x)
     assert truth[0].dtype == np.float64
     assert np.abs(truth[0] - ort[0]).max() <= 1e-5 * max(1.0, np.abs(truth[0]).max())
+    from onnx.reference import ReferenceEvaluator  # the weights handed over as arrays = the converted model
+
+    whole = ReferenceEvaluator(float64.to_float64(model), new_ops=float64._exact_ops())
+    assert np.array_equal(whole.run(None, {"x": x["x"].astype(np.float64)})[0], truth[0])
 
 
 def _rounds_to_float32(model: onnx.ModelProto, ops=None) -> set[str]:
