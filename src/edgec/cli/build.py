@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import PASSES_HELP, StepPrinter, console, model_kwargs, shape_option
+from edgec.cli.console import PASSES_HELP, StepPrinter, console, model_kwargs, shape_option, value_option
 
 
 def build(
@@ -22,6 +22,7 @@ def build(
     name: Annotated[Optional[str], typer.Option(metavar="NAME",
                                                 help="Artifact folder name (default MODEL-TARGET).")] = None,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    input_value: Annotated[Optional[list[str]], value_option()] = None,
     weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
     pretrained: Annotated[bool, typer.Option(metavar="",
                                              help="Use timm's pretrained weights (cache or online).")] = False,
@@ -45,7 +46,7 @@ def build(
     from edgec.flows.build import build as run_build
 
     kwargs = model_kwargs(width_mult)
-    opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape,
+    opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape, input_values=input_value,
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
                         dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs,
                         verify_inputs=list(verify_inputs or []))
@@ -59,7 +60,15 @@ def _tune_args(model: dict) -> str:
     if model.get("source") != "onnx" or not model.get("path"):
         return model["name"]
     shapes = " ".join(f"--input-shape {i['name']}={','.join(map(str, i['shape']))}" for i in model.get("inputs", []))
-    return f"{model['path']} {shapes}".strip()
+    values = " ".join(f"--input-value {k}={','.join(_flat(v))}" for k, v in (model.get("input_values") or {}).items())
+    return f"{model['path']} {shapes} {values}".strip()
+
+
+def _flat(values) -> list[str]:
+    """A folded input's values as ``--input-value`` takes them (nested lists flattened, 1.0 as 1)."""
+    if isinstance(values, list):
+        return [x for v in values for x in _flat(v)]
+    return [f"{values:g}" if isinstance(values, float) else str(values)]
 
 
 def print_build_summary(report: dict, artifact: Path) -> None:
@@ -74,6 +83,9 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     table.add_column()
     table.add_row("model", f"{escape(m['name'])} ({m['source']}), params {human_count(m['params'])}, "
                            f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
+    if m.get("input_values"):
+        table.add_row("inputs", "fixed by --input-value: " + escape("; ".join(
+            f"{k}={','.join(_flat(v))}" for k, v in m["input_values"].items())))
     if m.get("weights") == "random":
         table.add_row("weights", f"[yellow]{weights_note('random')}[/]")
     table.add_row("target", f"{escape(t['name'])}: {escape(t['description'][:110])}")

@@ -47,6 +47,13 @@ def shape_option():
                         help="Fix an input's shape: NAME=1,3,224,224 (repeat per input).")
 
 
+def value_option():
+    """``--input-value NAME=1,1,2,2`` (repeatable): a parameter input's values, folded into the model."""
+    return typer.Option("--input-value", metavar="NAME=V1,V2",
+                        help="Fix an input's values: NAME=1,1,2,2. Required for inputs that feed a shape, scale, "
+                             "axes, pads or bounds (Resize scales, Slice starts, Clip min...); repeat per input.")
+
+
 def model_kwargs(width_mult: float | None) -> dict:
     """Zoo factory arguments given on the command line."""
     return {"width_mult": width_mult} if width_mult is not None else {}

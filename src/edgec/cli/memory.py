@@ -8,12 +8,13 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import PASSES_HELP, StepPrinter, console, model_kwargs, shape_option
+from edgec.cli.console import PASSES_HELP, StepPrinter, console, model_kwargs, shape_option, value_option
 
 
 def memory(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Zoo name or path of an .onnx file.")],
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    input_value: Annotated[Optional[list[str]], value_option()] = None,
     width_mult: Annotated[Optional[float], typer.Option(metavar="X", help="Width multiplier (MCUNetV2).")] = None,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
     max_mac_overhead: Annotated[float, typer.Option(
@@ -26,7 +27,7 @@ def memory(
     from edgec.flows.request import BuildOptions
     from edgec.frontend.memory import KIB
 
-    opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, verify=False,
+    opts = BuildOptions(model=model, input_shapes=input_shape, input_values=input_value, passes=passes, verify=False,
                         model_kwargs=model_kwargs(width_mult))
     with StepPrinter() as printer:
         a = analyse(opts, max_mac_overhead=max_mac_overhead, max_grid=max_grid, progress=printer)

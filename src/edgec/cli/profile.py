@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import StepPrinter, console, shape_option
+from edgec.cli.console import StepPrinter, console, shape_option, value_option
 from edgec.errors import DeviceError
 
 
@@ -36,6 +36,7 @@ def profile(
                                            help="Also time onnxruntime (local).")]
     = True,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    input_value: Annotated[Optional[list[str]], value_option()] = None,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help="Pass pipeline when building first.")] = "default",
     db: Annotated[Optional[Path], typer.Option(metavar="DIR", help="Tuning database when building first.")] = None,
     tune_db: Annotated[bool, typer.Option("--tune-db/--no-tune-db", metavar="",
@@ -48,7 +49,7 @@ def profile(
     from edgec.flows.request import BuildOptions
     from edgec.profiling.profiler import ProfileOptions
 
-    bopts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, tune_db=db,
+    bopts = BuildOptions(model=model, target=target, input_shapes=input_shape, input_values=input_value, passes=passes, tune_db=db,
                          use_tune_db=tune_db, verify=verify)
     popts = ProfileOptions(device=device, threads=threads, repeats=repeats, warmup=warmup, baseline=baseline,
                            timeout_s=timeout)

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import PASSES_HELP, StepPrinter, console, shape_option
+from edgec.cli.console import PASSES_HELP, StepPrinter, console, shape_option, value_option
 from edgec.errors import UsageError
 
 
@@ -25,6 +25,7 @@ def split(
     = Path("out"),
     name: Annotated[Optional[str], typer.Option(metavar="NAME", help="Artifact folder name.")] = None,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    input_value: Annotated[Optional[list[str]], value_option()] = None,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
                                          help="Verify each part and their composition.")] = True,
@@ -64,7 +65,7 @@ def split(
     from edgec.flows.split import build_split, choose_cut, write_choice
     from edgec.flows.split import list_cuts as cut_list
 
-    opts = BuildOptions(model=model, input_shapes=input_shape, passes=passes, out_dir=out, name=name, verify=verify,
+    opts = BuildOptions(model=model, input_shapes=input_shape, input_values=input_value, passes=passes, out_dir=out, name=name, verify=verify,
                         verify_inputs=list(verify_inputs or []))
     if list_cuts == (at is not None):
         raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from edgec.cli.console import StepPrinter, console, err_console, shape_option
+from edgec.cli.console import StepPrinter, console, err_console, shape_option, value_option
 
 
 class TuneDisplay:
@@ -70,6 +70,7 @@ def tune(
                                         help="Where to measure: local, rpc://HOST:PORT, tracker://HOST:PORT/KEY.")]
     = "local",
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
+    input_value: Annotated[Optional[list[str]], value_option()] = None,
     passes: Annotated[str, typer.Option(metavar="PIPELINE",
                                         help="Pass pipeline (must match the builds that use the records).")]
     = "default",
@@ -80,7 +81,7 @@ def tune(
     from edgec.flows.request import BuildOptions
     from edgec.flows.tune import tune as run_tune
 
-    opts = BuildOptions(model=model, target=target, input_shapes=input_shape, passes=passes, weights=weights,
+    opts = BuildOptions(model=model, target=target, input_shapes=input_shape, input_values=input_value, passes=passes, weights=weights,
                         seed=seed)
     with TuneDisplay(trials) as display:
         result = run_tune(opts, trials=trials, minutes=minutes, db=db, device=device, progress=display.step,

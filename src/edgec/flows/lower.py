@@ -34,9 +34,13 @@ class Source:
     preprocessing: dict[str, Any] | None
     torch_model: Any = None
     weights: str = "onnx"
+    input_values: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "source": self.kind, "path": self.path, "sha256": self.sha256}
+        out = {"name": self.name, "source": self.kind, "path": self.path, "sha256": self.sha256}
+        if self.input_values:
+            out["input_values"] = self.input_values  # parameter inputs folded into the model
+        return out
 
 
 def load_source(opts: BuildOptions) -> Source:
@@ -90,7 +94,10 @@ def _simplify(source: Source, opts: BuildOptions, steps: Steps) -> tuple[onnx.Mo
     notes: list[str] = []
     if source.kind == "onnx":
         from edgec.frontend.load import resolve_input_shapes
+        from edgec.frontend.params import bind_parameters, parameter_inputs, sample_values
 
+        samples = sample_values(opts.verify_inputs, set(parameter_inputs(source.model)))
+        source.model, source.input_values = bind_parameters(source.model, opts.given_values, samples, notes)
         check_input_bytes(resolve_input_shapes(source.model, given), "the model's inputs take")
     prepared, shapes = steps.run("simplify", lambda: prepare_onnx(source.model, given, source.path or source.name,
                                                                   notes))

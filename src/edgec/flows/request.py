@@ -47,6 +47,8 @@ class BuildOptions:
         model_kwargs: Extra zoo factory arguments (e.g. ``width_mult``).
         verify_inputs: The user's own verification samples (``.npz``, ``.npy`` or images), checked
             besides the generated input sets.
+        input_values: ``--input-value`` strings (``NAME=1,1,2,2``): values of parameter inputs (Resize
+            scales, Slice starts...; :mod:`edgec.frontend.params`), folded into the model.
     """
 
     model: str
@@ -65,6 +67,18 @@ class BuildOptions:
     default_schedule: bool = True
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     verify_inputs: list[Path] = field(default_factory=list)
+    input_values: list[str] | None = None
+
+    @cached_property
+    def given_values(self) -> dict[str, list[float]]:
+        """The ``--input-value`` values parsed, by input name.
+
+        Raises:
+            UsageError: a malformed value.
+        """
+        from edgec.frontend.params import parse_input_values
+
+        return parse_input_values(self.input_values)
 
     @cached_property
     def given_shapes(self) -> dict[str | None, tuple[int, ...]]:
@@ -86,7 +100,8 @@ class BuildOptions:
                 "weights": str(self.weights) if self.weights else None, "pretrained": self.pretrained,
                 "seed": self.seed, "passes": pipeline_spec(self.passes), "use_tune_db": self.use_tune_db,
                 "default_schedule": self.default_schedule,
-                "tune_db": str(self.tune_db) if self.tune_db else None, "model_kwargs": dict(self.model_kwargs)}
+                "tune_db": str(self.tune_db) if self.tune_db else None, "model_kwargs": dict(self.model_kwargs),
+                **({"input_values": list(self.input_values)} if self.input_values else {})}
 
 
 @dataclass
@@ -120,6 +135,9 @@ WIDTH_MULT_RANGE = (0.1, 4.0)
 def _check_model_options(opts: BuildOptions) -> None:
     """The options that depend on the model: refused when they do not apply or are out of range."""
     given = opts.given_shapes
+    if opts.given_values and not is_onnx_path(opts.model):
+        raise UsageError("--input-value applies to ONNX files; a zoo model has one image input",
+                         "drop --input-value")
     if is_onnx_path(opts.model):
         if not Path(opts.model).exists():
             from edgec.errors import ModelError
