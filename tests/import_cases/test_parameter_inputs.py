@@ -113,3 +113,20 @@ def test_bad_values_are_one_line_usage_errors(flags, message, tmp_path, run_cli)
 def test_a_zoo_model_takes_no_input_value(run_cli, tmp_path):
     code, _, err = run_cli("build", "mobilenetv4", "--input-value", "x=1", "--out", str(tmp_path))
     assert code == 2 and "--input-value applies to ONNX files" in err
+
+
+def test_a_rank0_data_input_builds_verifies_and_runs(tmp_path, run_cli):
+    """A scalar that is data (a gain multiplied in), not a parameter: random like any input, kept rank 0."""
+    from edgec.devices.local import LocalDevice
+
+    path = tmp_path / "gain.onnx"
+    onnx.save(_model([helper.make_node("Mul", ["x", "gain"], ["y"])], [("x", F, [1, 3, 4, 4]), ("gain", F, [])],
+                     [("y", [1, 3, 4, 4])]), str(path))
+    code, _, err = run_cli("build", str(path), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    x, gain = np.ones((1, 3, 4, 4), np.float32), np.array(2.5, np.float32)
+    (y,) = LocalDevice().run(tmp_path / "o" / "gain-host" / "model.so", [x, gain])
+    assert np.array_equal(y, x * 2.5)
+    code, out, err = run_cli("profile", str(tmp_path / "o" / "gain-host"), "--repeats", "5", "--warmup", "1",
+                             "--out", str(tmp_path / "p"))
+    assert code == 0, err

@@ -67,7 +67,7 @@ class Session:
         """Copy NumPy arrays to the device."""
         import tvm
 
-        return [tvm.runtime.tensor(np.ascontiguousarray(a), self.device) for a in arrays]
+        return [tvm.runtime.tensor(np.require(np.asarray(a), requirements="C"), self.device) for a in arrays]
 
     def load_model(self, library: str | Path):
         """The library's Relax VM on the device."""

@@ -288,7 +288,8 @@ def simplify(model: onnx.ModelProto, shapes: ShapeDict) -> onnx.ModelProto:
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink):
-            slim = onnxslim.slim(model, input_shapes=[f"{k}:{','.join(map(str, v))}" for k, v in shapes.items()],
+            # rank-0 inputs are static already (onnxslim cannot parse an empty shape)
+            slim = onnxslim.slim(model, input_shapes=[f"{k}:{','.join(map(str, v))}" for k, v in shapes.items() if v],
                                  skip_fusion_patterns=list(DEFAULT_FUSION_PATTERNS))
     except Exception as exc:
         raise ModelError(f"simplifying the model at input shape {shapes} failed: "

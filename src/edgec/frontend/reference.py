@@ -71,11 +71,12 @@ def make_inputs(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype] 
     for name, shape in shapes.items():
         dt = np.dtype((dtypes or {}).get(name, np.float32))
         if np.issubdtype(dt, np.floating):
-            out[name] = rng.standard_normal(shape).astype(dt)
+            value = rng.standard_normal(shape)
         elif dt == np.bool_:
-            out[name] = rng.integers(0, 2, shape).astype(dt)
+            value = rng.integers(0, 2, shape)
         else:
-            out[name] = rng.integers(0, 4, shape).astype(dt)
+            value = rng.integers(0, 4, shape)
+        out[name] = np.asarray(value, dtype=dt)  # a rank-0 input stays an array, not a NumPy scalar
     return out
 
 
@@ -107,7 +108,7 @@ def verification_sets(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.d
         return out
 
     def with_floats(make) -> dict[str, np.ndarray]:
-        return {k: (make(v).astype(v.dtype) if k in floats else v) for k, v in base.items()}
+        return {k: (np.asarray(make(v), dtype=v.dtype) if k in floats else v) for k, v in base.items()}
 
     if preprocessing:
         scale = float(preprocessing.get("scale", 1 / 255))
