@@ -84,6 +84,10 @@ CASES = {
     "layer_norm": lambda: _model(
         [helper.make_node("LayerNormalization", ["x", "s", "b"], ["y"], axis=-1)], [("x", [1, 4, 8])], [("y", [1, 4, 8])],
         [_c("s", RNG.uniform(0.5, 2, 8).astype(np.float32)), _c("b", RNG.standard_normal(8).astype(np.float32))]),
+    "layer_norm_with_statistics": lambda: _model(  # Mean and InvStdDev outputs (training-mode statistics)
+        [helper.make_node("LayerNormalization", ["x", "s", "b"], ["y", "mean", "istd"], axis=-1)], [("x", [1, 4, 8])],
+        [("y", [1, 4, 8]), ("mean", [1, 4, 1]), ("istd", [1, 4, 1])],
+        [_c("s", RNG.uniform(0.5, 2, 8).astype(np.float32)), _c("b", RNG.standard_normal(8).astype(np.float32))]),
     "instance_norm": lambda: _model(
         [helper.make_node("InstanceNormalization", ["x", "s", "b"], ["y"])], [("x", [1, 3, 5, 5])], [("y", [1, 3, 5, 5])],
         [_c("s", RNG.uniform(0.5, 2, 3).astype(np.float32)), _c("b", RNG.standard_normal(3).astype(np.float32))]),

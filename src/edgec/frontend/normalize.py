@@ -24,6 +24,8 @@ function (the frontend's parity check compares the result with the source in onn
   common offset (raw depth or sensor values: 1000 +- 1 gives errors of order 1).
   Shifting by a sample is the classic remedy (Chan, Golub and LeVeque, "Algorithms for
   computing the sample variance", The American Statistician 37(3), 1983, section 3).
+  A LayerNormalization whose training-mode statistics (``Mean``, ``InvStdDev``) are used gets them
+  written out too (``x[first] + m`` and ``1 / sqrt(v + eps)``): TVM's operator does not compute them.
 """
 
 from __future__ import annotations
@@ -184,16 +186,22 @@ class _Builder:
 
     def normalized(self, x: str, axes: list[int], eps: float, eps_inside_sqrt: bool, dtype) -> str:
         """``(x - mean) / sqrt(var + eps)`` (or ``/ (sqrt(var) + eps)``) over ``axes``, shifted two-pass."""
+        return self.normalized_parts(x, axes, eps, eps_inside_sqrt, dtype)[0]
+
+    def normalized_parts(self, x: str, axes: list[int], eps: float, eps_inside_sqrt: bool,
+                         dtype) -> tuple[str, str, str]:
+        """:meth:`normalized`, with the mean of ``x`` and the divisor: ``(normalized, mean, std)``."""
         first = self.op("Slice", [x, self.const(np.zeros(len(axes), np.int64), "starts"),
                                   self.const(np.ones(len(axes), np.int64), "ends"),
                                   self.const(np.array(axes, np.int64), "axes")])
         shifted = self.op("Sub", [x, first])
-        centred = self.op("Sub", [shifted, self.mean(shifted, axes)])
+        shifted_mean = self.mean(shifted, axes)
+        centred = self.op("Sub", [shifted, shifted_mean])
         var = self.mean(self.op("Mul", [centred, centred]), axes)
         eps_c = self.const(np.array(eps, dtype), "eps")
         std = self.op("Sqrt", [self.op("Add", [var, eps_c])]) if eps_inside_sqrt else \
             self.op("Add", [self.op("Sqrt", [var]), eps_c])
-        return self.op("Div", [centred, std])
+        return self.op("Div", [centred, std]), self.op("Add", [first, shifted_mean]), std
 
 
 def _attr(node: onnx.NodeProto, name: str, default=None):
@@ -244,10 +252,13 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, rank: int, dtype) -> 
         scaled = b.op("Mul", [norm, b.op("Reshape", [node.input[1], shape])])
         b.op("Add", [scaled, b.op("Reshape", [node.input[2], shape])], y)
     elif op == "LayerNormalization":
-        if any(o for o in node.output[1:]):  # Mean / InvStdDev outputs used: keep the op
-            return None
         axis = int(_attr(node, "axis", -1)) % rank
-        norm = b.normalized(x, list(range(axis, rank)), float(_attr(node, "epsilon", 1e-5)), True, dtype)
+        norm, mean, std = b.normalized_parts(x, list(range(axis, rank)), float(_attr(node, "epsilon", 1e-5)), True,
+                                             dtype)
+        if len(node.output) > 1 and node.output[1]:  # the training-mode statistics, when the model uses them
+            b.op("Identity", [mean], node.output[1])
+        if len(node.output) > 2 and node.output[2]:
+            b.op("Reciprocal", [std], node.output[2])
         scaled = b.op("Mul", [norm, node.input[1]])
         if len(node.input) > 2 and node.input[2]:
             b.op("Add", [scaled, node.input[2]], y)
