@@ -109,6 +109,10 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         table.add_row("speed", f"edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} ms "
                                f"(p50 of {q['runs']} interleaved runs, {q['threads']} threads; ratio "
                                f"{q['ratio_vs_onnxruntime_p50']:.2f}; `edgec profile` for the full picture)")
+    notes = (report.get("passes") or [{}])[0].get("normalizations") or []
+    for note in notes:
+        if note.startswith("onnxruntime cannot run the original model"):
+            table.add_row("reference", f"[yellow]{escape(note)}[/]")
     v = report.get("verification", {})
     style = "green" if v.get("passed") else ("yellow" if v.get("skipped") else "red")
     if v.get("cubin_archs") and v.get("passed"):

@@ -1,5 +1,7 @@
-"""Parameter inputs (Resize scales, Slice starts, Reshape shape, Clip bounds... fed as graph inputs): never
-given random values; the user gives them (--input-value, or the --verify-inputs .npz), edgec folds them in."""
+"""Import, part 2. Parameter inputs (Resize scales, Slice starts, Reshape shape, Clip bounds... fed as graph
+inputs): never given random values; the user gives them (--input-value, or the --verify-inputs .npz), edgec
+folds them in. Rank-0 data inputs work end to end. Old opsets onnxruntime has no kernel for are checked
+against the model as edgec converted it."""
 
 import numpy as np
 import onnx
@@ -130,3 +132,25 @@ def test_a_rank0_data_input_builds_verifies_and_runs(tmp_path, run_cli):
     code, out, err = run_cli("profile", str(tmp_path / "o" / "gain-host"), "--repeats", "5", "--warmup", "1",
                              "--out", str(tmp_path / "p"))
     assert code == 0, err
+
+
+@pytest.mark.parametrize("opset", [1, 6])
+def test_an_opset_onnxruntime_cannot_run_builds_against_the_converted_model(opset, tmp_path, run_cli):
+    """onnxruntime has no kernel for Add(1)/Add(6) (it supports opset 7 on): the reference is the model as edgec
+    converted it, and the summary says so."""
+    from edgec.devices.local import LocalDevice
+
+    g = helper.make_graph([helper.make_node("Add", ["x", "y"], ["z"]), helper.make_node("Relu", ["z"], ["o"])], "a",
+                          [helper.make_tensor_value_info("x", F, [1, 3, 4, 4]),
+                           helper.make_tensor_value_info("y", F, [1, 3, 4, 4])],
+                          [helper.make_tensor_value_info("o", F, [1, 3, 4, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 3
+    path = tmp_path / f"add{opset}.onnx"
+    onnx.save(m, str(path))
+    code, out, err = run_cli("build", str(path), "--out", str(tmp_path / "o"))
+    assert code == 0, err
+    assert "the reference is the model as edgec converted it" in " ".join(out.split())
+    x, y = (np.random.default_rng(s).standard_normal((1, 3, 4, 4)).astype(np.float32) for s in (1, 2))
+    (o,) = LocalDevice().run(tmp_path / "o" / f"add{opset}-host" / "model.so", [x, y])
+    assert np.array_equal(o, np.maximum(x + y, 0))
