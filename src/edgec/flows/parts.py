@@ -46,7 +46,7 @@ class References:
         _, session, done = self._models[id(model)]
         for name, xs in sets.items():
             if name not in done:
-                done[name] = session.run(None, xs)
+                done[name] = reference.run_session(session, xs)
         return {name: done[name] for name in sets}
 
     def oracle(self, model: onnx.ModelProto) -> Oracle:

@@ -319,12 +319,12 @@ class Oracle:
                 truth, measure_noise(truth, [self._ort(set_name, inputs)]), time.perf_counter() - start)
         got = self._done[set_name]
         if got is not None and optimized and len(got[1].errors) == 1:
-            from edgec.frontend.reference import ort_session
+            from edgec.frontend.reference import ort_session, run_session
 
             start = time.perf_counter()
             if self._optimized is None:
                 self._optimized = ort_session(self.model, optimized=True)
-            on = measure_noise(got[0], [self._optimized.run(None, inputs)]).errors
+            on = measure_noise(got[0], [run_session(self._optimized, inputs)]).errors
             got = self._done[set_name] = (got[0], Noise(got[1].errors + on), got[2] + time.perf_counter() - start)
         return got
 

@@ -187,8 +187,29 @@ def _drop_signature(text: str) -> tuple[str | None, str]:
 
 
 def run_ort(model: onnx.ModelProto | str, inputs: dict[str, np.ndarray], *, optimized: bool = False) -> list[np.ndarray]:
-    """Run ``model`` in onnxruntime and return its outputs in graph order."""
-    return ort_session(model, optimized=optimized).run(None, inputs)
+    """Run ``model`` in onnxruntime and return its outputs in graph order.
+
+    Raises:
+        UnsupportedOpError: onnxruntime cannot load or run the model (see :func:`run_session`).
+    """
+    return run_session(ort_session(model, optimized=optimized), inputs)
+
+
+def run_session(session, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``session.run`` with onnxruntime's refusal of the model's own content (a negative Resize scale, an
+    index out of range, shapes that do not broadcast) as one line, not an internal error.
+
+    Raises:
+        UnsupportedOpError: onnxruntime failed to run the model on these inputs.
+    """
+    try:
+        return session.run(None, inputs)
+    except Exception as exc:
+        if type(exc).__module__.startswith("onnxruntime"):
+            raise UnsupportedOpError(f"onnxruntime cannot run the model: {ort_reason(exc)}",
+                                     "check the values given with --input-value, or fix the model as the reason "
+                                     "says (onnxruntime is the reference edgec checks against)") from exc
+        raise
 
 
 @dataclass

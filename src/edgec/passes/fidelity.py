@@ -72,5 +72,5 @@ def compare_functions(before: onnx.ModelProto, after: onnx.ModelProto,
     ref_sess, new_sess = reference.ort_session(before), reference.ort_session(after)
     tally = Tally()
     for inputs in sets:
-        tally.add(new_sess.run(None, inputs), ref_sess.run(None, inputs))
+        tally.add(reference.run_session(new_sess, inputs), reference.run_session(ref_sess, inputs))
     return tally.result()

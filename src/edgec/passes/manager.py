@@ -305,7 +305,7 @@ def run_pipeline(model: onnx.ModelProto, spec: str | list[PassCall] | None,
 def _run_sets(model: onnx.ModelProto, sets: dict[str, dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
     """onnxruntime's outputs (optimisations off) of ``model`` on every set, one session."""
     session = reference.ort_session(model)
-    return {name: session.run(None, xs) for name, xs in sets.items()}
+    return {name: reference.run_session(session, xs) for name, xs in sets.items()}
 
 
 def default_inputs(model: onnx.ModelProto, seed: int = 0) -> dict[str, np.ndarray]:
