@@ -248,3 +248,13 @@ def test_the_host_entry_of_targets_list_json_is_a_target_file(run_cli, tmp_path)
     (tmp_path / "my-host.json").write_text(json.dumps(host))
     spec = get_target(str(tmp_path / "my-host.json"))
     assert spec.name == "my-host" and spec.extra["isa"] == host["isa"]
+
+
+def test_debug_keeps_the_whole_error_chain_in_a_log_and_says_where(run_cli, tmp_path):
+    import re
+    from pathlib import Path
+
+    code, _, err = run_cli("build", str(tmp_path / "missing.onnx"), "--debug")
+    assert code == 3
+    m = re.search(r"the whole log \(every cause, untruncated\): (\S+)", err)
+    assert m and "ModelError" in Path(m.group(1)).read_text()

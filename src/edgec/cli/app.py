@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     except EdgecError as exc:
         if debug:
             err_console.print_exception()
+            err_console.print(f"the whole log (every cause, untruncated): {_debug_log(exc)}", highlight=False,
+                              soft_wrap=True)
         code = _interrupted_code()
         if code is None:
             err_console.print(f"[bold red]error:[/] {escape(exc.one_line())}", highlight=False, soft_wrap=True)
@@ -172,6 +174,17 @@ def main(argv: list[str] | None = None) -> int:
                               "(rerun with --debug and report it)", highlight=False, soft_wrap=True)
             code = 70
     sys.exit(code)
+
+
+def _debug_log(exc: BaseException) -> str:
+    """Write ``exc`` and its causes, whole (TVM's IR dumps included), to a file; return its path."""
+    import tempfile
+    import traceback
+
+    fd, path = tempfile.mkstemp(prefix="edgec-debug-", suffix=".log")
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(traceback.format_exception(exc)))
+    return path
 
 
 def _interrupted_code() -> int | None:
