@@ -64,8 +64,28 @@ def test_a_nonfinite_reference_never_widens_the_tolerance():
     ref = np.array([[1.0, np.inf, 2.0]], np.float32)
     out = np.array([[5.0, np.inf, 2.0]], np.float32)  # off by 4 where the reference is finite
     cmp = reference.compare([out], [ref])
-    assert cmp.passed is None and "not finite" in cmp.reason
+    assert cmp.passed is False and "1 inf" in cmp.note
     assert np.isfinite(cmp.tolerance) and cmp.max_abs_error == 4.0 and cmp.max_abs_ref == 2.0
+    assert reference.compare([ref.copy()], [ref]).passed is True  # the same pattern, the same finite values
+    finite_there = np.array([[1.0, 7.0, 2.0]], np.float32)
+    cmp = reference.compare([finite_there], [ref])
+    assert cmp.passed is False and "finite where the reference is NaN or inf" in cmp.reason
+    nowhere = np.full((1, 3), np.nan, np.float32)
+    cmp = reference.compare([nowhere], [nowhere])
+    assert cmp.passed is None and "not finite" in cmp.reason
+
+
+def test_an_output_with_no_finite_reference_leaves_the_others_checked():
+    good, nan = np.ones((1, 4), np.float32), np.full((1, 4), np.nan, np.float32)
+    assert reference.compare([good, nan], [good, nan]).passed is True
+    assert reference.compare([good + 1, nan], [good, nan]).passed is False
+
+
+def test_each_output_is_held_to_its_own_tolerance():
+    """A large output (1e4) must not widen a small one's tolerance: 0.5 off on an output of 1 fails."""
+    big, small = np.full((1, 4), 1e4, np.float32), np.ones((1, 4), np.float32)
+    cmp = reference.compare([big, small + 0.5], [big, small])
+    assert cmp.passed is False and cmp.output == 1 and cmp.max_abs_error == 0.5 and cmp.tolerance == 1e-4
 
 
 def test_shapes_that_differ_are_named():

@@ -177,7 +177,9 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
                 return oracle.check(name, inputs[name], outs, reference.BUILD_RTOL)
 
             row["float64"] = (step or (lambda _n, fn: fn()))(f"float64 reference ('{name}' inputs)", check)
-            if row["float64"]["passed"] is not None:
+            if row["float64"].get("unstable"):  # float32 cannot compute the model here: not judged
+                row.update(passed=None, reason=row["float64"]["reason"])
+            elif row["float64"]["passed"] is not None:
                 row["passed"] = row["float64"]["passed"]
         rows.append(row)
     checked = [r for r in rows if r["passed"] is not None]
@@ -185,7 +187,7 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
     record = {**{k: v for k, v in worst.items() if k != "name"}, "worst_set": worst["name"], "sets": rows,
               "passed": bool(checked) and all(r["passed"] for r in checked)}
     if not checked:
-        record["unverifiable"] = "onnxruntime's outputs are not finite on any input set: " + "; ".join(
+        record["unverifiable"] = "no input set could be checked: " + "; ".join(
             f"'{r['name']}': {r.get('reason', '')}" for r in rows)
     return record
 

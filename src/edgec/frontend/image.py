@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import UsageError
+from edgec.frontend.reference import finite_kinds
 
 
 def imagenet_labels() -> list[str] | None:
@@ -125,11 +126,21 @@ def load_samples(paths: list[str | Path], shapes: dict[str, tuple[int, ...]], dt
     out = {}
     for p in map(Path, paths):
         if not p.is_file():
-            raise UsageError(f"--verify-inputs {p} not found", "give .npz, .npy or image files")
+            what = "is a folder" if p.is_dir() else "not found"
+            raise UsageError(f"--verify-inputs {str(p) if str(p) not in ('', '.') else repr(str(p))} {what}",
+                             "give .npz, .npy or image files")
         try:
             if p.suffix == ".npz":
                 with np.load(p) as data:
-                    arrays = {n: data[n] if n in data.files else data[f"arg{i}"] for i, n in enumerate(names)}
+                    arrays = {}
+                    for i, n in enumerate(names):
+                        key = next((k for k in (n, f"arr_{i}", f"arg{i}") if k in data.files), None)
+                        if key is None:
+                            raise UsageError(f"--verify-inputs {p}: no array named '{n}' (found: "
+                                             f"{', '.join(data.files) or 'none'})",
+                                             "name the arrays as the model's inputs, e.g. np.savez(file, "
+                                             f"{n}=array), or save them in input order (arr_0, arr_1...)")
+                        arrays[n] = data[key]
             elif p.suffix == ".npy":
                 if len(names) != 1:
                     raise UsageError(f"--verify-inputs {p}: a .npy holds one array, the model has {len(names)} "
@@ -146,13 +157,17 @@ def load_samples(paths: list[str | Path], shapes: dict[str, tuple[int, ...]], dt
                 pre["layout"] = "NHWC" if nhwc else "NCHW"
                 arrays = {names[0]: preprocess(p, pre)}
         except (KeyError, ValueError, OSError) as exc:
-            raise UsageError(f"--verify-inputs {p} cannot be read: {str(exc).splitlines()[0][:120]}",
-                             "arrays named as the model's inputs, or arg0, arg1...") from exc
+            what = "not a valid .npz file" if p.suffix == ".npz" else str(exc).splitlines()[0][:120]
+            raise UsageError(f"--verify-inputs {p} cannot be read: {what}",
+                             "give .npz (np.savez), .npy (np.save) or image files") from exc
         for n in names:
             a = np.asarray(arrays[n])
             if a.shape != tuple(shapes[n]):
                 raise UsageError(f"--verify-inputs {p}: '{n}' has shape {list(a.shape)}, the model takes "
                                  f"{list(shapes[n])}", "give arrays of the model's input shapes")
             arrays[n] = a.astype(dtypes.get(n, np.float32))
+            if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+                raise UsageError(f"--verify-inputs {p}: '{n}' holds {finite_kinds(a)}",
+                                 "give finite sample values (a NaN input verifies nothing)")
         out[f"user:{p.name}"] = arrays
     return out

@@ -228,7 +228,9 @@ class Comparison:
             is not finite (nothing to compare with: ``reason`` says so).
         top1_near_ties: Rows whose top-1 differed only within the tolerance.
         reason: Why it failed or was skipped, when not by the size of the error alone (NaN or inf in the
-            output, a shape or output count that differs, a non-finite reference); else None.
+            output, a shape or output count that differs, a reference with nothing finite); else None.
+        note: How much of the reference was not finite, where the rest was compared; else None.
+        output: Index of the output the figures are of (the worst relative to its tolerance).
     """
 
     max_abs_error: float
@@ -239,6 +241,8 @@ class Comparison:
     passed: bool | None
     top1_near_ties: int = 0
     reason: str | None = None
+    note: str | None = None
+    output: int = 0
 
     @property
     def numeric(self) -> bool:
@@ -247,8 +251,9 @@ class Comparison:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        if d["reason"] is None:
-            del d["reason"]
+        for key in ("reason", "note"):
+            if d[key] is None:
+                del d[key]
         return d
 
 
@@ -284,25 +289,34 @@ def top1_agreement(out: np.ndarray, ref: np.ndarray, tolerance: float) -> tuple[
 
 
 def compare(outputs: list[np.ndarray], reference: list[np.ndarray], rtol: float = BUILD_RTOL,
-            check_top1: bool = True, floor: float = 0.0) -> Comparison:
-    """Compare outputs against a reference with tolerance ``max(rtol * max(1, max|ref|), floor)``.
+            check_top1: bool = True, floor: float | list[float] = 0.0) -> Comparison:
+    """Compare outputs against a reference, each output within ``max(rtol * max(1, max|ref|), floor)`` of its
+    own reference (a large output does not widen a small one's tolerance).
 
-    Every comparison in edgec goes through here. Non-finite values never pass and never widen the
-    tolerance: a NaN or inf output where the reference is finite fails (``max_abs_error`` inf); a
-    reference holding NaN or inf gives ``passed`` None with the reason (there is nothing to compare with);
-    ``max_abs_ref`` and the tolerance come from finite reference values only.
+    Every comparison in edgec goes through here. Non-finite values never pass and never widen a tolerance:
+
+    * an output NaN or inf where the reference is finite fails (``max_abs_error`` inf, with the count);
+    * where the reference itself is NaN or inf, the output must be too (NaN or inf), and the finite rest is
+      compared as usual (``note`` says how much of the reference was not finite);
+    * an output whose reference holds no finite value is not compared; when no output has one, ``passed``
+      is None with the reason (there is nothing to compare with).
+
+    The figures reported (``max_abs_error``, ``max_abs_ref``, ``tolerance``) are the worst output's (the
+    largest error relative to its tolerance).
 
     Args:
         outputs: Outputs under test, in graph order.
         reference: Reference outputs, same order and shapes.
         rtol: 1e-5 for an exact pass, 1e-4 for a whole build.
         check_top1: Also require the same top-1 class, where the first output is a classifier's.
-        floor: The least tolerance (the float32 noise limit of :mod:`edgec.frontend.float64`).
+        floor: The least tolerance, one for all outputs or one per output (the float32 noise limits of
+            :mod:`edgec.frontend.float64`).
     """
     if len(outputs) != len(reference):
         return Comparison(float("inf"), 0.0, rtol, 0.0, None, False,
                           reason=f"{len(outputs)} outputs where the reference has {len(reference)}")
-    err, ref_max, bad_out, bad_ref = 0.0, 0.0, [], []
+    floors = list(floor) if isinstance(floor, (list, tuple)) else [floor] * len(outputs)
+    rows, bad_out, bad_ref, unmatched = [], [], [], []
     for i, (o, r) in enumerate(zip(outputs, reference)):
         o = np.asarray(o, dtype=np.float64)
         r = np.asarray(r, dtype=np.float64)
@@ -312,19 +326,29 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], rtol: float 
         finite = np.isfinite(r)
         if not finite.all():
             bad_ref.append(f"output {i}: {finite_kinds(r)}")
+            if np.isfinite(o[~finite]).any():
+                unmatched.append(f"output {i}: {int(np.isfinite(o[~finite]).sum())} finite values")
+            if not finite.any():
+                continue  # nothing finite to compare this output with
         diff = np.abs(o[finite] - r[finite])
         if not np.isfinite(diff).all():
             bad_out.append(f"output {i}: {finite_kinds(o[finite])}")
-        err = max(err, float(diff[np.isfinite(diff)].max(initial=0)))
-        ref_max = max(ref_max, float(np.abs(r[finite]).max(initial=0)))
-    tol = max(rtol * max(1.0, ref_max), floor)
-    if bad_ref:
-        return Comparison(err, ref_max, rtol, tol, None, None,
-                          reason=f"the reference is not finite ({'; '.join(bad_ref)})")
+        err = float("inf") if not np.isfinite(diff).all() else float(diff.max(initial=0))
+        ref_max = float(np.abs(r[finite]).max(initial=0))
+        rows.append((err, ref_max, max(rtol * max(1.0, ref_max), floors[i]), i))
+    note = f"the reference is not finite ({'; '.join(bad_ref)})" if bad_ref else None
+    if not rows:
+        return Comparison(0.0, 0.0, rtol, 0.0, None, None, reason=note)
+    err, ref_max, tol, worst = max(rows, key=lambda t: t[0] / max(t[2], 1e-300))
     if bad_out:
-        return Comparison(float("inf"), ref_max, rtol, tol, None, False,
+        return Comparison(float("inf"), ref_max, rtol, tol, None, False, note=note, output=worst,
                           reason=f"NaN or inf where the reference is finite ({'; '.join(bad_out)})")
+    if unmatched:
+        return Comparison(err, ref_max, rtol, tol, None, False, note=note, output=worst,
+                          reason=f"finite where the reference is NaN or inf ({'; '.join(unmatched)})")
     top1, ties = None, 0
-    if check_top1 and reference and is_classifier_output(np.asarray(reference[0])):
-        top1, ties = top1_agreement(np.asarray(outputs[0], np.float64), np.asarray(reference[0], np.float64), tol)
-    return Comparison(err, ref_max, rtol, tol, top1, bool(err <= tol and top1 is not False), ties)
+    first = np.asarray(reference[0])
+    if check_top1 and reference and is_classifier_output(first) and np.isfinite(first).all():
+        top1, ties = top1_agreement(np.asarray(outputs[0], np.float64), first.astype(np.float64), rows[0][2])
+    passed = all(e <= t for e, _, t, _ in rows) and top1 is not False
+    return Comparison(err, ref_max, rtol, tol, top1, bool(passed), ties, note=note, output=worst)

@@ -90,7 +90,7 @@ def verification_line(v: dict[str, Any] | None, float64: bool = True) -> str:
         parts.append(v["reason"])
     skipped = [r["name"] for r in v.get("sets", []) if r.get("passed") is None]
     if skipped:
-        parts.append(f"skipped (reference not finite): {', '.join(skipped)}")
+        parts.append(f"not judged: {', '.join(skipped)} (see report.md)")
     return ", ".join(p for p in parts if p)
 
 
@@ -109,13 +109,20 @@ def verification_sets_markdown(v: dict[str, Any] | None) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     for r in v["sets"]:
         top1 = "-" if r.get("top1_match") is None else ("same" if r["top1_match"] else "differs")
-        result = "SKIPPED" if r["passed"] is None else ("PASS" if r["passed"] else "FAIL")
         f64 = r.get("float64") or {}
+        result = "NOT JUDGED" if r["passed"] is None else ("PASS" if r["passed"] else "FAIL")
+        if r["passed"] is not None and f64.get("passed") is not None:
+            result += " (float64)"
         note = f64.get("reason") or r.get("reason") or "-"
         if f64.get("seconds") is not None:
             note += f" ({f64['seconds']:.2f} s)"
-        lines.append(f"| {r['name']} | {r['max_abs_error']:.2e} | {r.get('max_abs_ref', 0):.3g} | "
-                     f"{r['tolerance']:.2e} | {top1} | {result} | {note} |")
+        if r.get("note"):
+            note += f"; {r['note']}"
+        compared = r["passed"] is not None or f64
+        err = f"{r['max_abs_error']:.2e}" if compared else "-"
+        ref = f"{r.get('max_abs_ref', 0):.3g}" if compared else "-"
+        tol = f"{r['tolerance']:.2e}" if compared else "-"
+        lines.append(f"| {r['name']} | {err} | {ref} | {tol} | {top1} | {result} | {note} |")
     lines.append("")
     if any(r.get("float64") for r in v["sets"]):
         from edgec.frontend.float64 import ENGINE, NOISE_MULTIPLE
