@@ -34,23 +34,26 @@ echo "edgec setup: installing edgec and its dependencies (TVM, onnxruntime, timm
 TEST_DATA=${EDGEC_TEST_DATA:-$PWD/.cache/test-data}  # an absolute path if set
 PPOCR_CLS="$TEST_DATA/rapidocr-1.4.4/ch_ppocr_mobile_v2.0_cls_infer.onnx"
 PPOCR_CLS_SHA256=e47acedf663230f8863ff1ab0e64dd2d82b838fceb5957146dab185a89d6215c
+PPOCR_DET="$TEST_DATA/rapidocr-1.4.4/ch_PP-OCRv4_det_infer.onnx"
+PPOCR_DET_SHA256=d2a7720d45a54257208b1e13e36a8479894cb74155a5efe29462512d42f49da9
 echo "edgec setup: checking test data in $TEST_DATA"
-if [ ! -f "$PPOCR_CLS" ]; then
-  echo "edgec setup: fetching the PP-OCR text-direction classifier (from the rapidocr-onnxruntime 1.4.4 wheel, 15 MB)"
+if [ ! -f "$PPOCR_CLS" ] || [ ! -f "$PPOCR_DET" ]; then
+  echo "edgec setup: fetching the PP-OCR text-direction classifier and text detector (from the rapidocr-onnxruntime 1.4.4 wheel, 15 MB)"
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   .venv/bin/python -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "rapidocr-onnxruntime==1.4.4"
-  .venv/bin/python - "$tmp"/rapidocr_onnxruntime-1.4.4-*.whl "$PPOCR_CLS" "$PPOCR_CLS_SHA256" <<'PY'
+  .venv/bin/python - "$tmp"/rapidocr_onnxruntime-1.4.4-*.whl "$PPOCR_CLS" "$PPOCR_CLS_SHA256" "$PPOCR_DET" "$PPOCR_DET_SHA256" <<'PY'
 import hashlib, sys, zipfile
 from pathlib import Path
 
-wheel, target, sha = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-data = zipfile.ZipFile(wheel).read("rapidocr_onnxruntime/models/" + target.name)
-if hashlib.sha256(data).hexdigest() != sha:
-    sys.exit(f"edgec setup: {target.name} in {wheel} does not have the expected sha256 {sha}")
-target.parent.mkdir(parents=True, exist_ok=True)
-target.with_suffix(".part").write_bytes(data)
-target.with_suffix(".part").rename(target)
+wheel, rest = sys.argv[1], sys.argv[2:]
+for target, sha in zip(map(Path, rest[::2]), rest[1::2]):
+    data = zipfile.ZipFile(wheel).read("rapidocr_onnxruntime/models/" + target.name)
+    if hashlib.sha256(data).hexdigest() != sha:
+        sys.exit(f"edgec setup: {target.name} in {wheel} does not have the expected sha256 {sha}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.with_suffix(".part").write_bytes(data)
+    target.with_suffix(".part").rename(target)
 PY
   rm -rf "$tmp"
   trap - EXIT

@@ -12,6 +12,7 @@ import pytest
 #: no test downloads anything while it runs.
 TEST_DATA = Path(os.environ.get("EDGEC_TEST_DATA") or Path(__file__).resolve().parents[1] / ".cache" / "test-data")
 PPOCR_CLS = TEST_DATA / "rapidocr-1.4.4" / "ch_ppocr_mobile_v2.0_cls_infer.onnx"
+PPOCR_DET = TEST_DATA / "rapidocr-1.4.4" / "ch_PP-OCRv4_det_infer.onnx"
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +21,14 @@ def ppocr_cls() -> Path:
     if not PPOCR_CLS.is_file():
         pytest.fail(f"test data missing: {PPOCR_CLS}; run ./scripts/setup.sh to fetch it", pytrace=False)
     return PPOCR_CLS
+
+
+@pytest.fixture(scope="session")
+def ppocr_det() -> Path:
+    """``ch_PP-OCRv4_det_infer.onnx`` (the text detector) from the same wheel, fetched by setup."""
+    if not PPOCR_DET.is_file():
+        pytest.fail(f"test data missing: {PPOCR_DET}; run ./scripts/setup.sh to fetch it", pytrace=False)
+    return PPOCR_DET
 
 
 def parse_model(text: str) -> onnx.ModelProto:
