@@ -78,6 +78,10 @@ CASES = {  # model, --input-value flags, expected output from the input x
     "pad_pads": (pad_pads, ["pads=0,0,1,2,0,0,0,1"], lambda x: np.pad(x, ((0, 0), (0, 0), (1, 0), (2, 1)))),
     "reduce_mean_axes": (reduce_mean_axes, ["axes=2,3"], lambda x: x.mean(axis=(2, 3), keepdims=True)),
     "unsqueeze_axes": (unsqueeze_axes, ["axes=4"], lambda x: x[..., None]),
+    "reduce_mean_empty_axes": (lambda: _model([helper.make_node("ReduceMean", ["x", "axes"], ["y"], keepdims=1)],
+                                              [("x", F, [1, 3, 4, 4]), ("axes", I64, [0])], [("y", [1, 1, 1, 1])],
+                                              opset=18),
+                               ["axes="], lambda x: x.mean(keepdims=True)),  # empty: every axis
 }
 
 

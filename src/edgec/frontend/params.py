@@ -88,7 +88,8 @@ def _sources(value: str, producers: dict[str, onnx.NodeProto], inputs: set[str])
 
 
 def parse_input_values(specs: list[str] | None) -> dict[str, list[float]]:
-    """Parse ``--input-value NAME=v1,v2,...`` (numbers; one value for a rank-0 input).
+    """Parse ``--input-value NAME=v1,v2,...`` (numbers; one value for a rank-0 input; ``NAME=`` for an
+    empty tensor, such as Reduce axes meaning all axes).
 
     Raises:
         UsageError: a malformed value, or a name given twice.
@@ -98,9 +99,10 @@ def parse_input_values(specs: list[str] | None) -> dict[str, list[float]]:
         name, sep, text = spec.partition("=")
         try:
             values = [float(v) for v in re.split(r"[,\s]+", text.strip()) if v]
+            ok = bool(values) or not text.strip()
         except ValueError:
-            values = []
-        if not sep or not name or not values:
+            values, ok = [], False
+        if not sep or not name or not ok:
             raise UsageError(f"bad --input-value '{spec}'", "write NAME=1,1,2,2 (the input's name, then its values)")
         if name in out:
             raise UsageError(f"--input-value is given twice for '{name}'", "give one value list per input")
