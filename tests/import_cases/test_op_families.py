@@ -71,6 +71,9 @@ CASES = {
         [helper.make_node("ConvTranspose", ["x", "w"], ["y"], strides=[2, 2], auto_pad="SAME_UPPER", kernel_shape=[3, 3])],
         [("x", [1, 2, 5, 5])], [("y", [1, 3, 10, 10])], [_c("w", RNG.standard_normal((2, 3, 3, 3)).astype(np.float32))]),
     "conv_transpose_in_an_nhwc_network": lambda: _conv_transpose_net(),
+    "space_to_depth_crd": lambda: _model(  # opset 28's mode attribute; TVM's importer computes DCR
+        [helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2, mode="CRD")], [("x", [1, 2, 4, 6])],
+        [("y", [1, 8, 2, 3])], opset=28),
     "depth_to_space_crd": lambda: _model(
         [helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD")], [("x", [1, 8, 3, 3])],
         [("y", [1, 2, 6, 6])]),
