@@ -125,12 +125,14 @@ def verification_sets_markdown(v: dict[str, Any] | None) -> list[str]:
         lines.append(f"| {r['name']} | {err} | {ref} | {tol} | {top1} | {result} | {note} |")
     lines.append("")
     if any(r.get("float64") for r in v["sets"]):
-        from edgec.frontend.float64 import ENGINE, NOISE_MULTIPLE
+        from edgec.frontend.float64 import ENGINE, NOISE_MULTIPLE, UNSTABLE
 
-        lines += [f"Where a set's error against onnxruntime exceeded the tolerance, its outputs were computed in "
-                  f"float64 ({ENGINE}). The set passes when the artifact is within the tolerance of that truth, or "
-                  f"within {NOISE_MULTIPLE:g}× onnxruntime's own float32 error against it (graph optimisations off "
-                  "and on): float32 noise, not a wrong artifact.", ""]
+        lines += [f"Where a set's error against onnxruntime exceeded the tolerance or came within half of it, its "
+                  f"outputs were computed in float64 ({ENGINE}). The set passes when the artifact is within the "
+                  f"tolerance of that truth, or within {NOISE_MULTIPLE:g}× onnxruntime's own float32 error against it "
+                  "(graph optimisations off, and on where needed): float32 noise, not a wrong artifact. A set where "
+                  f"onnxruntime itself is more than {100 * UNSTABLE:g}% off is not judged: float32 cannot compute "
+                  "the model there.", ""]
     return lines
 
 
