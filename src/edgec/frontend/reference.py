@@ -51,8 +51,10 @@ def input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
         elem = i.type.tensor_type.elem_type if kind == "tensor_type" else None
         if elem not in _ONNX_TO_NUMPY:
             what = (onnx.TensorProto.DataType.Name(elem).lower() + " tensor") if elem else (kind or "untyped value")
-            raise UnsupportedOpError(f"input '{i.name}' is a {what}; edgec compiles models with numeric tensor "
-                                     "inputs only", "export the model with float or integer tensor inputs")
+            article = "an" if what[0] in "aeiou" else "a"
+            kinds = ", ".join(onnx.TensorProto.DataType.Name(t).lower() for t in _ONNX_TO_NUMPY)
+            raise UnsupportedOpError(f"input '{i.name}' is {article} {what}; edgec compiles models whose inputs are "
+                                     f"{kinds} tensors", "export the model with inputs of one of those types")
         out[i.name] = np.dtype(_ONNX_TO_NUMPY[elem])
     return out
 
