@@ -180,7 +180,8 @@ class Lowered:
         reference: What the artifact must match exactly: ``prepared`` unless a pass changed
             the function, then the model after the last such pass.
         inputs: The fixed verification inputs.
-        source_outputs: onnxruntime's outputs of the source model on ``inputs``.
+        source_outputs: onnxruntime's outputs of the source model on ``inputs`` (of the model as edgec
+            converted it, where onnxruntime cannot run the source's old opset).
         records: The frontend parity record, then one record per pass.
         function_change: The intended change of function (see ``PipelineResult``), or None.
         input_sets: Named verification input sets (``normal`` is ``inputs``; see
