@@ -108,3 +108,20 @@ def test_upsample_keeps_its_floor_semantics_at_any_scale(scale):
     x = RNG.standard_normal((1, 1, 5, 5)).astype(np.float32)
     idx = np.floor(np.arange(out) / scale).astype(int)
     np.testing.assert_array_equal(run_ort(new, {"x": x})[0], x[:, :, idx][:, :, :, idx])
+
+
+def test_space_to_depth_is_written_out_only_in_crd_mode():
+    from onnx import TensorProto, helper
+
+    from edgec.frontend.normalize import normalize
+
+    def model(**mode):
+        g = helper.make_graph([helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2, **mode)], "s",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 2, 3])])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 28)])
+
+    crd, notes = normalize(model(mode="CRD"))
+    assert [n.op_type for n in crd.graph.node] == ["Reshape", "Transpose", "Reshape"] and notes
+    dcr, notes = normalize(model())
+    assert [n.op_type for n in dcr.graph.node] == ["SpaceToDepth"] and not notes

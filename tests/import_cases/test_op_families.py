@@ -74,6 +74,8 @@ CASES = {
     "space_to_depth_crd": lambda: _model(  # opset 28's mode attribute; TVM's importer computes DCR
         [helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2, mode="CRD")], [("x", [1, 2, 4, 6])],
         [("y", [1, 8, 2, 3])], opset=28),
+    "space_to_depth_dcr_default": lambda: _model(  # no mode: DCR, TVM's own; the CRD rewrite must not fire
+        [helper.make_node("SpaceToDepth", ["x"], ["y"], blocksize=2)], [("x", [1, 2, 4, 6])], [("y", [1, 8, 2, 3])]),
     "depth_to_space_crd": lambda: _model(
         [helper.make_node("DepthToSpace", ["x"], ["y"], blocksize=2, mode="CRD")], [("x", [1, 8, 3, 3])],
         [("y", [1, 2, 6, 6])]),
