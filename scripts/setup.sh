@@ -24,8 +24,20 @@ fi
 echo "edgec setup: upgrading pip"
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned, so that no resolver pulls another build (installed from local disk on CI machines).
-echo "edgec setup: installing torch 2.14.1 and torchvision 0.29.1 (several GB on a fresh machine; minutes)"
-.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+# pinned_installed PYTHON NAME==VERSION...: pip lists every one at that version (a local label such as +cu130 aside).
+pinned_installed() {
+  local py=$1 have spec; shift
+  have=$("$py" -m pip list --format=freeze 2>/dev/null) || return 1
+  for spec in "$@"; do
+    printf '%s\n' "$have" | grep -qiE "^${spec//./\\.}(\+[A-Za-z0-9.]+)?$" || return 1
+  done
+}
+if pinned_installed .venv/bin/python "torch==2.14.1" "torchvision==0.29.1"; then
+  echo "edgec setup: torch 2.14.1 and torchvision 0.29.1 already installed"
+else
+  echo "edgec setup: installing torch 2.14.1 and torchvision 0.29.1 (several GB on a fresh machine; minutes)"
+  .venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+fi
 echo "edgec setup: installing edgec and its dependencies (TVM, onnxruntime, timm...) with the test extras"
 .venv/bin/python -m pip install -q -e ".[test]"
 

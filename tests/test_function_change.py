@@ -38,8 +38,8 @@ def test_verifying_against_the_source_would_fail(tmp_path, scale_output_pass, mo
 
     real = b.lower
 
-    def lower_with_source_reference(opts, steps=None):
-        low = real(opts, steps)
+    def lower_with_source_reference(opts, steps=None, *rest):
+        low = real(opts, steps, *rest)
         low.reference = low.prepared
         return low
 

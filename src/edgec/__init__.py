@@ -12,9 +12,17 @@ Python API: one flow per command (``edgec.flows.<verb>``; each ``edgec`` command
 The design -- stages, layering, the device, backend and pass interfaces -- is in ``docs/design.md``.
 """
 
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("edgec")
-except PackageNotFoundError:  # running from a source tree without install
-    __version__ = "0.0.0"
+def __getattr__(name: str) -> str:
+    """``__version__``, read from the installed metadata when first asked for (importlib.metadata takes
+    tens of milliseconds to import, and ``edgec --help`` never needs it)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'edgec' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("edgec")
+    except PackageNotFoundError:  # running from a source tree without install
+        value = "0.0.0"
+    globals()["__version__"] = value
+    return value

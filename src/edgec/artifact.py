@@ -72,11 +72,34 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def check_replaceable(final: Path) -> None:
-    """Refuse to replace anything at ``final`` but an earlier edgec artifact (or an empty folder).
+#: What :func:`artifact_kind` returns, in words (for refusals).
+KIND_WORDS = {"one-part": "a one-part artifact (edgec build)", "split": "a split artifact (edgec split)",
+              "depth-compress": "a depth-compressed model (edgec depth-compress)"}
+
+
+def artifact_kind(folder: Path) -> str | None:
+    """What the edgec folder ``folder`` holds, from its ``manifest.json``: ``split`` (several parts),
+    ``depth-compress``, ``one-part`` (a library for one target); None when there is no readable manifest."""
+    try:
+        manifest = json.loads((Path(folder) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    if "parts" in manifest:
+        return "split"
+    if manifest.get("kind") == "depth_compress":
+        return "depth-compress"
+    return "one-part" if "library" in manifest else None
+
+
+def check_replaceable(final: Path, kind: str | None = None) -> None:
+    """Refuse to replace anything at ``final`` but an earlier edgec artifact (or an empty folder) -- of the
+    same ``kind`` when one is given (``one-part``, ``split``: :func:`artifact_kind`).
 
     Raises:
-        UsageError: ``final`` is a file, or a folder holding something that is not an edgec artifact.
+        UsageError: ``final`` is a file, a folder holding something that is not an edgec artifact, or an
+            artifact of another kind than ``kind``.
     """
     final = Path(final)
     if not final.exists() and not final.is_symlink():
@@ -87,6 +110,10 @@ def check_replaceable(final: Path) -> None:
     if any(final.iterdir()) and not (final / "manifest.json").is_file():
         raise UsageError(f"{final} holds files that are not an edgec artifact; edgec will not replace them",
                          "choose another --name or --out")
+    found = artifact_kind(final) if kind is not None else None
+    if found is not None and found != kind:
+        raise UsageError(f"{final} holds {KIND_WORDS[found]}; edgec will not replace it with "
+                         f"{KIND_WORDS.get(kind, kind)}", "choose another --name (or --out)")
 
 
 #: Longest ``--name``: the staging folder adds a prefix and suffix, within the 255-byte limit of a file name.
@@ -120,11 +147,11 @@ def check_writable_folder(folder: Path, flag: str) -> None:
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path) -> Iterator[Path]:
+def staging_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` on success.
 
-    An existing ``final`` -- only ever an earlier artifact or an empty folder
-    (:func:`check_replaceable`) -- is replaced only once the new folder is complete.
+    An existing ``final`` -- only ever an earlier artifact (of the same ``kind``, when given) or an empty
+    folder (:func:`check_replaceable`) -- is replaced only once the new folder is complete.
     On any exception (or KeyboardInterrupt) the temporary folder is removed and
     ``final`` is left as it was.
 
@@ -132,7 +159,7 @@ def staging_dir(final: Path) -> Iterator[Path]:
         UsageError: ``final`` holds something that is not an artifact, or its parent cannot be created.
     """
     final = Path(final)
-    check_replaceable(final)
+    check_replaceable(final, kind)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -143,7 +170,7 @@ def staging_dir(final: Path) -> Iterator[Path]:
         yield tmp
         tmp.chmod(0o755)
         old = None
-        check_replaceable(final)  # nothing foreign appeared there while building
+        check_replaceable(final, kind)  # nothing foreign appeared there while building
         if final.exists():
             old = final.parent / f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
             final.rename(old)

@@ -33,16 +33,20 @@ def test_each_candidate_is_head_plus_transfer_plus_tail():
         rank_cuts(_table(), Link(1.0), 0.0, 1.0)
 
 
-def _bottleneck_model(path):
-    """conv -> global pool (a 16-channel cut) -> Gemm to 1000 classes: the cut is far smaller than the outputs."""
+def _bottleneck_model(path, hidden=512):
+    """conv -> global pool (a 16-channel cut) -> [Gemm to ``hidden``, ReLU ->] Gemm to 1000 classes: the cut is
+    far smaller than the logits; with ``hidden`` the tail holds more than half the MACs."""
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w"),
-             numpy_helper.from_array(rng.standard_normal((1000, 16)).astype(np.float32), "fw")]
+             numpy_helper.from_array(rng.standard_normal((1000, hidden or 16)).astype(np.float32), "fw")]
     nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["c"], ["r"]),
              helper.make_node("GlobalAveragePool", ["r"], ["p"]),
              helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "fw"], ["y"], transB=1)]
+             helper.make_node("Gemm", ["h" if hidden else "f", "fw"], ["y"], transB=1)]
+    if hidden:
+        inits.append(numpy_helper.from_array(rng.standard_normal((hidden, 16)).astype(np.float32), "hw"))
+        nodes[4:4] = [helper.make_node("Gemm", ["f", "hw"], ["g"], transB=1), helper.make_node("Relu", ["g"], ["h"])]
     graph = helper.make_graph(nodes, "b", [helper.make_tensor_value_info("x", 1, [1, 3, 32, 32])],
                               [helper.make_tensor_value_info("y", 1, [1, 1000])], inits)
     import onnx
@@ -53,7 +57,7 @@ def _bottleneck_model(path):
 
 def test_auto_builds_the_fastest_cut_and_records_the_ranking(tmp_path, run_cli):
     model = _bottleneck_model(tmp_path / "b.onnx")
-    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1", "--head-ms", "5",
+    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1", "--head-ms", "20",
                              "--tail-ms", "1", "--out", str(tmp_path / "o"), "--name", "s")
     assert code == 0, err
     art = tmp_path / "o" / "s"
@@ -63,6 +67,34 @@ def test_auto_builds_the_fastest_cut_and_records_the_ranking(tmp_path, run_cli):
     manifest = json.loads((art / "manifest.json").read_text())
     assert manifest["connections"][0]["from"]["tensor"] == choice["best"]["cut"]
     assert {"split-choice.json", "split-choice.png"} <= set(manifest["files"])  # hashed with the rest
+    assert choice["device_only"]["bytes"] == 5 * (4 + 4) and "top-5" in choice["device_only"]["sends"]
+
+
+def test_device_only_sends_the_top_k_result_not_the_logits(tmp_path, run_cli):
+    """A device that answers locally sends 5 x (int32 index + float32 score), not 4 kB of logits: a cut after
+    global pooling no longer wins just by being smaller than the logits."""
+    import onnx
+
+    from edgec.flows.request import BuildOptions
+    from edgec.flows.split import choose_cut
+    from edgec.split.choose import device_only_result
+
+    model = _bottleneck_model(tmp_path / "b.onnx", hidden=0)  # the tail is one small Gemm
+    result = device_only_result(onnx.load(str(model)))
+    assert result["bytes"] == 40 and "5 x (int32 class index + float32 score)" in result["sends"]
+    assert device_only_result(_chain_model(tmp_path / "c.onnx"))["bytes"] == 4 * 4  # not a classifier: its outputs
+    choice = choose_cut(BuildOptions(model=str(model)), "host", "host", "fp32", [Link(0.1)],
+                        {"head": (5.0, None), "tail": (1.0, None)})
+    by = {r["kind"]: r for r in choice["ranking"] if r["kind"] != "cut"}
+    pooled = next(r for r in choice["ranking"] if r["cut"] == "p")
+    assert by["device only"]["bytes"] == 40 and choice["device_only"]["bytes"] == 40
+    assert choice["best"]["kind"] == "device only"
+    # charged for the 4000 bytes of logits, the device-only end would have lost to the pooled cut
+    assert pooled["total_ms"] < 5.0 + Link(0.1).transfer_ms(4 * 1000)
+    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1", "--head-ms", "5",
+                             "--tail-ms", "1", "--out", str(tmp_path / "o"))
+    assert code == 0 and "no split is fastest on this link: run everything on the device" in out, err
+    assert "sends the top-5 result" in " ".join(out.split())
 
 
 def test_a_bandwidth_sweep_picks_a_cut_per_link(tmp_path, run_cli):
@@ -73,7 +105,7 @@ def test_a_bandwidth_sweep_picks_a_cut_per_link(tmp_path, run_cli):
     assert rows[0]["speedup_vs_best_end"] > 1.0 and rows[1]["speedup_vs_best_end"] == pytest.approx(1.0)
     assert rows[0]["device_only_ms"] == pytest.approx(10.0 + 8 * 0 / 1e3)
     model = _bottleneck_model(tmp_path / "b.onnx")
-    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1,1000", "--head-ms", "5",
+    code, out, err = run_cli("split", str(model), "--at", "auto", "--bandwidth", "0.1,1000", "--head-ms", "20",
                              "--tail-ms", "1", "--out", str(tmp_path / "o"), "--name", "s")
     assert code == 0 and "best cut per bandwidth" in out, err
     choice = json.loads((tmp_path / "o" / "s" / "split-choice.json").read_text())

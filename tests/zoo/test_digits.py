@@ -52,3 +52,22 @@ def test_an_onnx_file_can_record_its_preprocessing(tmp_path):
     onnx.helper.set_model_props(model, {PREPROCESSING_KEY: '{"std": [0, 0, 0]}'})  # broken: ignored
     onnx.save(model, path)
     assert load_source(BuildOptions(model=str(path))).preprocessing is None
+
+
+def test_digits_train_on_one_thread_and_restore_the_callers(tmp_path):
+    """Two OpenMP threads on a shared 2-core machine spin-wait for each other (10 epochs took 18 min, not a
+    minute): training runs on one thread, and the caller's thread count comes back afterwards."""
+    import torch
+
+    from edgec.zoo.digits import TRAIN_THREADS, train_digits_model
+
+    assert TRAIN_THREADS == 1
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    try:
+        model = train_digits_model(tmp_path, size=32, epochs=1,
+                                   progress=lambda *_: seen.append(torch.get_num_threads()))
+        assert seen == [1] and torch.get_num_threads() == 2 and model.onnx_path.is_file()
+    finally:
+        torch.set_num_threads(before)

@@ -136,6 +136,10 @@ class Backend(Protocol):
         """The activation arena (bytes) the backend would plan for ``model`` without compiling it, or None
         where the backend does not plan one itself (reported beside a memory pass's arena)."""
 
+    def check_weights(self, spec: TargetSpec, model: Any, weight_bytes: int, when: str) -> None:
+        """Refuse a model whose weights (at least ``weight_bytes`` bytes) cannot fit the target's memory
+        (raises BudgetError), before the passes and the compiler run."""
+
     def check_tune(self, spec: TargetSpec, trials: int | None, minutes: float | None, device: Any) -> None:
         """Validate a tuning request before any work (raises UsageError where the backend cannot tune)."""
 

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import PASSES_HELP, StepPrinter, console, model_kwargs, shape_option, value_option
+from edgec.cli.console import (PASSES_HELP, StepPrinter, console, model_kwargs, shape_option, value_option,
+                               verify_timeout_option)
 
 
 def build(
@@ -30,6 +31,7 @@ def build(
     seed: Annotated[int, typer.Option(metavar="N", min=0, max=2**32 - 1, help="Seed of random weights and of the verification inputs.")] = 0,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
                                          help="Check the artifact against onnxruntime.")] = True,
+    verify_timeout: Annotated[Optional[float], verify_timeout_option()] = None,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
     dump_ir: Annotated[Optional[Path], typer.Option(metavar="DIR",
                                                     help="Write the ONNX after every pass to this folder.")] = None,
@@ -49,7 +51,7 @@ def build(
     opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape, input_values=input_value,
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
                         dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs,
-                        verify_inputs=list(verify_inputs or []))
+                        verify_inputs=list(verify_inputs or []), verify_timeout=verify_timeout)
     with StepPrinter() as printer:
         result = run_build(opts, progress=printer)
     print_build_summary(result.report, result.artifact)
@@ -75,12 +77,12 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
     from edgec.profiling.memory import memory_line
     from edgec.profiling.report import (float64_line, function_change_line, human_bytes, human_count, pass_error,
-                                        schedules_line, verification_line, weights_note)
+                                        pass_growth_warnings, schedules_line, verification_line, weights_note)
 
     m, t, b = report["model"], report["target"], report["build"]
     table = Table(show_header=False, box=None, pad_edge=False)
-    table.add_column(style="bold")
-    table.add_column()
+    table.add_column(style="bold", no_wrap=True)
+    table.add_column(overflow="fold")  # long rows wrap at the terminal's width, never cut or ellipsized
     table.add_row("model", f"{escape(m['name'])} ({m['source']}), params {human_count(m['params'])}, "
                            f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
     if m.get("input_values"):
@@ -88,12 +90,12 @@ def print_build_summary(report: dict, artifact: Path) -> None:
             f"{k}={','.join(_flat(v))}" for k, v in m["input_values"].items())))
     if m.get("weights") == "random":
         table.add_row("weights", f"[yellow]{weights_note('random')}[/]")
-    table.add_row("target", f"{escape(t['name'])}: {escape(t['description'][:110])}")
+    table.add_row("target", f"{escape(t['name'])}: {escape(t['description'])}")
     table.add_row("artifact", f"{human_bytes(b['artifact_bytes'])} (library {human_bytes(b['library_bytes'])})")
     table.add_row("compile", f"{b['compile_seconds']:.1f} s (build {b['total_seconds']:.1f} s)")
     for f in b.get("fallbacks") or []:
         table.add_row("fallback", f"[yellow]{escape(f['kernel'])}: {escape(f['fallback'])} (the code generator "
-                                  f"failed for this CPU: {escape(f['reason'][:80])})[/]")
+                                  f"failed for this CPU: {escape(f['reason'])})[/]")
     if b.get("total_tasks") or t.get("kind") == "cpu":
         sched = b.get("schedules") or {}
         table.add_row("tuning", escape(schedules_line(b)))
@@ -124,6 +126,8 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         table.add_row("float64", escape(float64_line(v)))
     if fc:
         table.add_row("function", f"[yellow]{escape(function_change_line(fc))}[/]")
+    for warning in pass_growth_warnings(report.get("passes")):
+        table.add_row("warning", f"[yellow]{escape(warning)} (artifact {human_bytes(b['artifact_bytes'])})[/]")
     console.print(table)
     all_passes = [p for p in report.get("passes", []) if "nodes_before" in p]
     passes = [p for p in all_passes if p.get("applied")]

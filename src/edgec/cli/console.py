@@ -10,9 +10,17 @@ from rich.markup import escape
 
 from edgec.errors import UsageError
 
-# Not a terminal (pipes, CI logs): wide enough that tables do not wrap names.
-console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+def _width(stream) -> int | None:
+    """The terminal's width (rich's own: ``$COLUMNS`` first, then the terminal's size); not a terminal (pipes,
+    CI logs) and no ``$COLUMNS``: 160, wide enough that tables do not wrap names. Long rows wrap at it."""
+    import os
+
+    return None if stream.isatty() or os.environ.get("COLUMNS", "").isdigit() else 160
+
+
+console = Console(width=_width(sys.stdout))
+err_console = Console(stderr=True, width=_width(sys.stderr))
 
 PASSES_HELP = ("Pass pipeline: default, none, 'a,b(key=value,...)' (options: `edgec passes list`), "
                "or a pipeline file (.toml/.json).")
@@ -52,6 +60,14 @@ def value_option():
     return typer.Option("--input-value", metavar="NAME=V1,V2",
                         help="Fix an input's values: NAME=1,1,2,2. Required for inputs that feed a shape, scale, "
                              "axes, pads or bounds (Resize scales, Slice starts, Clip min...); repeat per input.")
+
+
+def verify_timeout_option():
+    """``--verify-timeout S``: how long the verification device may run (an emulator on a busy machine)."""
+    return typer.Option("--verify-timeout", metavar="S", min=1.0,
+                        help="Seconds the verification device may take to run the input sets (default: "
+                             "$EDGEC_VERIFY_TIMEOUT, else scaled to the model's MACs and this machine's load, at "
+                             "least 600).")
 
 
 def model_kwargs(width_mult: float | None) -> dict:

@@ -25,12 +25,13 @@ def memory(
     """Peak activation memory of MODEL (fp32 and int8 analytic) and the best patch-based inference plans."""
     from edgec.flows.memory import memory as analyse
     from edgec.flows.request import BuildOptions
-    from edgec.frontend.memory import KIB
 
     opts = BuildOptions(model=model, input_shapes=input_shape, input_values=input_value, passes=passes, verify=False,
                         model_kwargs=model_kwargs(width_mult))
     with StepPrinter() as printer:
         a = analyse(opts, max_mac_overhead=max_mac_overhead, max_grid=max_grid, progress=printer)
+    from edgec.frontend.memory import KIB  # after the checks: it imports onnx
+
     fp32, int8, with_input, best, tried = a.fp32, a.int8, a.with_input, a.best, a.tried
     console.print(f"peak activations: {fp32.peak_activation_bytes / KIB:.1f} kB fp32, "
                   f"{int8.peak_activation_bytes / KIB:.1f} kB int8 analytic (at {escape(fp32.peak_node)}; "

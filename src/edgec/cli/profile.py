@@ -67,14 +67,14 @@ def profile(
 
 def print_profile_summary(report: dict, folder: Path) -> None:
     """One screen: p50/p90, ratio vs onnxruntime, top 5 kernels, memory."""
-    from edgec.profiling.report import human_bytes, top_kernels
+    from edgec.profiling.report import human_bytes, threads_text, top_kernels
 
     p = report["profile"]
     lat = p["latency"].get("edgec", {})
     if p.get("emulated"):
         console.print("[bold yellow]EMULATED device (qemu): timings are not device speed[/]")
     head = (f"[bold]{report['model']['name']}[/] on [bold]{report['target']['name']}[/] via {p['device']['url']}, "
-            f"threads {p.get('threads') or p['device'].get('threads')}")
+            f"threads {escape(threads_text(p, report['target']['name']))}")
     console.print(head)
     if lat:
         line = (f"latency p50 [bold]{lat['latency_ms_p50']:.3f} ms[/], p90 {lat['latency_ms_p90']:.3f} ms, "

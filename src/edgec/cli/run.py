@@ -16,7 +16,8 @@ from edgec.errors import UsageError
 
 def run(
     artifact: Annotated[str, typer.Argument(metavar="ARTIFACT[:PART]",
-                                            help="Artifact built for this machine: ARTIFACT or ARTIFACT:PART.")],
+                                            help="Artifact built for this machine (else see --device): ARTIFACT or "
+                                                 "ARTIFACT:PART.")],
     image: Annotated[Path, typer.Option("--image", metavar="FILE", help="Image file (PNG, JPEG...).")],
     top: Annotated[int, typer.Option(metavar="N", min=1, help="How many classes to print.")] = 5,
     size: Annotated[Optional[str], typer.Option(metavar="H,W", help="Resize to (default: the model's input).")]
@@ -28,13 +29,18 @@ def run(
     layout: Annotated[Optional[str], typer.Option(metavar="NCHW|NHWC", help="The input tensor's layout.")] = None,
     server: Annotated[Optional[str], typer.Option(metavar="HOST:PORT", help="Run ARTIFACT:head here and send the cut "
                                                                             "to this `edgec serve` tail.")] = None,
-    timeout: Annotated[float, typer.Option(min=0.001, metavar="S", help="Deadline of the request to --server.")]
+    timeout: Annotated[float, typer.Option(min=0.001, metavar="S",
+                                           help="Seconds --server has to answer each request: per frame with "
+                                                "--repeat, however long the stream.")]
     = 10.0,
     tls_ca: Annotated[Optional[Path], typer.Option(metavar="PEM", help="Use TLS to --server, trusting this CA.")]
     = None,
     repeat: Annotated[int, typer.Option(min=1, max=100000, metavar="N",
                                         help="With --server: send N frames over one stream, print median times.")]
     = 1,
+    device: Annotated[Optional[str], typer.Option(metavar="DEVICE", help="Run the parts built for another machine "
+                                                  "there: qemu-aarch64 (an emulated Raspberry Pi), qemu-system-arm, "
+                                                  "rpc://HOST:PORT.")] = None,
 ) -> None:
     """Run an artifact (its parts in order, or one part) on an image; preprocess as the manifest says, print top-k."""
     from edgec.profiling.report import weights_note
@@ -47,6 +53,9 @@ def run(
             "std": floats(std, 3, "--std"), "layout": layout}
     if repeat > 1 and server is None:
         raise UsageError("--repeat needs --server", "e.g. --server HOST:50051 --repeat 20")
+    if device is not None and server is not None:
+        raise UsageError("--device and --server do not go together: with --server the head runs here",
+                         "drop one of them")
     if server is not None:
         from edgec.flows.serve import run_remote
 
@@ -62,7 +71,7 @@ def run(
                       f"({remote.sent_bytes} bytes), decode {t['decode']:.2f} ms, tail {t['tail']:.2f} ms, "
                       f"total {t['total']:.2f} ms")
         return
-    result = run_image(artifact, image, top=top, preprocessing=over)
+    result = run_image(artifact, image, top=top, preprocessing=over, device=device)
     table = Table(title=f"top-{top} for {image.name}", title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("class", justify="right")

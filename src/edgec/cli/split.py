@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import PASSES_HELP, StepPrinter, console, shape_option, value_option
+from edgec.cli.console import PASSES_HELP, StepPrinter, console, shape_option, value_option, verify_timeout_option
 from edgec.errors import UsageError
 
 
@@ -23,12 +23,14 @@ def split(
     tail_target: Annotated[str, typer.Option(metavar="TARGET", help="Target of the tail (the server).")] = "host",
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Parent folder of the artifact.")]
     = Path("out"),
-    name: Annotated[Optional[str], typer.Option(metavar="NAME", help="Artifact folder name.")] = None,
+    name: Annotated[Optional[str], typer.Option(metavar="NAME", help="Artifact folder name (default "
+                                                "MODEL-split-CUT-ENCODING-HEAD-TAIL).")] = None,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
     input_value: Annotated[Optional[list[str]], value_option()] = None,
     passes: Annotated[str, typer.Option(metavar="PIPELINE", help=PASSES_HELP)] = "default",
     verify: Annotated[bool, typer.Option("--verify/--no-verify", metavar="",
                                          help="Verify each part and their composition.")] = True,
+    verify_timeout: Annotated[Optional[float], verify_timeout_option()] = None,
     encoding: Annotated[str, typer.Option(metavar="ENCODING",
                                           help="How the cut tensor travels: fp32, int8 or int8-per-channel (affine, "
                                                "calibrated on --data, --verify-inputs samples or the model's input "
@@ -66,7 +68,7 @@ def split(
     from edgec.flows.split import list_cuts as cut_list
 
     opts = BuildOptions(model=model, input_shapes=input_shape, input_values=input_value, passes=passes, out_dir=out, name=name, verify=verify,
-                        verify_inputs=list(verify_inputs or []))
+                        verify_inputs=list(verify_inputs or []), verify_timeout=verify_timeout)
     if list_cuts == (at is not None):
         raise UsageError("give either --list or --at TENSOR", f"e.g. edgec split {model} --list")
     choice = None
@@ -158,6 +160,8 @@ def print_choice(choice: dict[str, Any], n_links: int) -> None:
         t.add_row(escape(name), human_bytes(r["bytes"]), f"{r['head_ms']:.2f}", f"{r['transfer_ms']:.2f}",
                   f"{r['tail_ms']:.2f}", f"{r['total_ms']:.2f}")
     console.print(t)
+    if choice.get("device_only"):
+        console.print(f"[dim](device only) sends {escape(choice['device_only']['sends'])}[/]")
     if n_links > 1:
         t = Table(title="best cut per bandwidth (estimated ms)", title_justify="left")
         for col in ("Mbit/s", "best", "sent", "total", "device only", "server only (JPEG)", "speed-up"):

@@ -12,48 +12,61 @@ from edgec.cli.console import StepPrinter, console, err_console, shape_option, v
 
 
 class TuneDisplay:
-    """A spinner while the model is prepared, then a progress bar over the trials (one live display at a time)."""
+    """A spinner while the model is prepared, then the search's progress: on a terminal a bar over the
+    budget (trials, or seconds under ``--minutes``) that counts the candidates measured; elsewhere one
+    line per batch (pipes and CI logs)."""
 
-    def __init__(self, trials: int | None) -> None:
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    def __init__(self, trials: int | None, minutes: float | None) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
         self.printer = StepPrinter()
-        self.bar = Progress(TextColumn("[bold]tuning[/]"), BarColumn(),
-                            TextColumn("{task.completed}/{task.total} trials"), TextColumn("{task.fields[est]}"),
-                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=err_console)
-        self.trials = trials
+        self.live = err_console.is_terminal
+        self.bar = Progress(TextColumn("[bold]tuning[/]"), BarColumn(), TextColumn("{task.fields[count]}"),
+                            TextColumn("{task.fields[est]}"), TimeElapsedColumn(), console=err_console)
+        self.trials, self.minutes = trials, minutes
         self.job = None
+        self.batches = 0
 
     def __enter__(self):
         self.printer.__enter__()
         return self
 
     def step(self, name: str) -> None:
+        if self.job is not None:  # a step after the search (the end-to-end measurement)
+            self._close_bar()
+            self.printer = StepPrinter().__enter__()
         self.printer(name)
 
     def update(self, p) -> None:
-        if self.job is None:
-            self.printer.__exit__(None, None, None)
-            self.bar.start()
-            self.job = self.bar.add_task("tune", total=self.trials or 1000, est="")
-        if p.trials_total:
-            done, tot = p.trials_done, p.trials_total
-        else:  # time budget: show progress in elapsed time
-            tot = 1000
-            done = int(min(1.0, p.elapsed_s / p.deadline_s) * tot) if p.deadline_s else 0
-        if p.deadline_s and p.trials_total:
-            done = max(done, int(min(1.0, p.elapsed_s / p.deadline_s) * tot))
         est = f"est. {p.est_latency_ms:.2f} ms ({p.tasks_measured}/{p.tasks_total} kernels)" \
             if p.est_latency_ms is not None else ""
-        self.bar.update(self.job, completed=done, total=tot, est=est)
+        count = f"{p.trials_done}" + (f"/{p.trials_total}" if p.trials_total else "") + " trials measured"
+        if self.job is None:
+            self.printer.__exit__(None, None, None)
+            if self.live:
+                self.bar.start()
+            self.job = self.bar.add_task("tune", total=1, count="", est="")
+        if self.live:  # the bar follows whichever budget is closer to its end
+            parts = [p.trials_done / p.trials_total] if p.trials_total else []
+            if p.deadline_s:
+                parts.append(p.elapsed_s / p.deadline_s)
+            self.bar.update(self.job, completed=min(1.0, max(parts, default=0.0)), count=count, est=est)
+        elif p.batches > self.batches:
+            self.batches = p.batches
+            budget = f" of {p.deadline_s / 60:.1f}" if p.deadline_s else ""
+            err_console.print(f"  tuning: batch {p.batches}, {count}, {p.elapsed_s / 60:.1f}{budget} min; {est}",
+                              highlight=False)
+
+    def _close_bar(self) -> None:
+        if self.job is not None and self.live:
+            self.bar.stop()
+        self.job = None
 
     def __exit__(self, *exc):
         if self.job is None:
             self.printer.__exit__(*exc)
         else:
-            if exc[0] is None:
-                self.bar.update(self.job, completed=self.bar.tasks[0].total)
-            self.bar.stop()
+            self._close_bar()
 
 
 def tune(
@@ -63,7 +76,10 @@ def tune(
     trials: Annotated[Optional[int], typer.Option(metavar="N", min=1,
                                                   help="Budget: new measured candidates, over all kernels.")] = None,
     minutes: Annotated[Optional[float], typer.Option(metavar="MINUTES", min=0.01,
-                                                     help="Budget: wall-clock minutes.")] = None,
+                                                     help="Budget: wall-clock minutes of search (the model's "
+                                                          "preparation before it and the end-to-end measurement "
+                                                          "after it are extra); the search is stopped at 1.2x.")]
+    = None,
     db: Annotated[Optional[Path], typer.Option(metavar="DIR",
                                                help="Database folder (default: the user cache, per target).")] = None,
     device: Annotated[str, typer.Option(metavar="DEVICE",
@@ -83,15 +99,19 @@ def tune(
 
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, input_values=input_value, passes=passes, weights=weights,
                         seed=seed)
-    with TuneDisplay(trials) as display:
+    with TuneDisplay(trials, minutes) as display:
         result = run_tune(opts, trials=trials, minutes=minutes, db=db, device=device, progress=display.step,
                           on_trials=display.update)
     table = Table(show_header=False, box=None)
     table.add_column(style="bold")
     table.add_column()
     table.add_row("database", f"{result.database} ({result.records_before} → {result.records_after} records)")
-    table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min, "
-                             f"{result.tasks} kernels")
+    budget = f" (budget {minutes:g} min)" if minutes else ""
+    table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min of search"
+                             f"{budget}, {result.tasks} kernels")
+    if getattr(result, "stopped", False):
+        table.add_row("stopped", "[yellow]the search ran past 1.2x its budget and was stopped; every record "
+                                 "measured before is kept[/]")
     measured = getattr(result, "measured", None)
     if measured:
         table.add_row("measured", f"edgec {measured['edgec_ms_p50']:.2f} ms, onnxruntime "

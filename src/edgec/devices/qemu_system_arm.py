@@ -99,7 +99,7 @@ def run_elf(library: str | Path, sets: list[list[np.ndarray]], timeout: float = 
                                   "pass inputs of the compiled shapes")
             blobs.append(np.ascontiguousarray(x, dtype=np.dtype(spec["dtype"]).newbyteorder("<")).tobytes())
     if progress:
-        progress(f"running the ELF under {QEMU} -M {meta['machine']}")
+        progress(f"running the ELF under {QEMU} -M {meta['machine']} (limit {timeout:.0f} s)")
     with tempfile.TemporaryDirectory(prefix="edgec-qemu-arm-") as tmp:
         work = Path(tmp)
         shutil.copy(library, work / "model.elf")
@@ -110,7 +110,8 @@ def run_elf(library: str | Path, sets: list[list[np.ndarray]], timeout: float = 
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired as exc:
             raise DeviceError(f"the ELF did not finish under {QEMU} within {timeout:.0f} s",
-                              "the model may be too slow to emulate; pass --no-verify") from exc
+                              "give it longer: --verify-timeout SECONDS or EDGEC_VERIFY_TIMEOUT=SECONDS; "
+                              "or skip the check: --no-verify") from exc
         seconds = time.perf_counter() - start
         if proc.returncode != 0:
             said = [ln for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()][-1:] or ["no output"]

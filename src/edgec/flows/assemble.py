@@ -43,7 +43,7 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
              seed: int = 0, input_sets: InputSets | None = None, references: References | None = None,
              pass_spec: Any = None, build_options: dict[str, Any] | None = None,
              task: dict[str, Any] | None = None, attachments: Callable[[Path], None] | None = None,
-             fidelity_sets: InputSets | None = None) -> BuildResult:
+             fidelity_sets: InputSets | None = None, verify_timeout: float | None = None) -> BuildResult:
     """Build an artifact of one part (``[PartRequest(MAIN_PART, ...)]``, no connections) or several.
 
     Each part is compiled for its own target and verified on its verification device against onnxruntime's
@@ -62,6 +62,8 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
         name: Artifact folder name.
         tuning: Tuning records to apply.
         verify: Run the numerical checks.
+        verify_timeout: Seconds a verification device may take per run (None: scaled to the model,
+            :func:`edgec.flows.parts.run_limit_s`).
         progress: Called with each step as it starts (when ``steps`` is not given).
         steps: The build's step timer, when the build started before (the frontend's steps are reported).
         start: ``time.perf_counter()`` at the start of the build (for the report's total seconds).
@@ -102,21 +104,23 @@ def assemble(source: Source, whole: onnx.ModelProto, parts: list[PartRequest], c
         set_part_inputs(parts, connections, input_sets, references)
     record = {"seed": seed, "passes": pass_spec, "build_options": build_options}
     final = Path(out_dir) / name
-    with staging_dir(final) as tmp, tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
+    with staging_dir(final, "one-part" if single else "split") as tmp, tempfile.TemporaryDirectory(prefix="edgec-verify-") as work:
         done: list[CompiledPart] = []
         for i, part in enumerate(parts):
             if not single:
                 steps.progress(f"part {part.name} ({part.target.name})")
             folder = tmp if single else tmp / part.name
             compiled = compile_part(part, folder, steps, references, tuning=tuning, verify=verify,
-                                    reference_label=reference_label(part.function_change), workdir=Path(work))
+                                    reference_label=reference_label(part.function_change), workdir=Path(work),
+                                    verify_timeout=verify_timeout)
             report, manifest = _write_part(source, compiled, folder, steps, start, record, first=i == 0)
             fail_if_unverified(compiled.verification, "the artifact's" if single else f"part '{part.name}':")
             done.append(compiled)
         if single:
             return BuildResult(final, report, manifest)
         composition = (steps.run("verify the composition", lambda: verify_composition(
-            done, connections, whole, input_sets, whole_outputs, steps.progress, references, steps.run)) if verify
+            done, connections, whole, input_sets, whole_outputs, steps.progress, references, steps.run,
+            verify_timeout)) if verify
             else {"method": "parts chained on their devices", "skipped": True, "reason": "--no-verify",
                   "passed": None})
         report = _whole_report(source, whole, done, connections, composition, steps, start, tmp)

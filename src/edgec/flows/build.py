@@ -23,15 +23,39 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 from edgec.artifact import MAIN_PART
-from edgec.flows.assemble import assemble
-from edgec.flows.lower import lower
-from edgec.flows.parts import PartRequest
 from edgec.flows.request import BuildOptions, BuildResult, check_request, default_name, pipeline_spec
 from edgec.flows.steps import Progress, Steps
 
 __all__ = ["BuildOptions", "BuildResult", "build"]
+
+
+def lower(opts: BuildOptions, steps: Steps, spec: Any = None) -> Any:
+    """:func:`edgec.flows.lower.lower`, imported once the request has passed its checks: onnx, onnxruntime and
+    the backends take seconds to import, and a usage error should not wait for them (``edgec build nosuch``).
+    With ``spec``, the target refuses weights it cannot hold right after the frontend (:func:`check_weights`)."""
+    from edgec.flows.lower import lower as lower_model
+
+    return lower_model(opts, steps, None if spec is None else lambda m, names: check_weights(spec, m, names))
+
+
+def check_weights(spec: Any, model: Any, pass_names: list[str]) -> None:
+    """Refuse, before the passes, a model whose weights cannot fit ``spec``'s memory: the weight bytes no pass
+    of the pipeline can remove (:func:`edgec.passes.weight_floor`) against the target (the backend's
+    ``check_weights``; a microcontroller's flash).
+
+    Raises:
+        BudgetError: the weights cannot fit.
+    """
+    from edgec.backends import get_backend
+    from edgec.passes import weight_floor
+
+    floor = weight_floor(model, pass_names)
+    if floor is not None:
+        get_backend(spec).check_weights(spec, model, floor,
+                                        "exported weights; no pass of the pipeline shrinks them below that")
 
 
 def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
@@ -54,12 +78,16 @@ def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
         DeviceError: the verification device failed.
     """
     start = time.perf_counter()
-    spec = check_request(opts)
+    spec = check_request(opts, kind="one-part")
+    from edgec.flows.assemble import assemble
+    from edgec.flows.parts import PartRequest
+
     steps = Steps(progress)
-    low = lower(opts, steps)
+    low = lower(opts, steps, spec)
     part = PartRequest(MAIN_PART, low.final, spec, low.inputs, reference=low.reference, passes=low.records,
                        function_change=low.function_change, before_passes=low.prepared, input_sets=low.input_sets)
     return assemble(low.source, low.final, [part], [], Path(opts.out_dir), opts.name or default_name(opts, spec),
-                    tuning=opts.tuning, verify=opts.verify, steps=steps, start=start, seed=opts.seed,
+                    tuning=opts.tuning, verify=opts.verify, verify_timeout=opts.verify_limit(), steps=steps,
+                    start=start, seed=opts.seed,
                     input_sets=low.input_sets, references=low.references, pass_spec=pipeline_spec(opts.passes),
                     build_options=opts.record())

@@ -107,7 +107,8 @@ def whole_output(name: str, parts: list[PartRequest], values: Values) -> np.ndar
 def verify_composition(done: list[CompiledPart], connections: list[Connection], whole: onnx.ModelProto,
                        whole_sets: InputSets, whole_outputs: dict[str, list[np.ndarray]],
                        say: Progress, references: References,
-                       step: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+                       step: Callable[[str, Callable[[], Any]], Any] | None = None,
+                       timeout: float | None = None) -> dict[str, Any]:
     """Chain the parts on their verification devices, per input set, and compare with the whole model
     (a set failed by the size of its error alone is decided by the whole model's float64 truth)."""
     parts = [d.request for d in done]
@@ -119,7 +120,7 @@ def verify_composition(done: list[CompiledPart], connections: list[Connection], 
         part = d.request
         args = [[feed(part.name, n, whole_sets[k], values[k], connections) for n in input_names(part.model)]
                 for k in whole_sets]
-        outs, device = run_on_device(d.plan, args, say)
+        outs, device = run_on_device(d.plan, args, say, part.model, timeout)
         emulated = emulated or bool(device.emulated)
         for k, set_outs, set_args in zip(whole_sets, outs, args):
             ort = reference.run_ort(part.reference or part.model, dict(zip(input_names(part.model), set_args))) \

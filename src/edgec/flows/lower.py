@@ -6,6 +6,7 @@ with PyTorch and onnxruntime) and the passes, each verified (:func:`lower`).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -208,8 +209,15 @@ class Lowered:
         return any(p.get("applied") for p in self.records)
 
 
-def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
+def lower(opts: BuildOptions, steps: Steps | None = None,
+          check_prepared: Callable[[onnx.ModelProto, list[str]], None] | None = None) -> Lowered:
     """Source -> frontend -> passes, with the parity and per-pass checks.
+
+    Args:
+        opts: The request.
+        steps: Names and times the steps.
+        check_prepared: Called with the model after the frontend and the pipeline's pass names, before
+            the reference and the passes run (a target's early refusal, e.g. a microcontroller's flash).
 
     Raises:
         UsageError, ModelError, UnsupportedOpError, VerificationError: see :func:`edgec.flows.build.build`.
@@ -219,6 +227,10 @@ def lower(opts: BuildOptions, steps: Steps | None = None) -> Lowered:
     steps = steps or Steps()
     source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX", lambda: load_source(opts))
     prepared, shapes, notes = _simplify(source, opts, steps)
+    if check_prepared is not None:
+        from edgec.passes import resolve_pipeline
+
+        check_prepared(prepared, [c.name for c in resolve_pipeline(opts.passes)])
     dtypes = reference.input_dtypes(prepared)
     sets = reference.verification_sets(shapes, dtypes, seed=opts.seed, preprocessing=source.preprocessing)
     if opts.verify_inputs:

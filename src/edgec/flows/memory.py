@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgec.errors import UsageError
-from edgec.flows.lower import lower
 from edgec.flows.request import BuildOptions, check_request
 from edgec.flows.steps import Progress, Steps
 
@@ -46,10 +45,11 @@ def memory(opts: BuildOptions, *, max_mac_overhead: float = 0.15, max_grid: int 
         UsageError: the model has no static shapes for the analysis (and what
             :func:`edgec.flows.request.check_request` raises).
     """
+    check_request(opts)  # before the imports below (onnx, the passes: seconds): a usage error is immediate
+    from edgec.flows.lower import lower
     from edgec.frontend.memory import activation_memory
     from edgec.passes.patch import search_patch
 
-    check_request(opts)
     steps = Steps(progress)
     final = lower(opts, steps).final
     try:

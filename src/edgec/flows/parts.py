@@ -133,20 +133,60 @@ class CompiledPart:
     plan: VerifyPlan | None
 
 
-def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress) -> tuple[list[list[np.ndarray]], Any]:
+#: The verification run's limit: this many seconds of start-up (an emulator, its Python and the TVM
+#: runtime), then every input set's MACs at :data:`RUN_MACS_PER_S`, all times the machine's load.
+RUN_START_S = 120.0
+#: A slow pace for one inference (MACs per second): qemu-aarch64 ran mobilenetv4 (186 M MACs) at about
+#: 14 M MAC/s on one thread of a 2-core AMD EPYC under a load average of 6 (two busy loops beside it).
+RUN_MACS_PER_S = 1e7
+#: The limit is never below this (s).
+RUN_MIN_S = 600.0
+
+
+def run_limit_s(model: onnx.ModelProto, n_sets: int, given: float | None = None) -> float:
+    """Seconds the verification device may take to run ``n_sets`` input sets of ``model``.
+
+    Args:
+        model: The part's ONNX (its MACs set the pace).
+        n_sets: Input sets in the run.
+        given: ``--verify-timeout`` / ``$EDGEC_VERIFY_TIMEOUT`` (s), which wins when given.
+
+    Returns:
+        ``given``, else ``max(RUN_MIN_S, (RUN_START_S + n_sets * MACs / RUN_MACS_PER_S) * load)`` where
+        ``load`` is the 1-minute load average per core (at least 1).
+    """
+    import os
+
+    from edgec.frontend.analysis import graph_stats
+
+    if given is not None:
+        return float(given)
+    load = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    return max(RUN_MIN_S, (RUN_START_S + n_sets * graph_stats(model).macs / RUN_MACS_PER_S) * load)
+
+
+def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress, model: onnx.ModelProto,
+                  timeout: float | None = None) -> tuple[list[list[np.ndarray]], Any]:
     """Run ``plan.library`` on every input set on the verification device ``plan.device`` names.
+
+    Args:
+        plan: The backend's verification plan.
+        sets: Input arrays per set, in graph order.
+        say: Progress.
+        model: The part's ONNX (sizes the run's time limit, :func:`run_limit_s`).
+        timeout: ``--verify-timeout`` (s), or None.
 
     Returns:
         ``(outputs per set, the device)`` (an :class:`edgec.devices.Device`).
 
     Raises:
         UsageError: ``plan.device`` names no registered verification device.
-        DeviceError, ToolchainError: the device failed, or its emulator is missing.
+        DeviceError, ToolchainError: the device failed or ran past its limit, or its emulator is missing.
     """
     from edgec.devices import verification_device
 
     device = verification_device(plan.device)
-    return device.run_sets(plan.library, sets, progress=say), device
+    return device.run_sets(plan.library, sets, timeout=run_limit_s(model, len(sets), timeout), progress=say), device
 
 
 def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]], *,
@@ -193,11 +233,12 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
 
 
 def compile_part(req: PartRequest, folder: Path, steps: Steps, references: References, *, tuning: TuningOptions,
-                 verify: bool, reference_label: str, workdir: Path) -> CompiledPart:
+                 verify: bool, reference_label: str, workdir: Path, verify_timeout: float | None = None) -> CompiledPart:
     """Compile one part into ``folder`` and verify it against onnxruntime on its input sets.
 
     ``workdir`` receives what the verification needs besides the artifact (a CUDA part's stand-in CPU
     library); it must outlive the composition's verification, which runs the same plan again.
+    ``verify_timeout`` (s) limits the device's run (None: :func:`run_limit_s`).
 
     Raises:
         UnsupportedOpError, ToolchainError, DeviceError: from the backend or the device.
@@ -214,7 +255,8 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
 
     def check() -> tuple[dict[str, Any], VerifyPlan]:
         plan = backend.verify_plan(req.model, req.target, compiled, workdir)
-        outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress)
+        outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress, req.model,
+                                     verify_timeout)
         return {"method": plan.method or device.description, "reference": reference_label,
                 "emulated": bool(device.emulated), **plan.extra,
                 **compare_sets(dict(zip(sets, outs)), expected, oracle=references.oracle(req.reference or req.model),

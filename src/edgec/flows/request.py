@@ -8,6 +8,7 @@ database, each with one line (:mod:`edgec.errors`), before the model is exported
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -15,11 +16,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgec.backends import TuningOptions, get_backend
 from edgec.errors import UsageError
-from edgec.frontend.load import parse_input_shapes
+from edgec.frontend.specs import parse_input_shapes
 from edgec.targets import TargetSpec, get_target
 
 
@@ -49,6 +48,9 @@ class BuildOptions:
             besides the generated input sets.
         input_values: ``--input-value`` strings (``NAME=1,1,2,2``): values of parameter inputs (Resize
             scales, Slice starts...; :mod:`edgec.frontend.params`), folded into the model.
+        verify_timeout: Seconds the verification device may take to run the input sets (None:
+            ``$EDGEC_VERIFY_TIMEOUT``, else :func:`edgec.flows.parts.run_limit_s` from the model's MACs
+            and this machine's load).
     """
 
     model: str
@@ -68,6 +70,27 @@ class BuildOptions:
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     verify_inputs: list[Path] = field(default_factory=list)
     input_values: list[str] | None = None
+    verify_timeout: float | None = None
+
+    def verify_limit(self) -> float | None:
+        """``verify_timeout``, else ``$EDGEC_VERIFY_TIMEOUT``, else None (the limit scales with the model).
+
+        Raises:
+            UsageError: ``$EDGEC_VERIFY_TIMEOUT`` is not a positive number of seconds.
+        """
+        if self.verify_timeout is not None:
+            return self.verify_timeout
+        text = os.environ.get("EDGEC_VERIFY_TIMEOUT")
+        if text is None or not text.strip():
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value < float("inf"):
+            raise UsageError(f"EDGEC_VERIFY_TIMEOUT '{text}' is not a positive number of seconds",
+                             "e.g. EDGEC_VERIFY_TIMEOUT=1800; unset, the limit scales with the model")
+        return value
 
     @cached_property
     def given_values(self) -> dict[str, list[float]]:
@@ -76,7 +99,7 @@ class BuildOptions:
         Raises:
             UsageError: a malformed value.
         """
-        from edgec.frontend.params import parse_input_values
+        from edgec.frontend.specs import parse_input_values
 
         return parse_input_values(self.input_values)
 
@@ -115,8 +138,12 @@ class BuildResult:
 
 def default_name(opts: BuildOptions, spec: TargetSpec) -> str:
     """The artifact folder name when ``--name`` is not given: ``<model>-<target>``."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opts.model).stem) if is_onnx_path(opts.model) else opts.model
-    return f"{stem}-{spec.name}"
+    return f"{model_stem(opts)}-{spec.name}"
+
+
+def model_stem(opts: BuildOptions) -> str:
+    """The model's part of a default artifact name: the zoo name, or the ONNX file's stem made a file name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(opts.model).stem) if is_onnx_path(opts.model) else opts.model
 
 
 def is_onnx_path(model: str) -> bool:
@@ -182,7 +209,7 @@ def check_input_bytes(shapes: dict[Any, tuple[int, ...]], what: str) -> None:
     except ValueError:
         raise UsageError(f"EDGEC_MAX_INPUT_BYTES '{text}' is not a whole number of bytes",
                          "e.g. EDGEC_MAX_INPUT_BYTES=2147483648, or unset it (1 GiB)") from None
-    need = sum(4 * int(np.prod(shape, dtype=np.float64)) for shape in shapes.values())
+    need = sum(4 * math.prod(int(d) for d in shape) for shape in shapes.values())  # exact: no overflow
     if need > limit:
         from edgec.profiling.report import human_bytes
 
@@ -211,13 +238,19 @@ def _check_output(opts: BuildOptions) -> None:
         check_writable_folder(Path(opts.dump_ir), "--dump-ir")
 
 
-def check_request(opts: BuildOptions, target: str | None = None) -> TargetSpec:
+def check_request(opts: BuildOptions, target: str | None = None, *, name: str | None = None,
+                  kind: str | None = None) -> TargetSpec:
     """Validate the model's options, the output folder, the target, the pipeline, the toolchain,
     the tuning database and the verification device, before any work.
 
     Args:
         opts: The request.
         target: Check this target instead of ``opts.target`` (a split's head or tail).
+        name: The artifact folder's name when ``opts.name`` is not given (default ``<model>-<target>``; a
+            split's names its cut); ``""`` when it is not known yet (``--at auto`` before the cut is
+            chosen): then only a given ``opts.name`` is checked.
+        kind: What the artifact will be (``one-part``, ``split``): an earlier artifact of another kind in
+            its folder is refused (:func:`edgec.artifact.check_replaceable`).
 
     Returns:
         The target's data.
@@ -226,11 +259,14 @@ def check_request(opts: BuildOptions, target: str | None = None) -> TargetSpec:
         UsageError, TargetError, ToolchainError.
     """
     _check_model_options(opts)
+    opts.verify_limit()  # a bad $EDGEC_VERIFY_TIMEOUT is refused before any work
     _check_output(opts)
     spec = get_target(target or opts.target)
     from edgec.artifact import check_replaceable
 
-    check_replaceable(Path(opts.out_dir) / (opts.name or default_name(opts, spec)))
+    folder = opts.name or (default_name(opts, spec) if name is None else name)
+    if folder:
+        check_replaceable(Path(opts.out_dir) / folder, kind)
     from edgec.passes import resolve_pipeline
 
     backend = get_backend(spec)

@@ -19,8 +19,11 @@ from edgec.split.encoding import CutEncoding
 from edgec.frontend.image import imagenet_labels, preprocess
 
 
-def require_local(part: Part, artifact: Artifact) -> None:
+def require_local(part: Part, artifact: Artifact, hint: str | None = None) -> None:
     """Refuse a part that was not built for this machine.
+
+    Args:
+        hint: How to run it instead (default: build for the host, or run it on the device).
 
     Raises:
         UsageError: the part's target verifies on another device than ``local``.
@@ -28,7 +31,26 @@ def require_local(part: Part, artifact: Artifact) -> None:
     if part.target.get("verify") != "local":
         where = f"{artifact.folder}:{part.name}" if artifact.multi_part else str(artifact.folder)
         raise UsageError(f"{where} was built for '{part.target['name']}', which cannot run on this machine",
-                         "build with --target host, or run it on the device")
+                         hint or "build with --target host, or run it on the device")
+
+
+def device_hint(part: Part, ref: str | Path, image: str | Path) -> str:
+    """How ``edgec run`` runs a part built for another machine: its emulated device (the target's verification
+    device, when it is an emulator) or the board over TVM RPC (CPU targets); a CUDA part only on its board."""
+    target = part.target
+    ways = []
+    if target.get("verify") in EMULATORS:
+        ways.append(f"on the emulated device: edgec run {ref} --image {image} --device {target['verify']} "
+                    "(slow)")
+    if target.get("kind") == "cpu":
+        ways.append("on the board through TVM's RPC server: --device rpc://BOARD:9090")
+    if not ways:
+        return "run it on the device (README: Running an artifact on the device), or build with --target host"
+    return "run it " + ", or ".join(ways)
+
+
+#: Device kinds that emulate a target's board here (a target's ``verify`` field), which ``edgec run --device`` takes.
+EMULATORS = ("qemu-aarch64", "qemu-system-arm")
 
 
 def _top(logits: np.ndarray, top: int) -> list[tuple[int, float]]:
@@ -48,7 +70,8 @@ class RunResult:
     preprocessing: dict
 
 
-def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: dict | None = None) -> RunResult:
+def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: dict | None = None,
+              device: str | None = None) -> RunResult:
     """Run ``ARTIFACT[:PART]`` on an image; return the top-``top`` classes.
 
     Args:
@@ -57,17 +80,27 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
         top: How many classes.
         preprocessing: Overrides of the recorded preprocessing (``resize`` [H, W], ``mean``,
             ``std``, ``scale``, ``layout`` NCHW/NHWC); needed for artifacts built from ONNX files.
+        device: Where the parts built for another machine run (``qemu-aarch64``, ``rpc://HOST:PORT``...:
+            :func:`edgec.devices.open_device`); parts built for this machine run here. None: every part here.
 
     Raises:
-        UsageError: not an artifact, no such part, a part built for another machine,
-            a part that does not take the image, no preprocessing known, a bad image.
+        UsageError: not an artifact, no such part, a part built for another machine (and no ``device``),
+            a part the emulator ``device`` cannot run, a part that does not take the image, no preprocessing
+            known, a bad image.
+        DeviceError, ToolchainError: the device failed, or its emulator is not installed.
     """
-    from edgec.devices import open_device
+    from edgec.devices import open_device, parse_url
 
     artifact, part = open_part(ref)
     parts = [part] if part is not None else list(artifact.parts.values())
+    url = parse_url(device) if device is not None else None
+    elsewhere = url is not None and url.kind != "local"
     for p in parts:
-        require_local(p, artifact)
+        if not elsewhere or p.target.get("verify") == "local":
+            require_local(p, artifact, device_hint(p, ref, image))
+        elif url.kind in EMULATORS and p.target.get("verify") != url.kind:
+            raise UsageError(f"'{p.name}' was built for '{p.target['name']}', which {url.kind} does not emulate",
+                             device_hint(p, ref, image))
         p.check_library()
     first = parts[0]
     model_inputs = {t["name"] for t in artifact.manifest.get("inputs", first.inputs)}
@@ -75,7 +108,9 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
         raise UsageError(f"part '{first.name}' takes {', '.join(t['name'] for t in first.inputs)} from an "
                          "earlier part, not an image", f"run the whole artifact: edgec run {artifact.folder}")
     x, pre = image_tensor(artifact, first, image, preprocessing)
-    device = open_device("local")
+    here = open_device("local")
+    there = open_device(url, arch=next((p.target.get("arch") for p in parts if p.target.get("verify") != "local"),
+                                       None)) if elsewhere else None
     values: dict[tuple[str, str], np.ndarray] = {}
     outs: list[np.ndarray] = []
     for p in parts:
@@ -88,7 +123,7 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
             else:  # the cut travels as the artifact says (fp32, or int8 codes decoded on arrival)
                 sent = values[(link["from"]["part"], link["from"]["tensor"])]
                 feeds.append(CutEncoding.from_dict(link.get("encoding") or {}).roundtrip(sent))
-        outs = device.run(p.library, feeds)
+        outs = (here if there is None or p.target.get("verify") == "local" else there).run(p.library, feeds)
         values.update({(p.name, o["name"]): arr for o, arr in zip(p.manifest["outputs"], outs)})
     return RunResult(rank_scores(artifact, parts[-1].name, outs[0], top), artifact.manifest["model"].get("weights"),
                      pre)

@@ -18,6 +18,8 @@ Research Challenges", ACM Computing Surveys 2022, section 2.
 
 from __future__ import annotations
 
+import os
+import queue
 import threading
 import time
 from concurrent import futures
@@ -32,6 +34,10 @@ from onnx import numpy_helper
 from edgec.artifact import Artifact, Part, open_part
 from edgec.errors import DeviceError, UsageError
 from edgec.split.encoding import CutEncoding
+
+# gRPC's own native log lines (``E... add_port.cc:...``) would precede edgec's one-line errors; it reads
+# this when its core starts, so it is set before any ``import grpc``. An explicit GRPC_VERBOSITY still wins.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 SERVICE = "edgec.split.v1.Tail"
 RUN = f"/{SERVICE}/Run"
@@ -181,6 +187,23 @@ def _read(path: Path | None, what: str) -> bytes | None:
         raise UsageError(f"cannot read the {what} {path}: {e.strerror}", "give a PEM file") from None
 
 
+def _bind_failure(host: str, port: int) -> str:
+    """Why ``host:port`` cannot be listened on, as the OS says it (gRPC's own reason is only in its log)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return "not an address of this machine"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.bind(sockaddr)
+        except OSError as e:
+            return e.strerror or str(e)
+    return "in use, or not an address of this machine"
+
+
 def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path | None = None,
           tls_key: Path | None = None, threads: int | None = None, workers: int = 4):
     """Start serving ``ARTIFACT:tail``; returns ``(grpc.Server, TailService)`` (stop with ``server.stop(0)``).
@@ -212,7 +235,7 @@ def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path
         bound = 0
     if not bound:
         service.close()
-        raise UsageError(f"cannot listen on {address} (in use, or not an address of this machine)",
+        raise UsageError(f"cannot listen on {address} ({_bind_failure(host, port)})",
                          "choose another --port, or --bind 0.0.0.0 for every interface")
     server.start()
     return server, service
@@ -236,19 +259,115 @@ class RemoteResult:
     frames: int = 1
 
 
-def _connection_error(e, server: str, artifact: Artifact, timeout_s: float) -> Exception:
+#: Server status codes that refuse a request (the head and tail do not match): a usage error, not a link failure.
+_REFUSALS = ("INVALID_ARGUMENT", "FAILED_PRECONDITION")
+
+
+def _connection_error(e, server: str, artifact: Artifact, timeout_s: float, *, frame: int | None = None,
+                      expired: bool = False) -> Exception:
+    """The edgec error of a failed ``Run`` or ``RunStream`` call ``e`` (a ``grpc.RpcError``).
+
+    ``frame``: the stream's frame (1-based) that failed, None for a single request; ``expired``: the
+    per-frame deadline cancelled the stream. Returns a :class:`UsageError` for a request the server
+    refused, else a :class:`DeviceError` (no answer within ``timeout_s`` seconds, unreachable, the
+    connection lost mid-stream, any other gRPC failure).
+    """
     import grpc
 
     code = e.code()
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeviceError(f"the tail server at {server} did not answer within {timeout_s:g} s",
-                           "raise --timeout, or check the link and the server's load")
-    if code == grpc.StatusCode.UNAVAILABLE:
+    details = " ".join(str(e.details() or "").split())
+    what = f"frame {frame}" if frame else "the request"
+    if expired or code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeviceError(f"the tail server at {server} did not answer {what} within {timeout_s:g} s",
+                           "raise --timeout (seconds per frame), or check the link and the server's load")
+    if code is not None and code.name in _REFUSALS:
+        return UsageError(f"the tail server refused the request: {details}",
+                          "run the head and the tail of the same artifact")
+    port = server.rsplit(":", 1)[-1]
+    if code == grpc.StatusCode.UNAVAILABLE and (frame or 1) == 1:
         return DeviceError(f"the tail server at {server} cannot be reached",
-                           f"start it: edgec serve {artifact.folder}:tail --port {server.rsplit(':', 1)[-1]}; "
+                           f"start it: edgec serve {artifact.folder}:tail --port {port}; "
                            "check the address, the firewall, and TLS on both sides")
-    return UsageError(f"the tail server refused the request: {e.details()}",
-                      "run the head and the tail of the same artifact")
+    name = code.name if code is not None else "UNKNOWN"
+    return DeviceError(f"the connection to the tail server at {server} failed at {what} ({name}: {details})",
+                       f"check that the server still runs (edgec serve {artifact.folder}:tail --port {port}) "
+                       "and the link")
+
+
+class _FrameStream:
+    """One ``RunStream`` call driven frame by frame from the calling thread, with a deadline per frame.
+
+    :meth:`exchange` sends one request and returns its reply. The call itself has no deadline: a
+    watchdog thread cancels it once a reply is more than ``timeout_s`` seconds late (``expired`` is
+    then True), so a stream may last any number of frames. The requests reach gRPC through a queue,
+    so gRPC's request thread runs no edgec code (the head runs in the caller's thread); :meth:`close`
+    ends that iterator, cancels the call, and joins the watchdog and gRPC's request thread, so no
+    thread is left inside gRPC or TVM when the interpreter exits (a thread caught in native code
+    there aborts the process: ``terminate called without an active exception``).
+    """
+
+    #: How long :meth:`close` waits for gRPC's request thread to finish (s); it has only to see the end marker.
+    JOIN_S = 10.0
+
+    def __init__(self, channel, metadata, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.expired = False
+        self._requests: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        self._feeder: threading.Thread | None = None  # gRPC's thread reading the requests
+        self._cond = threading.Condition()
+        self._deadline: float | None = None  # time.monotonic() by which the pending reply is due
+        self._closed = False
+        self._call = channel.stream_stream(STREAM)(self._iterate(), metadata=metadata)
+        self._watchdog = threading.Thread(target=self._watch, name="edgec-frame-deadline", daemon=True)
+        self._watchdog.start()
+
+    def _iterate(self):
+        self._feeder = threading.current_thread()
+        while (request := self._requests.get()) is not None:
+            yield request
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._closed:
+                if self._deadline is None:
+                    self._cond.wait()
+                elif (left := self._deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                else:
+                    self._deadline, self.expired = None, True
+                    self._call.cancel()
+
+    def exchange(self, request: bytes) -> bytes:
+        """Send one request, return its reply.
+
+        Raises:
+            grpc.RpcError: the call failed, or was cancelled because the reply was late (``expired``).
+            DeviceError: the server ended the stream without answering.
+        """
+        with self._cond:
+            self._deadline = time.monotonic() + self.timeout_s
+            self._cond.notify()
+        self._requests.put(request)
+        try:
+            return next(self._call)
+        except StopIteration:
+            raise DeviceError("the tail server ended the stream before answering every frame",
+                              "check the server's log") from None
+        finally:
+            with self._cond:
+                self._deadline = None
+
+    def close(self) -> None:
+        """End the requests, cancel the call (a no-op once it has ended) and join the threads."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._requests.put(None)
+        self._call.cancel()
+        self._watchdog.join()
+        feeder = self._feeder
+        if feeder is not None and feeder is not threading.current_thread():
+            feeder.join(self.JOIN_S)
 
 
 def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5, timeout_s: float = 10.0,
@@ -257,11 +376,13 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
 
     With ``repeat`` > 1 the frames go over one bidirectional stream (``RunStream``) in lock-step (a
     frame's head runs once the previous frame is answered), so each frame's times are its own, as
-    one inference's latency; ``timeout_s`` is then the deadline of the whole stream.
+    one inference's latency. ``timeout_s`` (seconds) is the deadline of each request: of each frame's
+    reply on a stream, however long the whole stream lasts.
 
     Raises:
         UsageError: not a head, a bad image, a request the server refused (its reason).
-        DeviceError: the server cannot be reached or did not answer within ``timeout_s``.
+        DeviceError: the server cannot be reached, did not answer a request within ``timeout_s``, or
+            the connection failed (the server stopped, the link broke) mid-stream.
     """
     import grpc
 
@@ -283,8 +404,7 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     metadata = ((MODEL_KEY, artifact.manifest["model"].get("source_sha256") or ""),)
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-    channel = (grpc.secure_channel(server, grpc.ssl_channel_credentials(_read(tls_ca, "TLS CA certificate")),
-                                   options=options) if tls_ca else grpc.insecure_channel(server, options=options))
+    credentials = grpc.ssl_channel_credentials(_read(tls_ca, "TLS CA certificate")) if tls_ca else None
     steps: list[dict[str, float]] = []
     replies: list[bytes] = []
     payload = b""
@@ -293,35 +413,37 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
         args = session.tensors([x])
         main(*args)  # warm-up: loading and the first call are not the head's latency
 
-        answered = threading.Semaphore(0)
-
-        def frames():  # lock-step: frame i+1 starts once frame i is answered, so each is timed alone
+        def head() -> bytes:  # one frame's request, in this thread; its times go to steps
             nonlocal payload
-            for i in range(repeat):
-                if i and not answered.acquire(timeout=timeout_s):
-                    return
-                t0 = time.perf_counter()
-                cut = dict(zip(names, flatten(main(*args))))[link["from"]["tensor"]]
-                t1 = time.perf_counter()
-                wire = encoding.encode(cut) if encoding.kind != "fp32" else np.ascontiguousarray(cut, np.float32)
-                payload = numpy_helper.from_array(np.asarray(wire), link["from"]["tensor"]).SerializeToString()
-                t2 = time.perf_counter()
-                steps.append({"start": t0, "head": (t1 - t0) * 1e3, "serialize": (t2 - t1) * 1e3, "sent": t2})
-                yield payload
+            t0 = time.perf_counter()
+            cut = dict(zip(names, flatten(main(*args))))[link["from"]["tensor"]]
+            t1 = time.perf_counter()
+            wire = encoding.encode(cut) if encoding.kind != "fp32" else np.ascontiguousarray(cut, np.float32)
+            payload = numpy_helper.from_array(np.asarray(wire), link["from"]["tensor"]).SerializeToString()
+            t2 = time.perf_counter()
+            steps.append({"start": t0, "head": (t1 - t0) * 1e3, "serialize": (t2 - t1) * 1e3, "sent": t2})
+            return payload
 
+        channel = (grpc.secure_channel(server, credentials, options=options) if credentials is not None
+                   else grpc.insecure_channel(server, options=options))
+        stream = None
         try:
             if repeat == 1:
-                request = next(frames())
+                request = head()
                 replies.append(channel.unary_unary(RUN)(request, timeout=timeout_s, metadata=metadata))
                 steps[0]["done"] = time.perf_counter()
             else:
-                for reply in channel.stream_stream(STREAM)(frames(), timeout=timeout_s, metadata=metadata):
-                    steps[len(replies)]["done"] = time.perf_counter()
+                stream = _FrameStream(channel, metadata, timeout_s)
+                for _ in range(repeat):
+                    reply = stream.exchange(head())
+                    steps[-1]["done"] = time.perf_counter()
                     replies.append(reply)
-                    answered.release()
         except grpc.RpcError as e:
-            raise _connection_error(e, server, artifact, timeout_s) from None
+            raise _connection_error(e, server, artifact, timeout_s, frame=len(replies) + 1 if stream else None,
+                                    expired=stream is not None and stream.expired) from None
         finally:
+            if stream is not None:
+                stream.close()
             channel.close()
     timings = []
     for step, reply in zip(steps, replies):

@@ -6,7 +6,6 @@ a learned bottleneck.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -56,9 +55,13 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
         (and what :func:`edgec.flows.build.build` and :func:`edgec.flows.assemble.assemble` raise)
     """
     from edgec.split import split_model
+    from edgec.targets import get_target
 
-    head_spec, tail_spec = check_request(opts, head_target), check_request(opts, tail_target)
     _check_encoding(encoding)
+    name = opts.name or split_name(opts, cut, encoding, get_target(head_target).name, get_target(tail_target).name,
+                                   bottleneck_channels)
+    head_spec, tail_spec = (check_request(opts, head_target, name=name, kind="split"),
+                            check_request(opts, tail_target, name=name, kind="split"))
     if encoding == "bottleneck" and data is None:
         raise UsageError("--encoding bottleneck is trained on labelled images: give --data DIR",
                          "DIR/<class>/<image>.png (e.g. from `edgec zoo digits DIR`)")
@@ -106,13 +109,37 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
 
         task = steps.run(f"accuracy on {len(val)} held-out images", lambda: task_accuracy(
             low.final, head, tail, enc, val, str(data)))
-    name = opts.name or f"{low.source.name}-split-{head_spec.name}-{tail_spec.name}"
     parts = [PartRequest("head", head, head_spec, {}, passes=low.records),
              PartRequest("tail", tail, tail_spec, {}, passes=low.records)]
     return assemble(low.source, low.final, parts, [Connection("head", sent, "tail", sent, enc)], Path(opts.out_dir),
-                    name, tuning=opts.tuning, verify=opts.verify, steps=steps, seed=opts.seed, input_sets=input_sets,
+                    name, tuning=opts.tuning, verify=opts.verify, verify_timeout=opts.verify_limit(), steps=steps, seed=opts.seed, input_sets=input_sets,
                     references=low.references, pass_spec=pipeline_spec(opts.passes), task=task,
                     attachments=attachments, fidelity_sets=fidelity_sets)
+
+
+def split_name(opts: BuildOptions, cut: str, encoding: str, head: str, tail: str,
+               bottleneck_channels: int | None = None) -> str:
+    """The split artifact's folder name when ``--name`` is not given:
+    ``<model>-split-<cut>-<encoding>-<head target>-<tail target>``, so that splits at other cuts or encodings
+    do not replace each other. The cut is made a file name (``/a/b:0`` -> ``a_b_0``); a name over
+    :data:`edgec.artifact.MAX_NAME_BYTES` keeps the start of the cut and a hash of the whole."""
+    import hashlib
+    import re
+
+    from edgec.artifact import MAX_NAME_BYTES
+    from edgec.flows.request import model_stem
+
+    safe = re.sub(r"[^A-Za-z0-9_.+-]+", "_", cut).strip("._-") or "cut"
+    kind = f"bottleneck{bottleneck_channels}" if encoding == "bottleneck" and bottleneck_channels else encoding
+    stem = re.sub(r"^[^A-Za-z0-9_]+", "", model_stem(opts)) or "model"
+    name = f"{stem}-split-{safe}-{kind}-{head}-{tail}"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        digest = hashlib.sha256(cut.encode()).hexdigest()[:8]
+        room = MAX_NAME_BYTES - len(f"{stem}-split--{digest}-{kind}-{head}-{tail}".encode())
+        name = f"{stem}-split-{safe[:max(room, 0)]}-{digest}-{kind}-{head}-{tail}"
+        if len(name.encode()) > MAX_NAME_BYTES:
+            name = f"{name.encode()[:MAX_NAME_BYTES - 9].decode(errors='ignore')}-{digest}"
+    return name
 
 
 def _check_encoding(kind: str) -> None:
@@ -150,7 +177,7 @@ def list_cuts(opts: BuildOptions, progress: Progress | None = None) -> dict[str,
     """
     from edgec.split import cut_table
 
-    check_request(opts)
+    check_request(opts, name="")  # nothing is written
     return cut_table(lower(opts, Steps(progress)).final)
 
 
@@ -168,16 +195,18 @@ def choose_cut(opts: BuildOptions, head_target: str, tail_target: str, encoding:
         progress: Called with each step as it starts.
 
     Returns:
-        ``{"link", "head_ms", "head_ms_source", "tail_ms", "tail_ms_source", "spread", "encoding", "best",
-        "ranking", "sweep"}``; ``best["kind"]`` is ``cut`` when a split is fastest.
+        ``{"link", "head_ms", "head_ms_source", "tail_ms", "tail_ms_source", "spread", "encoding",
+        "device_only", "best", "ranking", "sweep"}``; ``device_only`` is ``{"bytes", "sends"}``, what the
+        device sends when everything runs on it (a classifier's top-k result, not its logits);
+        ``best["kind"]`` is ``cut`` when a split is fastest.
 
     Raises:
         UsageError: a side's latency cannot be known (see :func:`edgec.split.choose.side_latency`).
     """
     from edgec.split import cut_table
-    from edgec.split.choose import rank_cuts, side_latency, sweep
+    from edgec.split.choose import device_only_result, rank_cuts, side_latency, sweep
 
-    check_request(opts)
+    check_request(opts, name="", kind="split")  # a given --name now; the default names the cut, checked once chosen
     steps = Steps(progress)
     final = lower(opts, steps).final
     table = cut_table(final)
@@ -187,7 +216,8 @@ def choose_cut(opts: BuildOptions, head_target: str, tail_target: str, encoding:
                 for side, target in (("head", head_target), ("tail", tail_target))}
     per_cut = {key: measured[side].per_cut_ms for side, key in (("head", "head_ms_at"), ("tail", "tail_head_ms_at"))
                if measured[side].per_cut_ms is not None}
-    out_bytes = sum(4 * math.prod(d.dim_value for d in o.type.tensor_type.shape.dim) for o in final.graph.output)
+    device_only = device_only_result(final)  # a classifier's top-k result, not its logits
+    out_bytes = device_only["bytes"]
     key = "bytes_int8" if encoding.startswith("int8") else "bytes_fp32"
     head, tail = measured["head"].total_ms, measured["tail"].total_ms
     rows = rank_cuts(table, links[0], head, tail, key, out_bytes, **per_cut)
@@ -195,7 +225,7 @@ def choose_cut(opts: BuildOptions, head_target: str, tail_target: str, encoding:
     return {"link": {"bandwidth_mbps": links[0].bandwidth_mbps, "rtt_ms": links[0].rtt_ms},
             "head_ms": head, "head_ms_source": measured["head"].source,
             "tail_ms": tail, "tail_ms_source": measured["tail"].source, "spread": spread,
-            "encoding": encoding, "best": rows[0], "ranking": rows,
+            "encoding": encoding, "device_only": device_only, "best": rows[0], "ranking": rows,
             "sweep": sweep(table, links, head, tail, key, out_bytes, **per_cut)}
 
 

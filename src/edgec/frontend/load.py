@@ -26,6 +26,7 @@ import onnx
 from onnx import shape_inference
 
 from edgec.errors import ModelError, UsageError
+from edgec.frontend.specs import parse_input_shapes  # noqa: F401  (re-exported; parsed without onnx)
 
 log = logging.getLogger(__name__)
 
@@ -138,37 +139,6 @@ def check_model(model: onnx.ModelProto, label: str = "model") -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{label} is not valid ONNX: {first[:200]}",
                          "re-export the model, or repair it (e.g. with onnxslim)") from exc
-
-
-def parse_input_shapes(specs: list[str] | None) -> dict[str | None, tuple[int, ...]]:
-    """Parse ``--input-shape`` values.
-
-    Args:
-        specs: Strings ``NAME=1,3,224,224`` or ``1,3,224,224`` (the only input).
-
-    Returns:
-        ``{name or None: shape}``.
-
-    Raises:
-        UsageError: a spec is malformed or has a non-positive dim.
-    """
-    out: dict[str | None, tuple[int, ...]] = {}
-    for spec in specs or []:
-        name, _, dims = spec.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in re.split(r"[,x]", dims.strip()))
-        except ValueError:
-            shape = ()
-        if not shape or any(d <= 0 for d in shape):
-            letters = [d for d in re.split(r"[,x]", dims.strip()) if d.strip() and not d.strip().isdigit()]
-            hint = (f"replace {', '.join(letters)} with sizes, e.g. NAME=1,3,224,224" if letters
-                    else "write NAME=1,3,224,224 with positive integer dims")
-            raise UsageError(f"bad --input-shape '{spec}'", hint)
-        if (name or None) in out:
-            raise UsageError(f"--input-shape is given twice for {repr(name) if name else 'the input'}",
-                             "give one shape per input")
-        out[name or None] = shape
-    return out
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:

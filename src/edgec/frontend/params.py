@@ -15,13 +15,12 @@ through shape arithmetic (:data:`PASS_THROUGH`: casts, concatenation, element-wi
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
 from edgec.errors import UsageError
+from edgec.frontend.specs import parse_input_values  # noqa: F401  (re-exported; parsed without onnx)
 
 #: ``{op: {input index: operand name}}``: operands that are parameters, not data.
 PARAMETER_OPERANDS: dict[str, dict[int, str]] = {
@@ -84,29 +83,6 @@ def _sources(value: str, producers: dict[str, onnx.NodeProto], inputs: set[str])
         node = producers.get(v)
         if node is not None and node.op_type in PASS_THROUGH:
             todo.extend(i for i in node.input if i)
-    return out
-
-
-def parse_input_values(specs: list[str] | None) -> dict[str, list[float]]:
-    """Parse ``--input-value NAME=v1,v2,...`` (numbers; one value for a rank-0 input; ``NAME=`` for an
-    empty tensor, such as Reduce axes meaning all axes).
-
-    Raises:
-        UsageError: a malformed value, or a name given twice.
-    """
-    out: dict[str, list[float]] = {}
-    for spec in specs or []:
-        name, sep, text = spec.partition("=")
-        try:
-            values = [float(v) for v in re.split(r"[,\s]+", text.strip()) if v]
-            ok = bool(values) or not text.strip()
-        except ValueError:
-            values, ok = [], False
-        if not sep or not name or not ok:
-            raise UsageError(f"bad --input-value '{spec}'", "write NAME=1,1,2,2 (the input's name, then its values)")
-        if name in out:
-            raise UsageError(f"--input-value is given twice for '{name}'", "give one value list per input")
-        out[name] = values
     return out
 
 

@@ -135,6 +135,8 @@ def profile_part(part: Part, opts: ProfileOptions, progress: Progress | None = N
     error = None
     with device.open(opts.timeout_s, progress) as session:
         prof["device"].update(session.info)
+        if device.emulated and not local:  # the emulator's threads are this machine's cores, not the board's
+            prof["board_cores"] = spec.cores
         if local:
             if progress:
                 progress("timing end to end")

@@ -11,8 +11,6 @@ from datetime import datetime, timezone
 from importlib import resources
 from typing import Any
 
-from edgec.profiling.memory import memory_markdown
-
 SCHEMA_ID = "edgec.report/1"
 
 
@@ -180,6 +178,25 @@ def pass_error(p: dict[str, Any]) -> str:
     return "-" if err is None else f"{err:.1e}" + (f" (float32 noise on {', '.join(noise)})" if noise else "")
 
 
+#: A pass that multiplies the MACs by more than this is named in a warning (summary and report.md).
+MAC_GROWTH_WARNING = 2.0
+
+
+def pass_growth_warnings(passes: list[dict[str, Any]] | None) -> list[str]:
+    """One line per pass that multiplied the model's MACs by more than :data:`MAC_GROWTH_WARNING`
+    (``depth_merge(mode=exact)`` on MobileNetV4: 5.1x): the pass and its factors for MACs and parameters."""
+    out = []
+    for p in passes or []:
+        mb, ma, pb, pa = (p.get(k) for k in ("macs_before", "macs_after", "params_before", "params_after"))
+        if not (p.get("applied") and mb and ma and ma > MAC_GROWTH_WARNING * mb):
+            continue
+        params = (f", parameters x{pa / pb:.1f} ({human_count(pb)} -> {human_count(pa)})" if pb and pa is not None
+                  else "")
+        out.append(f"{p.get('label', p.get('name'))} multiplies MACs by {ma / mb:.1f} ({human_count(mb)} -> "
+                   f"{human_count(ma)}){params}: a larger, likely slower artifact")
+    return out
+
+
 def _tensor_str(t: dict[str, Any]) -> str:
     return f"`{t['name']}` {t['dtype']}[{','.join(str(d) for d in t['shape'])}]"
 
@@ -276,6 +293,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{human_count(p.get('macs_before'))} → {human_count(p.get('macs_after'))} | {ops} | "
                          f"{pass_error(p)} | {p.get('seconds', 0):.2f} s |")
         lines.append("")
+        warnings = pass_growth_warnings(passes)
+        if warnings:
+            lines += [f"> **Warning:** {w}" for w in warnings] + [""]
     k = report.get("kernels")
     if k:
         lines += [f"TVM fused kernels: {k.get('before_passes')} before the passes, {k.get('after_passes')} after; "
@@ -287,6 +307,8 @@ def render_markdown(report: dict[str, Any]) -> str:
               f"{verification_line(report.get('verification'))} |",
               f"| function change (vs the source model) | {function_change_line(report.get('function_change'))} |", ""]
     lines += verification_sets_markdown(report.get("verification"))
+    from edgec.profiling.memory import memory_markdown  # imports onnx: not at import time (`edgec zoo list`)
+
     lines += memory_markdown(report.get("memory"), plot=report["kind"] == "build")  # the plot is the build's file
     if report.get("profile"):
         lines += profile_markdown(report)
@@ -330,6 +352,18 @@ def _nodes(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" (+{len(names) - limit})" if len(names) > limit else "") if names else "-"
 
 
+def threads_text(p: dict[str, Any], target: str | None = None) -> str:
+    """The threads a profile ran with (its ``profile`` section): under an emulator, the emulator's (this
+    machine's cores) beside the board's core count (``board_cores``), never as if they were the board's."""
+    n = p.get("threads") or (p.get("device") or {}).get("threads")
+    cores = p.get("board_cores")
+    if p.get("emulated") and cores:
+        board = f"a {target} board" if target else "the board"
+        return (f"{n} (emulated: qemu runs the code on this machine's {n} cores; {board} has {cores} cores, "
+                f"all used with TVM_NUM_THREADS={cores})")
+    return str(n)
+
+
 def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
     """Markdown lines of the ``profile`` section: latency, top layers, memory, environment."""
     p = report["profile"]
@@ -339,7 +373,7 @@ def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
         lines += ["> **Emulated device (qemu):** these timings are not the speed of a real device.", ""]
     if not report.get("complete", True):
         lines += [f"> **Incomplete:** {p.get('error', 'the run stopped early')}", ""]
-    lines += [f"device `{p['device'].get('url')}`, threads {p.get('threads') or p['device'].get('threads')}", "",
+    lines += [f"device `{p['device'].get('url')}`, threads {threads_text(p, report.get('target', {}).get('name'))}", "",
               "| runtime | runs | min ms | p50 ms | p90 ms | max ms |", "|---|---|---|---|---|---|"]
     for name in ("edgec", "onnxruntime"):
         if name in lat:

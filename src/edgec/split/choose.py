@@ -7,7 +7,8 @@ ASPLOS 2017, section 4: for each candidate cut ``k`` the latency of one inferenc
 
 and the best cut minimises it. Besides every valid cut (:func:`edgec.split.cut_table`) two ends are
 candidates: everything on the server (the device sends a JPEG, quality 90, of the image) and
-everything on the device (it sends the model's outputs). Per-part latencies come from a
+everything on the device (it sends a classifier's top-5 result, class indices and scores: not the
+logits; :func:`device_only_result`). Per-part latencies come from a
 whole-model ``edgec profile`` on each side, its per-kernel table summed over the kernels before
 each cut (:func:`per_cut_ms`; Neurosurgeon fits per-layer-type regressions instead, since it cannot
 measure on the device); or, given only one whole-model latency per side, that latency spread over
@@ -47,6 +48,32 @@ class Link:
     def transfer_ms(self, nbytes: int) -> float:
         """Time to send ``nbytes`` (ms)."""
         return 8 * nbytes / (self.bandwidth_mbps * 1e6) * 1e3 + self.rtt_ms
+
+
+#: Classes a device that answers locally sends back: ``edgec run``'s ``--top`` default.
+TOP_K = 5
+
+#: Bytes of one top-k entry: an int32 class index and a float32 score.
+TOP_K_ENTRY_BYTES = 4 + 4
+
+
+def device_only_result(model: onnx.ModelProto, k: int = TOP_K) -> dict[str, Any]:
+    """What the device sends when everything runs on it: a classifier's (one output ``[N, classes]`` with
+    more than ``k`` classes) top-``k`` result, ``N * k`` (int32 class index, float32 score) pairs -- not its
+    logits; any other model's outputs as float32.
+
+    Returns:
+        ``{"bytes", "sends"}``: the bytes sent and what they are, in words.
+    """
+    outs = [[d.dim_value for d in o.type.tensor_type.shape.dim] for o in model.graph.output]
+    logits = sum(4 * math.prod(shape) for shape in outs)
+    if len(outs) == 1 and len(outs[0]) == 2 and outs[0][1] > k:
+        n = outs[0][0] or 1
+        nbytes = n * k * TOP_K_ENTRY_BYTES
+        return {"bytes": nbytes, "sends": f"the top-{k} result: {n * k} x (int32 class index + float32 score) = "
+                                          f"{nbytes} bytes, not the {outs[0]} float32 logits ({logits} bytes)"}
+    return {"bytes": logits, "sends": f"the model's outputs as float32 ({logits} bytes; not a classifier's "
+                                      f"[N, classes], so no top-{k})"}
 
 
 def profile_latency_ms(report: dict[str, Any]) -> float:
@@ -123,7 +150,8 @@ def rank_cuts(table: dict[str, Any], link: Link, head_total_ms: float, tail_tota
         head_total_ms: Whole-model latency on the device (ms).
         tail_total_ms: Whole-model latency on the server (ms).
         bytes_key: Which size of the cut is sent (``bytes_fp32`` or ``bytes_int8``).
-        output_bytes: Bytes of the model's outputs (sent when everything runs on the device).
+        output_bytes: Bytes the device sends when everything runs on it (:func:`device_only_result`: a
+            classifier's top-k result, not its logits).
         head_ms_at: Per-cut head time on the device (:func:`per_cut_ms` of the device's profile), in
             place of the MAC spread.
         tail_head_ms_at: Per-cut head time on the server (:func:`per_cut_ms` of the server's

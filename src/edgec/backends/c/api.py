@@ -174,6 +174,24 @@ def check_ops(model: onnx.ModelProto) -> None:
                 "run that part of the model elsewhere (edgec split), or build for --target host")
 
 
+def check_weights(spec: TargetSpec, model: onnx.ModelProto, weight_bytes: int, when: str) -> None:
+    """Refuse a model whose weights cannot fit the chip's flash, before any pass or compilation.
+
+    Args:
+        spec: An ``mcu`` target.
+        model: The model after the frontend (names the largest weight).
+        weight_bytes: A lower bound of the weights' bytes after the passes
+            (:func:`edgec.passes.weight_floor`).
+        when: How the figure was found, for the message.
+
+    Raises:
+        BudgetError: ``weight_bytes`` alone exceed ``mcu.flash_bytes`` (one line: budget, need, largest weight).
+    """
+    from edgec.backends.c import budget
+
+    budget.check(spec, model, {"weights": weight_bytes}, {}, when)
+
+
 def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int:
     """The activation arena ``compile`` would plan for ``model`` (bytes), without generating code.
 
@@ -229,5 +247,5 @@ def verify_plan(model: onnx.ModelProto, spec: TargetSpec, compiled: Compiled, wo
                       {"qemu_machine": machine})
 
 
-__all__ = ["check", "check_tune", "compile", "count_kernels", "name", "planned_arena_bytes", "resolved_target", "tune",
+__all__ = ["check", "check_tune", "check_weights", "compile", "count_kernels", "name", "planned_arena_bytes", "resolved_target", "tune",
            "verify_checks", "verify_plan"]

@@ -244,6 +244,26 @@ def check_tune(spec: TargetSpec, trials: int | None, minutes: float | None, devi
     check_tune_request(spec, trials, minutes, device)
 
 
+def check_weights(spec: TargetSpec, model: onnx.ModelProto, weight_bytes: int, when: str) -> None:  # noqa: ARG001
+    """Nothing to refuse: CPU and GPU targets hold their weights in main memory."""
+
+
+def tuning_records(folder: Path) -> int:
+    """Tuning records (complete lines) in a database folder, after dropping a line torn by a stopped run.
+
+    Args:
+        folder: The database folder (``edgec tune --db``).
+
+    Returns:
+        The number of records (0 when there is no database).
+    """
+    from edgec.backends.tvm import tuning as tuning_db
+
+    if folder.is_dir():
+        tuning_db.repair_database(folder)
+    return tuning_db.record_count(folder)
+
+
 def planned_arena_bytes(model: onnx.ModelProto, spec: TargetSpec) -> int | None:  # noqa: ARG001
     """None: TVM's own storage planner places the activations (``Compiled.memory`` reports it after compiling)."""
     return None
@@ -256,5 +276,5 @@ def extract_tasks(model: onnx.ModelProto, spec: TargetSpec) -> list:
     return tuning_db.extract_tasks(import_model(model), spec)
 
 
-__all__ = ["check", "check_tune", "compile", "count_kernels", "extract_tasks", "kernel_map", "name", "planned_arena_bytes",
-           "resolved_target", "tune", "verify_checks", "verify_plan"]
+__all__ = ["check", "check_tune", "check_weights", "compile", "count_kernels", "extract_tasks", "kernel_map", "name", "planned_arena_bytes",
+           "resolved_target", "tune", "tuning_records", "verify_checks", "verify_plan"]

@@ -587,7 +587,22 @@ def _make_runner(device, timeout_sec: int = 120):
 
 @dataclass
 class TuneProgress:
-    """What the progress callback sees after every measured batch."""
+    """What the progress callback sees after every measured batch of a task, and at the end of every
+    ``tune_tasks`` call (``batches`` counts those: one line per batch where there is no terminal).
+
+    Attributes:
+        trials_done: Candidates measured so far in this run.
+        trials_total: The ``--trials`` budget, or None.
+        elapsed_s: Seconds since the run started.
+        deadline_s: The ``--minutes`` budget in seconds, or None.
+        est_latency_ms: Sum over the measured kernels of weight x best time (ms), or None.
+        tasks_measured, tasks_total: Kernels with a measurement, and all kernels.
+        batches: ``tune_tasks`` calls finished.
+        database: The database folder.
+        records_before: Records in it when the run started.
+        device: Where candidates are measured (``local``, ``rpc://...``).
+        emulated: True on an emulated device.
+    """
 
     trials_done: int
     trials_total: int | None
@@ -596,6 +611,11 @@ class TuneProgress:
     est_latency_ms: float | None
     tasks_measured: int
     tasks_total: int
+    batches: int = 0
+    database: str = ""
+    records_before: int = 0
+    device: str = ""
+    emulated: bool = False
 
 
 @dataclass
@@ -657,24 +677,30 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
          progress: Callable[[TuneProgress], None] | None = None, seed: int | None = None) -> TuneResult:
     """Tune the fused kernels of ``mod`` for ``spec`` and add the records to the database.
 
-    Tuning runs in rounds. Each round is one MetaSchedule ``tune_tasks`` call that
-    gives ``per_iter`` candidates to each selected task; the first round covers
-    every kernel without a record, later rounds the third of the kernels that
-    contribute most to the estimated latency (weight x best time). Records are
-    committed at the end of each task's batch, the XGBoost cost model is kept
-    across rounds, and the budgets are checked between rounds (a round of a
-    large model takes minutes on two cores).
+    Tuning runs in batches. Each batch is one MetaSchedule ``tune_tasks`` call that gives up to
+    ``per_iter`` candidates to each of up to :data:`CHUNK_TASKS` kernels; its records are committed
+    as each kernel's candidates are measured. The first round covers every kernel without a
+    record, later rounds the third of the kernels that contribute most to the estimated latency
+    (weight x best time). The XGBoost cost model is kept across batches.
+
+    Budgets are kept by sizing each batch to what is left: ``trials`` caps the candidates of every
+    batch; under ``minutes`` the first batch is small (one kernel, up to 8 candidates) and measures
+    the seconds a candidate costs here (search, build and run together, so a loaded machine gives
+    fewer candidates per batch, not a late end), and no batch starts that would not fit the time
+    left. The caller (:func:`edgec.flows.tune.tune`) also stops the run at 1.2 x ``minutes``.
 
     Args:
         mod: Relax module (from the same import as ``edgec build``).
         spec: Target.
-        trials: Budget of new measured candidates (over all tasks).
-        minutes: Budget of wall time; the round running when it expires finishes.
         device: Where candidates are measured: an :mod:`edgec.devices` device (probed by the caller;
             ``check_tuning`` and ``tuning_runner`` are used).
+        trials: Budget of new measured candidates (over all tasks).
+        minutes: Budget of wall time (minutes) of the search, counted from the first progress call
+            (after the database, the tasks and the tensor intrinsics are loaded).
         db: Database folder (default :func:`default_database_dir`).
-        per_iter: Candidates per task per round.
-        progress: Called after each measured batch.
+        per_iter: Candidates per task per batch.
+        progress: Called when the search starts (``trials_done`` 0), after each measured batch of a
+            kernel, and after each batch.
         seed: Search seed.
 
     Returns:
@@ -689,6 +715,8 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
 
     from edgec.backends.tvm.compile import tvm_target
+
+    import tvm.s_tir.tensor_intrin  # noqa: F401  registered before the clock starts (tens of seconds)
 
     check_tune_request(spec, trials, minutes, device)
     folder = Path(db) if db is not None else default_database_dir(spec)
@@ -705,9 +733,7 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
         rec = database.query_tuning_record(t.dispatched[0], target, t.task_name)
         if rec is not None and rec.run_secs:
             best[i] = 1e3 * sum(float(x) for x in rec.run_secs) / len(rec.run_secs)
-    start = time.perf_counter()
-    deadline = start + minutes * 60 if minutes else None
-    state = {"done": 0, "selected": []}
+    state = {"done": 0, "selected": [], "batches": 0}
 
     def estimate() -> float | None:
         return sum(weights[i] * v for i, v in best.items()) if best else None
@@ -715,7 +741,8 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
     def report() -> None:
         if progress:
             progress(TuneProgress(state["done"], trials, time.perf_counter() - start,
-                                  None if deadline is None else deadline - start, estimate(), len(best), len(tasks)))
+                                  None if deadline is None else deadline - start, estimate(), len(best), len(tasks),
+                                  state["batches"], str(folder), before, str(device.url), bool(device.emulated)))
 
     @derived_object
     class Watch(PyMeasureCallback):
@@ -731,35 +758,107 @@ def tune(mod, spec: TargetSpec, device, *, trials: int | None = None, minutes: f
     cost_model = ms.cost_model.XGBModel(num_tuning_cores=cores, tree_method="auto")
     builder, runner = _make_builder(spec), _make_runner(device)
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [Watch()]
+    start = time.perf_counter()  # the budget's clock: the search itself, from here
+    deadline = start + minutes * 60 if minutes else None
+    pace = BatchPace(per_iter, deadline)
     rounds = 0
     report()
-    while True:
+    while not pace.spent:
         left = None if trials is None else trials - state["done"]
-        if (left is not None and left <= 0) or (deadline is not None and time.perf_counter() >= deadline):
+        if left is not None and left <= 0:
             break
         untuned = [i for i in range(len(tasks)) if i not in best]
         if untuned and rounds == 0:
-            selected = untuned
+            queue = untuned
         else:
             ranked = sorted(range(len(tasks)), key=lambda i: -weights[i] * best.get(i, float("inf")))
-            selected = ranked[:max(1, (len(tasks) + 2) // 3)]
-        if left is not None:
-            selected = selected[:max(1, -(-left // per_iter))]
-        for chunk_start in range(0, len(selected), CHUNK_TASKS):
+            queue = ranked[:max(1, (len(tasks) + 2) // 3)]
+        while queue:
             left = None if trials is None else trials - state["done"]
-            if (left is not None and left <= 0) or (deadline is not None and time.perf_counter() >= deadline):
+            if left is not None and left <= 0:
                 break
-            _tune_chunk(ms, tasks, selected[chunk_start:chunk_start + CHUNK_TASKS], state, left, per_iter, cores,
-                        seed, rounds, builder, runner, database, cost_model, callbacks)
+            size = pace.next_batch(min(len(queue), CHUNK_TASKS), left, time.perf_counter())
+            if size is None:
+                break
+            n, per_task = size
+            chunk, queue = queue[:n], queue[n:]
+            t0 = time.perf_counter()
+            _tune_chunk(ms, tasks, chunk, state, per_task, cores, seed, rounds, builder, runner, database,
+                        cost_model, callbacks)
+            pace.measured(time.perf_counter() - t0, n * per_task)
+            state["batches"] += 1
+            report()
         rounds += 1
-    per_task = [{"task": t.task_name, "weight": weights[i], "best_ms": best.get(i)} for i, t in enumerate(tasks)]
+    per_task_rows = [{"task": t.task_name, "weight": weights[i], "best_ms": best.get(i)} for i, t in enumerate(tasks)]
     return TuneResult(folder, state["done"], before, record_count(folder), time.perf_counter() - start,
-                      len(tasks), estimate(), str(device.url), emulated=bool(device.emulated), per_task=per_task)
+                      len(tasks), estimate(), str(device.url), emulated=bool(device.emulated), per_task=per_task_rows)
 
 
-def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, builder, runner, database,
+class BatchPace:
+    """Sizes tuning batches to the time left (the ``--minutes`` budget).
+
+    The cost of a candidate (search, build and run, s) is learnt from the batches measured so
+    far (a running mean that weighs the latest batch half); a batch is cut to the candidates that
+    fit the time left with a 15% margin, and none starts when fewer than :attr:`MIN_TRIALS` fit.
+
+    Args:
+        per_iter: Candidates per kernel in a full batch.
+        deadline: ``time.perf_counter()`` value of the budget's end, or None (no time budget).
+    """
+
+    MIN_TRIALS = 2
+    FIRST_TRIALS = 8
+    MARGIN = 1.15
+
+    def __init__(self, per_iter: int, deadline: float | None) -> None:
+        self.per_iter = per_iter
+        self.deadline = deadline
+        self.seconds_per_trial: float | None = None
+        self.spent = False
+
+    def next_batch(self, kernels: int, trials_left: int | None, now: float) -> tuple[int, int] | None:
+        """``(kernels, candidates per kernel)`` of the next batch, or None when the budget is spent.
+
+        Args:
+            kernels: Kernels waiting (at most a batch's worth).
+            trials_left: The ``--trials`` budget left, or None.
+            now: ``time.perf_counter()``.
+        """
+        per_task = self.per_iter
+        if trials_left is not None:
+            kernels = max(1, min(kernels, -(-trials_left // per_task)))
+            per_task = max(1, min(per_task, trials_left // kernels))
+        if self.deadline is None:
+            return kernels, per_task
+        left_s = self.deadline - now
+        if left_s <= 0:
+            self.spent = True
+            return None
+        if self.seconds_per_trial is None:  # learn the pace on a small batch first
+            return 1, max(1, min(per_task, self.FIRST_TRIALS))
+        fit = int(left_s / (self.seconds_per_trial * self.MARGIN))
+        if fit < self.MIN_TRIALS:
+            self.spent = True
+            return None
+        if fit < kernels * per_task:
+            kernels = max(1, min(kernels, fit // per_task))
+            per_task = max(self.MIN_TRIALS, min(per_task, fit // kernels))
+        return kernels, per_task
+
+    def measured(self, seconds: float, trials: int) -> None:
+        """Record a finished batch: its wall time (s) and the candidates it asked for (the search costs
+        the same when a small kernel's space runs out of new candidates before that)."""
+        if trials <= 0:
+            return
+        sample = seconds / trials
+        self.seconds_per_trial = sample if self.seconds_per_trial is None else \
+            0.5 * self.seconds_per_trial + 0.5 * sample
+
+
+def _tune_chunk(ms, tasks, chunk, state, per_task, cores, seed, rounds, builder, runner, database,
                 cost_model, callbacks) -> None:
-    """One MetaSchedule ``tune_tasks`` call over a few tasks; its records are committed when it returns."""
+    """One MetaSchedule ``tune_tasks`` call over a few tasks, ``per_task`` candidates each; its records are
+    committed as each task's candidates are measured."""
     from edgec.tvm_setup.capture import captured_fds
 
     state["selected"] = chunk
@@ -770,12 +869,10 @@ def _tune_chunk(ms, tasks, chunk, state, left, per_iter, cores, seed, rounds, bu
                 [tasks[i] for i in chunk], str(work_dir), num_threads=cores,
                 seed=None if seed is None else seed + rounds)
         _quiet_metaschedule_logs()
-        budget = len(chunk) * per_iter if left is None else min(left, len(chunk) * per_iter)
-        per_task = max(1, min(per_iter, budget))  # a small --trials budget is measured as given, not rounded up
-        ms.tune_tasks(tasks=contexts, task_weights=ctx_weights, work_dir=str(work_dir), max_trials_global=budget,
-                      max_trials_per_task=per_task, num_trials_per_iter=per_task, builder=builder, runner=runner,
-                      database=database, cost_model=cost_model, measure_callbacks=callbacks,
-                      task_scheduler="round-robin")
+        ms.tune_tasks(tasks=contexts, task_weights=ctx_weights, work_dir=str(work_dir),
+                      max_trials_global=len(chunk) * per_task, max_trials_per_task=per_task,
+                      num_trials_per_iter=per_task, builder=builder, runner=runner, database=database,
+                      cost_model=cost_model, measure_callbacks=callbacks, task_scheduler="round-robin")
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
 
