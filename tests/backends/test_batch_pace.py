@@ -1,6 +1,6 @@
 """Tuning batches are sized to the budget left (``BatchPace``): no batch starts that would not fit."""
 
-from edgec.backends.tvm.tuning import BatchPace
+from edgec.backends.tvm.pace import BatchPace
 
 
 def test_a_trials_budget_caps_every_batch():
