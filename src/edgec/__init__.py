@@ -12,6 +12,16 @@ Python API: one flow per command (``edgec.flows.<verb>``; each ``edgec`` command
 The design -- stages, layering, the device, backend and pass interfaces -- is in ``docs/design.md``.
 """
 
+import os as _os
+
+#: PyTorch's OpenMP threads (training, export) wait for each other sleeping, not spinning. On a machine shared
+#: with other work, a thread spinning at a barrier for one that was descheduled burns the core the other needs:
+#: the digits task's epochs took 94-190 s instead of 11-37 s (2 threads, 2-core AMD EPYC, load average 5-9), the
+#: same numbers either way. Set before torch loads libgomp; a value of the user's own is kept. TVM and
+#: onnxruntime run thread pools of their own (:mod:`edgec.tvm_setup`), untouched by it.
+OMP_WAIT_POLICY = "PASSIVE"
+_os.environ.setdefault("OMP_WAIT_POLICY", OMP_WAIT_POLICY)
+
 
 def __getattr__(name: str) -> str:
     """``__version__``, read from the installed metadata when first asked for (importlib.metadata takes

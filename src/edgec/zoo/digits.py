@@ -14,7 +14,6 @@ Random-weight zoo models barely react to their input, so accuracy and agreement 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -79,27 +78,6 @@ def write_digits_folder(out: str | Path, size: int = 64) -> tuple[Path, Path]:
     return out / "train", out / "val"
 
 
-#: Threads that train the digits model: one. On a 2-core machine shared with other work, PyTorch's two
-#: OpenMP threads wait for each other at every parallel region whenever another process holds a core,
-#: spinning: epochs took 40-120 s instead of 4-7 s (10 epochs 18 min instead of about a minute, CPU time
-#: 5x the work). One thread never waits for another; where nothing competes it is about 15% slower
-#: (61 s against 52 s of training, 2-core AMD EPYC, load average 2).
-TRAIN_THREADS = 1
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int):
-    """PyTorch's intra-op threads set to ``n`` for the block, then restored."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _loader(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(y))
@@ -110,12 +88,12 @@ def _loader(x: np.ndarray, y: np.ndarray, batch: int, seed: int):
 
 def train_digits_model(out: str | Path, *, arch: str = DIGITS_ARCH, size: int = 64, epochs: int = 10,
                        lr: float = 2e-2, batch: int = 32, shift: int = 0, seed: int = 0,
-                       progress: Any = None, threads: int = TRAIN_THREADS) -> DigitsModel:
+                       progress: Any = None) -> DigitsModel:
     """Write the digits folders and train ``arch`` on them; export ``out/<arch>-digits.onnx``.
 
     Training: AdamW (weight decay 1e-4) with a one-cycle schedule up to ``lr``, batch ``batch``,
-    optional random shifts of up to ``shift`` pixels. About 6 s per epoch on one thread (:data:`TRAIN_THREADS`)
-    of a 2-core AMD EPYC for ``mobilenetv2_035`` at 64x64; 10 epochs reach about 95% val top-1 (measured). At 32x32 the
+    optional random shifts of up to ``shift`` pixels. About 6 s per epoch on 2 cores for
+    ``mobilenetv2_035`` at 64x64; 10 epochs reach about 95% val top-1 (measured). At 32x32 the
     network ends at 1x1 and trains much more slowly (about 80% after 15 epochs), hence 64 by default.
 
     Args:
@@ -128,7 +106,6 @@ def train_digits_model(out: str | Path, *, arch: str = DIGITS_ARCH, size: int = 
         shift: Largest random shift (pixels) of the training images; 0 for none.
         seed: Seed of initialisation and batch order.
         progress: Called as ``progress(epoch, epochs, loss)`` after each epoch, if given.
-        threads: PyTorch threads while training (:data:`TRAIN_THREADS`).
 
     Raises:
         UsageError: ``epochs < 1`` or an unknown ``arch``.
@@ -155,24 +132,23 @@ def train_digits_model(out: str | Path, *, arch: str = DIGITS_ARCH, size: int = 
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = torch.nn.CrossEntropyLoss()
     rng = np.random.default_rng(seed)
-    with _torch_threads(threads):  # see TRAIN_THREADS
-        start = time.perf_counter()
-        for epoch in range(epochs):
-            model.train()
-            total = 0.0
-            for xb, yb in _loader(train.x, train.labels, batch, seed + epoch):
-                if shift:
-                    dy, dx = rng.integers(-shift, shift + 1, 2)
-                    xb = np.roll(xb, (int(dy), int(dx)), axis=(2, 3))
-                opt.zero_grad()
-                loss = loss_fn(model(torch.from_numpy(xb)), torch.from_numpy(yb))
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(yb)
-            if progress is not None:
-                progress(epoch + 1, epochs, total / len(train))
-        seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        total = 0.0
+        for xb, yb in _loader(train.x, train.labels, batch, seed + epoch):
+            if shift:
+                dy, dx = rng.integers(-shift, shift + 1, 2)
+                xb = np.roll(xb, (int(dy), int(dx)), axis=(2, 3))
+            opt.zero_grad()
+            loss = loss_fn(model(torch.from_numpy(xb)), torch.from_numpy(yb))
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(yb)
+        if progress is not None:
+            progress(epoch + 1, epochs, total / len(train))
+    seconds = time.perf_counter() - start
     model.eval()
     with torch.no_grad():
         scores = model(torch.from_numpy(val.x)).numpy()
