@@ -110,8 +110,8 @@ def tune(
     table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min of search"
                              f"{budget}, {result.tasks} kernels")
     if getattr(result, "stopped", False):
-        table.add_row("stopped", "[yellow]the search ran past 1.2x its budget and was stopped; every record "
-                                 "measured before is kept[/]")
+        table.add_row("stopped", "[yellow]the last batch did not fit the budget and was stopped at its hard "
+                                 "limit (1.2x, less 5 s to stop it); every record measured is kept[/]")
     measured = getattr(result, "measured", None)
     if measured:
         table.add_row("measured", f"edgec {measured['edgec_ms_p50']:.2f} ms, onnxruntime "

@@ -165,12 +165,26 @@ def _outcome(work: Path, returncode: int, label: str) -> Any:
     raise RuntimeError(f"the {label} process failed ({how}): {tail}")
 
 
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (a ``kill -9`` of the parent must not leave a search
+    writing to the database on its own, in a session of its own)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call
+        os._exit(1)
+
+
 def _child(job_path: str) -> int:
     """The child's side: run the job, write ``result.pkl`` beside the job."""
     fd = int(os.environ.pop(EVENT_FD_ENV))
     os.set_inheritable(fd, False)
     events = os.fdopen(fd, "w", buffering=1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; it stops us with SIGTERM
+    _die_with_parent()
 
     def emit(event: dict[str, Any]) -> None:
         events.write(json.dumps(event, default=str) + "\n")

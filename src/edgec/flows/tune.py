@@ -129,9 +129,10 @@ def _stopped(seconds: float, last: dict[str, Any] | None, backend) -> SimpleName
     last = last or {}
     folder = Path(last.get("database") or ".")
     tasks = last.get("tasks_total", 0)
-    return SimpleNamespace(database=folder, trials=last.get("trials_done", 0),
+    after = backend.tuning_records(folder) if last.get("database") else 0
+    return SimpleNamespace(database=folder, trials=max(last.get("trials_done", 0), after - last.get("records_before", 0)),
                            records_before=last.get("records_before", 0),
-                           records_after=backend.tuning_records(folder) if last.get("database") else 0,
+                           records_after=after,
                            seconds=seconds, tasks=tasks, est_latency_ms=last.get("est_latency_ms"),
                            device=last.get("device", ""), emulated=last.get("emulated", False),
                            per_task=[{"best_ms": 0.0}] * last.get("tasks_measured", 0)
