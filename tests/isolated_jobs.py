@@ -39,3 +39,17 @@ def sleep_and_record(*, folder: str, emit):
     Path(folder, "worker.pid").write_text(str(worker.pid))
     emit({"kind": "ready", "pid": os.getpid()})
     time.sleep(300)
+
+
+def orphan(folder: str):
+    """A parent that runs ``sleep_and_record`` in a child inside a command's scratch folder; the test kills
+    this process with SIGKILL (run as ``python -c 'import isolated_jobs; isolated_jobs.orphan(F)'``)."""
+    from edgec.flows.isolated import run_isolated
+    from edgec.scratch import run_scratch
+
+    def on_event(event):
+        Path(folder, "child.pid").write_text(str(event["pid"]))
+        Path(folder, "scratch").write_text(tempfile.gettempdir())
+
+    with run_scratch():
+        run_isolated("isolated_jobs:sleep_and_record", {"folder": folder}, on_event=on_event)

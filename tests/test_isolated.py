@@ -88,3 +88,38 @@ def test_a_stop_kills_the_group_keeps_the_records_and_removes_the_temporary_fold
             break
         time.sleep(0.1)
     assert not _alive(ready["pid"]) and not _alive(worker)
+
+
+def test_a_kill_9_of_the_parent_takes_the_child_and_its_workers_and_the_next_run_sweeps_the_folders(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from edgec.scratch import run_scratch
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    parent = subprocess.Popen([sys.executable, "-c", f"import isolated_jobs; isolated_jobs.orphan({str(folder)!r})"])
+    try:
+        for _ in range(600):
+            if (folder / "worker.pid").exists() and (folder / "child.pid").exists():
+                break
+            assert parent.poll() is None, "the parent ended before its child was ready"
+            time.sleep(0.1)
+        scratch = Path((folder / "scratch").read_text())
+        assert scratch.parent == tmp_path / "tmp" and scratch.name.startswith(f"edgec-run-{parent.pid}-")
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    child, worker = (int((folder / f).read_text()) for f in ("child.pid", "worker.pid"))
+    for _ in range(100):
+        if not (_alive(child) or _alive(worker)):
+            break
+        time.sleep(0.1)
+    assert not _alive(child) and not _alive(worker)
+    assert scratch.exists() and _left(tmp_path) == [scratch.name]  # a kill -9 cannot clean up ...
+    with run_scratch() as mine:
+        assert _left(tmp_path) == [mine.name]  # ... the next run does
+    assert _left(tmp_path) == []

@@ -131,6 +131,24 @@ def bad_verify_timeout(tmp: Path) -> Outcome:
     return _outcome(proc, tmp, *(["out/"] if (tmp / "out").exists() else []))
 
 
+def killed_then_rebuilt(tmp: Path) -> Outcome:
+    """A build killed with SIGKILL (no chance to clean up) while it writes its artifact leaves its scratch
+    and staging folders; the next build of that name removes them and succeeds."""
+    model, out = tiny_cnn(tmp / "tiny.onnx"), tmp / "out"
+    proc = subprocess.Popen([EDGEC, "build", str(model), "--out", str(out)], env=_env(tmp),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline and not list(out.glob(".*.tmp-*")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+    left = sorted(p.name for p in out.glob(".*.tmp-*")) + _temp_left(tmp)
+    if len(left) < 2:  # the kill must have left both a staging and a scratch folder, else nothing is shown
+        return Outcome(proc.returncode, f"the kill left only {left}", ["nothing to sweep"])
+    again = _edgec(tmp, "build", str(model), "--out", str(out))
+    return _outcome(again, tmp, *(p.name for p in out.iterdir() if p.name.startswith(".")))
+
+
 # --------------------------------------------------------------------------- emulation
 
 def emulated_limit(tmp: Path) -> Outcome:
@@ -149,6 +167,7 @@ CASES = [
          r"them below that\) of flash, over the 2097152 bytes"),
     Case("bad-verify-timeout-env", bad_verify_timeout, 2,
          r"^error: EDGEC_VERIFY_TIMEOUT 'soon' is not a positive number of seconds"),
+    Case("killed-build-swept-by-the-next", killed_then_rebuilt, 0, r"^artifact: .*tiny-host$"),
     Case("emulated-run-past-its-limit", emulated_limit, 7,
          r"^error: the emulated run did not finish within 2 s \(give it longer: --verify-timeout SECONDS or "
          r"EDGEC_VERIFY_TIMEOUT=SECONDS; or skip the check: --no-verify\)", slow=True),

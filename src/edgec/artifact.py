@@ -9,7 +9,8 @@ parts and how they connect (which output feeds which input) and a ``report.json`
 with the verification of their composition.
 
 Nothing half-written is left after an error or Ctrl-C: everything is written to
-``out/.<name>.tmp-*`` and renamed at the end. Artifacts are addressed as
+``out/.<name>.tmp-<pid>-*`` and renamed at the end (a folder a killed build left there is
+removed by the next build of that name). Artifacts are addressed as
 ``ARTIFACT[:PART]`` (``out/m-split:head``).
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgec.errors import ModelError, UsageError
+from edgec.scratch import mkdtemp
 
 #: The part name of a one-part artifact (its files sit at the top of the folder).
 MAIN_PART = "main"
@@ -165,7 +167,7 @@ def staging_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
     except OSError as exc:
         raise UsageError(f"cannot create {final.parent}: {exc.strerror or exc}", "give a folder you can write") \
             from exc
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    tmp = mkdtemp(f".{final.name}.tmp-", final.parent)  # a killed build's leftover goes at the next one
     try:
         yield tmp
         tmp.chmod(0o755)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import tempfile
 import sys
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from edgec.cli import build, depth_compress, device, memory, merge_table, passes
 from edgec.cli import targets, tune, zoo
 from edgec.cli.console import err_console
 from edgec.errors import EdgecError, clear_interrupt, on_interrupt, raise_if_interrupted
+from edgec.scratch import run_scratch
 
 EXIT_CODES = ("Exit codes: 0 ok, 2 usage (a wrong flag, name or value), 3 model file, 4 unsupported operator, "
               "5 missing toolchain, 6 verification failed, 7 device, 8 compiler failure on a kernel (a TVM/LLVM "
@@ -122,6 +124,14 @@ def main(argv: list[str] | None = None) -> int:
             break
         leading.append(a)
     debug = "--debug" in leading or os.environ.get("EDGEC_DEBUG") == "1"
+    logs = tempfile.gettempdir()  # the debug log outlives the command's scratch folder
+    with run_scratch():
+        code = _run(argv, debug, logs)
+    sys.exit(code)
+
+
+def _run(argv: list[str], debug: bool, logs: str) -> int:
+    """Run one command; its exit code."""
     clear_interrupt()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_interrupt)
@@ -148,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                 where = "edgec " + " ".join(w for w in words if w in known or words.index(w) == 0)
         message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
         if not message.strip():  # `edgec` alone: the help was printed
-            sys.exit(0)
+            return 0
         err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))} (see `{escape(where)} --help`)",
                           highlight=False, soft_wrap=True)
         code = getattr(exc, "exit_code", 2) or 2
@@ -158,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     except EdgecError as exc:
         if debug:
             err_console.print_exception()
-            err_console.print(f"the whole log (every cause, untruncated): {_debug_log(exc)}", highlight=False,
+            err_console.print(f"the whole log (every cause, untruncated): {_debug_log(exc, logs)}", highlight=False,
                               soft_wrap=True)
         code = _interrupted_code()
         if code is None:
@@ -173,15 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {escape(first[:200])} "
                               "(rerun with --debug and report it)", highlight=False, soft_wrap=True)
             code = 70
-    sys.exit(code)
+    return code
 
 
-def _debug_log(exc: BaseException) -> str:
-    """Write ``exc`` and its causes, whole (TVM's IR dumps included), to a file; return its path."""
-    import tempfile
+def _debug_log(exc: BaseException, folder: str) -> str:
+    """Write ``exc`` and its causes, whole (TVM's IR dumps included), to a file in ``folder``; its path."""
     import traceback
 
-    fd, path = tempfile.mkstemp(prefix="edgec-debug-", suffix=".log")
+    fd, path = tempfile.mkstemp(prefix="edgec-debug-", suffix=".log", dir=folder)
     with os.fdopen(fd, "w") as f:
         f.write("".join(traceback.format_exception(exc)))
     return path

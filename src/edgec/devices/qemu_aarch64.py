@@ -46,6 +46,7 @@ from edgec.devices.session import Progress, Session, rpc_session
 from edgec.devices.url import DeviceURL
 from edgec.errors import DeviceError, ToolchainError, UsageError
 from edgec.net import tcp_reachable
+from edgec.scratch import mkdtemp
 
 if TYPE_CHECKING:
     from edgec.targets import TargetSpec
@@ -124,7 +125,7 @@ def ensure_rootfs(progress: Callable[[str], None] | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (root / READY).exists():
             return root
-        tmp = Path(tempfile.mkdtemp(prefix=root.name + ".tmp-", dir=root.parent))
+        tmp = mkdtemp(root.name + ".tmp-", root.parent)
         try:
             _build_rootfs(tmp, say)
             if root.exists():

@@ -30,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec import errors
+from edgec.scratch import mkdtemp
 
 #: Seconds a stopped child gets between SIGTERM and SIGKILL.
 GRACE_S = 5.0
@@ -80,7 +80,7 @@ def run_isolated(func: str, kwargs: dict[str, Any], *, on_event: Callable[[dict[
             folders removed.
         RuntimeError: the child failed otherwise (a bug or a crash; the end of its log is in the message).
     """
-    work = Path(tempfile.mkdtemp(prefix="edgec-isolated-"))
+    work = mkdtemp("edgec-isolated-")
     child_tmp = work / "tmp"
     child_tmp.mkdir()
     job = work / "job.pkl"
@@ -167,7 +167,9 @@ def _outcome(work: Path, returncode: int, label: str) -> Any:
 
 def _die_with_parent() -> None:
     """Linux: SIGTERM this process when its parent dies (a ``kill -9`` of the parent must not leave a search
-    writing to the database on its own, in a session of its own)."""
+    writing to the database on its own, in a session of its own); a SIGTERM takes the whole process group
+    (the job's workers) with it."""
+    signal.signal(signal.SIGTERM, lambda *_: os.killpg(0, signal.SIGKILL))
     try:
         import ctypes
 
