@@ -62,13 +62,20 @@ def test_head_here_tail_on_the_server_equals_the_local_composition(split_artifac
     assert streamed.frames == 5 and [c for c, _, _ in streamed.top] == [c for c, _, _ in remote.top]
 
 
-def _call(address, payload, sha):
+def _meta(service, sha=None):
+    """What a head of the served split sends (its model hash, or ``sha``, and its connection)."""
+    from edgec.flows.serve import LINK_KEY, MODEL_KEY
+
+    return (MODEL_KEY, sha or service.sha), (LINK_KEY, f"{service.fingerprint} 'r1' int8")
+
+
+def _call(address, payload, meta):
     import grpc
 
-    from edgec.flows.serve import MODEL_KEY, RUN
+    from edgec.flows.serve import RUN
 
     with grpc.insecure_channel(address) as channel:
-        return channel.unary_unary(RUN)(payload, timeout=10, metadata=((MODEL_KEY, sha),))
+        return channel.unary_unary(RUN)(payload, timeout=10, metadata=meta)
 
 
 def _huge_header() -> bytes:
@@ -86,7 +93,7 @@ def _header_without_data() -> bytes:
 def test_a_client_that_disconnects_mid_stream_does_not_stop_the_server(split_artifact, server):
     import grpc
 
-    from edgec.flows.serve import MODEL_KEY, STREAM, run_remote
+    from edgec.flows.serve import STREAM, run_remote
 
     art, image = split_artifact
     address, service = server
@@ -101,7 +108,7 @@ def test_a_client_that_disconnects_mid_stream_does_not_stop_the_server(split_art
 
     before = service.served
     channel = grpc.insecure_channel(address)
-    call = channel.stream_stream(STREAM)(frames(), timeout=30, metadata=((MODEL_KEY, service.sha),))
+    call = channel.stream_stream(STREAM)(frames(), timeout=30, metadata=_meta(service))
     assert next(call)  # one answer, then the client goes away mid-stream
     call.cancel()
     sent.set()
@@ -117,7 +124,7 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact
 
     art, image = split_artifact
     address, service = server
-    sha = service.sha
+    meta = _meta(service)
     good = numpy_helper.from_array(np.zeros((1, 8, 16, 16), np.int8), "r1").SerializeToString()
     cases = {
         b"\xff\xfe garbage": grpc.StatusCode.INVALID_ARGUMENT,
@@ -133,23 +140,49 @@ def test_hostile_requests_get_errors_and_the_server_keeps_serving(split_artifact
     }
     for payload, code in cases.items():
         with pytest.raises(grpc.RpcError) as e:
-            _call(address, payload, sha)
+            _call(address, payload, meta)
         assert e.value.code() == code, e.value.details()
     with pytest.raises(grpc.RpcError) as e:
-        _call(address, good, "0" * 64)
+        _call(address, good, _meta(service, "0" * 64))
     assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "hash" in e.value.details()
     reply = onnx.SequenceProto()
-    reply.ParseFromString(_call(address, good, sha))
+    reply.ParseFromString(_call(address, good, meta))
     assert numpy_helper.to_array(reply.tensor_values[0]).shape == (1, 4)
     assert run_remote(f"{art}:head", address, image, preprocessing=PRE).top
-    from edgec.flows.serve import MODEL_KEY, STREAM
+    from edgec.flows.serve import STREAM
 
     with grpc.insecure_channel(address) as channel:  # a bad frame ends its stream with the reason
-        stream = channel.stream_stream(STREAM)(iter([good, b"bad"]), timeout=10, metadata=((MODEL_KEY, sha),))
+        stream = channel.stream_stream(STREAM)(iter([good, b"bad"]), timeout=10, metadata=meta)
         with pytest.raises(grpc.RpcError) as e:
             list(stream)
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert run_remote(f"{art}:head", address, image, preprocessing=PRE, repeat=3).frames == 3
+
+
+def test_the_head_of_another_split_at_the_same_cut_is_refused(split_artifact, server, tmp_path):
+    """Same model, same cut tensor, int8 codes of the same shape, but another scale: its codes would decode
+    to a wrong tensor and wrong classes, so the tail refuses it (and without the connection's fingerprint:
+    a head of an older edgec)."""
+    import json
+
+    import grpc
+
+    from edgec.flows.serve import run_remote
+
+    art, image = split_artifact
+    address, service = server
+    other = tmp_path / "other"
+    shutil.copytree(art, other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["connections"][0]["encoding"]["scale"] = 2 * manifest["connections"][0]["encoding"]["scale"]
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(UsageError, match=r"different split artifacts of this model") as e:
+        run_remote(f"{other}:head", address, image, preprocessing=PRE)
+    assert "scale" in str(e.value)
+    good = numpy_helper.from_array(np.zeros((1, 8, 16, 16), np.int8), "r1").SerializeToString()
+    with pytest.raises(grpc.RpcError) as e:
+        _call(address, good, _meta(service)[:1])
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "older edgec" in e.value.details()
 
 
 def test_unreachable_server_and_wrong_parts_are_one_line_errors(split_artifact, run_cli):

@@ -43,6 +43,8 @@ SERVICE = "edgec.split.v1.Tail"
 RUN = f"/{SERVICE}/Run"
 STREAM = f"/{SERVICE}/RunStream"
 MODEL_KEY = "edgec-model-sha256"
+#: The head's connection: ``<fingerprint> <encoding in words>`` (:meth:`CutEncoding.fingerprint`).
+LINK_KEY = "edgec-link"
 #: The reply's last tensor: the server's decode and tail times (ms, float64).
 SERVER_MS = "__edgec_server_ms"
 
@@ -102,6 +104,7 @@ class TailService:
         self.shape = list(spec["shape"])
         self.wire_dtype = _wire_dtype(self.encoding)
         self.sha = self.artifact.manifest["model"].get("source_sha256")
+        self.fingerprint = self.encoding.fingerprint(self.link)
         self._device_cm = LocalDevice(threads).open()
         self.session = self._device_cm.__enter__()
         self.main = self.session.load_model(part.library)["main"]
@@ -120,6 +123,12 @@ class TailService:
             raise Refused("FAILED_PRECONDITION",
                           f"model hash mismatch: this tail serves {str(self.sha)[:12]}, the head sent "
                           f"{str(meta.get(MODEL_KEY))[:12]}; run the head of the same artifact")
+        theirs, _, how = str(meta.get(LINK_KEY, "")).partition(" ")
+        if theirs != self.fingerprint:
+            raise Refused("FAILED_PRECONDITION",
+                          f"the head sends the cut {how or 'in an unknown way (an older edgec)'} and this tail "
+                          f"takes {self.link['to']['tensor']!r} {self.encoding.describe()}: they come from different "
+                          "split artifacts of this model; run the head of the same artifact")
         start = time.perf_counter()
         tensor = onnx.TensorProto()
         try:
@@ -401,7 +410,8 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     encoding = CutEncoding.from_dict(link.get("encoding") or {})
     x, _ = image_tensor(artifact, part, image, preprocessing)
     names = [o["name"] for o in part.manifest["outputs"]]
-    metadata = ((MODEL_KEY, artifact.manifest["model"].get("source_sha256") or ""),)
+    metadata = ((MODEL_KEY, artifact.manifest["model"].get("source_sha256") or ""),
+                (LINK_KEY, f"{encoding.fingerprint(link)} {link['from']['tensor']!r} {encoding.describe()}"))
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
     credentials = grpc.ssl_channel_credentials(_read(tls_ca, "TLS CA certificate")) if tls_ca else None

@@ -80,6 +80,27 @@ class CutEncoding:
         scale, zp = self._params(q)
         return ((q.astype(np.float32) - zp) * scale).astype(np.float32)
 
+    def describe(self) -> str:
+        """One phrase for messages: ``int8 (scale 0.0312, zero_point -3)``, ``int8-per-channel (64 channels)``,
+        with ``learned bottleneck (channels=C)`` in front where there is one."""
+        if self.kind == "fp32":
+            text = "fp32"
+        elif self.axis is None:
+            text = f"{self.kind} (scale {float(np.asarray(self.scale)):.4g}, zero_point {float(np.asarray(self.zero_point)):g})"
+        else:
+            text = f"{self.kind} ({np.asarray(self.scale).size} channels)"
+        return text if self.bottleneck is None else f"learned bottleneck (channels={self.bottleneck['channels']}) + {text}"
+
+    def fingerprint(self, link: dict[str, Any]) -> str:
+        """sha256 (hex, 16 digits) of the connection ``link`` (from/to part and tensor) with this encoding: a
+        head and a tail agree on how the cut travels exactly when their fingerprints match."""
+        import hashlib
+        import json
+
+        record = {"from": link["from"], "to": link["to"], "encoding": self.to_dict()}
+        record["encoding"].pop("calibrated_on", None)
+        return hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()[:16]
+
     def roundtrip(self, x: np.ndarray) -> np.ndarray:
         return self.decode(self.encode(x))
 
