@@ -23,6 +23,8 @@ EDGEC = str(Path(sys.executable).with_name("edgec"))
 PRE = ("--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5")
 #: gRPC's native log line prefix: severity letter, MMDD, time (``E1206 22:09:17.484506 16902 add_port.cc:83] ...``).
 GRPC_LOG = re.compile(r"^[EWI]\d{4} \d\d:\d\d:\d\d", re.M)
+#: A --repeat stream's progress line when stderr is not a terminal.
+PROGRESS = re.compile(r"^  frames: \d+/\d+ answered$", re.M)
 
 
 def _env() -> dict[str, str]:
@@ -36,9 +38,17 @@ def _assert_clean_failure(proc: subprocess.CompletedProcess, *expected: str) -> 
     err = proc.stderr
     assert proc.returncode == 7, (proc.returncode, err)
     assert "terminate called" not in err and "Traceback" not in err and not GRPC_LOG.search(err), err
-    lines = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip() and not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert any(e in lines[0] for e in expected), err
+
+
+def _assert_partial_figures(proc: subprocess.CompletedProcess, requested: int) -> None:
+    """The frames answered before the failure are reported, not thrown away."""
+    found = re.search(rf"median of the (\d+) of {requested} frames answered before the stream failed: .*"
+                      r"total ([0-9.]+) ms", proc.stdout)
+    assert found and int(found.group(1)) >= 1 and float(found.group(2)) > 0, proc.stdout
+    assert re.search(r"^1\. class \d+", proc.stdout, re.M), proc.stdout
 
 
 @contextmanager
@@ -99,6 +109,7 @@ def test_timeout_is_per_frame_so_a_stream_may_outlast_it(split_artifact):  # noq
         done = _finish(_client(art, image, port, repeat=6000, timeout_s=1), within_s=300)
     assert done.returncode == 0, done.stderr
     assert "median of 6000 frames over one stream" in done.stdout, done.stdout
+    assert [int(n) for n in re.findall(r"^  frames: (\d+)/6000 answered$", done.stderr, re.M)][-1:] == [6000]
     assert "terminate called" not in done.stderr and not GRPC_LOG.search(done.stderr), done.stderr
     total_ms = float(re.search(r"total ([0-9.]+) ms", done.stdout).group(1))
     assert total_ms * 6000 > 1000  # the stream lasted longer than --timeout 1 (a whole-stream deadline failed)
@@ -116,6 +127,7 @@ def test_a_stalled_then_a_killed_server_end_the_stream_with_one_line(split_artif
             server.send_signal(signal.SIGCONT)
         _assert_clean_failure(stalled, "did not answer frame")
         assert "within 2 s" in stalled.stderr
+        _assert_partial_figures(stalled, 100000)
 
         client = _client(art, image, port, repeat=100000, timeout_s=30)
         _wait_streaming(server, port, client)
@@ -124,6 +136,7 @@ def test_a_stalled_then_a_killed_server_end_the_stream_with_one_line(split_artif
         killed = _finish(client, within_s=60)
         assert time.monotonic() - start < 30
     _assert_clean_failure(killed, "failed at frame", "cannot be reached")
+    _assert_partial_figures(killed, 100000)
     assert killed.returncode > 0  # not a signal (SIGABRT: -6 here, 134 in a shell)
 
 

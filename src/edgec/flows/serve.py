@@ -22,6 +22,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgec.artifact import Artifact, Part, open_part
-from edgec.errors import DeviceError, UsageError
+from edgec.errors import DeviceError, EdgecError, UsageError
 from edgec.split.encoding import CutEncoding
 
 # gRPC's own native log lines (``E... add_port.cc:...``) would precede edgec's one-line errors; it reads
@@ -255,17 +256,24 @@ class RemoteResult:
     """What ``edgec run ARTIFACT:head --server`` got back.
 
     Attributes:
-        top: ``[(class, softmax score, label or None)]`` of the last frame.
+        top: ``[(class, softmax score, label or None)]`` of the last frame answered.
         timings_ms: Median over the frames of ``head``, ``serialize``, ``transfer`` (the round trip minus
             the server's work), ``decode``, ``tail`` (timed by the server) and ``total`` (ms).
         sent_bytes: Bytes of one request payload.
-        frames: Requests sent (one, or ``repeat`` over one stream).
+        frames: Frames answered (one, or up to ``repeat`` over one stream).
+        requested: Frames asked for (``repeat``).
+        error: Why a stream ended before ``requested`` frames (the figures are then those of the frames
+            answered before it); None when every frame was answered.
+        weights: The model's weights' origin (``"random"`` for a zoo model without its checkpoint).
     """
 
     top: list[tuple[int, float, str | None]]
     timings_ms: dict[str, float] = field(default_factory=dict)
     sent_bytes: int = 0
     frames: int = 1
+    requested: int = 1
+    error: EdgecError | None = None
+    weights: str | None = None
 
 
 #: Server status codes that refuse a request (the head and tail do not match): a usage error, not a link failure.
@@ -380,18 +388,24 @@ class _FrameStream:
 
 
 def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5, timeout_s: float = 10.0,
-               tls_ca: Path | None = None, preprocessing: dict | None = None, repeat: int = 1) -> RemoteResult:
+               tls_ca: Path | None = None, preprocessing: dict | None = None, repeat: int = 1,
+               on_frame: Callable[[int, int], None] | None = None) -> RemoteResult:
     """Run the head of a split artifact here on ``image`` and the tail on ``server`` (``HOST:PORT``).
 
     With ``repeat`` > 1 the frames go over one bidirectional stream (``RunStream``) in lock-step (a
     frame's head runs once the previous frame is answered), so each frame's times are its own, as
     one inference's latency. ``timeout_s`` (seconds) is the deadline of each request: of each frame's
-    reply on a stream, however long the whole stream lasts.
+    reply on a stream, however long the whole stream lasts. ``on_frame(answered, repeat)`` is called
+    after each answered frame (progress).
+
+    A stream that fails after some frames were answered (a late reply, a lost connection) is not
+    thrown away: the result holds those frames' figures and the failure in ``error``.
 
     Raises:
         UsageError: not a head, a bad image, a request the server refused (its reason).
-        DeviceError: the server cannot be reached, did not answer a request within ``timeout_s``, or
-            the connection failed (the server stopped, the link broke) mid-stream.
+        DeviceError: the server cannot be reached, did not answer the first request within
+            ``timeout_s``, or the connection failed (the server stopped, the link broke) before any
+            frame was answered.
     """
     import grpc
 
@@ -418,6 +432,7 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     steps: list[dict[str, float]] = []
     replies: list[bytes] = []
     payload = b""
+    failure: EdgecError | None = None
     with LocalDevice().open() as session:
         main = session.load_model(part.library)["main"]
         args = session.tensors([x])
@@ -448,9 +463,14 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
                     reply = stream.exchange(head())
                     steps[-1]["done"] = time.perf_counter()
                     replies.append(reply)
-        except grpc.RpcError as e:
-            raise _connection_error(e, server, artifact, timeout_s, frame=len(replies) + 1 if stream else None,
-                                    expired=stream is not None and stream.expired) from None
+                    if on_frame is not None:
+                        on_frame(len(replies), repeat)
+        except (grpc.RpcError, DeviceError) as e:
+            failure = e if isinstance(e, DeviceError) else _connection_error(
+                e, server, artifact, timeout_s, frame=len(replies) + 1 if stream else None,
+                expired=stream is not None and stream.expired)
+            if not replies or isinstance(failure, UsageError):
+                raise failure from None
         finally:
             if stream is not None:
                 stream.close()
@@ -465,4 +485,5 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
                         "decode": decode, "tail": tail, "total": (step["done"] - step["start"]) * 1e3})
     scores = numpy_helper.to_array(seq.tensor_values[0])
     median = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
-    return RemoteResult(rank_scores(artifact, "tail", scores, top), median, len(payload), len(replies))
+    return RemoteResult(rank_scores(artifact, "tail", scores, top), median, len(payload), len(replies), repeat,
+                        failure, artifact.manifest["model"].get("weights"))
