@@ -95,9 +95,10 @@ def artifact_kind(folder: Path) -> str | None:
     return "one-part" if "library" in manifest else None
 
 
-def check_replaceable(final: Path, kind: str | None = None) -> None:
+def check_replaceable(final: Path, kind: str | None = None, fix: str = "choose another --name or --out") -> None:
     """Refuse to replace anything at ``final`` but an earlier edgec artifact (or an empty folder) -- of the
-    same ``kind`` when one is given (``one-part``, ``split``: :func:`artifact_kind`).
+    same ``kind`` when one is given (``one-part``, ``split``: :func:`artifact_kind`). ``fix``: the hint,
+    naming the command's own flags.
 
     Raises:
         UsageError: ``final`` is a file, a folder holding something that is not an edgec artifact, or an
@@ -107,49 +108,53 @@ def check_replaceable(final: Path, kind: str | None = None) -> None:
     if not final.exists() and not final.is_symlink():
         return
     if final.is_symlink() or not final.is_dir():
-        raise UsageError(f"{final} exists and is not an artifact folder; edgec will not replace it",
-                         "choose another --name or --out")
+        raise UsageError(f"{final} exists and is not an artifact folder; edgec will not replace it", fix)
     if any(final.iterdir()) and not (final / "manifest.json").is_file():
-        raise UsageError(f"{final} holds files that are not an edgec artifact; edgec will not replace them",
-                         "choose another --name or --out")
+        raise UsageError(f"{final} holds files that are not an edgec artifact; edgec will not replace them", fix)
     found = artifact_kind(final) if kind is not None else None
     if found is not None and found != kind:
         raise UsageError(f"{final} holds {KIND_WORDS[found]}; edgec will not replace it with "
-                         f"{KIND_WORDS.get(kind, kind)}", "choose another --name (or --out)")
+                         f"{KIND_WORDS.get(kind, kind)}", fix)
 
 
 #: Longest ``--name``: the staging folder adds a prefix and suffix, within the 255-byte limit of a file name.
 MAX_NAME_BYTES = 200
 
 
-def check_writable_folder(folder: Path, flag: str) -> None:
+def check_writable_folder(folder: Path, flag: str, given: Path | None = None) -> None:
     """``folder`` is, or can be created as, a folder edgec can write: probed with a real file
     in the nearest existing ancestor, before any work (``os.access`` says yes to root on /proc).
+    ``given``: what the user gave ``flag`` when it is a file in ``folder`` (named in the message).
 
     Raises:
         UsageError: ``folder`` is a file, lies under a file, or cannot be written.
     """
+    import errno
     import os
 
     folder = Path(folder)
+    shown = given if given is not None else folder
     if folder.exists() and not folder.is_dir():
-        raise UsageError(f"{flag} {folder} is a file, not a folder", "give a folder (created if missing)")
+        raise UsageError(f"{flag} {shown} is a file, not a folder", "give a folder (created if missing)")
     probe = folder
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     if not probe.is_dir():
-        raise UsageError(f"{flag} {folder} cannot be created ({probe} is a file)", "give a folder you can write")
+        raise UsageError(f"{flag} {shown} cannot be created ({probe} is a file)", "give a folder you can write")
     try:
         handle, name = tempfile.mkstemp(prefix=".edgec-probe-", dir=probe)
         os.close(handle)
         os.unlink(name)
     except OSError as exc:
-        raise UsageError(f"{flag} {folder} cannot be written ({probe}: {exc.strerror or exc})",
+        # /proc and /sys answer ENOENT to a new file: say what it means, not "no such file"
+        why = "a read-only or special file system" if exc.errno in (errno.ENOENT, errno.EROFS) else \
+            (exc.strerror or str(exc))
+        raise UsageError(f"{flag} {shown} cannot be written ({probe}: {why})",
                          "give a folder you can write") from exc
 
 
 @contextlib.contextmanager
-def staging_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
+def staging_dir(final: Path, kind: str | None = None, fix: str = "choose another --name or --out") -> Iterator[Path]:
     """Yield a temporary folder beside ``final``; rename it to ``final`` on success.
 
     An existing ``final`` -- only ever an earlier artifact (of the same ``kind``, when given) or an empty
@@ -161,7 +166,7 @@ def staging_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
         UsageError: ``final`` holds something that is not an artifact, or its parent cannot be created.
     """
     final = Path(final)
-    check_replaceable(final, kind)
+    check_replaceable(final, kind, fix)
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -172,7 +177,7 @@ def staging_dir(final: Path, kind: str | None = None) -> Iterator[Path]:
         yield tmp
         tmp.chmod(0o755)
         old = None
-        check_replaceable(final, kind)  # nothing foreign appeared there while building
+        check_replaceable(final, kind, fix)  # nothing foreign appeared there while building
         if final.exists():
             old = final.parent / f".{final.name}.old-{tmp.name.rsplit('-', 1)[-1]}"
             final.rename(old)

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import StepPrinter, console, shape_option, value_option
+from edgec.cli.console import StepPrinter, console, err_console, shape_option, value_option
 from edgec.errors import DeviceError
 
 
@@ -67,12 +67,14 @@ def profile(
 
 def print_profile_summary(report: dict, folder: Path) -> None:
     """One screen: p50/p90, ratio vs onnxruntime, top 5 kernels, memory."""
-    from edgec.profiling.report import human_bytes, threads_text, top_kernels
+    from edgec.profiling.report import busy_text, human_bytes, threads_text, top_kernels
 
     p = report["profile"]
     lat = p["latency"].get("edgec", {})
     if p.get("emulated"):
         console.print("[bold yellow]EMULATED device (qemu): timings are not device speed[/]")
+    if busy := busy_text(p):
+        err_console.print(f"[yellow]warning: {escape(busy)}[/]", highlight=False, soft_wrap=True)
     head = (f"[bold]{report['model']['name']}[/] on [bold]{report['target']['name']}[/] via {p['device']['url']}, "
             f"threads {escape(threads_text(p, report['target']['name']))}")
     console.print(head)

@@ -20,7 +20,8 @@ def serve(
     tls_key: Annotated[Optional[Path], typer.Option(metavar="PEM", help="TLS private key.")] = None,
     threads: Annotated[Optional[int], typer.Option(min=1, max=1024, metavar="N", help="Threads of the tail.")] = None,
 ) -> None:
-    """Serve the tail of a split artifact over gRPC: heads send their cut tensor, get the outputs back."""
+    """Serve the tail of a split artifact over gRPC: heads send their cut tensor, get the outputs back. Runs until
+    Ctrl-C or SIGTERM (exit 130)."""
     from edgec.flows.serve import serve as start
 
     server, service = start(artifact, port, host, tls_cert=tls_cert, tls_key=tls_key, threads=threads)
@@ -31,6 +32,9 @@ def serve(
         server.wait_for_termination()
     except KeyboardInterrupt:
         server.stop(0)
-        console.print(f"stopped after {service.served} requests")
+        if console.is_terminal:  # the terminal echoed ^C without a line end
+            console.print()
+        console.print(f"stopped after {service.served} requests", highlight=False)
+        raise typer.Exit(130) from None  # like every command stopped by Ctrl-C (or SIGTERM)
     finally:
         service.close()

@@ -104,7 +104,7 @@ class CompressOptions:
         if (self.speedup is None) == (self.budget_ms is None):
             raise UsageError("give one of --speedup and --budget-ms", "e.g. --speedup 1.25")
         if self.speedup is not None and not 1.0 <= self.speedup < 100:
-            raise UsageError(f"--speedup {self.speedup} must be at least 1", "e.g. --speedup 1.25")
+            raise UsageError(f"--speedup {self.speedup} must be at least 1 and below 100", "e.g. --speedup 1.25")
         if self.budget_ms is not None and not 0 < self.budget_ms < float("inf"):
             raise UsageError(f"--budget-ms {self.budget_ms} must be a positive number of milliseconds",
                              "e.g. --budget-ms 0.5")
@@ -393,7 +393,7 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
     say = progress or (lambda _m: None)
     if out is not None:
         check_writable_folder(Path(out).resolve().parent, "--out")  # before minutes of work, not after
-        check_replaceable(Path(out))
+        check_replaceable(Path(out), fix="choose another --out")
     spec = check_request(opts)
     if spec.kind != "cpu" or spec.verify != "local":
         raise UsageError(f"depth compression measures its latency table on this machine; {spec.name} runs elsewhere",
@@ -549,7 +549,7 @@ def write_result(out: Path, model: onnx.ModelProto, report: dict[str, Any],
     if preprocessing:
         onnx.helper.set_model_props(model, {PREPROCESSING_KEY: json.dumps(preprocessing)})
     files = [COMPRESSED, "depth-compress.json", "depth-compress.md", "depth-compress.png"]
-    with staging_dir(Path(out)) as tmp:
+    with staging_dir(Path(out), fix="choose another --out") as tmp:
         onnx.save(model, str(tmp / files[0]))
         write_json(tmp / files[1], report)
         (tmp / files[2]).write_text(render_markdown(report))

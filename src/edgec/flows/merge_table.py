@@ -100,7 +100,7 @@ def merge_table(opts: BuildOptions, *, max_kernel: int = 7, progress: Callable[[
     if out is not None:
         if Path(out).is_dir():
             raise UsageError(f"--out {out} is a folder", "give the table's file name, e.g. --out table.json")
-        check_writable_folder(Path(out).resolve().parent, "--out")  # before minutes of timing, not after
+        check_writable_folder(Path(out).resolve().parent, "--out", given=Path(out))  # before minutes of timing, not after
     spec = check_request(opts)
     if spec.kind != "cpu" or spec.verify != "local":
         raise UsageError(f"latency tables are measured on this machine only; {spec.name} runs elsewhere",

@@ -67,7 +67,10 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
                          "DIR/<class>/<image>.png (e.g. from `edgec zoo digits DIR`)")
     steps = Steps(progress)
     low = lower(opts, steps)
-    head, tail = split_model(low.final, cut)
+    try:
+        head, tail = split_model(low.final, cut)
+    except UsageError as e:  # name the command that lists the valid cuts
+        raise UsageError(e.message, f"{e.hint}; the valid cuts: edgec split {opts.model} --list") from None
     input_sets = dict(low.input_sets)
     train = val = None
     if data is not None:

@@ -48,6 +48,6 @@ def digits(out: Path, *, epochs: int = 10, size: int = 64, arch: str = "mobilene
     from edgec.zoo.digits import train_digits_model
 
     check_digits_folder(out)
-    with staging_dir(out) as tmp:
+    with staging_dir(out, fix="give a new or empty folder") as tmp:
         model = train_digits_model(tmp, arch=arch, size=size, epochs=epochs, progress=progress)
     return replace(model, onnx_path=out / model.onnx_path.name, train_dir=out / "train", val_dir=out / "val")

@@ -36,6 +36,7 @@ from edgec.devices import open_device, parse_url
 from edgec.errors import DeviceError, UsageError
 from edgec.frontend.reference import make_inputs, ort_session
 from edgec.profiling import report as reports
+from edgec.profiling.host_load import HostLoad
 from edgec.profiling.timing import LatencyStats, interleaved
 from edgec.targets import TargetSpec
 
@@ -133,7 +134,8 @@ def profile_part(part: Part, opts: ProfileOptions, progress: Progress | None = N
 
         prof["environment"] = environment()
     error = None
-    with device.open(opts.timeout_s, progress) as session:
+    load = HostLoad()  # this machine's other work while it times (local or emulated runs)
+    with device.open(opts.timeout_s, progress) as session, load:
         prof["device"].update(session.info)
         if device.emulated and not local:  # the emulator's threads are this machine's cores, not the board's
             prof["board_cores"] = spec.cores
@@ -168,6 +170,8 @@ def profile_part(part: Part, opts: ProfileOptions, progress: Progress | None = N
             progress("peak resident memory")
         memory["peak_rss_bytes"] = peak_rss_bytes(part.library, list(inputs.values()))
     prof["memory"] = memory
+    if local or device.emulated:
+        prof["host_load"] = load.to_dict()
     prof["seconds"] = round(time.perf_counter() - start, 3)
     if error:
         prof["error"] = error

@@ -364,6 +364,17 @@ def threads_text(p: dict[str, Any], target: str | None = None) -> str:
     return str(n)
 
 
+def busy_text(p: dict[str, Any]) -> str | None:
+    """The warning for timings taken while other work kept this machine busy (the ``profile`` section's
+    ``host_load``), or None on a quiet machine."""
+    load = p.get("host_load") or {}
+    if not load.get("busy"):
+        return None
+    return (f"other work kept {load['others_cores']:.1f} of this machine's {load['cores']} cores busy while it timed: "
+            "these timings include its interference; profile again on a quiet machine, and compare only figures "
+            "taken side by side (as edgec vs onnxruntime here)")
+
+
 def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
     """Markdown lines of the ``profile`` section: latency, top layers, memory, environment."""
     p = report["profile"]
@@ -371,6 +382,8 @@ def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
     lines = ["## Latency", ""]
     if p.get("emulated"):
         lines += ["> **Emulated device (qemu):** these timings are not the speed of a real device.", ""]
+    if busy := busy_text(p):
+        lines += [f"> **Busy machine:** {busy}.", ""]
     if not report.get("complete", True):
         lines += [f"> **Incomplete:** {p.get('error', 'the run stopped early')}", ""]
     lines += [f"device `{p['device'].get('url')}`, threads {threads_text(p, report.get('target', {}).get('name'))}", "",

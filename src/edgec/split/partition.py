@@ -85,7 +85,7 @@ def split_model(model: onnx.ModelProto, cut: str) -> tuple[onnx.ModelProto, onnx
     """
     producers = _producers(model)
     if cut not in producers:
-        raise UsageError(f"'{cut}' is not a tensor computed inside the model", "list the valid cuts first")
+        raise UsageError(f"'{cut}' is not a tensor computed inside the model", "pick a tensor from the list of valid cuts")
     if cut in {o.name for o in model.graph.output}:
         raise UsageError(f"'{cut}' is a model output; the tail would be empty", "cut at an earlier tensor")
     needs = tail_needs(model, cut)
