@@ -49,6 +49,46 @@ class StepPrinter:
         self.current = step
 
 
+class CountProgress:
+    """Progress of ``total`` units of work (frames, epochs) on stderr: a bar on a terminal; elsewhere (pipes,
+    CI logs) a line at each tenth of the work and at least every :attr:`EVERY_S` seconds. Nothing when
+    ``total`` is 1. Call it with ``(done, total)`` and an optional note (``"loss 0.31"``)."""
+
+    EVERY_S = 30.0
+
+    def __init__(self, label: str, total: int, unit: str) -> None:
+        import time
+
+        self.label, self.total, self.unit = label, total, unit
+        self.bar, self.job, self._clock = None, None, time.monotonic
+        self.next_line, self.last = max(1, total // 10), time.monotonic()
+
+    def __enter__(self):
+        if self.total > 1 and err_console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(TextColumn(f"[bold]{escape(self.label)}[/]"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=err_console,
+                                transient=True)
+            self.bar.start()
+            self.job = self.bar.add_task(self.label, total=self.total, note="")
+        return self
+
+    def __call__(self, done: int, total: int, note: str = "") -> None:
+        if self.bar is not None:
+            self.bar.update(self.job, completed=done, note=note)
+        elif total > 1 and (done >= self.next_line or done == total or self._clock() - self.last >= self.EVERY_S):
+            err_console.print(f"  {self.label}: {done}/{total} {self.unit}" + (f", {note}" if note else ""),
+                              highlight=False, soft_wrap=True)
+            while self.next_line <= done:
+                self.next_line += max(1, total // 10)
+            self.last = self._clock()
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 def shape_option():
     """``--input-shape NAME=1,3,H,W`` (repeatable)."""
     return typer.Option("--input-shape", metavar="NAME=1,3,H,W",

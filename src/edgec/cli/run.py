@@ -3,7 +3,6 @@ a served tail (:func:`edgec.flows.serve.run_remote`), and the top classes."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,42 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import console, err_console, floats
+from edgec.cli.console import CountProgress, console, floats
 from edgec.errors import UsageError
-
-
-class FrameProgress:
-    """Progress of a ``--repeat`` stream on stderr: a bar on a terminal; elsewhere a line at each tenth of
-    the frames and at least every 30 s (pipes and CI logs). Nothing for a single request."""
-
-    EVERY_S = 30.0
-
-    def __init__(self, total: int) -> None:
-        self.total, self.bar, self.job = total, None, None
-        self.next_line, self.last = max(1, total // 10), time.monotonic()
-
-    def __enter__(self):
-        if self.total > 1 and err_console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self.bar = Progress(TextColumn("[bold]frames[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                console=err_console, transient=True)
-            self.bar.start()
-            self.job = self.bar.add_task("frames", total=self.total)
-        return self
-
-    def __call__(self, done: int, total: int) -> None:
-        if self.bar is not None:
-            self.bar.update(self.job, completed=done)
-        elif total > 1 and (done >= self.next_line or time.monotonic() - self.last >= self.EVERY_S):
-            err_console.print(f"  frames: {done}/{total} answered", highlight=False)
-            while self.next_line <= done:
-                self.next_line += max(1, total // 10)
-            self.last = time.monotonic()
-
-    def __exit__(self, *exc) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def run(
@@ -96,7 +61,7 @@ def run(
 
         if ":" not in server or not server.rsplit(":", 1)[1].isdigit():
             raise UsageError(f"--server '{server}' is not HOST:PORT", "e.g. --server 192.168.1.10:50051")
-        with FrameProgress(repeat) as progress:
+        with CountProgress("frames", repeat, "answered") as progress:
             remote = run_remote(artifact, server, image, top=top, timeout_s=timeout, tls_ca=tls_ca,
                                 preprocessing=over, repeat=repeat, on_frame=progress)
         for i, (idx, score, label) in enumerate(remote.top, 1):

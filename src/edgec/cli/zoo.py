@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import console
+from edgec.cli.console import CountProgress, console
 
 
 def zoo_list() -> None:
@@ -37,16 +37,12 @@ def zoo_digits(
 ) -> None:
     """A labelled task trained here in minutes: scikit-learn's digits as DIR/train, DIR/val (ImageFolder) and a
     trained classifier DIR/ARCH-digits.onnx (for --data and accuracy figures)."""
-    from rich.progress import Progress as Bar
-
     from edgec.flows.zoo import check_digits_folder, digits
 
     check_digits_folder(out)  # before the progress bar: a refusal is one line
-    with Bar(console=console, transient=True) as bar:
-        task = bar.add_task(f"train {arch} on digits", total=epochs)
+    with CountProgress(f"training {arch} on digits", epochs, "epochs") as bar:
         model = digits(out, arch=arch, size=size, epochs=epochs,
-                       progress=lambda e, n, loss: bar.update(task, completed=e,
-                                                              description=f"epoch {e}/{n}, loss {loss:.3f}"))
+                       progress=lambda e, n, loss: bar(e, n, f"loss {loss:.3f}"))
     console.print(f"images: {escape(str(model.train_dir))} and {escape(str(model.val_dir))}")
     console.print(f"model: {escape(str(model.onnx_path))} (input 1x3x{size}x{size} RGB in [0, 1]); val top-1 "
                   f"{100 * model.accuracy:.2f}% after {model.epochs} epochs ({model.seconds:.0f} s)")

@@ -1,0 +1,28 @@
+"""Progress of counted work (frames, epochs) where stderr is not a terminal: a line at each tenth and at the
+end, never one per unit (``edgec.cli.console.CountProgress``)."""
+
+from edgec.cli.console import CountProgress
+
+
+def test_a_line_per_tenth_and_at_the_end_in_logs(capsys):
+    with CountProgress("frames", 1000, "answered") as progress:
+        for i in range(1, 1001):
+            progress(i, 1000)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"  frames: {n}/1000 answered" for n in range(100, 1001, 100)]
+
+
+def test_a_slow_run_gets_a_line_every_30_s_and_notes_are_shown(capsys, monkeypatch):
+    now = [0.0]
+    with CountProgress("training", 1000, "epochs") as progress:
+        progress._clock, progress.last = (lambda: now[0]), 0.0
+        progress(1, 1000, "loss 2.301")  # first tenth not reached, 0 s: no line
+        now[0] = 31.0
+        progress(2, 1000, "loss 1.9")  # 31 s since the start: a line
+    assert capsys.readouterr().err.splitlines() == ["  training: 2/1000 epochs, loss 1.9"]
+
+
+def test_one_unit_shows_nothing(capsys):
+    with CountProgress("frames", 1, "answered") as progress:
+        progress(1, 1)
+    assert capsys.readouterr().err == ""
