@@ -25,6 +25,7 @@ from edgec.flows.build import lower  # imports the frontend after the request's 
 from edgec.flows.isolated import GRACE_S, Stopped, run_isolated
 from edgec.flows.request import BuildOptions, check_request
 from edgec.flows.steps import Progress, Steps
+from edgec.targets import get_target
 
 
 #: A time-budgeted search is stopped at this multiple of ``--minutes`` (the backend sizes its batches
@@ -65,12 +66,13 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
         DeviceError: the device is unreachable.
         KeyboardInterrupt: Ctrl-C; the search was stopped, its records kept, its temporary folders removed.
     """
-    spec = check_request(opts)
     if db is not None:
         check_writable_folder(Path(db), "--db")
+    spec = get_target(opts.target)
     backend = get_backend(spec)
     where = open_device(device, arch=spec.arch)
     backend.check_tune(spec, trials, minutes, where)  # the device says whether it can measure
+    spec = check_request(opts)  # the slower checks (passes, toolchain) once the target is one edgec tunes
     where.probe()
     low = lower(opts, Steps(progress))
     measure = where.url.kind == "local" and spec.verify == "local" and spec.kind == "cpu"
