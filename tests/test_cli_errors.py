@@ -77,7 +77,7 @@ CASES = [
     (["build", "{d}/dynamic.onnx"], 2, "pass --input-shape x=1,3,16,16"),
     (["build", "{d}/ext/model.onnx"], 3, "needs external data file 'w.bin', which is missing"),
     (["build", "{d}/esc/model.onnx"], 3, "outside the model's folder"),
-    (["build", "{d}/model.tflite"], 3, "TensorFlow Lite model, not ONNX"),
+    (["build", "{d}/model.tflite"], 3, "has no subgraph: a TFLite file with no model in it"),
     (["build", "{d}/model.pt"], 3, "PyTorch file (torch.save), not ONNX"),
     (["build", "mcunetv2", "--weights", "{d}/bad_weights.pt", "--width-mult", "0.5"], 3, "do not match the model"),
     (["build", "mcunetv2", "--passes", "fold_batchnorm(x=1)"], 2, "has no option 'x'"),

@@ -70,8 +70,6 @@ def load_onnx(path: str | Path) -> onnx.ModelProto:
 
 #: File signatures of model formats that are not ONNX, with what to do instead.
 _OTHER_FORMATS = [
-    (lambda head: head[4:8] == b"TFL3", "a TensorFlow Lite model",
-     "convert it to ONNX first, e.g. python -m tf2onnx.convert --tflite FILE --output model.onnx"),
     (lambda head: head[:2] == b"PK" or head[:2] == b"\x80\x02", "a PyTorch file (torch.save)",
      "export it to ONNX with torch.onnx.export, or pass it as --weights of a zoo model"),
     (lambda head: head[:8] == b"\x89HDF\r\n\x1a\n", "a Keras/HDF5 model", "convert it to ONNX first (tf2onnx)"),
@@ -81,9 +79,23 @@ _OTHER_FORMATS = [
 def _refuse_other_formats(path: Path) -> None:
     with open(path, "rb") as fh:
         head = fh.read(16)
+    if path.suffix.lower() == ".tflite" or head[4:8] == b"TFL3":
+        _refuse_tflite(path)
     for test, what, hint in _OTHER_FORMATS:
         if test(head):
             raise ModelError(f"{path} is {what}, not ONNX", hint)
+
+
+def _refuse_tflite(path: Path) -> None:
+    """A TFLite file: what no build can take is refused as such (a damaged file, a custom op, several
+    subgraphs, dynamic shapes: :func:`edgec.frontend.tflite.inspect_tflite`); a sound one is refused
+    because edgec does not build TFLite files yet, with what it is and how to convert it."""
+    from edgec.frontend.tflite import inspect_tflite
+
+    info = inspect_tflite(path)
+    raise ModelError(f"{path} is a TensorFlow Lite model ({info.kind}, {len(info.ops)} operators); edgec builds "
+                     "ONNX files (TFLite input is not done yet)",
+                     "convert it to ONNX first, e.g. python -m tf2onnx.convert --tflite FILE --output model.onnx")
 
 
 def _tensors(graph: onnx.GraphProto):

@@ -1,0 +1,61 @@
+"""The TFLite interpreter as the reference of ``.tflite`` builds (LiteRT, PyPI ``ai-edge-litert``).
+
+The design card named ``tflite-runtime``; its last release (2.14) is built against numpy 1 and fails to
+import beside edgec's numpy 2, so the reference is its successor, LiteRT (``ai_edge_litert``), the same
+interpreter and kernels. The reference runs TFLite's built-in kernels without the XNNPACK delegate
+(``BUILTIN_WITHOUT_DEFAULT_DELEGATES``): the kernels every TFLite runtime has, deterministic on one thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgec.errors import ModelError
+
+
+def run_litert(path: str | Path, inputs: list[np.ndarray], *, threads: int = 1, xnnpack: bool = False
+               ) -> list[np.ndarray]:
+    """Run the TFLite file ``path`` on ``inputs`` (in the model's input order, its dtypes and shapes).
+
+    Args:
+        path: A ``.tflite`` file (checked first with :func:`edgec.frontend.tflite.inspect_tflite`).
+        inputs: One array per input.
+        threads: Interpreter threads.
+        xnnpack: Use LiteRT's default XNNPACK delegate (how LiteRT runs in production: the speed peer)
+            instead of the built-in reference kernels.
+
+    Returns:
+        The outputs, in the model's output order (copies).
+
+    Raises:
+        ModelError: the interpreter cannot load or run the file, or ``inputs`` do not match its inputs.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    try:
+        interp = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"the TFLite interpreter cannot load {path}: {' '.join(str(exc).split())[:200]}",
+                         "check the file with the TFLite tools that wrote it") from None
+    details = interp.get_input_details()
+    if len(inputs) != len(details):
+        raise ModelError(f"{path} takes {len(details)} inputs, got {len(inputs)}", "give one array per input")
+    for d, x in zip(details, inputs):
+        x = np.asarray(x)
+        if tuple(x.shape) != tuple(d["shape"]) or x.dtype != d["dtype"]:
+            raise ModelError(f"input '{d['name']}' of {path} is {tuple(d['shape'])} {np.dtype(d['dtype'])}, got "
+                             f"{tuple(x.shape)} {x.dtype}", "give arrays of the model's shapes and dtypes")
+        interp.set_tensor(d["index"], np.ascontiguousarray(x))
+    try:
+        interp.invoke()
+    except RuntimeError as exc:
+        raise ModelError(f"the TFLite interpreter failed on {path}: {' '.join(str(exc).split())[:200]}",
+                         "check the file with the TFLite tools that wrote it") from None
+    return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
+
+
+__all__ = ["run_litert"]

@@ -1,0 +1,197 @@
+"""TensorFlow Lite files in: read and check a ``.tflite`` flatbuffer before any work (issue 27).
+
+:func:`inspect_tflite` reads the file with the ``tflite`` package (the flatbuffer schema's generated
+Python classes: no TensorFlow) and refuses, with one line each, what no build can take:
+
+* not a TFLite flatbuffer, or truncated: :class:`~edgec.errors.ModelError` (exit 3);
+* several subgraphs (control flow, one subgraph per signature) or dynamic shapes (``-1`` in a
+  tensor's ``shape_signature``): :class:`~edgec.errors.ModelError` (exit 3), with the fix;
+* a custom operator (``TFLite_Detection_PostProcess``, a Flex op): :class:`~edgec.errors.UnsupportedOpError`
+  (exit 4) naming the op and its operator index. Whether every *builtin* op has a converter is the
+  backend's question (``edgec.backends.tvm.importer.check_supported_tflite``).
+
+The result describes the file: its operators, its inputs and outputs (shape as stored -- NHWC for
+images -- dtype, and ``scale``/``zero_point`` of quantized tensors) and its kind: ``fp32``,
+``fp16-weights`` (float16 constants dequantized at load) or ``int8`` (full-integer quantization).
+Schema: ``tensorflow/compiler/mlir/lite/schema/schema.fbs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import ModelError, UnsupportedOpError
+
+#: The flatbuffer file identifier of TFLite models (bytes 4-8).
+IDENTIFIER = b"TFL3"
+
+#: ``tflite.TensorType`` codes -> numpy dtype names (the types image models use).
+_DTYPES = {0: "float32", 1: "float16", 2: "int32", 3: "uint8", 4: "int64", 6: "bool", 7: "int16", 9: "int8",
+           10: "float64"}
+
+
+@dataclass
+class TFLiteTensor:
+    """One input or output of a TFLite model.
+
+    Attributes:
+        name: The tensor's name in the file.
+        shape: Its static shape (NHWC for images, as TFLite stores them).
+        dtype: numpy dtype name (``float32``, ``int8``, ``uint8``...).
+        scale: Quantization scale (real value of one integer step), None for float tensors.
+        zero_point: Integer code of 0.0, None for float tensors.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float | None = None
+    zero_point: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        if self.scale is not None:
+            out.update(scale=self.scale, zero_point=self.zero_point)
+        return out
+
+
+@dataclass
+class TFLiteInfo:
+    """What :func:`inspect_tflite` read.
+
+    Attributes:
+        path: The file.
+        version: The schema version the file declares (3 today).
+        ops: ``[(operator index, op name)]`` in execution order (``CUSTOM:<name>`` for custom ops).
+        inputs, outputs: The subgraph's inputs and outputs.
+        kind: ``fp32``, ``fp16-weights`` or ``int8`` (any int8/uint8 activation: full-integer quantization).
+        layout: ``NHWC`` when the first input is an image tensor (rank 4), else None.
+    """
+
+    path: Path
+    version: int
+    ops: list[tuple[int, str]] = field(default_factory=list)
+    inputs: list[TFLiteTensor] = field(default_factory=list)
+    outputs: list[TFLiteTensor] = field(default_factory=list)
+    kind: str = "fp32"
+    layout: str | None = None
+
+
+def is_tflite(path: str | Path) -> bool:
+    """Whether ``path`` is a file carrying the TFLite identifier (whatever its suffix)."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8)[4:8] == IDENTIFIER
+    except OSError:
+        return False
+
+
+def _op_names() -> dict[int, str]:
+    from tflite.BuiltinOperator import BuiltinOperator
+
+    return {v: k for k, v in vars(BuiltinOperator).items() if not k.startswith("_")}
+
+
+def _tensor(subgraph, index: int) -> TFLiteTensor:
+    t = subgraph.Tensors(index)
+    q = t.Quantization()
+    scale = zero_point = None
+    if q is not None and q.ScaleLength() == 1:  # per-tensor parameters (inputs and outputs are)
+        scale, zero_point = float(q.Scale(0)), int(q.ZeroPoint(0))
+    name = (t.Name() or b"").decode("utf-8", "replace")
+    return TFLiteTensor(name, tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else (),
+                        _DTYPES.get(t.Type(), f"type {t.Type()}"), scale, zero_point)
+
+
+def _read(buf: bytes, path: Path) -> TFLiteInfo:
+    """Walk every table the build reads (so a truncated file fails here, not in the middle of a build)."""
+    import tflite
+
+    model = tflite.Model.GetRootAsModel(buf, 0)
+    names = _op_names()
+    info = TFLiteInfo(path, int(model.Version()))
+    if model.SubgraphsLength() == 0:
+        raise ModelError(f"{path} has no subgraph: a TFLite file with no model in it", "re-export the model")
+    if model.SubgraphsLength() != 1:
+        raise ModelError(f"{path} has {model.SubgraphsLength()} subgraphs (control flow, or one per signature); "
+                         "edgec builds single-subgraph models",
+                         "convert the model with one signature and no control flow (tf.lite.TFLiteConverter)")
+    subgraph = model.Subgraphs(0)
+    for i in range(subgraph.OperatorsLength()):
+        op = subgraph.Operators(i)
+        code = model.OperatorCodes(op.OpcodeIndex())
+        builtin = max(int(code.BuiltinCode()), int(code.DeprecatedBuiltinCode()))
+        name = names.get(builtin, f"builtin {builtin}")
+        if name == "CUSTOM":
+            name = "CUSTOM:" + (code.CustomCode() or b"?").decode("utf-8", "replace")
+        op.InputsAsNumpy(), op.OutputsAsNumpy()  # noqa: B018  read to the end: a truncated file fails here
+        info.ops.append((i, name))
+    for i in range(subgraph.TensorsLength()):
+        t = subgraph.Tensors(i)
+        signature = t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength() else np.zeros(0)
+        if (np.asarray(signature) < 0).any():
+            raise ModelError(f"{path}: tensor '{(t.Name() or b'').decode('utf-8', 'replace')}' has a dynamic shape "
+                             f"{list(map(int, signature))}; edgec compiles static shapes",
+                             "convert with a fixed batch and image size (e.g. set the Keras Input's batch_size=1)")
+        if t.Buffer() >= model.BuffersLength():
+            raise ModelError(f"{path} is damaged: tensor {i} names buffer {t.Buffer()} of {model.BuffersLength()}",
+                             "re-export or re-download the model")
+    for b in range(model.BuffersLength()):
+        buffer = model.Buffers(b)
+        if buffer.Offset() and buffer.Offset() + buffer.Size() > len(buf):
+            raise ModelError(f"{path} is truncated: buffer {b} ends past the end of the file",
+                             "re-export or re-download the model")
+        buffer.DataAsNumpy() if buffer.DataLength() else None  # noqa: B018  read: a truncated file fails here
+    info.inputs = [_tensor(subgraph, int(i)) for i in subgraph.InputsAsNumpy()]
+    info.outputs = [_tensor(subgraph, int(i)) for i in subgraph.OutputsAsNumpy()]
+    integer = any(t.dtype in ("int8", "uint8") for t in info.inputs + info.outputs) or any(
+        name in ("QUANTIZE",) for _, name in info.ops)
+    halves = any(_DTYPES.get(subgraph.Tensors(i).Type()) == "float16" for i in range(subgraph.TensorsLength()))
+    info.kind = "int8" if integer else ("fp16-weights" if halves else "fp32")
+    info.layout = "NHWC" if info.inputs and len(info.inputs[0].shape) == 4 else None
+    return info
+
+
+def inspect_tflite(path: str | Path) -> TFLiteInfo:
+    """Read and check a ``.tflite`` file (see the module's docstring for what is refused).
+
+    Returns:
+        A :class:`TFLiteInfo`.
+
+    Raises:
+        ModelError: missing, empty, unreadable, not TFLite, truncated or damaged; several subgraphs;
+            a dynamic shape.
+        UnsupportedOpError: a custom operator (its name and operator index).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"TFLite file not found: {path}", "check the path")
+    try:
+        buf = path.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
+    if len(buf) < 8 or buf[4:8] != IDENTIFIER:
+        raise ModelError(f"{path} is not a TensorFlow Lite model (no 'TFL3' identifier)",
+                         "give a .tflite file written by the TFLite converter")
+    try:
+        info = _read(buf, path)
+    except (ModelError, UnsupportedOpError):
+        raise
+    except Exception:  # flatbuffers reads past the end of a truncated file: struct.error, IndexError...
+        raise ModelError(f"{path} is truncated or damaged (its TFLite flatbuffer cannot be read)",
+                         "re-export or re-download the model") from None
+    custom = [(i, name) for i, name in info.ops if name.startswith("CUSTOM:")]
+    if custom:
+        i, name = custom[0]
+        more = f" (and {len(custom) - 1} more)" if len(custom) > 1 else ""
+        raise UnsupportedOpError(f"{path}: custom operator '{name.split(':', 1)[1]}' at operator {i}{more} has no "
+                                 "kernel in edgec", "convert the model without it; run post-processing such as "
+                                 "TFLite_Detection_PostProcess outside the model")
+    return info
+
+
+__all__ = ["IDENTIFIER", "TFLiteInfo", "TFLiteTensor", "inspect_tflite", "is_tflite"]
