@@ -59,6 +59,8 @@ def build(
 
 def _tune_args(model: dict) -> str:
     """How ``edgec tune`` names the model built: the zoo name, or the ONNX file with its input shapes."""
+    if model.get("source") == "tflite":
+        return model["path"]
     if model.get("source") != "onnx" or not model.get("path"):
         return model["name"]
     shapes = " ".join(f"--input-shape {i['name']}={','.join(map(str, i['shape']))}" for i in model.get("inputs", []))
@@ -77,14 +79,16 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     """One screen: model, target, size, compile time, passes, verification, function change, artifact path."""
     from edgec.profiling.memory import memory_line
     from edgec.profiling.report import (float64_line, function_change_line, human_bytes, human_count, pass_error,
-                                        pass_growth_warnings, schedules_line, verification_line, weights_note)
+                                        pass_growth_warnings, quick_peer, schedules_line, verification_line,
+                                        weights_note)
 
     m, t, b = report["model"], report["target"], report["build"]
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")  # long rows wrap at the terminal's width, never cut or ellipsized
     table.add_row("model", f"{escape(m['name'])} ({m['source']}), params {human_count(m['params'])}, "
-                           f"MACs {human_count(m['macs'])}, {m['nodes']} ONNX nodes")
+                           f"MACs {human_count(m['macs'])}, {m['nodes']} "
+                           f"{'TFLite operators' if m['source'] == 'tflite' else 'ONNX nodes'}")
     if m.get("input_values"):
         table.add_row("inputs", "fixed by --input-value: " + escape("; ".join(
             f"{k}={','.join(_flat(v))}" for k, v in m["input_values"].items())))
@@ -108,9 +112,10 @@ def print_build_summary(report: dict, artifact: Path) -> None:
         table.add_row("memory", escape(memory_line(mem)))
     q = b.get("quick_latency")
     if q:
-        table.add_row("speed", f"edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} ms "
+        peer, ms, ratio = quick_peer(q)
+        table.add_row("speed", f"edgec {q['edgec_ms_p50']:.2f} ms, {peer} {ms:.2f} ms "
                                f"(p50 of {q['runs']} interleaved runs, {q['threads']} threads; ratio "
-                               f"{q['ratio_vs_onnxruntime_p50']:.2f}; `edgec profile` for the full picture)")
+                               f"{ratio:.2f}; `edgec profile` for the full picture)")
     notes = (report.get("passes") or [{}])[0].get("normalizations") or []
     for note in notes:
         if note.startswith("onnxruntime cannot run the original model"):

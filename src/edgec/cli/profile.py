@@ -33,7 +33,7 @@ def profile(
                                            help="Seconds before giving up on a remote device (session limit); partial "
                                            "results are kept.")] = 600.0,
     baseline: Annotated[bool, typer.Option("--baseline/--no-baseline", metavar="",
-                                           help="Also time onnxruntime (local).")]
+                                           help="Also time onnxruntime (local; LiteRT for a TFLite file's build).")]
     = True,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
     input_value: Annotated[Optional[list[str]], value_option()] = None,
@@ -82,10 +82,11 @@ def print_profile_summary(report: dict, folder: Path) -> None:
         line = (f"latency p50 [bold]{lat['latency_ms_p50']:.3f} ms[/], p90 {lat['latency_ms_p90']:.3f} ms, "
                 f"min {lat['latency_ms_min']:.3f}, max {lat['latency_ms_max']:.3f} ({lat['runs']} runs)")
         console.print(line)
-    if "ratio_vs_onnxruntime_p50" in p["latency"]:
-        ort = p["latency"]["onnxruntime"]
-        console.print(f"onnxruntime p50 {ort['latency_ms_p50']:.3f} ms → edgec/ORT = "
-                      f"[bold]{p['latency']['ratio_vs_onnxruntime_p50']:.2f}[/]")
+    for peer, short in (("onnxruntime", "ORT"), ("litert", "LiteRT")):
+        if f"ratio_vs_{peer}_p50" in p["latency"]:
+            base = p["latency"][peer]
+            console.print(f"{peer} p50 {base['latency_ms_p50']:.3f} ms → edgec/{short} = "
+                          f"[bold]{p['latency'][f'ratio_vs_{peer}_p50']:.2f}[/]")
     if p.get("kernels"):
         t = Table(title=f"top 5 kernels (sum of kernels {p['kernels_total_ms']:.3f} ms)", title_justify="left")
         for col in ("kernel", "calls", "ms", "share", "ONNX nodes"):

@@ -96,6 +96,7 @@ def tune(
     """Auto-tune MODEL's kernels for TARGET with MetaSchedule; records persist and later builds apply them."""
     from edgec.flows.request import BuildOptions
     from edgec.flows.tune import tune as run_tune
+    from edgec.profiling.report import quick_peer
 
     opts = BuildOptions(model=model, target=target, input_shapes=input_shape, input_values=input_value, passes=passes, weights=weights,
                         seed=seed)
@@ -114,8 +115,9 @@ def tune(
                                  "limit (1.2x, less 5 s to stop it); every record measured is kept[/]")
     measured = getattr(result, "measured", None)
     if measured:
-        table.add_row("measured", f"edgec {measured['edgec_ms_p50']:.2f} ms, onnxruntime "
-                                  f"{measured['onnxruntime_ms_p50']:.2f} ms end to end (p50, {measured['threads']} "
+        peer, peer_ms, _ = quick_peer(measured)
+        table.add_row("measured", f"edgec {measured['edgec_ms_p50']:.2f} ms, {peer} "
+                                  f"{peer_ms:.2f} ms end to end (p50, {measured['threads']} "
                                   f"threads; {measured['tuned_kernels']}/{measured['total_kernels']} kernels with "
                                   "tuned schedules, the rest at their default schedules' cost)")
     elif result.est_latency_ms is not None:

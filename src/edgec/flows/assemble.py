@@ -21,16 +21,17 @@ from typing import Any
 import onnx
 
 from edgec import artifact
-from edgec.artifact import MAIN_PART, staging_dir, tensor_infos, write_json
+from edgec.artifact import MAIN_PART, staging_dir, write_json
 from edgec.backends import TuningOptions
 from edgec.flows.compose import check_parts, cut_fidelity, set_part_inputs, verify_composition
 from edgec.flows.lower import Source
 from edgec.flows.parts import (CompiledPart, Connection, InputSets, PartRequest, References, compile_part,
-                               fail_if_unverified, kernel_counts, quick_latency, reference_label)
+                               fail_if_unverified, kernel_counts, model_io, model_stats, quick_latency,
+                               reference_label, save_model)
 from edgec.flows.request import BuildResult
 from edgec.flows.steps import Progress, Steps
 from edgec.frontend import reference
-from edgec.frontend.analysis import graph_stats
+from edgec.frontend.tflite import TFLiteModel
 from edgec.frontend.load import graph_inputs
 from edgec.profiling import memory as memory_report
 from edgec.profiling import report as reports
@@ -183,20 +184,21 @@ def write_artifact_manifest(folder: Path, source: Source, model: onnx.ModelProto
         "edgec_manifest": 2, "created": reports.now_iso(), "versions": versions,
         "model": {"name": source.name, "source": source.kind, "path": source.path, "source_sha256": source.sha256,
                   "seed": seed if source.kind == "zoo" else None, "weights": source.weights},
-        "inputs": tensor_infos(graph_inputs(model)), "outputs": tensor_infos(model.graph.output),
+        "inputs": model_io(model)[0], "outputs": model_io(model)[1],
         "preprocessing": preprocessing, **fields,
     }
     return artifact.write_manifest(folder, manifest)
 
 
-def _model_section(source: Source, model: onnx.ModelProto, before: onnx.ModelProto | None = None) -> dict[str, Any]:
-    stats = graph_stats(model)
+def _model_section(source: Source, model: onnx.ModelProto | TFLiteModel,
+                   before: onnx.ModelProto | TFLiteModel | None = None) -> dict[str, Any]:
+    stats = model_stats(model)
     section = {**source.to_dict(), "params": stats.params, "param_bytes": stats.param_bytes, "macs": stats.macs,
                "nodes": stats.nodes}
     if before is not None:
-        section["nodes_before_passes"] = graph_stats(before).nodes
-    return {**section, "weights": source.weights, "inputs": tensor_infos(graph_inputs(model)),
-            "outputs": tensor_infos(model.graph.output)}
+        section["nodes_before_passes"] = model_stats(before).nodes
+    inputs, outputs = model_io(model)
+    return {**section, "weights": source.weights, "inputs": inputs, "outputs": outputs}
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -214,7 +216,7 @@ def _write_part(source: Source, part: CompiledPart, folder: Path, steps: Steps, 
     if part.verification.get("passed") and req.target.verify == "local" and req.target.kind == "cpu":
         speed = steps.run("quick latency", lambda: quick_latency(compiled.library, req.model, req.inputs,
                                                                  req.target.cores))
-    onnx.save(req.model, str(folder / "model.onnx"))
+    save_model(req.model, folder)
     report = _part_report(source, part, kernels, steps, start, folder)
     if speed:
         report["build"]["quick_latency"] = speed
@@ -226,8 +228,10 @@ def _write_part(source: Source, part: CompiledPart, folder: Path, steps: Steps, 
     manifest = write_artifact_manifest(folder, source, req.model, compiled.versions, seed=record.get("seed"),
                               preprocessing=source.preprocessing if first else None, fields={
         "part": req.name, "target": compiled.target, "library": compiled.library.name,
-        "steps": ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",
-                  "onnxslim (constant folding, no fusion)", "shape inference"]
+        "steps": (["load", "TFLite file checks (one subgraph, static shapes, no custom op)"]
+                  if isinstance(req.model, TFLiteModel) else
+                  ["export" if source.kind == "zoo" else "load", "onnx.checker(full_check)", "fix input shapes",
+                   "onnxslim (constant folding, no fusion)", "shape inference"])
                  + [f"pass:{p.get('label', p['name'])}" for p in passes if p.get("applied")]
                  + [f"{compiled.backend}: compile for {req.target.name}"],
         "pass_pipeline": {"spec": record.get("passes"),
@@ -263,7 +267,13 @@ def _part_report(source: Source, part: CompiledPart, kernels: dict[str, Any], st
     if req.function_change:
         report["function_change"] = req.function_change
     before = req.before_passes if req.passes_changed else None
-    memory = steps.run("memory analysis", lambda: memory_report.memory_section(req.model, before, compiled.memory))
+    if isinstance(req.model, TFLiteModel):  # the per-node analysis reads ONNX graphs
+        memory = {"convention": memory_report.CONVENTION,
+                  "skipped": "a TFLite file (the per-node analysis reads ONNX graphs)",
+                  "planned": memory_report.planned_figures(compiled.memory)}
+    else:
+        memory = steps.run("memory analysis",
+                           lambda: memory_report.memory_section(req.model, before, compiled.memory))
     if memory:
         if memory.get("patch_inference") and "planned" in memory:
             arena = steps.run("plan the arena without the passes",
@@ -278,7 +288,7 @@ def _part_entry(part: CompiledPart) -> dict[str, Any]:
     """A part as the top-level manifest lists it: name, folder, target, library, inputs, outputs."""
     name, model = part.request.name, part.request.model
     return {"name": name, "path": name, "target": part.compiled.target, "library": f"{name}/{part.compiled.library.name}",
-            "inputs": tensor_infos(graph_inputs(model)), "outputs": tensor_infos(model.graph.output)}
+            "inputs": model_io(model)[0], "outputs": model_io(model)[1]}
 
 
 def _whole_report(source: Source, whole: onnx.ModelProto, done: list[CompiledPart], connections: list[Connection],

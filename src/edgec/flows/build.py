@@ -38,7 +38,8 @@ def lower(opts: BuildOptions, steps: Steps, spec: Any = None) -> Any:
     With ``spec``, the target refuses weights it cannot hold right after the frontend (:func:`check_weights`)."""
     from edgec.flows.lower import lower as lower_model
 
-    return lower_model(opts, steps, None if spec is None else lambda m, names: check_weights(spec, m, names))
+    return lower_model(opts, steps, None if spec is None else lambda m, names: check_weights(spec, m, names),
+                       tflite=True)
 
 
 def check_weights(spec: Any, model: Any, pass_names: list[str]) -> None:

@@ -21,6 +21,7 @@ from edgec.flows.request import BuildOptions, check_input_bytes, is_onnx_path
 from edgec.flows.steps import Steps
 from edgec.frontend import reference
 from edgec.frontend.load import load_onnx, prepare_onnx
+from edgec.frontend.tflite import TFLiteModel, is_tflite
 
 
 @dataclass
@@ -28,9 +29,9 @@ class Source:
     """The model as it entered the build."""
 
     name: str
-    kind: str  # "zoo" | "onnx"
+    kind: str  # "zoo" | "onnx" | "tflite"
     path: str | None
-    model: onnx.ModelProto
+    model: onnx.ModelProto | TFLiteModel
     sha256: str
     preprocessing: dict[str, Any] | None
     torch_model: Any = None
@@ -44,12 +45,19 @@ class Source:
         return out
 
 
-def load_source(opts: BuildOptions) -> Source:
-    """Export the zoo model or load the ONNX file named by ``opts.model``.
+def load_source(opts: BuildOptions, tflite: bool = False) -> Source:
+    """Export the zoo model or load the ONNX file named by ``opts.model`` (or, with ``tflite``, a TFLite file).
 
     Raises:
         UsageError, ModelError: unknown model, bad file, bad weights.
+        UnsupportedOpError: a TFLite file with a custom operator.
     """
+    if tflite and is_onnx_path(opts.model) and (Path(opts.model).suffix.lower() == ".tflite" or is_tflite(opts.model)):
+        path = Path(opts.model)
+        model = TFLiteModel(path)
+        return Source(name=re.sub(r"[^A-Za-z0-9_.-]+", "_", path.stem), kind="tflite", path=str(path), model=model,
+                      sha256=sha256_file(path), preprocessing={"layout": model.info.layout} if model.info.layout else None,
+                      weights="tflite")
     if is_onnx_path(opts.model):
         path = Path(opts.model)
         model = load_onnx(path)
@@ -210,7 +218,8 @@ class Lowered:
 
 
 def lower(opts: BuildOptions, steps: Steps | None = None,
-          check_prepared: Callable[[onnx.ModelProto, list[str]], None] | None = None) -> Lowered:
+          check_prepared: Callable[[onnx.ModelProto, list[str]], None] | None = None, *,
+          tflite: bool = False) -> Lowered:
     """Source -> frontend -> passes, with the parity and per-pass checks.
 
     Args:
@@ -218,6 +227,8 @@ def lower(opts: BuildOptions, steps: Steps | None = None,
         steps: Names and times the steps.
         check_prepared: Called with the model after the frontend and the pipeline's pass names, before
             the reference and the passes run (a target's early refusal, e.g. a microcontroller's flash).
+        tflite: Take a TFLite file too (:func:`lower_tflite`); the flows that rewrite ONNX leave it False
+            and such a file is refused.
 
     Raises:
         UsageError, ModelError, UnsupportedOpError, VerificationError: see :func:`edgec.flows.build.build`.
@@ -225,7 +236,10 @@ def lower(opts: BuildOptions, steps: Steps | None = None,
     from edgec.passes import run_pipeline
 
     steps = steps or Steps()
-    source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX", lambda: load_source(opts))
+    source = steps.run("load model" if is_onnx_path(opts.model) else "export to ONNX",
+                       lambda: load_source(opts, tflite))
+    if source.kind == "tflite":
+        return lower_tflite(source, opts, steps)
     prepared, shapes, notes = _simplify(source, opts, steps)
     if check_prepared is not None:
         from edgec.passes import resolve_pipeline
@@ -248,3 +262,38 @@ def lower(opts: BuildOptions, steps: Steps | None = None,
                                                       oracle=references.oracle(prepared)))
     return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
                    [parity] + result.records, result.function_change, sets, references)
+
+
+def lower_tflite(source: Source, opts: BuildOptions, steps: Steps) -> Lowered:
+    """A TFLite file as it is: no frontend and no passes (they rewrite ONNX); its verification sets
+    (in the file's own layout and dtypes) and the TFLite interpreter's outputs on them as the reference.
+
+    Raises:
+        UsageError: ``--passes`` other than the default, or ``--input-shape`` (a TFLite file's shapes are fixed).
+        ModelError: the TFLite interpreter cannot run the file.
+    """
+    if opts.passes not in ("default", "none"):
+        raise UsageError("--passes rewrite ONNX models; a TFLite file is compiled as it is",
+                         "drop --passes, or convert the model to ONNX to run passes on it")
+    if opts.given_shapes:
+        raise UsageError("a TFLite file's input shapes are fixed in the file; --input-shape does not apply",
+                         "drop --input-shape (convert the model again for another shape)")
+    model = source.model
+    if model.info.kind == "int8":
+        from edgec.errors import UnsupportedOpError
+
+        raise UnsupportedOpError(f"{source.path} is a full-integer (int8) TFLite model; edgec has no integer kernels "
+                                 "yet, and float kernels differ from TFLite's integer arithmetic by more than the one "
+                                 "quantization step an int8 build must keep",
+                                 "build the model's float32 (or float16-weight) TFLite file")
+    sets = reference.verification_sets(model.shapes, model.dtypes, seed=opts.seed)
+    if opts.verify_inputs:
+        from edgec.frontend.image import load_samples
+
+        sets.update(load_samples(opts.verify_inputs, model.shapes, model.dtypes, None))
+    references = References()
+    ref = steps.run("reference (TFLite interpreter)", lambda: references.outputs(model, {"normal": sets["normal"]}))
+    record = {"name": "frontend (TFLite file: compiled as it is, no ONNX passes)", "passed": True,
+              "kind": model.info.kind, "operators": len(model.info.ops), "normalizations": []}
+    return Lowered(source, model, model, model, model.shapes, model.dtypes, sets["normal"], ref["normal"], [record],
+                   None, sets, references)

@@ -20,11 +20,44 @@ from edgec.errors import VerificationError
 from edgec.flows.steps import Progress, Steps
 from edgec.frontend import reference
 from edgec.frontend.float64 import Oracle, decides
+from edgec.frontend.tflite import TFLiteModel
 from edgec.split.encoding import CutEncoding
 from edgec.targets import TargetSpec
 
 #: Named input sets: ``{set name: {input name: array}}``.
 InputSets = dict[str, dict[str, np.ndarray]]
+
+
+# --------------------------------------------------------------------------- the model a part compiles
+# An ONNX model (after the frontend and the passes), or a TFLite file compiled as it is
+# (:class:`edgec.frontend.tflite.TFLiteModel`): these few functions are all a flow asks of either.
+
+def model_io(model: onnx.ModelProto | TFLiteModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """``(inputs, outputs)`` as ``[{"name", "shape", "dtype", ...}]`` (a TFLite file's quantization and layout too)."""
+    if isinstance(model, TFLiteModel):
+        return model.input_infos(), model.output_infos()
+    from edgec.artifact import tensor_infos
+    from edgec.frontend.load import graph_inputs
+
+    return tensor_infos(graph_inputs(model)), tensor_infos(model.graph.output)
+
+
+def model_stats(model: onnx.ModelProto | TFLiteModel) -> Any:
+    """Nodes, params, param bytes, MACs and op counts (:class:`~edgec.frontend.analysis.GraphStats` or
+    :class:`~edgec.frontend.tflite.TFLiteStats`: the same fields)."""
+    if isinstance(model, TFLiteModel):
+        return model.info.stats
+    from edgec.frontend.analysis import graph_stats
+
+    return graph_stats(model)
+
+
+def save_model(model: onnx.ModelProto | TFLiteModel, folder: Path) -> str:
+    """Write exactly what was compiled into ``folder`` (``model.onnx`` or ``model.tflite``); the file's name."""
+    if isinstance(model, TFLiteModel):
+        return model.save(folder).name
+    onnx.save(model, str(Path(folder) / "model.onnx"))
+    return "model.onnx"
 
 
 class References:
@@ -39,18 +72,28 @@ class References:
         self._models: dict[int, tuple[onnx.ModelProto, Any, dict[str, list[np.ndarray]]]] = {}
         self._oracles: dict[int, Oracle] = {}
 
-    def outputs(self, model: onnx.ModelProto, sets: InputSets) -> dict[str, list[np.ndarray]]:
-        """``{set name: outputs in graph order}`` of ``model`` on ``sets`` (cached by model and set name)."""
+    def outputs(self, model: onnx.ModelProto | TFLiteModel, sets: InputSets) -> dict[str, list[np.ndarray]]:
+        """``{set name: outputs in graph order}`` of ``model`` on ``sets`` (cached by model and set name); a
+        TFLite file's from the TFLite interpreter (:func:`edgec.frontend.litert.run_litert`)."""
         if id(model) not in self._models:
-            self._models[id(model)] = (model, reference.ort_session(model), {})
-        _, session, done = self._models[id(model)]
+            if isinstance(model, TFLiteModel):
+                from edgec.frontend.litert import run_litert
+
+                self._models[id(model)] = (model, lambda xs: run_litert(model.data, list(xs.values())), {})
+            else:
+                session = reference.ort_session(model)
+                self._models[id(model)] = (model, lambda xs, s=session: reference.run_session(s, xs), {})
+        _, run, done = self._models[id(model)]
         for name, xs in sets.items():
             if name not in done:
-                done[name] = reference.run_session(session, xs)
+                done[name] = run(xs)
         return {name: done[name] for name in sets}
 
-    def oracle(self, model: onnx.ModelProto) -> Oracle:
-        """The float64 truth of ``model`` (one per model, sharing this cache's onnxruntime outputs)."""
+    def oracle(self, model: onnx.ModelProto | TFLiteModel) -> Oracle | None:
+        """The float64 truth of ``model`` (one per model, sharing this cache's onnxruntime outputs); None for a
+        TFLite file (no float64 interpreter exists for it: its check is the plain one)."""
+        if isinstance(model, TFLiteModel):
+            return None
         if id(model) not in self._oracles:
             self._oracles[id(model)] = Oracle(model, lambda name, xs: self.outputs(model, {name: xs})[name])
         return self._oracles[id(model)]
@@ -157,12 +200,10 @@ def run_limit_s(model: onnx.ModelProto, n_sets: int, given: float | None = None)
     """
     import os
 
-    from edgec.frontend.analysis import graph_stats
-
     if given is not None:
         return float(given)
     load = max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
-    return max(RUN_MIN_S, (RUN_START_S + n_sets * graph_stats(model).macs / RUN_MACS_PER_S) * load)
+    return max(RUN_MIN_S, (RUN_START_S + n_sets * model_stats(model).macs / RUN_MACS_PER_S) * load)
 
 
 def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress, model: onnx.ModelProto,
@@ -257,7 +298,11 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
         plan = backend.verify_plan(req.model, req.target, compiled, workdir)
         outs, device = run_on_device(plan, [list(v.values()) for v in sets.values()], steps.progress, req.model,
                                      verify_timeout)
-        return {"method": plan.method or device.description, "reference": reference_label,
+        tflite = isinstance(req.model, TFLiteModel)
+        return {"method": plan.method or device.description,
+                "reference": "TFLite interpreter (LiteRT built-in kernels, no XNNPACK), source model" if tflite
+                else reference_label,
+                "reference_engine": "the TFLite interpreter" if tflite else "onnxruntime",
                 "emulated": bool(device.emulated), **plan.extra,
                 **compare_sets(dict(zip(sets, outs)), expected, oracle=references.oracle(req.reference or req.model),
                                inputs=sets, step=steps.run)}, plan
@@ -293,12 +338,17 @@ def quick_latency(library: Path, model: onnx.ModelProto, inputs: dict[str, np.nd
 
     with open_device("local", threads=threads).open() as session:
         run = session.prepare(library, list(inputs.values()))
-    sess = reference.ort_session(model, optimized=True, threads=threads)
-    samples = interleaved({"edgec": run, "onnxruntime": lambda: sess.run(None, inputs)}, repeats=QUICK_RUNS,
-                          warmup=2)
+    if isinstance(model, TFLiteModel):  # its peer is the TFLite interpreter as users run it (XNNPACK)
+        from edgec.frontend.litert import litert_call
+
+        peer, call = "litert", litert_call(model.data, list(inputs.values()), threads)
+    else:
+        sess = reference.ort_session(model, optimized=True, threads=threads)
+        peer, call = "onnxruntime", lambda: sess.run(None, inputs)
+    samples = interleaved({"edgec": run, peer: call}, repeats=QUICK_RUNS, warmup=2)
     p50 = {k: LatencyStats.from_samples(v).latency_ms_p50 for k, v in samples.items()}
     return {"runs": QUICK_RUNS, "threads": threads, "edgec_ms_p50": p50["edgec"],
-            "onnxruntime_ms_p50": p50["onnxruntime"], "ratio_vs_onnxruntime_p50": p50["edgec"] / p50["onnxruntime"]}
+            f"{peer}_ms_p50": p50[peer], f"ratio_vs_{peer}_p50": p50["edgec"] / p50[peer]}
 
 
 def fail_if_unverified(verification: dict[str, Any], what: str) -> None:
@@ -317,14 +367,15 @@ def fail_if_unverified(verification: dict[str, Any], what: str) -> None:
                                 "give inputs on which the model's outputs are finite with --verify-inputs FILE.npz, "
                                 "or build with --no-verify; no artifact was written")
     where = f" on the '{verification['worst_set']}' inputs" if verification.get("worst_set") else ""
+    engine = verification.get("reference_engine", "onnxruntime")
     f64 = verification.get("float64") or {}
     if verification.get("reason"):
-        raise VerificationError(f"{what} outputs differ from onnxruntime{where}: {verification['reason']}", hint)
+        raise VerificationError(f"{what} outputs differ from {engine}{where}: {verification['reason']}", hint)
     top1 = "" if verification.get("top1_match") is not False else ", top-1 differs"
     extra = f"; float64 check: {f64['reason']}" if f64.get("reason") else ""
     sign = ">" if verification["max_abs_error"] > verification["tolerance"] else "≤"  # near it, float64 decided
     raise VerificationError(
-        f"{what} outputs differ from onnxruntime{where}: max abs error {verification['max_abs_error']:.3g} "
+        f"{what} outputs differ from {engine}{where}: max abs error {verification['max_abs_error']:.3g} "
         f"{sign} {verification['tolerance']:.3g}{top1}{extra}", hint)
 
 

@@ -157,8 +157,8 @@ def image_tensor(artifact: Artifact, first: Part, image: str | Path,
     if pre and "resize" not in pre:
         pre["resize"] = _input_size(first.inputs[0], built_layout)
     pre = _complete(pre) if (preprocessing and any(v is not None for v in preprocessing.values())) else pre
-    if not pre:
-        raise UsageError(f"{artifact.folder} records no preprocessing (an ONNX-file build)",
+    if not {"mean", "std", "scale"} & set(pre):
+        raise UsageError(f"{artifact.folder} records no preprocessing (a build of a model file)",
                          "give the model's own: e.g. --mean 0,0,0 --std 1,1,1 for RGB in [0, 1], or "
                          "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet's (and --size H,W, --layout)")
     x = preprocess(image, pre)

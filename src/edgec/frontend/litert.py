@@ -15,12 +15,12 @@ import numpy as np
 from edgec.errors import ModelError
 
 
-def run_litert(path: str | Path, inputs: list[np.ndarray], *, threads: int = 1, xnnpack: bool = False
+def run_litert(model: str | Path | bytes, inputs: list[np.ndarray], *, threads: int = 1, xnnpack: bool = False
                ) -> list[np.ndarray]:
-    """Run the TFLite file ``path`` on ``inputs`` (in the model's input order, its dtypes and shapes).
+    """Run the TFLite model ``model`` on ``inputs`` (in the model's input order, its dtypes and shapes).
 
     Args:
-        path: A ``.tflite`` file (checked first with :func:`edgec.frontend.tflite.inspect_tflite`).
+        model: A ``.tflite`` file, or its bytes (checked first with :func:`edgec.frontend.tflite.inspect_tflite`).
         inputs: One array per input.
         threads: Interpreter threads.
         xnnpack: Use LiteRT's default XNNPACK delegate (how LiteRT runs in production: the speed peer)
@@ -35,8 +35,10 @@ def run_litert(path: str | Path, inputs: list[np.ndarray], *, threads: int = 1, 
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     resolver = OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    given = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    path = "the TFLite model" if isinstance(model, bytes) else model
     try:
-        interp = Interpreter(model_path=str(path), num_threads=threads, experimental_op_resolver_type=resolver)
+        interp = Interpreter(**given, num_threads=threads, experimental_op_resolver_type=resolver)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise ModelError(f"the TFLite interpreter cannot load {path}: {' '.join(str(exc).split())[:200]}",
@@ -58,4 +60,20 @@ def run_litert(path: str | Path, inputs: list[np.ndarray], *, threads: int = 1, 
     return [np.array(interp.get_tensor(d["index"])) for d in interp.get_output_details()]
 
 
-__all__ = ["run_litert"]
+def litert_call(model: str | Path | bytes, inputs: list[np.ndarray], threads: int):
+    """LiteRT as a speed peer: a no-argument function running one inference of ``model`` on ``inputs`` with
+    the default XNNPACK delegate and ``threads`` threads (how users run TFLite on a CPU)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgec.tvm_setup.capture import captured_fds
+
+    given = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
+    with captured_fds():  # LiteRT announces its XNNPACK delegate on stderr
+        interp = Interpreter(**given, num_threads=threads)
+        interp.allocate_tensors()
+    for d, x in zip(interp.get_input_details(), inputs):
+        interp.set_tensor(d["index"], np.ascontiguousarray(x))
+    return interp.invoke
+
+
+__all__ = ["litert_call", "run_litert"]

@@ -87,14 +87,14 @@ def _refuse_other_formats(path: Path) -> None:
 
 
 def _refuse_tflite(path: Path) -> None:
-    """A TFLite file: what no build can take is refused as such (a damaged file, a custom op, several
-    subgraphs, dynamic shapes: :func:`edgec.frontend.tflite.inspect_tflite`); a sound one is refused
-    because edgec does not build TFLite files yet, with what it is and how to convert it."""
+    """A TFLite file where an ONNX model is needed (the commands that rewrite or cut the graph): what no
+    command can take is refused as such (a damaged file, a custom op, several subgraphs, dynamic shapes:
+    :func:`edgec.frontend.tflite.inspect_tflite`); a sound one with what it is and how to convert it."""
     from edgec.frontend.tflite import inspect_tflite
 
     info = inspect_tflite(path)
-    raise ModelError(f"{path} is a TensorFlow Lite model ({info.kind}, {len(info.ops)} operators); edgec builds "
-                     "ONNX files (TFLite input is not done yet)",
+    raise ModelError(f"{path} is a TensorFlow Lite model ({info.kind}, {len(info.ops)} operators); this command "
+                     "rewrites or cuts ONNX graphs (edgec build and edgec tune take TFLite files as they are)",
                      "convert it to ONNX first, e.g. python -m tf2onnx.convert --tflite FILE --output model.onnx")
 
 

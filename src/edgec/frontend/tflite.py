@@ -60,6 +60,27 @@ class TFLiteTensor:
 
 
 @dataclass
+class TFLiteStats:
+    """Size of a TFLite model (the fields of :class:`edgec.frontend.analysis.GraphStats`).
+
+    Attributes:
+        nodes: Operators.
+        params: Scalars held by constant float (float32/float16) and int8 weight buffers.
+        param_bytes: Bytes of every constant buffer.
+        macs: Multiply-accumulates of one inference: CONV_2D (output elements x kh x kw x Cin),
+            DEPTHWISE_CONV_2D (output elements x kh x kw), FULLY_CONNECTED (output elements x in features),
+            TRANSPOSE_CONV (input elements x kh x kw x Cout).
+        op_counts: Operators per op name.
+    """
+
+    nodes: int
+    params: int
+    param_bytes: int
+    macs: int
+    op_counts: dict[str, int]
+
+
+@dataclass
 class TFLiteInfo:
     """What :func:`inspect_tflite` read.
 
@@ -79,6 +100,7 @@ class TFLiteInfo:
     outputs: list[TFLiteTensor] = field(default_factory=list)
     kind: str = "fp32"
     layout: str | None = None
+    stats: TFLiteStats | None = None
 
 
 def is_tflite(path: str | Path) -> bool:
@@ -146,6 +168,7 @@ def _read(buf: bytes, path: Path) -> TFLiteInfo:
             raise ModelError(f"{path} is truncated: buffer {b} ends past the end of the file",
                              "re-export or re-download the model")
         buffer.DataAsNumpy() if buffer.DataLength() else None  # noqa: B018  read: a truncated file fails here
+    info.stats = _stats(model, subgraph, info.ops)
     info.inputs = [_tensor(subgraph, int(i)) for i in subgraph.InputsAsNumpy()]
     info.outputs = [_tensor(subgraph, int(i)) for i in subgraph.OutputsAsNumpy()]
     integer = any(t.dtype in ("int8", "uint8") for t in info.inputs + info.outputs) or any(
@@ -154,6 +177,37 @@ def _read(buf: bytes, path: Path) -> TFLiteInfo:
     info.kind = "int8" if integer else ("fp16-weights" if halves else "fp32")
     info.layout = "NHWC" if info.inputs and len(info.inputs[0].shape) == 4 else None
     return info
+
+
+def _stats(model, subgraph, ops: list[tuple[int, str]]) -> TFLiteStats:
+    from collections import Counter
+
+    def shape(t: int) -> list[int]:
+        return [int(d) for d in subgraph.Tensors(t).ShapeAsNumpy()] if t >= 0 else []
+
+    macs = 0
+    for i, name in ops:
+        op = subgraph.Operators(i)
+        ins, outs = [int(v) for v in op.InputsAsNumpy()], [int(v) for v in op.OutputsAsNumpy()]
+        out = int(np.prod(shape(outs[0]))) if outs else 0
+        w = shape(ins[1]) if len(ins) > 1 else []
+        if name == "CONV_2D" and len(w) == 4:  # weights OHWI
+            macs += out * w[1] * w[2] * w[3]
+        elif name == "DEPTHWISE_CONV_2D" and len(w) == 4:  # weights 1HW(C*M)
+            macs += out * w[1] * w[2]
+        elif name == "FULLY_CONNECTED" and len(w) == 2:
+            macs += out * w[1]
+        elif name == "TRANSPOSE_CONV" and len(ins) > 2:  # inputs: output shape, weights OHWI, input
+            macs += int(np.prod(shape(ins[2]))) * int(np.prod(shape(ins[1])[:3]))
+    params = param_bytes = 0
+    for i in range(subgraph.TensorsLength()):
+        t = subgraph.Tensors(i)
+        size = model.Buffers(t.Buffer()).DataLength() if t.Buffer() > 0 else 0
+        if size:
+            param_bytes += size
+            if t.Type() in (0, 1, 9):  # float32, float16, int8 weights
+                params += int(np.prod(shape(i))) if t.ShapeLength() else 1
+    return TFLiteStats(len(ops), params, param_bytes, macs, dict(Counter(name for _, name in ops)))
 
 
 def inspect_tflite(path: str | Path) -> TFLiteInfo:
@@ -194,4 +248,45 @@ def inspect_tflite(path: str | Path) -> TFLiteInfo:
     return info
 
 
-__all__ = ["IDENTIFIER", "TFLiteInfo", "TFLiteTensor", "inspect_tflite", "is_tflite"]
+class TFLiteModel:
+    """A checked TFLite file as a build carries it (beside ONNX models): its bytes, what
+    :func:`inspect_tflite` read, and the few facts the build asks of a model.
+
+    Attributes:
+        path: The file it came from.
+        data: Its bytes (what is compiled and written into the artifact as ``model.tflite``).
+        info: What :func:`inspect_tflite` read.
+    """
+
+    FILE = "model.tflite"
+
+    def __init__(self, path: str | Path) -> None:
+        self.info = inspect_tflite(path)
+        self.path = Path(path)
+        self.data = self.path.read_bytes()
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{input name: shape}`` (as the file stores them: NHWC for images)."""
+        return {t.name: t.shape for t in self.info.inputs}
+
+    @property
+    def dtypes(self) -> dict[str, np.dtype]:
+        return {t.name: np.dtype(t.dtype) for t in self.info.inputs}
+
+    def input_infos(self) -> list[dict[str, Any]]:
+        """``[{"name", "shape", "dtype", ["scale", "zero_point"], "layout"}]`` of the inputs (manifests)."""
+        return [{**t.to_dict(), **({"layout": self.info.layout} if i == 0 and self.info.layout else {})}
+                for i, t in enumerate(self.info.inputs)]
+
+    def output_infos(self) -> list[dict[str, Any]]:
+        return [t.to_dict() for t in self.info.outputs]
+
+    def save(self, folder: Path) -> Path:
+        """Write the file into ``folder`` as :attr:`FILE`; its path."""
+        out = Path(folder) / self.FILE
+        out.write_bytes(self.data)
+        return out
+
+
+__all__ = ["IDENTIFIER", "TFLiteInfo", "TFLiteModel", "TFLiteStats", "TFLiteTensor", "inspect_tflite", "is_tflite"]

@@ -43,7 +43,7 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
     lat = p.get("latency", {})
     if lat.get("edgec", {}).get("samples_ms"):
         fig, ax = plt.subplots(figsize=(9, 3.2))
-        for name, color in (("edgec", "#3b7dd8"), ("onnxruntime", "#e07b39")):
+        for name, color in (("edgec", "#3b7dd8"), ("onnxruntime", "#e07b39"), ("litert", "#4c9a2a")):
             if lat.get(name, {}).get("samples_ms"):
                 ax.hist(lat[name]["samples_ms"], bins=30, alpha=0.6, label=name, color=color)
         ax.set_xlabel("latency (ms)")

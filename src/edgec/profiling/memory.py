@@ -40,6 +40,11 @@ def _figures(model: onnx.ModelProto) -> dict[str, Any]:
             "curve_fp32_bytes": [c["live_bytes"] for c in fp32.curve]}
 
 
+def planned_figures(planned: dict[str, Any] | None) -> dict[str, Any]:
+    """The backend's planned memory figures (bytes) a report keeps: the numbers, less the unplanned ones."""
+    return {k: v for k, v in (planned or {}).items() if isinstance(v, (int, float)) and k not in UNPLANNED}
+
+
 def memory_section(model: onnx.ModelProto, before_passes: onnx.ModelProto | None = None,
                    planned: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """The report's ``memory``: ``{"convention", "after_passes", "before_passes"?, "planned", "patch_inference"?}``.
@@ -55,7 +60,7 @@ def memory_section(model: onnx.ModelProto, before_passes: onnx.ModelProto | None
     except ValueError as e:
         log.info("memory analysis skipped: %s", e)
         return {"convention": CONVENTION, "skipped": str(e)}
-    section["planned"] = {k: v for k, v in (planned or {}).items() if isinstance(v, (int, float)) and k not in UNPLANNED}
+    section["planned"] = planned_figures(planned)
     meta = {p.key: p.value for p in model.metadata_props}
     if PATCH_METADATA in meta:
         section["patch_inference"] = json.loads(meta[PATCH_METADATA])
@@ -95,19 +100,8 @@ def write_plot(section: dict[str, Any], path: Path, title: str) -> bool:
     return True
 
 
-def memory_line(section: dict[str, Any]) -> str:
-    """One line for the build summary: analytic peaks (before -> after the passes), the planned arena,
-    and on a microcontroller the flash and SRAM used against the chip's budget."""
-    if "skipped" in section:
-        return f"not analysed: {section['skipped']}"
-    after, before = section["after_passes"], section.get("before_passes")
-
-    def kib(key: str) -> str:
-        a = after[key]["peak_activation_bytes"] / KIB
-        return f"{before[key]['peak_activation_bytes'] / KIB:.0f} -> {a:.0f}" if before else f"{a:.0f}"
-
-    words = [f"peak activations {kib('fp32')} kB fp32 ({kib('int8')} kB int8 analytic)"]
-    planned = section.get("planned", {})
+def _planned_words(planned: dict[str, Any]) -> list[str]:
+    words = []
     arena = planned.get("planned_arena_bytes") or planned.get("planned_activation_bytes")
     if arena:
         was = planned.get("planned_arena_bytes_before_passes")
@@ -116,6 +110,22 @@ def memory_line(section: dict[str, Any]) -> str:
     if planned.get("sram_bytes_budget"):
         words.append(f"SRAM {planned['sram_bytes_used'] / KIB:.0f}/{planned['sram_bytes_budget'] / KIB:.0f} kB, "
                      f"flash {planned['flash_bytes_used'] / KIB:.0f}/{planned['flash_bytes_budget'] / KIB:.0f} kB")
+    return words
+
+
+def memory_line(section: dict[str, Any]) -> str:
+    """One line for the build summary: analytic peaks (before -> after the passes), the planned arena,
+    and on a microcontroller the flash and SRAM used against the chip's budget."""
+    if "skipped" in section:
+        return "; ".join([f"not analysed: {section['skipped']}"] + _planned_words(section.get("planned") or {}))
+    after, before = section["after_passes"], section.get("before_passes")
+
+    def kib(key: str) -> str:
+        a = after[key]["peak_activation_bytes"] / KIB
+        return f"{before[key]['peak_activation_bytes'] / KIB:.0f} -> {a:.0f}" if before else f"{a:.0f}"
+
+    words = [f"peak activations {kib('fp32')} kB fp32 ({kib('int8')} kB int8 analytic)"]
+    words += _planned_words(section.get("planned", {}))
     p = section.get("patch_inference")
     if p:
         words.append(f"patch_inference {p['grid']}x{p['grid']} to `{p['stop']}`, MACs +{100 * p['mac_overhead']:.1f}%")

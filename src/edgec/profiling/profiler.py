@@ -73,17 +73,23 @@ class ProfileOptions:
 def _local_latency(session, part: Part, inputs: dict[str, np.ndarray], opts: ProfileOptions, threads: int,
                    progress: Progress | None) -> dict[str, Any]:
     fns = {"edgec": session.prepare(part.library, list(inputs.values()))}
-    if opts.baseline:
+    tflite = part.folder / "model.tflite"
+    peer, settings = (("litert", "LiteRT interpreter, XNNPACK delegate, same threads, same inputs") if tflite.exists()
+                      else ("onnxruntime", "CPUExecutionProvider, ORT_ENABLE_ALL, same threads, same inputs"))
+    if opts.baseline and peer == "litert":  # a TFLite file's build: its peer is the TFLite runtime
+        from edgec.frontend.litert import litert_call
+
+        fns[peer] = litert_call(tflite, list(inputs.values()), threads)
+    elif opts.baseline:
         sess = ort_session(str(part.folder / "model.onnx"), optimized=True, threads=threads)
-        fns["onnxruntime"] = lambda: sess.run(None, inputs)
+        fns[peer] = lambda: sess.run(None, inputs)
     samples = interleaved(fns, repeats=opts.repeats, warmup=opts.warmup,
                           progress=(lambda d, n: progress(f"timing end to end {d}/{n}")) if progress else None)
     out = {"edgec": {**LatencyStats.from_samples(samples["edgec"]).to_dict(), "samples_ms": samples["edgec"]}}
     if opts.baseline:
-        ort = LatencyStats.from_samples(samples["onnxruntime"])
-        out["onnxruntime"] = {**ort.to_dict(), "samples_ms": samples["onnxruntime"],
-                              "settings": "CPUExecutionProvider, ORT_ENABLE_ALL, same threads, same inputs"}
-        out["ratio_vs_onnxruntime_p50"] = out["edgec"]["latency_ms_p50"] / ort.latency_ms_p50
+        base = LatencyStats.from_samples(samples[peer])
+        out[peer] = {**base.to_dict(), "samples_ms": samples[peer], "settings": settings}
+        out[f"ratio_vs_{peer}_p50"] = out["edgec"]["latency_ms_p50"] / base.latency_ms_p50
     return out
 
 

@@ -274,7 +274,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines.append(f"| schedules | {schedules_line(b)} |")
         q = b.get("quick_latency")
         if q:
-            lines.append(f"| quick latency | edgec {q['edgec_ms_p50']:.2f} ms, onnxruntime {q['onnxruntime_ms_p50']:.2f} "
+            name, ms, _ = quick_peer(q)
+            lines.append(f"| quick latency | edgec {q['edgec_ms_p50']:.2f} ms, {name} {ms:.2f} "
                          f"ms (p50 of {q['runs']}, {q['threads']} threads) |")
         for f in b.get("fallbacks") or []:
             lines.append(f"| fallback | `{f['kernel']}`: {f['fallback']} (the code generator failed: "
@@ -352,6 +353,14 @@ def _nodes(names: list[str], limit: int = 3) -> str:
     return ", ".join(names[:limit]) + (f" (+{len(names) - limit})" if len(names) > limit else "") if names else "-"
 
 
+def quick_peer(q: dict[str, Any]) -> tuple[str, float, float]:
+    """``(peer's name, its p50 ms, edgec / peer)`` of a build's ``quick_latency``: onnxruntime, or LiteRT
+    (with XNNPACK) for a TFLite file."""
+    if "litert_ms_p50" in q:
+        return "LiteRT (XNNPACK)", q["litert_ms_p50"], q["ratio_vs_litert_p50"]
+    return "onnxruntime", q["onnxruntime_ms_p50"], q["ratio_vs_onnxruntime_p50"]
+
+
 def threads_text(p: dict[str, Any], target: str | None = None) -> str:
     """The threads a profile ran with (its ``profile`` section): under an emulator, the emulator's (this
     machine's cores) beside the board's core count (``board_cores``), never as if they were the board's."""
@@ -372,7 +381,7 @@ def busy_text(p: dict[str, Any]) -> str | None:
         return None
     return (f"other work kept {load['others_cores']:.1f} of this machine's {load['cores']} cores busy while it timed: "
             "these timings include its interference; profile again on a quiet machine, and compare only figures "
-            "taken side by side (as edgec vs onnxruntime here)")
+            "taken side by side (as edgec and its peer runtime here)")
 
 
 def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
@@ -388,13 +397,14 @@ def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
         lines += [f"> **Incomplete:** {p.get('error', 'the run stopped early')}", ""]
     lines += [f"device `{p['device'].get('url')}`, threads {threads_text(p, report.get('target', {}).get('name'))}", "",
               "| runtime | runs | min ms | p50 ms | p90 ms | max ms |", "|---|---|---|---|---|---|"]
-    for name in ("edgec", "onnxruntime"):
+    for name in ("edgec", "onnxruntime", "litert"):
         if name in lat:
             s = lat[name]
             lines.append(f"| {name} | {s['runs']} | {s['latency_ms_min']:.3f} | {s['latency_ms_p50']:.3f} | "
                          f"{s['latency_ms_p90']:.3f} | {s['latency_ms_max']:.3f} |")
-    if "ratio_vs_onnxruntime_p50" in lat:
-        lines += ["", f"**edgec p50 / onnxruntime p50 = {lat['ratio_vs_onnxruntime_p50']:.2f}** (interleaved in one run)"]
+    for peer in ("onnxruntime", "litert"):
+        if f"ratio_vs_{peer}_p50" in lat:
+            lines += ["", f"**edgec p50 / {peer} p50 = {lat[f'ratio_vs_{peer}_p50']:.2f}** (interleaved in one run)"]
     lines.append("")
     if p.get("kernels"):
         lines += [f"## Top {top} kernels", "", f"sum of kernel times {p['kernels_total_ms']:.3f} ms "

@@ -35,6 +35,7 @@ import onnx
 
 from edgec.backends import Compiled, Step, TuningOptions, VerifyPlan, untimed
 from edgec.errors import UsageError
+from edgec.frontend.tflite import TFLiteModel
 from edgec.targets import TargetSpec
 
 name = "c"
@@ -158,14 +159,29 @@ NO_STATIC_KERNEL = frozenset({"TopK", "Unique", "NonZero", "NonMaxSuppression", 
                               "Multinomial", "Bernoulli", "StringNormalizer", "TfIdfVectorizer"})
 
 
-def check_ops(model: onnx.ModelProto) -> None:
+#: The same operators as TFLite names them.
+NO_STATIC_KERNEL_TFLITE = frozenset({"TOPK_V2", "UNIQUE", "WHERE", "NON_MAX_SUPPRESSION_V4", "NON_MAX_SUPPRESSION_V5",
+                                     "WHILE", "IF", "CALL_ONCE", "RANDOM_UNIFORM", "RANDOM_STANDARD_NORMAL",
+                                     "MULTINOMIAL", "HASHTABLE", "HASHTABLE_LOOKUP", "HASHTABLE_FIND",
+                                     "HASHTABLE_IMPORT", "HASHTABLE_SIZE", "VAR_HANDLE", "READ_VARIABLE",
+                                     "ASSIGN_VARIABLE"})
+
+
+def check_ops(model: onnx.ModelProto | TFLiteModel) -> None:
     """Refuse operators the static runner cannot run, before any work.
 
     Raises:
-        UnsupportedOpError: names the first such operator and its node.
+        UnsupportedOpError: names the first such operator and its node (a TFLite file's: its index).
     """
     from edgec.errors import UnsupportedOpError
 
+    if isinstance(model, TFLiteModel):
+        for index, op in model.info.ops:
+            if op in NO_STATIC_KERNEL_TFLITE:
+                raise UnsupportedOpError(
+                    f"operator {index} ({op}) has no static C kernel for microcontroller targets (data-dependent "
+                    "sizes, control flow, state, sorting or random numbers)", "build for --target host")
+        return
     for node in model.graph.node:
         if node.op_type in NO_STATIC_KERNEL:
             raise UnsupportedOpError(

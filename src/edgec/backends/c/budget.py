@@ -82,8 +82,9 @@ def check(spec: TargetSpec, model: onnx.ModelProto, flash: dict[str, int], sram:
             ("SRAM", sram, m["sram_bytes"], m.get("sram_region", "SRAM"), largest_activation, "activation")):
         need = sum(parts.values())
         if need > budget:
-            name, nbytes = largest(model)
             detail = ", ".join(f"{k} {_kb(v)}" for k, v in parts.items())
+            if isinstance(model, onnx.ModelProto):  # a TFLite file's tensors are not named here
+                name, nbytes = largest(model)
+                detail += f"; largest {what} '{name}' {nbytes} bytes"
             raise BudgetError(f"the model needs {need} bytes ({_kb(need)}, {when}) of {memory}, over the {budget} "
-                              f"bytes ({_kb(budget)}) of {chip} {region} ('{spec.name}'): {detail}; largest "
-                              f"{what} '{name}' {nbytes} bytes", HINTS[memory])
+                              f"bytes ({_kb(budget)}) of {chip} {region} ('{spec.name}'): {detail}", HINTS[memory])

@@ -21,6 +21,7 @@ import onnx
 
 from edgec.backends import Compiled, Step, TuningOptions, VerifyPlan, untimed
 from edgec.errors import VerificationError
+from edgec.frontend.tflite import TFLiteModel
 from edgec.targets import TargetSpec
 
 name = "tvm"
@@ -44,13 +45,16 @@ def _io(model: onnx.ModelProto) -> tuple[dict[str, tuple[int, ...]], dict[str, n
     return shapes, dtypes
 
 
-def import_model(model: onnx.ModelProto):
-    """The Relax module of an ONNX model with static input shapes.
+def import_model(model: onnx.ModelProto | TFLiteModel):
+    """The Relax module of an ONNX model with static input shapes, or of a checked TFLite file.
 
     Raises:
         UnsupportedOpError: an op TVM cannot import.
     """
-    from edgec.backends.tvm.importer import import_onnx
+    from edgec.backends.tvm.importer import import_onnx, import_tflite
+
+    if isinstance(model, TFLiteModel):
+        return import_tflite(model)
 
     shapes, dtypes = _io(model)
     return import_onnx(model, shapes, dtypes)
@@ -171,7 +175,8 @@ def kernel_map(model: onnx.ModelProto, fused, spec: TargetSpec) -> dict[str, Any
     from edgec.backends.tvm.kernel_info import kernel_calls, live_activation_bytes, map_onnx_nodes, planned_memory
 
     calls = kernel_calls(fused)
-    map_onnx_nodes(calls, [(n.name or n.output[0], n.op_type) for n in model.graph.node])
+    if not isinstance(model, TFLiteModel):  # TFLite operators carry no names to map kernels back to
+        map_onnx_nodes(calls, [(n.name or n.output[0], n.op_type) for n in model.graph.node])
     memory = planned_memory(fused, tvm_target(spec))
     live = live_activation_bytes(calls)
     memory["peak_live_activation_bytes"] = max(live) if live else 0

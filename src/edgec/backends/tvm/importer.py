@@ -1,4 +1,4 @@
-"""ONNX -> Relax import with clear errors for unsupported operators."""
+"""ONNX (and TFLite) -> Relax import with clear errors for unsupported operators."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import onnx
 
 from edgec.tvm_setup.capture import captured_fds
 from edgec.errors import UnsupportedOpError
+from edgec.frontend.tflite import TFLiteModel
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,50 @@ def import_onnx(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]],
                                  "rewrite that node with supported ops before export, or rerun with --debug "
                                  "for the importer's trace") from exc
     return mod
+
+
+def check_supported_tflite(model: TFLiteModel, tfl=None) -> None:
+    """Fail early, naming the operator and its index, when TVM's TFLite importer has no converter for it.
+
+    Raises:
+        UnsupportedOpError: the first operator TVM's Relax TFLite frontend does not convert.
+    """
+    import tflite
+    from tvm import relax
+    from tvm.relax.frontend.tflite.tflite_frontend import ExprTable, OperatorConverter
+
+    tfl = tfl or tflite.Model.GetRootAsModel(model.data, 0)
+    known = OperatorConverter(tfl, tfl.Subgraphs(0), ExprTable(), relax.BlockBuilder()).convert_map
+    for index, name in model.info.ops:
+        if name not in known:
+            raise UnsupportedOpError(f"{model.path.name}: operator {index} ({name}) is not supported by TVM's TFLite "
+                                     "importer", "convert the model without it, or convert it to ONNX")
+
+
+def import_tflite(model: TFLiteModel):
+    """Import a checked TFLite file into a Relax ``IRModule`` (TVM's Relax TFLite frontend; weights bound as
+    constants; quantized tensors as ``relax.op.quantize``/``dequantize`` around float operators).
+
+    Returns:
+        ``tvm.IRModule`` whose ``main`` takes the inputs in the file's order, shapes and dtypes as stored (NHWC).
+
+    Raises:
+        UnsupportedOpError: an operator TVM cannot import (named, with its index where known).
+    """
+    import tflite
+    from tvm.relax.frontend.tflite import from_tflite
+
+    tfl = tflite.Model.GetRootAsModel(model.data, 0)
+    check_supported_tflite(model, tfl)
+    try:
+        with captured_fds():
+            return from_tflite(tfl, shape_dict={k: list(v) for k, v in model.shapes.items()},
+                               dtype_dict={k: str(v) for k, v in model.dtypes.items()})
+    except Exception as exc:
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        last = lines[-1] if lines else type(exc).__name__
+        raise UnsupportedOpError(f"TVM's TFLite importer failed on {model.path.name}: {last[:240]}",
+                                 "rerun with --debug for the importer's trace") from exc
 
 
 def _failing_node(exc: Exception, model: onnx.ModelProto) -> str:
