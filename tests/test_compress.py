@@ -202,3 +202,14 @@ def test_a_plan_measured_faster_than_predicted_is_made_again_with_fewer_removals
     assert len(r["plan_rounds"]) == 1 and first["removed"] >= 2 and first["merged"] >= 1
     assert first["measured"] < first["predicted"]
     assert all(c["removed_activations"] == [] for c in r["chains"])  # the corrected budget needs no removal
+
+
+def test_a_missed_target_is_said_with_the_load():
+    from edgec.cli.depth_compress import missed_target
+
+    lat = {"speedup": 0.93, "compressed": 0.54}
+    text = missed_target(lat, 1.25, None)
+    assert text.startswith("the measured speed-up 0.93x misses the --speedup 1.25 target (load average ")
+    assert missed_target({"speedup": 1.23, "compressed": 0.1}, 1.25, None) is None  # within 3%
+    assert "over the --budget-ms 0.5" in missed_target({"speedup": 1.1, "compressed": 0.6}, None, 0.5)
+    assert missed_target({"speedup": 1.1, "compressed": 0.5}, None, 0.5) is None
