@@ -65,15 +65,16 @@ def test_a_sound_file_is_read_and_the_litert_reference_matches_its_recorded_outp
         assert [op for _, op in info.ops if op in ("CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH")] == \
             ["CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH"]
         ref = np.load(DATA / f"{name}.npz")
-        out = run_litert(DATA / f"{name}.tflite", [ref["input_0"]], xnnpack=True)[0]
-        np.testing.assert_array_equal(out, ref["output_0"])  # the same interpreter, the same delegate
-        plain = run_litert(DATA / f"{name}.tflite", [ref["input_0"]])[0]  # built-in kernels, no XNNPACK
         if info.outputs[0].dtype == "int8":
             tol = 1.0  # int8 codes: one quantization step
         elif kind == "int8":
             tol = 1 / 256  # a float output after DEQUANTIZE: one step of TFLite's int8 softmax (scale 1/256)
         else:
             tol = 1e-5 * max(1.0, float(np.abs(ref["output_0"].astype(np.float64)).max()))
-        assert np.abs(plain.astype(np.float64) - ref["output_0"].astype(np.float64)).max() <= tol, name
+        # the recorded outputs are XNNPACK's on the machine that made them; this CPU's vector width may round
+        # otherwise, so both the delegate and the built-in kernels are held to the tolerance, not to the bit
+        for xnnpack in (True, False):
+            out = run_litert(DATA / f"{name}.tflite", [ref["input_0"]], xnnpack=xnnpack)[0]
+            assert np.abs(out.astype(np.float64) - ref["output_0"].astype(np.float64)).max() <= tol, (name, xnnpack)
     io = inspect_tflite(DATA / "cnn_int8_io.tflite")
     assert io.inputs[0].dtype == "int8" and io.inputs[0].scale is not None and io.inputs[0].zero_point is not None
