@@ -53,3 +53,10 @@ def orphan(folder: str):
 
     with run_scratch():
         run_isolated("isolated_jobs:sleep_and_record", {"folder": folder}, on_event=on_event)
+
+
+def killed(*, emit):  # noqa: ARG001
+    """What the out-of-memory killer does to a search."""
+    import signal
+
+    os.kill(os.getpid(), signal.SIGKILL)

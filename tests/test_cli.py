@@ -38,7 +38,11 @@ def test_bad_input_is_one_line(run_cli, tmp_path, args, code, text):
     assert no_artifacts(out_dir)
 
 
-def test_debug_is_accepted_anywhere(run_cli, tmp_path):
+def test_debug_is_accepted_anywhere(run_cli, tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the debug log goes to the temp folder: not the machine's /tmp
+    monkeypatch.setattr(tempfile, "tempdir", None)
     code, _, err = run_cli("build", "mcunetv2", "--debug", "--target", "rpi3", "--out", str(tmp_path))
     assert code == 2 and "did you mean rpi" in err and "Traceback" in err  # --debug shows the trace
 

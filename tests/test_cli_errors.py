@@ -250,11 +250,14 @@ def test_the_host_entry_of_targets_list_json_is_a_target_file(run_cli, tmp_path)
     assert spec.name == "my-host" and spec.extra["isa"] == host["isa"]
 
 
-def test_debug_keeps_the_whole_error_chain_in_a_log_and_says_where(run_cli, tmp_path):
+def test_debug_keeps_the_whole_error_chain_in_a_log_and_says_where(run_cli, tmp_path, monkeypatch):
     import re
+    import tempfile
     from pathlib import Path
 
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the log goes to the temp folder: not the machine's /tmp
+    monkeypatch.setattr(tempfile, "tempdir", None)
     code, _, err = run_cli("build", str(tmp_path / "missing.onnx"), "--debug")
     assert code == 3
     m = re.search(r"the whole log \(every cause, untruncated\): (\S+)", err)
-    assert m and "ModelError" in Path(m.group(1)).read_text()
+    assert m and "ModelError" in Path(m.group(1)).read_text() and Path(m.group(1)).parent == tmp_path

@@ -123,3 +123,11 @@ def test_a_kill_9_of_the_parent_takes_the_child_and_its_workers_and_the_next_run
     with run_scratch() as mine:
         assert _left(tmp_path) == [mine.name]  # ... the next run does
     assert _left(tmp_path) == []
+
+
+def test_a_child_killed_from_outside_is_said_as_such_not_as_a_bug(tmp_path):
+    from edgec.errors import DeviceError
+
+    with pytest.raises(DeviceError, match=r"the job process was killed \(signal 9\) by something outside edgec"):
+        run_isolated("isolated_jobs:killed", {}, on_event=lambda e: None, label="job")
+    assert _left(tmp_path) == []

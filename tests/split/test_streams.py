@@ -140,6 +140,19 @@ def test_a_stalled_then_a_killed_server_end_the_stream_with_one_line(split_artif
     assert killed.returncode > 0  # not a signal (SIGABRT: -6 here, 134 in a shell)
 
 
+def test_ctrl_c_of_the_client_keeps_the_answered_frames_figures(split_artifact):  # noqa: F811
+    art, image = split_artifact
+    with _server(art) as (server, port):
+        client = _client(art, image, port, repeat=100000, timeout_s=30)
+        _wait_streaming(server, port, client)
+        client.send_signal(signal.SIGINT)
+        done = _finish(client, within_s=60)
+    assert done.returncode == 130, done.stderr
+    found = re.search(r"median of the (\d+) of 100000 frames answered before it was interrupted: .*total", done.stdout)
+    assert found and int(found.group(1)) >= 1, done.stdout
+    assert "interrupted; nothing half-written was left behind" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_an_unbindable_address_prints_only_edgecs_line(split_artifact):  # noqa: F811
     art, _ = split_artifact
     with socket.socket() as taken:

@@ -85,8 +85,9 @@ def print_profile_summary(report: dict, folder: Path) -> None:
     for peer, short in (("onnxruntime", "ORT"), ("litert", "LiteRT")):
         if f"ratio_vs_{peer}_p50" in p["latency"]:
             base = p["latency"][peer]
+            trust = " [yellow](unreliable: measured on a busy machine)[/]" if busy_text(p) else ""
             console.print(f"{peer} p50 {base['latency_ms_p50']:.3f} ms → edgec/{short} = "
-                          f"[bold]{p['latency'][f'ratio_vs_{peer}_p50']:.2f}[/]")
+                          f"[bold]{p['latency'][f'ratio_vs_{peer}_p50']:.2f}[/]{trust}")
     if p.get("kernels"):
         t = Table(title=f"top 5 kernels (sum of kernels {p['kernels_total_ms']:.3f} ms)", title_justify="left")
         for col in ("kernel", "calls", "ms", "share", "ONNX nodes"):

@@ -68,8 +68,9 @@ def run(
             console.print(f"{i}. class {idx} {escape(label or '-')} {score:.4f}")
         t = remote.timings_ms
         frames = ""
-        if remote.error is not None:
-            frames = f"median of the {remote.frames} of {remote.requested} frames answered before the stream failed: "
+        if remote.error is not None or remote.interrupted:
+            why = "it was interrupted" if remote.interrupted else "the stream failed"
+            frames = f"median of the {remote.frames} of {remote.requested} frames answered before {why}: "
         elif remote.frames > 1:
             frames = f"median of {remote.frames} frames over one stream: "
         console.print(f"{frames}head {t['head']:.2f} ms, serialize {t['serialize']:.2f} ms, transfer {t['transfer']:.2f} ms "
@@ -79,6 +80,8 @@ def run(
             console.print(f"[yellow]weights: {weights_note('random')}; these classes mean nothing[/]")
         if remote.error is not None:
             raise remote.error
+        if remote.interrupted:
+            raise KeyboardInterrupt
         return
     result = run_image(artifact, image, top=top, preprocessing=over, device=device)
     table = Table(title=f"top-{top} for {image.name}", title_justify="left")

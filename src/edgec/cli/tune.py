@@ -75,7 +75,7 @@ def tune(
                                         help="Target (`edgec targets list`).")] = "host",
     trials: Annotated[Optional[int], typer.Option(metavar="N", min=1,
                                                   help="Budget: new measured candidates, over all kernels.")] = None,
-    minutes: Annotated[Optional[float], typer.Option(metavar="MINUTES", min=0.01,
+    minutes: Annotated[Optional[float], typer.Option(metavar="MINUTES", min=0.25,
                                                      help="Budget: wall-clock minutes of search (the model's "
                                                           "preparation before it and the end-to-end measurement "
                                                           "after it are extra); the search is stopped at 1.2x.")]
@@ -110,7 +110,10 @@ def tune(
     budget = f" (budget {minutes:g} min)" if minutes else ""
     table.add_row("trials", f"{result.trials} measured on {result.device} in {result.seconds / 60:.1f} min of search"
                              f"{budget}, {result.tasks} kernels")
-    if getattr(result, "stopped", False):
+    if getattr(result, "stopped", False) and not result.trials:
+        table.add_row("stopped", "[yellow]nothing was measured: the first batch (it measures what a candidate costs "
+                                 "here) did not end within the budget's hard limit (1.2x); give more --minutes[/]")
+    elif getattr(result, "stopped", False):
         table.add_row("stopped", "[yellow]the last batch did not fit the budget and was stopped at its hard "
                                  "limit (1.2x, less 5 s to stop it); every record measured is kept[/]")
     measured = getattr(result, "measured", None)

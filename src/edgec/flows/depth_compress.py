@@ -388,9 +388,10 @@ def depth_compress(opts: BuildOptions, data: str | Path, copts: CompressOptions,
             that is not this machine, a model with no chain to compress, a budget no plan
             meets, data that does not fit the model.
     """
-    from edgec.frontend.data import accuracy, read_task_data
+    from edgec.frontend.data import accuracy, check_data_folder, read_task_data
 
     say = progress or (lambda _m: None)
+    check_data_folder(data)
     if out is not None:
         check_writable_folder(Path(out).resolve().parent, "--out")  # before minutes of work, not after
         check_replaceable(Path(out), fix="choose another --out")

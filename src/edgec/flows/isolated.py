@@ -78,6 +78,7 @@ def run_isolated(func: str, kwargs: dict[str, Any], *, on_event: Callable[[dict[
         EdgecError: the error the function raised (same class, message and hint).
         KeyboardInterrupt: Ctrl-C in this process; the child was stopped and its temporary
             folders removed.
+        DeviceError: the child was killed from outside (SIGKILL or SIGTERM: the out-of-memory killer, a user).
         RuntimeError: the child failed otherwise (a bug or a crash; the end of its log is in the message).
     """
     work = mkdtemp("edgec-isolated-")
@@ -159,6 +160,11 @@ def _outcome(work: Path, returncode: int, label: str) -> Any:
         raise cls(out["error"]["message"], out["error"]["hint"])
     if out.get("interrupted"):
         raise KeyboardInterrupt
+    if returncode in (-signal.SIGKILL, -signal.SIGTERM) and "bug" not in out:  # killed from outside, not a crash
+        raise errors.DeviceError(
+            f"the {label} process was killed (signal {-returncode}) by something outside edgec: on Linux usually "
+            "the out-of-memory killer, or another user's kill",
+            "check the machine's free memory (dmesg | grep -i oom) and run it again; what it saved is kept")
     log = (work / "child.log").read_text(errors="replace").strip().splitlines()
     tail = " | ".join(line.strip() for line in log[-3:]) if log else "no output"
     how = "a Python error" if "bug" in out else f"signal {-returncode}" if returncode < 0 else f"exit {returncode}"

@@ -79,6 +79,9 @@ class BuildOptions:
             UsageError: ``$EDGEC_VERIFY_TIMEOUT`` is not a positive number of seconds.
         """
         if self.verify_timeout is not None:
+            if not self.verify_timeout < float("inf"):  # the flag's own range stops 0 and negatives
+                raise UsageError(f"--verify-timeout {self.verify_timeout} is not a finite number of seconds",
+                                 "e.g. --verify-timeout 1800; or skip the check: --no-verify")
             return self.verify_timeout
         text = os.environ.get("EDGEC_VERIFY_TIMEOUT")
         if text is None or not text.strip():
@@ -159,6 +162,29 @@ MAX_INPUT_BYTES = 1 << 30
 WIDTH_MULT_RANGE = (0.1, 4.0)
 
 
+def _check_model_file(path: Path) -> None:
+    """A model file edgec can read at all (present, a file, readable, not empty), checked before anything slow
+    is imported; its contents are checked when it is loaded.
+
+    Raises:
+        ModelError: it is not.
+    """
+    from edgec.errors import ModelError
+
+    if not path.exists():
+        kind = "TFLite" if path.suffix.lower() == ".tflite" else "ONNX"
+        raise ModelError(f"{kind} file not found: {path}", "check the path, or give a zoo name (`edgec zoo list`)")
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a model file", "give the path of a .onnx or .tflite file")
+    try:
+        with open(path, "rb") as fh:
+            empty = not fh.read(1)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
+    if empty:
+        raise ModelError(f"{path} is empty", "re-export or re-download the model")
+
+
 def _check_model_options(opts: BuildOptions) -> None:
     """The options that depend on the model: refused when they do not apply or are out of range."""
     given = opts.given_shapes
@@ -166,10 +192,7 @@ def _check_model_options(opts: BuildOptions) -> None:
         raise UsageError("--input-value applies to ONNX files; a zoo model has one image input",
                          "drop --input-value")
     if is_onnx_path(opts.model):
-        if not Path(opts.model).exists():
-            from edgec.errors import ModelError
-
-            raise ModelError(f"ONNX file not found: {opts.model}", "check the path, or give a zoo name (`edgec zoo list`)")
+        _check_model_file(Path(opts.model))
         if opts.weights is not None or opts.pretrained:
             flag = "--weights" if opts.weights is not None else "--pretrained"
             raise UsageError(f"{flag} applies to zoo models; an ONNX file carries its own weights",

@@ -245,8 +245,10 @@ def serve(ref: str | Path, port: int, host: str = "127.0.0.1", *, tls_cert: Path
         bound = 0
     if not bound:
         service.close()
-        raise UsageError(f"cannot listen on {address} ({_bind_failure(host, port)})",
-                         "choose another --port, or --bind 0.0.0.0 for every interface")
+        why = _bind_failure(host, port)
+        fix = ("choose another --port (another program listens on this one)" if "in use" in why.lower() else
+               "--bind an address of this machine (0.0.0.0: every interface), or choose another --port")
+        raise UsageError(f"cannot listen on {address} ({why})", fix)
     server.start()
     return server, service
 
@@ -265,6 +267,7 @@ class RemoteResult:
         error: Why a stream ended before ``requested`` frames (the figures are then those of the frames
             answered before it); None when every frame was answered.
         weights: The model's weights' origin (``"random"`` for a zoo model without its checkpoint).
+        interrupted: Ctrl-C ended the stream (the figures are those of the frames answered before it).
     """
 
     top: list[tuple[int, float, str | None]]
@@ -274,6 +277,7 @@ class RemoteResult:
     requested: int = 1
     error: EdgecError | None = None
     weights: str | None = None
+    interrupted: bool = False
 
 
 #: Server status codes that refuse a request (the head and tail do not match): a usage error, not a link failure.
@@ -399,7 +403,8 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     after each answered frame (progress).
 
     A stream that fails after some frames were answered (a late reply, a lost connection) is not
-    thrown away: the result holds those frames' figures and the failure in ``error``.
+    thrown away: the result holds those frames' figures and the failure in ``error`` (or ``interrupted``
+    for a Ctrl-C).
 
     Raises:
         UsageError: not a head, a bad image, a request the server refused (its reason).
@@ -433,6 +438,7 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     replies: list[bytes] = []
     payload = b""
     failure: EdgecError | None = None
+    interrupted = False
     with LocalDevice().open() as session:
         main = session.load_model(part.library)["main"]
         args = session.tensors([x])
@@ -471,6 +477,10 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
                 expired=stream is not None and stream.expired)
             if not replies or isinstance(failure, UsageError):
                 raise failure from None
+        except KeyboardInterrupt:  # Ctrl-C mid-stream: the frames answered so far are reported, then 130
+            if not replies:
+                raise
+            interrupted = True
         finally:
             if stream is not None:
                 stream.close()
@@ -486,4 +496,4 @@ def run_remote(ref: str | Path, server: str, image: str | Path, *, top: int = 5,
     scores = numpy_helper.to_array(seq.tensor_values[0])
     median = {k: float(np.median([t[k] for t in timings])) for k in timings[0]}
     return RemoteResult(rank_scores(artifact, "tail", scores, top), median, len(payload), len(replies), repeat,
-                        failure, artifact.manifest["model"].get("weights"))
+                        failure, artifact.manifest["model"].get("weights"), interrupted)

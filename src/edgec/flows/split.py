@@ -65,6 +65,10 @@ def build_split(opts: BuildOptions, cut: str, head_target: str, tail_target: str
     if encoding == "bottleneck" and data is None:
         raise UsageError("--encoding bottleneck is trained on labelled images: give --data DIR",
                          "DIR/<class>/<image>.png (e.g. from `edgec zoo digits DIR`)")
+    if data is not None:
+        from edgec.frontend.data import check_data_folder
+
+        check_data_folder(data)  # before the model's export and passes
     steps = Steps(progress)
     low = lower(opts, steps)
     try:

@@ -56,6 +56,16 @@ class ImageSet:
         return float(np.mean(sizes)) if sizes else 0.0
 
 
+def check_data_folder(root: str | Path) -> None:
+    """``--data DIR`` is a folder (checked before any work; its images are read later).
+
+    Raises:
+        UsageError: it is not.
+    """
+    if not Path(root).is_dir():
+        raise UsageError(f"--data {root} is not a folder", "give a folder with one sub-folder of images per class")
+
+
 def load_image_folder(root: str | Path, input_shape: tuple[int, ...], preprocessing: dict[str, Any] | None,
                       limit: int | None = None) -> ImageSet:
     """Read an ImageFolder tree and preprocess every image for a model input.
@@ -73,8 +83,7 @@ def load_image_folder(root: str | Path, input_shape: tuple[int, ...], preprocess
     from torchvision.datasets.folder import find_classes, make_dataset
 
     root = Path(root)
-    if not root.is_dir():
-        raise UsageError(f"--data {root} is not a folder", "give a folder with one sub-folder of images per class")
+    check_data_folder(root)
     try:  # torchvision's own ImageFolder scan: sorted class folders, files filtered by extension
         classes, class_to_idx = find_classes(root)
         files = [(Path(p), i) for p, i in make_dataset(root, class_to_idx, IMAGE_SUFFIXES, allow_empty=True)]

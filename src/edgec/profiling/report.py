@@ -380,8 +380,9 @@ def busy_text(p: dict[str, Any]) -> str | None:
     if not load.get("busy"):
         return None
     return (f"other work kept {load['others_cores']:.1f} of this machine's {load['cores']} cores busy while it timed: "
-            "these timings include its interference; profile again on a quiet machine, and compare only figures "
-            "taken side by side (as edgec and its peer runtime here)")
+            "these timings include its interference, and so does the ratio to the peer runtime (edgec's spinning "
+            "thread pool loses far more to a busy core than onnxruntime's or LiteRT's); profile again on a quiet "
+            "machine")
 
 
 def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
@@ -404,7 +405,9 @@ def profile_markdown(report: dict[str, Any], top: int = 10) -> list[str]:
                          f"{s['latency_ms_p90']:.3f} | {s['latency_ms_max']:.3f} |")
     for peer in ("onnxruntime", "litert"):
         if f"ratio_vs_{peer}_p50" in lat:
-            lines += ["", f"**edgec p50 / {peer} p50 = {lat[f'ratio_vs_{peer}_p50']:.2f}** (interleaved in one run)"]
+            trust = " -- unreliable: measured on a busy machine" if busy_text(p) else ""
+            lines += ["", f"**edgec p50 / {peer} p50 = {lat[f'ratio_vs_{peer}_p50']:.2f}** (interleaved in one run"
+                          f"{trust})"]
     lines.append("")
     if p.get("kernels"):
         lines += [f"## Top {top} kernels", "", f"sum of kernel times {p['kernels_total_ms']:.3f} ms "
