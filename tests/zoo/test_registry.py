@@ -115,8 +115,12 @@ def test_bad_weights_files(tmp_path):
         create_model("mcunetv2", weights=wrong)
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a pickle")
-    with pytest.raises(ModelError, match="cannot load"):
+    with pytest.raises(ModelError, match="is not a PyTorch file"):
         create_model("mcunetv2", weights=garbage)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 a zip that torch cannot read")
+    with pytest.raises(ModelError, match="cannot load"):
+        create_model("mcunetv2", weights=broken)
 
 
 def test_pretrained_unavailable_offline_is_a_clear_error(monkeypatch, tmp_path):
