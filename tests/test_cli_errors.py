@@ -32,6 +32,7 @@ def files(tmp_path_factory):
     dyn.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"
     onnx.save(dyn, str(d / "dynamic.onnx"))
     (d / "a_file").write_text("x")
+    (d / "empty.npz").write_bytes(b"")
     import onnx.helper as hh
 
     huge = hh.make_graph([hh.make_node("Relu", ["x"], ["y"])], "huge",
@@ -79,6 +80,9 @@ CASES = [
     (["build", "{d}/esc/model.onnx"], 3, "outside the model's folder"),
     (["build", "{d}/model.tflite"], 3, "has no subgraph: a TFLite file with no model in it"),
     (["build", "{d}/model.pt"], 3, "PyTorch file (torch.save), not ONNX"),
+    (["build", "mcunetv2", "--verify-inputs", "{d}/empty.npz"], 2, "empty.npz is empty"),
+    (["tune", "mcunetv2", "--minutes", "inf"], 2, "--minutes inf is not a number of minutes below 100000"),
+    (["tune", "mcunetv2", "--minutes", "0.1"], 2, "greater than or equal to 0.25"),
     (["build", "mcunetv2", "--weights", "{d}/bad_weights.pt", "--width-mult", "0.5"], 3, "do not match the model"),
     (["build", "mcunetv2", "--passes", "fold_batchnorm(x=1)"], 2, "has no option 'x'"),
     (["profile", "out/nothing", "--repeats", "0"], 2, "'--repeats'"),

@@ -53,7 +53,7 @@ class TuneDisplay:
             self.bar.update(self.job, completed=min(1.0, max(parts, default=0.0)), count=count, est=est)
         elif p.batches > self.batches:
             self.batches = p.batches
-            budget = f" of {p.deadline_s / 60:.1f}" if p.deadline_s else ""
+            budget = f" of {p.deadline_s / 60:g}" if p.deadline_s else ""
             err_console.print(f"  tuning: batch {p.batches}, {count}, {p.elapsed_s / 60:.1f}{budget} min; {est}",
                               highlight=False)
 

@@ -282,6 +282,11 @@ def check_request(opts: BuildOptions, target: str | None = None, *, name: str | 
         UsageError, TargetError, ToolchainError.
     """
     _check_model_options(opts)
+    for sample in opts.verify_inputs or []:  # the files' contents are read after the export
+        path = Path(sample)
+        if not path.is_file() or path.stat().st_size == 0:
+            what = "is a folder" if path.is_dir() else "not found" if not path.exists() else "is empty"
+            raise UsageError(f"--verify-inputs {sample} {what}", "give .npz, .npy or image files")
     opts.verify_limit()  # a bad $EDGEC_VERIFY_TIMEOUT is refused before any work
     _check_output(opts)
     spec = get_target(target or opts.target)

@@ -21,6 +21,7 @@ from typing import Any
 from edgec.artifact import check_writable_folder
 from edgec.backends import get_backend
 from edgec.devices import open_device
+from edgec.errors import UsageError
 from edgec.flows.build import lower  # imports the frontend after the request's checks (onnx is slow to import)
 from edgec.flows.isolated import GRACE_S, Stopped, run_isolated
 from edgec.flows.request import BuildOptions, check_request
@@ -66,6 +67,8 @@ def tune(opts: BuildOptions, *, trials: int | None = None, minutes: float | None
         DeviceError: the device is unreachable.
         KeyboardInterrupt: Ctrl-C; the search was stopped, its records kept, its temporary folders removed.
     """
+    if minutes is not None and not 0 < minutes < 1e5:  # nan, inf: a budget must end
+        raise UsageError(f"--minutes {minutes} is not a number of minutes below 100000", "e.g. --minutes 30")
     if db is not None:
         check_writable_folder(Path(db), "--db")
     spec = get_target(opts.target)

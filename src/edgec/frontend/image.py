@@ -156,8 +156,9 @@ def load_samples(paths: list[str | Path], shapes: dict[str, tuple[int, ...]], dt
                 pre["resize"] = list(shape[1:3] if nhwc else shape[2:4])
                 pre["layout"] = "NHWC" if nhwc else "NCHW"
                 arrays = {names[0]: preprocess(p, pre)}
-        except (KeyError, ValueError, OSError) as exc:
-            what = "not a valid .npz file" if p.suffix == ".npz" else str(exc).splitlines()[0][:120]
+        except (KeyError, ValueError, OSError, EOFError) as exc:  # EOFError: numpy on an empty or cut file
+            what = ("empty or cut short" if isinstance(exc, EOFError) else
+                    "not a valid .npz file" if p.suffix == ".npz" else str(exc).splitlines()[0][:120])
             raise UsageError(f"--verify-inputs {p} cannot be read: {what}",
                              "give .npz (np.savez), .npy (np.save) or image files") from exc
         for n in names:

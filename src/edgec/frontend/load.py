@@ -94,7 +94,7 @@ def _refuse_tflite(path: Path) -> None:
 
     info = inspect_tflite(path)
     raise ModelError(f"{path} is a TensorFlow Lite model ({info.kind}, {len(info.ops)} operators); this command "
-                     "rewrites or cuts ONNX graphs (edgec build and edgec tune take TFLite files as they are)",
+                     "works on ONNX graphs (edgec build and edgec tune take TFLite files as they are)",
                      "convert it to ONNX first, e.g. python -m tf2onnx.convert --tflite FILE --output model.onnx")
 
 
