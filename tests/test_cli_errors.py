@@ -208,10 +208,12 @@ def tiny_artifact(tmp_path_factory):
 
 
 RUN_CASES = [
-    (["--size", "8,8"], "the image becomes a [1, 3, 8, 8] tensor"),
+    (["--size", "8,8"], "--size 8,8 does not fit 'main', which takes [1, 3, 16, 16] (NCHW)"),
     (["--layout", "NHWC"], "the image becomes a [1, 16, 16, 3] tensor"),
     (["--std", "0,0,0"], "--std 0.0,0.0,0.0 divides by zero"),
-    (["--size", "0,0"], "--size 0,0 is not a positive size"),
+    (["--size", "0,0"], "needs whole numbers H,W from 1 to 8192"),
+    (["--size", "100000,100000"], "needs whole numbers H,W from 1 to 8192"),
+    (["--size", "nan,1"], "needs 2 finite numbers"),
     (["--size", "2.5,3"], "needs whole numbers"),
 ]
 

@@ -26,3 +26,33 @@ def test_one_unit_shows_nothing(capsys):
     with CountProgress("frames", 1, "answered") as progress:
         progress(1, 1)
     assert capsys.readouterr().err == ""
+
+
+def test_number_lists_of_flags_are_finite_and_sizes_bounded():
+    """``--size nan,1`` or ``--size 100000,100000`` is refused in one line, before an image is read (a huge
+    size once filled 22 GB before the shape check)."""
+    import pytest
+
+    from edgec.cli.console import floats
+    from edgec.errors import UsageError
+
+    assert floats("224,224", 2, "--size") == [224.0, 224.0]
+    for bad, flag, n in [("nan,1", "--size", 2), ("inf,1", "--size", 2), ("1e400,1", "--size", 2),
+                         ("100000,100000", "--size", 2), ("0,4", "--size", 2), ("nan,0.5,0.5", "--mean", 3)]:
+        with pytest.raises(UsageError, match=f"{flag} '{bad}' needs"):
+            floats(bad, n, flag)
+
+
+def test_tls_files_must_be_pem(tmp_path):
+    import pytest
+
+    from edgec.errors import UsageError
+    from edgec.flows.serve import _read
+
+    junk = tmp_path / "j.pem"
+    junk.write_text("junk\n")
+    with pytest.raises(UsageError, match="is not a PEM file"):
+        _read(junk, "TLS certificate")
+    good = tmp_path / "g.pem"
+    good.write_text("-----BEGIN CERTIFICATE-----\nabc\n-----END CERTIFICATE-----\n")
+    assert _read(good, "TLS certificate").startswith(b"-----BEGIN")

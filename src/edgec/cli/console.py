@@ -119,17 +119,19 @@ def floats(text: str | None, n: int, flag: str) -> list[float] | None:
     """``n`` comma-separated numbers of a flag (``--mean 0.5,0.5,0.5``), or None when not given.
 
     Raises:
-        UsageError: not ``n`` numbers (or, for ``--size``, not whole numbers).
+        UsageError: not ``n`` finite numbers (or, for ``--size``, not whole numbers from 1 to 8192).
     """
+    import math
+
     if text is None:
         return None
     try:
         values = [float(v) for v in text.replace("x", ",").split(",") if v.strip()]
     except ValueError:
         values = []
-    if len(values) != n:
-        example = "224,224" if flag == "--size" else ",".join(["0.5"] * n)
-        raise UsageError(f"{flag} '{text}' needs {n} numbers", f"e.g. {flag} {example}")
-    if flag == "--size" and any(v != int(v) for v in values):
-        raise UsageError(f"--size '{text}' needs whole numbers H,W", "e.g. --size 224,224")
+    example = "224,224" if flag == "--size" else ",".join(["0.5"] * n)
+    if len(values) != n or not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{flag} '{text}' needs {n} finite numbers", f"e.g. {flag} {example}")
+    if flag == "--size" and any(v != int(v) or not 1 <= v <= 8192 for v in values):
+        raise UsageError(f"--size '{text}' needs whole numbers H,W from 1 to 8192", "e.g. --size 224,224")
     return values

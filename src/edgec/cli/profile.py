@@ -27,7 +27,7 @@ def profile(
     = None,
     threads: Annotated[Optional[int], typer.Option(metavar="N", min=1,
                                                    help="Threads (default: the target's cores).")] = None,
-    repeats: Annotated[int, typer.Option(metavar="N", min=1, help="Timed end-to-end runs.")] = 50,
+    repeats: Annotated[int, typer.Option(metavar="N", min=1, max=100000, help="Timed end-to-end runs.")] = 50,
     warmup: Annotated[int, typer.Option(metavar="N", min=0, help="Untimed runs first.")] = 5,
     timeout: Annotated[float, typer.Option(metavar="SECONDS", min=1,
                                            help="Seconds before giving up on a remote device (session limit); partial "

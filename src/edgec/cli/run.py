@@ -29,7 +29,7 @@ def run(
     layout: Annotated[Optional[str], typer.Option(metavar="NCHW|NHWC", help="The input tensor's layout.")] = None,
     server: Annotated[Optional[str], typer.Option(metavar="HOST:PORT", help="Run ARTIFACT:head here and send the cut "
                                                                             "to this `edgec serve` tail.")] = None,
-    timeout: Annotated[float, typer.Option(min=0.001, metavar="S",
+    timeout: Annotated[float, typer.Option(min=0.001, max=86400.0, metavar="S",
                                            help="Seconds --server has to answer each request: per frame with "
                                                 "--repeat, however long the stream.")]
     = 10.0,
@@ -59,7 +59,7 @@ def run(
     if server is not None:
         from edgec.flows.serve import run_remote
 
-        if ":" not in server or not server.rsplit(":", 1)[1].isdigit():
+        if ":" not in server or not server.rsplit(":", 1)[1].isdigit() or not 0 < int(server.rsplit(":", 1)[1]) < 65536:
             raise UsageError(f"--server '{server}' is not HOST:PORT", "e.g. --server 192.168.1.10:50051")
         with CountProgress("frames", repeat, "answered") as progress:
             remote = run_remote(artifact, server, image, top=top, timeout_s=timeout, tls_ca=tls_ca,

@@ -161,8 +161,14 @@ def image_tensor(artifact: Artifact, first: Part, image: str | Path,
         raise UsageError(f"{artifact.folder} records no preprocessing (a build of a model file)",
                          "give the model's own: e.g. --mean 0,0,0 --std 1,1,1 for RGB in [0, 1], or "
                          "--mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 for ImageNet's (and --size H,W, --layout)")
-    x = preprocess(image, pre)
     want = list(first.inputs[0]["shape"])
+    fits = _input_size(first.inputs[0], pre.get("layout", built_layout))
+    given = (preprocessing or {}).get("resize")
+    if given is not None and list(given) != fits:  # refused before resizing: a huge --size fills the memory first
+        raise UsageError(f"--size {pre['resize'][0]},{pre['resize'][1]} does not fit '{first.name}', which takes "
+                         f"{want} ({pre.get('layout', built_layout)})",
+                         f"drop --size (the artifact's own, {fits[0]},{fits[1]}, is used) and --layout")
+    x = preprocess(image, pre)
     if list(x.shape) != want:
         raise UsageError(f"the image becomes a {list(x.shape)} tensor ({pre.get('layout', 'NCHW')}, "
                          f"{pre['resize'][0]}x{pre['resize'][1]}), but '{first.name}' takes {want}",

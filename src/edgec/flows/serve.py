@@ -192,9 +192,12 @@ def _read(path: Path | None, what: str) -> bytes | None:
     if path is None:
         return None
     try:
-        return Path(path).read_bytes()
+        data = Path(path).read_bytes()
     except OSError as e:
         raise UsageError(f"cannot read the {what} {path}: {e.strerror}", "give a PEM file") from None
+    if b"-----BEGIN " not in data:  # gRPC would fail later, and say something else (a port in use, unreachable)
+        raise UsageError(f"the {what} {path} is not a PEM file (no '-----BEGIN' line)", "give a PEM file")
+    return data
 
 
 def _bind_failure(host: str, port: int) -> str:

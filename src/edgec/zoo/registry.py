@@ -215,8 +215,11 @@ def _load_weights(model, path: Path) -> None:
 
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}", "check the --weights path")
-    with open(path, "rb") as fh:
-        head = fh.read(2)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(2)
+    except OSError as exc:
+        raise ModelError(f"cannot read {path}: {exc.strerror}", "check the --weights path") from exc
     if head not in (b"PK", b"\x80\x02"):  # torch.save writes a zip archive (a pickle before PyTorch 1.6)
         raise ModelError(f"{path} is not a PyTorch file (torch.save writes a zip archive)",
                          "give a state dict saved with torch.save(model.state_dict(), FILE)")
