@@ -116,3 +116,14 @@ def test_passes_list_shows_options(run_cli, scale_output_pass):
     code, out, _ = run_cli("passes", "list")
     assert code == 0 and "scale_output" in out and "factor: number = 1.01" in out
     assert "changes the function" in out
+
+
+def test_non_finite_numbers_are_refused():
+    import pytest
+
+    from edgec.errors import UsageError
+    from edgec.passes import resolve_pipeline
+
+    for bad in ("nan", "inf", "-inf", "1e400"):
+        with pytest.raises(UsageError, match="expected a finite number"):
+            resolve_pipeline(f"patch_inference(max_mac_overhead={bad})")

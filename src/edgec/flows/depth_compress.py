@@ -108,6 +108,8 @@ class CompressOptions:
         if self.budget_ms is not None and not 0 < self.budget_ms < float("inf"):
             raise UsageError(f"--budget-ms {self.budget_ms} must be a positive number of milliseconds",
                              "e.g. --budget-ms 0.5")
+        if not 0 < self.lr < 1:  # nan and inf too
+            raise UsageError(f"--lr {self.lr} is not a learning rate in (0, 1)", "e.g. --lr 1e-3")
         if self.epochs < 0:
             raise UsageError(f"--epochs {self.epochs} must be 0 or more", "e.g. --epochs 20")
         if self.plan_rounds < 0 or self.importance_steps < 0:

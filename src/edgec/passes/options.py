@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
@@ -186,9 +187,12 @@ def convert(value: Any, tp) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a number")
         try:
-            return float(value if not isinstance(value, str) else value.strip())
+            number = float(value if not isinstance(value, str) else value.strip())
         except (TypeError, ValueError):
             raise ValueError("expected a number") from None
+        if not math.isfinite(number):  # nan passes every range check; inf none is meant to allow
+            raise ValueError("expected a finite number")
+        return number
     if inner is str:
         if isinstance(value, str):
             return _unquote(value)
