@@ -229,6 +229,8 @@ def check_input_bytes(shapes: dict[Any, tuple[int, ...]], what: str) -> None:
     text = os.environ.get("EDGEC_MAX_INPUT_BYTES", str(MAX_INPUT_BYTES))
     try:
         limit = int(text)
+        if limit <= 0:
+            raise ValueError
     except ValueError:
         raise UsageError(f"EDGEC_MAX_INPUT_BYTES '{text}' is not a whole number of bytes",
                          "e.g. EDGEC_MAX_INPUT_BYTES=2147483648, or unset it (1 GiB)") from None

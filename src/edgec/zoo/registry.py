@@ -213,6 +213,8 @@ def _unwrap_state_dict(state):
 def _load_weights(model, path: Path) -> None:
     import torch
 
+    if path.is_dir():
+        raise ModelError(f"--weights {path} is a folder, not a weights file", "give a file saved with torch.save")
     if not path.is_file():
         raise ModelError(f"weights file not found: {path}", "check the --weights path")
     try:
