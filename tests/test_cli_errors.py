@@ -214,6 +214,7 @@ RUN_CASES = [
     (["--size", "0,0"], "needs whole numbers H,W from 1 to 8192"),
     (["--size", "100000,100000"], "needs whole numbers H,W from 1 to 8192"),
     (["--size", "nan,1"], "needs 2 finite numbers"),
+    (["--mean", "1e38,1e38,1e38", "--std", "1e-38,1e-38,1e-38"], "pixels into infinite values"),
     (["--size", "2.5,3"], "needs whole numbers"),
 ]
 

@@ -99,7 +99,11 @@ def preprocess(image: str | Path, pre: dict[str, Any]) -> np.ndarray:
     h, w = pre["resize"]
     rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
     x = np.asarray(rgb, dtype=np.float32) * float(pre.get("scale", 1 / 255))
-    x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # refused below, in words, not as numpy's warning
+        x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
+    if not np.isfinite(x).all():
+        raise UsageError(f"the mean {pre['mean']} and std {pre['std']} turn {path}'s pixels into infinite values",
+                         "give the model's own --mean and --std (e.g. 0.485,0.456,0.406 and 0.229,0.224,0.225)")
     if pre.get("layout", "NCHW") == "NHWC":
         return np.ascontiguousarray(x[None])
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
