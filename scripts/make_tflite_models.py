@@ -286,6 +286,22 @@ DETPP_OPTIONS = {
 }
 
 
+def int_vector(b, start_fn, vals: list[int]):
+    """A flatbuffer vector of int32 ``vals`` in builder ``b`` (``start_fn``: the table's ``Start...Vector``)."""
+    start_fn(b, len(vals))
+    for v in reversed(vals):
+        b.PrependInt32(v)
+    return b.EndVector()
+
+
+def offset_vector(b, start_fn, offs: list[int]):
+    """A flatbuffer vector of table offsets ``offs`` in builder ``b``."""
+    start_fn(b, len(offs))
+    for o in reversed(offs):
+        b.PrependUOffsetTRelative(o)
+    return b.EndVector()
+
+
 def stage_detpp(staging: Path) -> None:
     """detection_postprocess.tflite from the flatbuffer builders, no TensorFlow."""
     import flatbuffers
@@ -304,16 +320,10 @@ def stage_detpp(staging: Path) -> None:
     b = flatbuffers.Builder(4096)
 
     def ivec(start_fn, vals):
-        start_fn(b, len(vals))
-        for v in reversed(vals):
-            b.PrependInt32(v)
-        return b.EndVector()
+        return int_vector(b, start_fn, vals)
 
     def offvec(start_fn, offs):
-        start_fn(b, len(offs))
-        for o in reversed(offs):
-            b.PrependUOffsetTRelative(o)
-        return b.EndVector()
+        return offset_vector(b, start_fn, offs)
 
     def byte_vec(data: bytes, alignment: int = 1):
         b.StartVector(1, len(data), alignment)

@@ -1,12 +1,19 @@
 """Tiny TFLite files written with the ``tflite`` package's flatbuffer builders (no TensorFlow), for the
 shapes of file the committed test models do not have: several subgraphs, a dynamic shape."""
 
+import importlib.util
 from pathlib import Path
 
 import flatbuffers
 import tflite
 from tflite.BuiltinOperator import BuiltinOperator
 from tflite.TensorType import TensorType
+
+# the vector helpers of the maintainer script that writes the committed test models (stdlib imports only)
+_spec = importlib.util.spec_from_file_location(
+    "make_tflite_models", Path(__file__).parents[2] / "scripts" / "make_tflite_models.py")
+_maker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_maker)
 
 
 def relu_model(path: Path, *, subgraphs: int = 1, signature: list[int] | None = None) -> Path:
@@ -15,16 +22,10 @@ def relu_model(path: Path, *, subgraphs: int = 1, signature: list[int] | None = 
     b = flatbuffers.Builder(1024)
 
     def ivec(start, vals):
-        start(b, len(vals))
-        for v in reversed(vals):
-            b.PrependInt32(v)
-        return b.EndVector()
+        return _maker.int_vector(b, start, vals)
 
     def offvec(start, offs):
-        start(b, len(offs))
-        for o in reversed(offs):
-            b.PrependUOffsetTRelative(o)
-        return b.EndVector()
+        return _maker.offset_vector(b, start, offs)
 
     tflite.BufferStart(b)
     empty = tflite.BufferEnd(b)
