@@ -361,7 +361,9 @@ def fail_if_unverified(verification: dict[str, Any], what: str) -> None:
     """
     if verification.get("passed") is not False:
         return
-    hint = "rerun with --passes none or --no-tune-db to find the cause; no artifact was written"
+    hint = ("rerun with --no-tune-db to find the cause (a TFLite file runs no passes); no artifact was written"
+            if verification.get("reference_engine") == "the TFLite interpreter" else
+            "rerun with --passes none or --no-tune-db to find the cause; no artifact was written")
     if verification.get("unverifiable"):
         raise VerificationError(f"{what} outputs cannot be verified: {verification['unverifiable']}",
                                 "give inputs on which the model's outputs are finite with --verify-inputs FILE.npz, "
