@@ -37,17 +37,6 @@ def mkdtemp(prefix: str, dir: str | Path | None = None) -> Path:  # noqa: A002  
     return Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=dir))
 
 
-@contextlib.contextmanager
-def temporary_directory(prefix: str, dir: str | Path | None = None) -> Iterator[str]:
-    """Like :class:`tempfile.TemporaryDirectory` (yields the path as ``str``, removes it on exit),
-    with the owner's pid in the name (:func:`mkdtemp`)."""
-    path = mkdtemp(prefix, dir)
-    try:
-        yield str(path)
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -109,4 +98,4 @@ def run_scratch() -> Iterator[Path]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-__all__ = ["mkdtemp", "run_scratch", "sweep", "temporary_directory"]
+__all__ = ["mkdtemp", "run_scratch", "sweep"]
