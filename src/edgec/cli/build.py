@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from edgec.cli.console import (PASSES_HELP, StepPrinter, console, model_kwargs, shape_option, value_option,
-                               verify_timeout_option)
+from edgec.cli.console import (PASSES_HELP, StepPrinter, calibrate_option, calibration_method_option, console,
+                               model_kwargs, samples_option, shape_option, value_option, verify_timeout_option)
 
 
 def build(
@@ -42,6 +42,12 @@ def build(
     verify_inputs: Annotated[Optional[list[Path]], typer.Option(
         "--verify-inputs", metavar="FILE",
         help="Your own verification samples: .npz (arrays named as the inputs), .npy or images (repeat).")] = None,
+    quantize: Annotated[Optional[str], typer.Option(
+        "--quantize", metavar="int8",
+        help="Quantize after the passes (post-training static int8) and compile integer kernels.")] = None,
+    calibrate: Annotated[Optional[Path], calibrate_option()] = None,
+    samples: Annotated[int, samples_option()] = 32,
+    calibration: Annotated[str, calibration_method_option()] = "minmax",
 ) -> None:
     """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
     from edgec.flows.build import BuildOptions
@@ -51,7 +57,8 @@ def build(
     opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape, input_values=input_value,
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
                         dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs,
-                        verify_inputs=list(verify_inputs or []), verify_timeout=verify_timeout)
+                        verify_inputs=list(verify_inputs or []), verify_timeout=verify_timeout, quantize=quantize,
+                        calibrate=calibrate, calibration_samples=samples, calibration_method=calibration)
     with StepPrinter() as printer:
         result = run_build(opts, progress=printer)
     print_build_summary(result.report, result.artifact)

@@ -110,6 +110,25 @@ def verify_timeout_option():
                              "least 600).")
 
 
+def calibrate_option():
+    """``--calibrate DIR|FILE.npz``: calibration samples for int8 quantization."""
+    return typer.Option("--calibrate", metavar="DIR|FILE.npz",
+                        help="Calibration samples for --quantize: a folder of images (preprocessed as the model "
+                             "expects) or a .npz with one array per input (first axis: samples). Default: "
+                             "scikit-image's sample images and generated ones, said so in the summary.")
+
+
+def samples_option():
+    """``--samples N``: how many calibration samples."""
+    return typer.Option("--samples", metavar="N", help="At most N calibration samples (1-10000).")
+
+
+def calibration_method_option():
+    """``--calibration minmax|entropy|percentile``."""
+    return typer.Option("--calibration", metavar="METHOD",
+                        help="Calibration method: minmax (default), entropy or percentile (onnxruntime's).")
+
+
 def model_kwargs(width_mult: float | None) -> dict:
     """Zoo factory arguments given on the command line."""
     return {"width_mult": width_mult} if width_mult is not None else {}

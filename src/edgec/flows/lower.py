@@ -260,8 +260,29 @@ def lower(opts: BuildOptions, steps: Steps | None = None,
     result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,
                                                       progress=steps.progress, input_sets=sets,
                                                       oracle=references.oracle(prepared)))
-    return Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
-                   [parity] + result.records, result.function_change, sets, references)
+    low = Lowered(source, prepared, result.model, result.reference, shapes, dtypes, inputs, ref,
+                  [parity] + result.records, result.function_change, sets, references)
+    return quantized(low, opts, steps) if opts.quantize else low
+
+
+def quantized(low: Lowered, opts: BuildOptions, steps: Steps) -> Lowered:
+    """``low`` with its final model quantized to int8 (:func:`edgec.flows.int8.quantize`): the quantized model
+    is what the backend compiles and what the artifact must match; the quantization's record follows the passes'
+    and its fidelity against the float32 source is the function change.
+
+    Raises:
+        UsageError: bad ``--calibrate``.
+    """
+    from edgec.flows import int8
+
+    fp32 = low.references.outputs(low.prepared, low.input_sets)
+    q = int8.quantize(low.final, low.shapes, low.dtypes, low.source.preprocessing, low.input_sets, fp32,
+                      calibrate=opts.calibrate, samples=opts.calibration_samples, method=opts.calibration_method,
+                      seed=opts.seed, steps=steps)
+    low.final = low.reference = q.model
+    low.records.append(q.record)
+    low.function_change = int8.function_change(low.function_change, q)
+    return low
 
 
 def lower_tflite(source: Source, opts: BuildOptions, steps: Steps) -> Lowered:

@@ -20,6 +20,7 @@ from edgec.errors import VerificationError
 from edgec.flows.steps import Progress, Steps
 from edgec.frontend import reference
 from edgec.frontend.float64 import Oracle, decides
+from edgec.frontend.quantize import is_qdq, output_steps
 from edgec.frontend.tflite import TFLiteModel
 from edgec.split.encoding import CutEncoding
 from edgec.targets import TargetSpec
@@ -80,8 +81,8 @@ class References:
                 from edgec.frontend.litert import run_litert
 
                 self._models[id(model)] = (model, lambda xs: run_litert(model.data, list(xs.values())), {})
-            else:
-                session = reference.ort_session(model)
+            else:  # a quantized (QDQ) model's reference is onnxruntime's integer kernels (optimizations on)
+                session = reference.ort_session(model, optimized=is_qdq(model))
                 self._models[id(model)] = (model, lambda xs, s=session: reference.run_session(s, xs), {})
         _, run, done = self._models[id(model)]
         for name, xs in sets.items():
@@ -91,8 +92,9 @@ class References:
 
     def oracle(self, model: onnx.ModelProto | TFLiteModel) -> Oracle | None:
         """The float64 truth of ``model`` (one per model, sharing this cache's onnxruntime outputs); None for a
-        TFLite file (no float64 interpreter exists for it: its check is the plain one)."""
-        if isinstance(model, TFLiteModel):
+        TFLite file (no float64 interpreter exists for it: its check is the plain one) and for a quantized model
+        (integer arithmetic has no float32 noise: its check counts quantization steps)."""
+        if isinstance(model, TFLiteModel) or is_qdq(model):
             return None
         if id(model) not in self._oracles:
             self._oracles[id(model)] = Oracle(model, lambda name, xs: self.outputs(model, {name: xs})[name])
@@ -230,9 +232,31 @@ def run_on_device(plan: VerifyPlan, sets: list[list[np.ndarray]], say: Progress,
     return device.run_sets(plan.library, sets, timeout=run_limit_s(model, len(sets), timeout), progress=say), device
 
 
+def step_figures(outputs: list[np.ndarray], expected: list[np.ndarray], steps: list[float | None]) -> dict[str, Any]:
+    """How far int8 outputs are from their int8 reference in quantization steps: ``max_steps`` (the largest
+    difference, in steps of its output) and ``exact_fraction`` (of the quantized outputs' elements, those equal
+    to the reference), over the outputs with a step (a ``DequantizeLinear`` at the end)."""
+    worst, exact, total = 0.0, 0, 0
+    for out, ref, q_step in zip(outputs, expected, steps):
+        if not q_step:
+            continue
+        diff = np.abs(np.asarray(out, np.float64) - np.asarray(ref, np.float64)) / q_step
+        diff = np.where(np.isfinite(diff), diff, np.inf)
+        worst = max(worst, float(diff.max(initial=0)))
+        exact += int((diff < 0.5).sum())
+        total += diff.size
+    return {"max_steps": round(worst, 3), "exact_fraction": exact / total if total else None}
+
+
+#: An int8 output may differ from its reference by one quantization step (the requantization's rounding);
+#: the factor absorbs the float32 rounding of the dequantized values.
+ONE_STEP = 1.0 + 1e-4
+
+
 def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[np.ndarray]], *,
                  oracle: Oracle | None = None, inputs: InputSets | None = None,
-                 step: Callable[[str, Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+                 step: Callable[[str, Callable[[], Any]], Any] | None = None,
+                 quantization_steps: list[float | None] | None = None) -> dict[str, Any]:
     """Compare per input set at the build tolerance; the worst set's figures lead the record.
 
     A set whose error fails the tolerance, or comes near it, everything finite
@@ -243,6 +267,9 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
 
     Args:
         step: Runs each float64 check as a timed step (``Steps.run``).
+        quantization_steps: Per output, the quantization step of an int8 reference (:func:`edgec.frontend.
+            quantize.output_steps`): such an output passes within one step (:data:`ONE_STEP`), near-tie top-1
+            within one step, and its row gains :func:`step_figures`.
 
     Returns:
         ``{"sets": [{"name", "max_abs_error", "max_abs_ref", "tolerance", "top1_match", "passed",
@@ -250,9 +277,12 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
         passed}``.
     """
     rows = []
+    floor = [ONE_STEP * s if s else 0.0 for s in quantization_steps] if quantization_steps else 0.0
     for name, outs in outputs.items():
-        cmp = reference.compare(outs, expected[name], rtol=reference.BUILD_RTOL)
+        cmp = reference.compare(outs, expected[name], rtol=reference.BUILD_RTOL, floor=floor)
         row = {"name": name, **cmp.to_dict()}
+        if quantization_steps:
+            row.update(step_figures(outs, expected[name], quantization_steps))
         if oracle is not None and inputs is not None and decides(cmp):
             def check(name=name, outs=outs):
                 return oracle.check(name, inputs[name], outs, reference.BUILD_RTOL)
@@ -293,6 +323,8 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
         return CompiledPart(req, backend, compiled, record, None)
     expected = references.outputs(req.reference or req.model, req.sets())
     sets = req.sets()
+    ref_model = req.reference or req.model
+    q_steps = output_steps(ref_model) if not isinstance(ref_model, TFLiteModel) and is_qdq(ref_model) else None
 
     def check() -> tuple[dict[str, Any], VerifyPlan]:
         plan = backend.verify_plan(req.model, req.target, compiled, workdir)
@@ -304,8 +336,10 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
                 else reference_label,
                 "reference_engine": "the TFLite interpreter" if tflite else "onnxruntime",
                 "emulated": bool(device.emulated), **plan.extra,
-                **compare_sets(dict(zip(sets, outs)), expected, oracle=references.oracle(req.reference or req.model),
-                               inputs=sets, step=steps.run)}, plan
+                **({"reference_engine": "onnxruntime (integer kernels of the quantized model)",
+                    "tolerance_rule": "one quantization step of each output"} if q_steps else {}),
+                **compare_sets(dict(zip(sets, outs)), expected, oracle=references.oracle(ref_model),
+                               inputs=sets, step=steps.run, quantization_steps=q_steps)}, plan
 
     record, plan = steps.run("verify", check)
     return CompiledPart(req, backend, compiled, record, plan)

@@ -51,6 +51,12 @@ class BuildOptions:
         verify_timeout: Seconds the verification device may take to run the input sets (None:
             ``$EDGEC_VERIFY_TIMEOUT``, else :func:`edgec.flows.parts.run_limit_s` from the model's MACs
             and this machine's load).
+        quantize: ``"int8"``: quantize after the passes (post-training static, :mod:`edgec.flows.int8`);
+            None: float32.
+        calibrate: Calibration images (a folder) or arrays (``.npz``) for ``quantize`` (None: package and
+            generated images).
+        calibration_samples: At most this many calibration samples.
+        calibration_method: ``minmax``, ``entropy`` or ``percentile``.
     """
 
     model: str
@@ -71,6 +77,10 @@ class BuildOptions:
     verify_inputs: list[Path] = field(default_factory=list)
     input_values: list[str] | None = None
     verify_timeout: float | None = None
+    quantize: str | None = None
+    calibrate: Path | None = None
+    calibration_samples: int = 32
+    calibration_method: str = "minmax"
 
     def verify_limit(self) -> float | None:
         """``verify_timeout``, else ``$EDGEC_VERIFY_TIMEOUT``, else None (the limit scales with the model).
@@ -127,7 +137,10 @@ class BuildOptions:
                 "seed": self.seed, "passes": pipeline_spec(self.passes), "use_tune_db": self.use_tune_db,
                 "default_schedule": self.default_schedule,
                 "tune_db": str(self.tune_db) if self.tune_db else None, "model_kwargs": dict(self.model_kwargs),
-                **({"input_values": list(self.input_values)} if self.input_values else {})}
+                **({"input_values": list(self.input_values)} if self.input_values else {}),
+                **({"quantize": self.quantize, "calibrate": str(self.calibrate) if self.calibrate else None,
+                    "calibration_samples": self.calibration_samples, "calibration_method": self.calibration_method}
+                   if self.quantize else {})}
 
 
 @dataclass
@@ -290,6 +303,7 @@ def check_request(opts: BuildOptions, target: str | None = None, *, name: str | 
             what = "is a folder" if path.is_dir() else "not found" if not path.exists() else "is empty"
             raise UsageError(f"--verify-inputs {sample} {what}", "give .npz, .npy or image files")
     opts.verify_limit()  # a bad $EDGEC_VERIFY_TIMEOUT is refused before any work
+    check_quantize(opts)
     _check_output(opts)
     spec = get_target(target or opts.target)
     from edgec.artifact import check_replaceable
@@ -308,6 +322,35 @@ def check_request(opts: BuildOptions, target: str | None = None, *, name: str | 
     resolve_pipeline(opts.passes)
     backend.check(spec, opts.tuning)
     return spec
+
+
+def check_quantize(opts: BuildOptions) -> None:
+    """``--quantize``, ``--calibrate``, ``--samples`` and ``--calibration`` before any work.
+
+    Raises:
+        UsageError: an unknown scheme or method, samples out of 1..10000, a missing ``--calibrate`` path, or
+            calibration options without ``--quantize``.
+    """
+    from edgec.frontend.quantize import METHODS
+
+    if opts.quantize is None:
+        if opts.calibrate is not None:
+            raise UsageError("--calibrate is given without --quantize", "add --quantize int8, or drop --calibrate")
+        return
+    if opts.quantize != "int8":
+        raise UsageError(f"--quantize {opts.quantize!r} is not a known scheme", "use --quantize int8")
+    if opts.calibration_method not in METHODS:
+        raise UsageError(f"--calibration {opts.calibration_method!r} is not a calibration method",
+                         f"choose one of {', '.join(METHODS)}")
+    if not 1 <= opts.calibration_samples <= 10_000:
+        raise UsageError(f"--samples {opts.calibration_samples} is out of range", "give 1 to 10000 samples (e.g. 32)")
+    if opts.calibrate is not None:
+        path = Path(opts.calibrate)
+        if not path.exists():
+            raise UsageError(f"--calibrate {path} not found", "give a folder of images or a .npz of input arrays")
+        if path.is_file() and path.suffix != ".npz":
+            raise UsageError(f"--calibrate {path} is neither a folder of images nor a .npz file",
+                             "give a folder of images or a .npz of input arrays")
 
 
 def pipeline_spec(passes: Any) -> Any:

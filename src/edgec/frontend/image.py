@@ -96,13 +96,26 @@ def preprocess(image: str | Path, pre: dict[str, Any]) -> np.ndarray:
                          "give a smaller image") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise UsageError(f"{path} is not an image PIL can read", "give a PNG or JPEG file") from exc
+    return preprocess_rgb(rgb, pre, str(path))
+
+
+def preprocess_rgb(rgb: Any, pre: dict[str, Any], what: str = "the image") -> np.ndarray:
+    """:func:`preprocess` of an RGB image already in memory (a PIL image, or a ``(H, W, 3)`` uint8 array).
+
+    Raises:
+        UsageError: the mean and std make the pixels infinite.
+    """
+    from PIL import Image
+
+    if isinstance(rgb, np.ndarray):
+        rgb = Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8))
     h, w = pre["resize"]
     rgb = rgb.resize((w, h), Image.Resampling.BILINEAR)
     x = np.asarray(rgb, dtype=np.float32) * float(pre.get("scale", 1 / 255))
     with np.errstate(over="ignore", invalid="ignore"):  # refused below, in words, not as numpy's warning
         x = (x - np.asarray(pre["mean"], np.float32)) / np.asarray(pre["std"], np.float32)
     if not np.isfinite(x).all():
-        raise UsageError(f"the mean {pre['mean']} and std {pre['std']} turn {path}'s pixels into infinite values",
+        raise UsageError(f"the mean {pre['mean']} and std {pre['std']} turn {what}'s pixels into infinite values",
                          "give the model's own --mean and --std (e.g. 0.485,0.456,0.406 and 0.229,0.224,0.225)")
     if pre.get("layout", "NCHW") == "NHWC":
         return np.ascontiguousarray(x[None])

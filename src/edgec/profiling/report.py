@@ -79,6 +79,11 @@ def verification_line(v: dict[str, Any] | None, float64: bool = True) -> str:
         worst = f" on '{v['worst_set']}'" if v.get("worst_set") and len(v.get("sets", [])) > 1 else ""
         parts.append(f"worst max abs err {v['max_abs_error']:.2e}{worst} (tol {v['tolerance']:.2e})" if worst
                      else f"max abs err {v['max_abs_error']:.2e} (tol {v['tolerance']:.2e})")
+    if v.get("max_steps") is not None:
+        exact = v.get("exact_fraction")
+        parts.append(f"int8: at most {v['max_steps']:g} quantization step{'' if v['max_steps'] == 1 else 's'} from "
+                     "onnxruntime's integer kernels" + (f", {100 * exact:.1f}% of elements exact" if exact is not None
+                                                       else ""))
     if v.get("top1_match") is not None:
         ties = f" ({v['top1_near_ties']} near-ties)" if v.get("top1_near_ties") else ""
         parts.append(("same top-1" + ties) if v["top1_match"] else "top-1 differs")
@@ -165,6 +170,10 @@ def function_change_line(fc: dict[str, Any] | None) -> str:
         parts[-1] += f" ({100 * fc['relative_error']:.2f}% of the largest output)"
     if fc.get("top1_agreement") is not None:
         parts.append(f"top-1 agreement {100 * fc['top1_agreement']:.1f}%")
+    if fc.get("snr_db") is not None:
+        parts.append(f"SNR {fc['snr_db']:.1f} dB")
+    if fc.get("measured_on"):
+        return " ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + f" on {fc['measured_on']}"
     return " ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + f" over {fc.get('inputs', 1)} input sets"
 
 

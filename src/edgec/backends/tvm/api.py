@@ -52,12 +52,30 @@ def import_model(model: onnx.ModelProto | TFLiteModel):
         UnsupportedOpError: an op TVM cannot import.
     """
     from edgec.backends.tvm.importer import import_onnx, import_tflite
+    from edgec.backends.tvm.integer import INTEGER_ATTR, is_quantized, lower_integer
 
     if isinstance(model, TFLiteModel):
-        return import_tflite(model)
+        mod = import_tflite(model)
+    else:
+        shapes, dtypes = _io(model)
+        mod = import_onnx(model, shapes, dtypes)
+    if is_quantized(mod):
+        import json
 
-    shapes, dtypes = _io(model)
-    return import_onnx(model, shapes, dtypes)
+        mod, report = lower_integer(mod)
+        mod = mod.with_attr(INTEGER_ATTR, json.dumps(report.to_dict()))
+    return mod
+
+
+def integer_kernels(mod) -> dict[str, Any]:
+    """``{"integer": {"integer_ops": {...}, "float_islands": {...}}}`` for a module :func:`import_model`
+    lowered to integer kernels (:mod:`edgec.backends.tvm.integer`), else ``{}``."""
+    import json
+
+    from edgec.backends.tvm.integer import INTEGER_ATTR
+
+    attrs = mod.attrs
+    return {"integer": json.loads(str(attrs[INTEGER_ATTR]))} if attrs is not None and INTEGER_ATTR in attrs else {}
 
 
 def resolved_target(spec: TargetSpec) -> dict[str, Any]:
@@ -138,7 +156,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
     database = schedules.database if schedules is not None else None
     after = fused_kernels(None, target, fused)
     kernels = {"after_passes": len(after), "standalone_after_passes": standalone_kernels(after),
-               "conv_layout": conv_layout(fused)}
+               "conv_layout": conv_layout(fused), **integer_kernels(mod)}
     library = out_dir / spec.library
     kernels_lib = out_dir / KERNELS_LIBRARY if spec.kind == "cpu" else None
     result = step(f"compile for {spec.name}", lambda: compile_module(

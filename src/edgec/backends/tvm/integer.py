@@ -1,0 +1,359 @@
+"""Integer lowering of quantized (QDQ) models: ``dequantize -> conv2d / matmul (+ bias) (+ clamp) -> quantize``
+becomes one integer kernel.
+
+TVM 0.27 has no QNN dialect: its ONNX and TFLite importers turn a QDQ model into ``R.quantize`` /
+``R.dequantize`` around float operators, which would compile into float kernels with int8 tensors between
+them. :func:`lower_integer` rewrites each quantized convolution and matrix product into the integer form of
+TFLite's reference kernels (``tensorflow/lite/kernels/internal/reference/integer_ops/conv.h``,
+``fully_connected.h``, ``depthwise_conv.h``):
+
+* the int8 input, padded with its own ``zero_point`` (a real 0), times the int8 weights (per-output-channel
+  symmetric, ``zero_point`` 0), accumulated in int32;
+* an int32 bias, with the input ``zero_point``'s share folded in: ``bias - zero_point_x * sum(w)``;
+* requantization by a fixed-point multiplier and shift (``QuantizeMultiplier``), with gemmlowp's rounding
+  (``gemmlowp/fixedpoint/fixedpoint.h``: ``SaturatingRoundingDoublingHighMul``, then ``RoundingDivideByPOT``),
+  computed in int64;
+* the output ``zero_point`` added and clamped to int8 (and to a ReLU / ReLU6 that sits between the
+  operator and its quantize, in the quantized domain).
+
+The elementwise tail fuses into the convolution (one kernel, int8 in and int8 out), so between kernels every
+activation stays int8. Every other operator keeps ``dequantize -> float -> quantize`` (fused into one kernel
+with int8 at its edges, float inside); :func:`float_islands` names them.
+
+The real multiplier ``M = scale_x * scale_w[c] / scale_y`` is represented as ``q * 2**(shift - 31)`` with
+``q`` in ``[2**30, 2**31)``: the result differs from the float requantization of onnxruntime's MLAS
+(``round(acc * M)``) by at most one step, and equals TFLite's reference kernels element by element.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+INT8_MIN, INT8_MAX = -128, 127
+
+#: The module attribute that carries :class:`IntegerReport` (JSON) from the import to the build's report.
+INTEGER_ATTR = "edgec_integer"
+
+
+def quantize_multiplier(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """TFLite's ``QuantizeMultiplier`` (``tensorflow/lite/kernels/internal/quantization_util.cc``), per element.
+
+    Args:
+        multiplier: Real multipliers ``M`` (float64, any shape), each >= 0.
+
+    Returns:
+        ``(q, shift)``: int64 arrays with ``M ~= q * 2**(shift - 31)``, ``q`` in ``[2**30, 2**31)`` (0 for
+        ``M == 0`` or one too small to matter, ``M < 2**-62``).
+    """
+    m = np.asarray(multiplier, dtype=np.float64)
+    mantissa, exponent = np.frexp(m)
+    q = np.round(mantissa * (1 << 31)).astype(np.int64)
+    carry = q == (1 << 31)
+    q = np.where(carry, q // 2, q)
+    exponent = np.where(carry, exponent + 1, exponent).astype(np.int64)
+    tiny = (m == 0) | (exponent < -31)
+    return np.where(tiny, 0, q), np.where(tiny, 0, exponent)
+
+
+def requantize_reference(acc: np.ndarray, q: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``MultiplyByQuantizedMultiplier(acc, q, shift)`` in NumPy (int64), as gemmlowp rounds: the test
+    oracle of the Relax form :func:`lower_integer` emits.
+
+    Args:
+        acc: int32 accumulators (any shape, broadcast with ``q``, ``shift``).
+        q, shift: From :func:`quantize_multiplier`.
+    """
+    left = np.maximum(shift, 0)
+    right = np.maximum(-shift, 0)
+    p = acc.astype(np.int64) * (np.int64(1) << left) * q
+    v = p + np.where(p >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(v >= 0, v >> 31, -((-v) >> 31))
+    mask = (np.int64(1) << right) - 1
+    rem = high & mask
+    threshold = (mask >> 1) + (high < 0)
+    return (high >> right) + (rem > threshold)
+
+
+@dataclass
+class IntegerReport:
+    """What :func:`lower_integer` did.
+
+    Attributes:
+        integer: Operators lowered to integer kernels, by kind (``{"conv2d": 40, "matmul": 1}``).
+        float_islands: Operators left as ``dequantize -> float -> quantize``, by Relax op name.
+    """
+
+    integer: dict[str, int]
+    float_islands: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {"integer_ops": dict(self.integer), "float_islands": dict(self.float_islands)}
+
+
+def is_quantized(mod) -> bool:
+    """Whether ``mod``'s ``main`` holds a ``quantize`` (a QDQ model)."""
+    import tvm
+
+    quantize = tvm.ir.Op.get("relax.quantize")
+    found = False
+
+    def visit(expr):
+        nonlocal found
+        if hasattr(expr, "op") and expr.op == quantize:
+            found = True
+
+    tvm.relax.analysis.post_order_visit(mod["main"].body, visit)
+    return found
+
+
+def _const(expr) -> np.ndarray | None:
+    import tvm
+
+    return expr.value.numpy() if isinstance(expr, tvm.ir.Constant) else None
+
+
+def _scalar(value: np.ndarray | None) -> float | None:
+    """The one value of a constant array (``None`` unless it holds exactly one)."""
+    if value is None or value.size != 1:
+        return None
+    return float(value.reshape(()))
+
+
+class _Bindings:
+    """``main``'s dataflow bindings by variable, to walk a pattern backwards."""
+
+    def __init__(self, func) -> None:
+        from tvm import relax
+
+        self.values: dict = {}
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                if isinstance(binding, relax.VarBinding):
+                    self.values[binding.var] = binding.value
+
+    def call(self, expr, op_name: str):
+        """The call of ``op_name`` that ``expr`` is bound to (or is), else None."""
+        import tvm
+
+        expr = self.values.get(expr, expr)
+        if isinstance(expr, tvm.relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op_name:
+            return expr
+        return None
+
+    def const(self, expr) -> np.ndarray | None:
+        value = _const(expr)
+        return value if value is not None else _const(self.values.get(expr, expr))
+
+
+@dataclass
+class _Match:
+    kind: str  # "conv2d" | "matmul"
+    core: object  # the float conv2d / matmul call
+    xq: object  # int8 input expression
+    x_scale: float
+    x_zero: int
+    w_q: np.ndarray  # int8 weights: OIHW (conv) or (N, K) (matmul)
+    w_scale: np.ndarray  # per output channel (float64)
+    bias: np.ndarray | None  # int32 (C,) or None
+    lo: float  # real clamp between the operator and its quantize
+    hi: float
+
+
+def _dequantized_const(b: _Bindings, expr, dtype: str):
+    """``(values, scale, zero_point)`` of ``dequantize(constant)`` with a per-tensor or per-axis-0 scale."""
+    dq = b.call(expr, "relax.dequantize")
+    if dq is None:
+        return None
+    values, scale, zero = b.const(dq.args[0]), b.const(dq.args[1]), b.const(dq.args[2])
+    if values is None or scale is None or zero is None or str(values.dtype) != dtype:
+        return None
+    if scale.size > 1 and int(dq.attrs.axis) not in (0, -values.ndim):
+        return None
+    if np.any(zero != 0):
+        return None
+    return values, scale.astype(np.float64).reshape(-1), zero
+
+
+def _match(b: _Bindings, quantize) -> _Match | None:
+    """The quantized conv2d / matmul ``quantize`` closes, or None (with the reason logged at debug level)."""
+    y = quantize.args[0]
+    lo, hi = -math.inf, math.inf
+    while True:  # a clamp between the operator and its quantize (ReLU, ReLU6 as maximum/minimum)
+        relu, mx, mn = b.call(y, "relax.nn.relu"), b.call(y, "relax.maximum"), b.call(y, "relax.minimum")
+        if relu is not None:
+            lo, y = max(lo, 0.0), relu.args[0]
+        elif mx is not None and _scalar(b.const(mx.args[1])) is not None:
+            lo, y = max(lo, _scalar(b.const(mx.args[1]))), mx.args[0]
+        elif mn is not None and _scalar(b.const(mn.args[1])) is not None:
+            hi, y = min(hi, _scalar(b.const(mn.args[1]))), mn.args[0]
+        else:
+            break
+    bias_expr = None
+    add = b.call(y, "relax.add")
+    if add is not None:
+        y, bias_expr = add.args
+    conv, matmul = b.call(y, "relax.nn.conv2d"), b.call(y, "relax.matmul")
+    if conv is not None:
+        if str(conv.attrs.data_layout) != "NCHW" or str(conv.attrs.kernel_layout) != "OIHW":
+            return None
+        kind, core, x_expr, w_expr = "conv2d", conv, conv.args[0], conv.args[1]
+    elif matmul is not None:
+        kind, core, x_expr, w_expr = "matmul", matmul, matmul.args[0], matmul.args[1]
+        if len(matmul.args[0].ty.shape) != 2:
+            return None
+    else:
+        return None
+    dx = b.call(x_expr, "relax.dequantize")
+    if dx is None or str(dx.args[0].ty.dtype) != "int8":
+        return None
+    x_scale, x_zero = _scalar(b.const(dx.args[1])), _scalar(b.const(dx.args[2]))
+    if x_scale is None or x_zero is None:
+        return None
+    transposed = False
+    if kind == "matmul":
+        perm = b.call(w_expr, "relax.permute_dims")
+        if perm is not None and [int(a) for a in perm.attrs.axes] == [1, 0]:
+            w_expr, transposed = perm.args[0], True
+    weights = _dequantized_const(b, w_expr, "int8")
+    if weights is None:
+        return None
+    w_q, w_scale, _ = weights
+    if kind == "matmul" and not transposed:  # (K, N) weights with a per-tensor scale only
+        if w_scale.size > 1:
+            return None
+        w_q = w_q.T
+    out_channels = w_q.shape[0]
+    w_scale = np.broadcast_to(w_scale, (out_channels,)).astype(np.float64)
+    bias = None
+    if bias_expr is not None:
+        reshape = b.call(bias_expr, "relax.reshape")
+        bias_values = _dequantized_const(b, reshape.args[0] if reshape is not None else bias_expr, "int32")
+        if bias_values is None:
+            return None
+        bias, b_scale, _ = bias_values
+        bias = bias.reshape(-1)
+        if bias.size != out_channels or not np.allclose(np.broadcast_to(b_scale, (out_channels,)),
+                                                        x_scale * w_scale, rtol=1e-5, atol=0):
+            return None
+    return _Match(kind, core, dx.args[0], x_scale, int(x_zero), w_q, w_scale, bias, lo, hi)
+
+
+def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int):
+    """Emit the integer kernel of ``m`` (int8 out) into ``bb``; returns its expression."""
+    from tvm import relax
+
+    i32, i64 = "int32", "int64"
+    w_sum = m.w_q.reshape(m.w_q.shape[0], -1).astype(np.int64).sum(axis=1)
+    bias = (m.bias.astype(np.int64) if m.bias is not None else np.zeros(m.w_q.shape[0], np.int64)) - m.x_zero * w_sum
+    if np.abs(bias).max(initial=0) >= 2 ** 31:
+        return None
+    q, shift = quantize_multiplier(m.x_scale * m.w_scale / y_scale)
+    channel = (1, -1, 1, 1) if m.kind == "conv2d" else (1, -1)
+
+    def per_channel(values, dtype):
+        return relax.const(np.asarray(values).astype(dtype).reshape(channel), dtype)
+
+    if m.kind == "conv2d":
+        attrs = m.core.attrs
+        padding = [int(p) for p in attrs.padding]
+        x = m.xq
+        if any(padding) and m.x_zero != 0:  # a padded element is a real 0: the input's zero point
+            top, left, bottom, right = padding
+            x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(m.x_zero)))
+            padding = [0, 0, 0, 0]
+        acc = bb.emit(relax.op.nn.conv2d(x, relax.const(m.w_q.astype(np.int8)), strides=[int(s) for s in attrs.strides],
+                                         padding=padding, dilation=[int(d) for d in attrs.dilation],
+                                         groups=int(attrs.groups), out_dtype=i32))
+    else:
+        acc = bb.emit(relax.op.matmul(m.xq, relax.const(np.ascontiguousarray(m.w_q.T).astype(np.int8)), out_dtype=i32))
+    acc = relax.op.add(acc, per_channel(bias, i32))
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    p = relax.op.multiply(relax.op.astype(acc, i64), per_channel((np.int64(1) << left) * q, i64))
+    # SaturatingRoundingDoublingHighMul: (p + nudge) / 2**31, rounded toward zero
+    v = relax.op.add(p, relax.op.where(relax.op.greater_equal(p, relax.const(0, i64)), relax.const(1 << 30, i64),
+                                       relax.const(1 - (1 << 30), i64)))
+    thirty_one = relax.const(31, i64)
+    high = relax.op.where(relax.op.greater_equal(v, relax.const(0, i64)), relax.op.right_shift(v, thirty_one),
+                          relax.op.negative(relax.op.right_shift(relax.op.negative(v), thirty_one)))
+    # RoundingDivideByPOT(high, right)
+    mask = (np.int64(1) << right) - 1
+    rem = relax.op.bitwise_and(high, per_channel(mask, i64))
+    threshold = relax.op.add(per_channel(mask >> 1, i64),
+                             relax.op.astype(relax.op.less(high, relax.const(0, i64)), i64))
+    out = relax.op.add(relax.op.right_shift(high, per_channel(right, i64)),
+                       relax.op.astype(relax.op.greater(rem, threshold), i64))
+    lo = INT8_MIN if m.lo == -math.inf else max(INT8_MIN, y_zero + round(m.lo / y_scale))
+    hi = INT8_MAX if m.hi == math.inf else min(INT8_MAX, y_zero + round(m.hi / y_scale))
+    out = relax.op.add(out, relax.const(y_zero, i64))
+    out = relax.op.minimum(relax.op.maximum(out, relax.const(lo, i64)), relax.const(hi, i64))
+    return relax.op.astype(out, "int8")
+
+
+def lower_integer(mod) -> tuple[object, IntegerReport]:
+    """Rewrite ``mod``'s quantized convolutions and matrix products into integer kernels (module docstring).
+
+    Args:
+        mod: A Relax ``IRModule`` as TVM's importers make it from a QDQ model (NCHW convolutions, before
+            layout conversion and legalization).
+
+    Returns:
+        ``(module, report)``: the rewritten module (dead float operators removed) and what was lowered.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    quantize_op = tvm.ir.Op.get("relax.quantize")
+    bindings = _Bindings(mod["main"])
+    lowered: dict[str, int] = {}
+
+    @mutator
+    class _Rewrite(PyExprMutator):
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if call.op != quantize_op or str(call.attrs.out_dtype) != "int8":
+                return new
+            y_scale, y_zero = _scalar(bindings.const(call.args[1])), _scalar(bindings.const(call.args[2]))
+            m = _match(bindings, call)
+            if m is None or y_scale is None or y_zero is None:
+                return new
+            m.xq = self.visit_expr(m.xq)
+            out = _emit_integer(self.builder_, m, y_scale, int(y_zero))
+            if out is None:
+                return new
+            lowered[m.kind] = lowered.get(m.kind, 0) + 1
+            return out
+
+    rewriter = _Rewrite(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    out = relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+    return out, IntegerReport(lowered, float_islands(out))
+
+
+def float_islands(mod) -> dict[str, int]:
+    """Operators of ``main`` that compute in float between a ``dequantize`` and a ``quantize`` (by Relax op
+    name, e.g. ``{"mean": 1, "add": 3}``): what integer lowering left as ``dequantize -> float -> quantize``."""
+    import tvm
+
+    b = _Bindings(mod["main"])
+    skip = {"relax.quantize", "relax.dequantize", "relax.reshape", "relax.permute_dims"}
+    counts: dict[str, int] = {}
+    for value in b.values.values():
+        if not (isinstance(value, tvm.relax.Call) and isinstance(value.op, tvm.ir.Op)) or value.op.name in skip:
+            continue
+        ty = getattr(value, "ty", None) or getattr(value, "struct_info", None)
+        if getattr(ty, "dtype", None) is None or not str(ty.dtype).startswith("float"):
+            continue
+        if all(b.const(a) is not None for a in value.args if isinstance(a, tvm.relax.Expr)):
+            continue
+        name = value.op.name.removeprefix("relax.").removeprefix("nn.")
+        counts[name] = counts.get(name, 0) + 1
+    return counts
