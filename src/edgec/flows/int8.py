@@ -33,11 +33,26 @@ class Quantized:
         model: QDQ ONNX.
         record: The step's record (a pass record's keys where they apply, ``changes_function`` True).
         fidelity: The function change against the float32 model (``function_change`` figures).
+        verification_sets: Calibration samples to verify the artifact on besides the build's sets (named
+            ``calibration:<i>``): inputs of the distribution the ranges were chosen for.
     """
 
     model: onnx.ModelProto
     record: dict[str, Any]
     fidelity: dict[str, Any]
+    verification_sets: dict[str, dict[str, np.ndarray]]
+
+
+#: Calibration samples the artifact is verified on (besides the build's input sets).
+VERIFY_CALIBRATION_SAMPLES = 2
+
+#: Input sets drawn from no data distribution (:func:`edgec.frontend.reference.verification_sets`). An int8
+#: artifact is compared with onnxruntime on them and the figures reported, but not judged: far from the
+#: calibration data, onnxruntime runs some quantized operators as float (its optimizer keeps ``DequantizeLinear
+#: -> Conv -> QuantizeLinear`` where it finds no integer kernel), one-step rounding differences appear, and they
+#: compound through the layers (two steps at the output of MobileNetV4 on N(0, 1) inputs; 0 on the calibration
+#: samples).
+SYNTHETIC_SETS = ("normal", "offset", "pixels_0_255", "unit_0_1")
 
 
 def int8_outputs(model: onnx.ModelProto, sets: dict[str, dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:
@@ -103,7 +118,8 @@ def quantize(fp32: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: 
                                "quantized_tensors": stats_after["QuantizeLinear"]},
               "nodes": [stats_before["nodes"], stats_after["nodes"]],
               "fidelity": figures, "passed": True}
-    return Quantized(model, record, figures)
+    shown = {f"calibration:{i}": xs for i, xs in enumerate(calibration.samples[:VERIFY_CALIBRATION_SAMPLES])}
+    return Quantized(model, record, figures, shown)
 
 
 def function_change(earlier: dict[str, Any] | None, q: Quantized) -> dict[str, Any]:

@@ -280,6 +280,7 @@ def quantized(low: Lowered, opts: BuildOptions, steps: Steps) -> Lowered:
                       calibrate=opts.calibrate, samples=opts.calibration_samples, method=opts.calibration_method,
                       seed=opts.seed, steps=steps)
     low.final = low.reference = q.model
+    low.input_sets.update(q.verification_sets)
     low.records.append(q.record)
     low.function_change = int8.function_change(low.function_change, q)
     return low

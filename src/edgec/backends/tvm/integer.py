@@ -5,24 +5,29 @@ TVM 0.27 has no QNN dialect: its ONNX and TFLite importers turn a QDQ model into
 ``R.dequantize`` around float operators, which would compile into float kernels with int8 tensors between
 them. :func:`lower_integer` rewrites each quantized convolution and matrix product into the integer form of
 TFLite's reference kernels (``tensorflow/lite/kernels/internal/reference/integer_ops/conv.h``,
-``fully_connected.h``, ``depthwise_conv.h``):
+``depthwise_conv.h``, ``fully_connected.h``) and of onnxruntime's ``QLinearConv``:
 
 * the int8 input, padded with its own ``zero_point`` (a real 0), times the int8 weights (per-output-channel
   symmetric, ``zero_point`` 0), accumulated in int32;
 * an int32 bias, with the input ``zero_point``'s share folded in: ``bias - zero_point_x * sum(w)``;
-* requantization by a fixed-point multiplier and shift (``QuantizeMultiplier``), with gemmlowp's rounding
-  (``gemmlowp/fixedpoint/fixedpoint.h``: ``SaturatingRoundingDoublingHighMul``, then ``RoundingDivideByPOT``),
-  computed in int64;
+* requantization of the int32 accumulator to int8, in one of two roundings:
+
+  - ``onnxruntime`` (the default: the reference of an ONNX model is onnxruntime): MLAS's
+    ``MlasRequantizeOutput``, ``float32(acc) * float32(scale_x * scale_w[c] / scale_y)`` rounded to nearest
+    even. The accumulation stays integer; one float multiply per output element. Element for element what
+    onnxruntime's ``QLinearConv`` computes (MobileNetV4: every output element equal on the calibration images);
+  - ``tflite``: a fixed-point multiplier and shift (``QuantizeMultiplier``) with gemmlowp's rounding
+    (``gemmlowp/fixedpoint/fixedpoint.h``: ``SaturatingRoundingDoublingHighMul``, then ``RoundingDivideByPOT``)
+    in int64, as TFLite's reference kernels (for TFLite int8 files; it compiles slowly: LLVM takes minutes
+    over MobileNetV4's int64 epilogues on x86);
 * the output ``zero_point`` added and clamped to int8 (and to a ReLU / ReLU6 that sits between the
   operator and its quantize, in the quantized domain).
 
 The elementwise tail fuses into the convolution (one kernel, int8 in and int8 out), so between kernels every
-activation stays int8. Every other operator keeps ``dequantize -> float -> quantize`` (fused into one kernel
-with int8 at its edges, float inside); :func:`float_islands` names them.
-
-The real multiplier ``M = scale_x * scale_w[c] / scale_y`` is represented as ``q * 2**(shift - 31)`` with
-``q`` in ``[2**30, 2**31)``: the result differs from the float requantization of onnxruntime's MLAS
-(``round(acc * M)``) by at most one step, and equals TFLite's reference kernels element by element.
+activation stays int8. Every other operator (residual adds, pooling, hard-swish) keeps ``dequantize -> float
+-> quantize``, fused into one kernel with int8 at its edges: that is also how onnxruntime runs them on x86
+(its optimizer leaves them as float operators between ``DequantizeLinear`` and ``QuantizeLinear``);
+:func:`float_islands` names them.
 """
 
 from __future__ import annotations
@@ -244,21 +249,78 @@ def _match(b: _Bindings, quantize) -> _Match | None:
     return _Match(kind, core, dx.args[0], x_scale, int(x_zero), w_q, w_scale, bias, lo, hi)
 
 
-def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int):
-    """Emit the integer kernel of ``m`` (int8 out) into ``bb``; returns its expression."""
+def round_half_even(v):
+    """``v`` (a float32 Relax expression) rounded to the nearest integer, ties to even (``nearbyintf`` in the
+    default rounding mode), from floor and compares: TVM's ``round`` becomes C's ``round`` (ties away from
+    zero) in the C backend, and onnxruntime rounds ties to even."""
     from tvm import relax
 
-    i32, i64 = "int32", "int64"
+    f32 = "float32"
+    f = relax.op.floor(v)
+    d = relax.op.subtract(v, f)
+    half = relax.const(0.5, f32)
+    odd = relax.op.floor_mod(f, relax.const(2.0, f32))
+    return relax.op.where(relax.op.greater(d, half), relax.op.add(f, relax.const(1.0, f32)),
+                          relax.op.where(relax.op.less(d, half), f, relax.op.add(f, odd)))
+
+
+def _clamp_int8(out, dtype: str, lo: int = INT8_MIN, hi: int = INT8_MAX):
+    from tvm import relax
+
+    return relax.op.astype(relax.op.minimum(relax.op.maximum(out, relax.const(lo, dtype)), relax.const(hi, dtype)),
+                           "int8")
+
+
+def _requantize_float(acc, scale: np.ndarray, y_zero: int, shape: tuple[int, ...]):
+    """onnxruntime's requantization (MLAS ``MlasRequantizeOutput``): ``float32(acc) * float32(scale)``, rounded
+    to nearest even, plus the zero point (int32 out, not clamped)."""
+    from tvm import relax
+
+    v = relax.op.multiply(relax.op.astype(acc, "float32"),
+                          relax.const(np.asarray(scale, np.float32).reshape(shape), "float32"))
+    return relax.op.add(relax.op.astype(round_half_even(v), "int32"), relax.const(y_zero, "int32"))
+
+
+def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int, ...]):
+    """TFLite's requantization (``MultiplyByQuantizedMultiplier`` with gemmlowp's rounding, in int64), plus
+    the zero point (int64 out, not clamped)."""
+    from tvm import relax
+
+    i64 = "int64"
+    q, shift = quantize_multiplier(multiplier)
+
+    def per_channel(values):
+        return relax.const(np.asarray(values).astype(i64).reshape(shape), i64)
+
+    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+    p = relax.op.multiply(relax.op.astype(acc, i64), per_channel((np.int64(1) << left) * q))
+    # SaturatingRoundingDoublingHighMul: (p + nudge) / 2**31, rounded toward zero
+    zero = relax.const(0, i64)
+    v = relax.op.add(p, relax.op.where(relax.op.greater_equal(p, zero), relax.const(1 << 30, i64),
+                                       relax.const(1 - (1 << 30), i64)))
+    thirty_one = relax.const(31, i64)
+    high = relax.op.where(relax.op.greater_equal(v, zero), relax.op.right_shift(v, thirty_one),
+                          relax.op.negative(relax.op.right_shift(relax.op.negative(v), thirty_one)))
+    # RoundingDivideByPOT(high, right)
+    mask = (np.int64(1) << right) - 1
+    rem = relax.op.bitwise_and(high, per_channel(mask))
+    threshold = relax.op.add(per_channel(mask >> 1), relax.op.astype(relax.op.less(high, zero), i64))
+    out = relax.op.add(relax.op.right_shift(high, per_channel(right)),
+                       relax.op.astype(relax.op.greater(rem, threshold), i64))
+    return relax.op.add(out, relax.const(y_zero, i64))
+
+
+def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
+    """Emit the integer kernel of ``m`` (int8 out) into ``bb``; returns its expression (None when the folded
+    bias leaves int32)."""
+    from tvm import relax
+
+    i32 = "int32"
     w_sum = m.w_q.reshape(m.w_q.shape[0], -1).astype(np.int64).sum(axis=1)
     bias = (m.bias.astype(np.int64) if m.bias is not None else np.zeros(m.w_q.shape[0], np.int64)) - m.x_zero * w_sum
     if np.abs(bias).max(initial=0) >= 2 ** 31:
         return None
-    q, shift = quantize_multiplier(m.x_scale * m.w_scale / y_scale)
     channel = (1, -1, 1, 1) if m.kind == "conv2d" else (1, -1)
-
-    def per_channel(values, dtype):
-        return relax.const(np.asarray(values).astype(dtype).reshape(channel), dtype)
-
     if m.kind == "conv2d":
         attrs = m.core.attrs
         padding = [int(p) for p in attrs.padding]
@@ -272,35 +334,27 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int):
                                          groups=int(attrs.groups), out_dtype=i32))
     else:
         acc = bb.emit(relax.op.matmul(m.xq, relax.const(np.ascontiguousarray(m.w_q.T).astype(np.int8)), out_dtype=i32))
-    acc = relax.op.add(acc, per_channel(bias, i32))
-    left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
-    p = relax.op.multiply(relax.op.astype(acc, i64), per_channel((np.int64(1) << left) * q, i64))
-    # SaturatingRoundingDoublingHighMul: (p + nudge) / 2**31, rounded toward zero
-    v = relax.op.add(p, relax.op.where(relax.op.greater_equal(p, relax.const(0, i64)), relax.const(1 << 30, i64),
-                                       relax.const(1 - (1 << 30), i64)))
-    thirty_one = relax.const(31, i64)
-    high = relax.op.where(relax.op.greater_equal(v, relax.const(0, i64)), relax.op.right_shift(v, thirty_one),
-                          relax.op.negative(relax.op.right_shift(relax.op.negative(v), thirty_one)))
-    # RoundingDivideByPOT(high, right)
-    mask = (np.int64(1) << right) - 1
-    rem = relax.op.bitwise_and(high, per_channel(mask, i64))
-    threshold = relax.op.add(per_channel(mask >> 1, i64),
-                             relax.op.astype(relax.op.less(high, relax.const(0, i64)), i64))
-    out = relax.op.add(relax.op.right_shift(high, per_channel(right, i64)),
-                       relax.op.astype(relax.op.greater(rem, threshold), i64))
+    acc = relax.op.add(acc, relax.const(bias.astype(np.int32).reshape(channel), i32))
+    if requantize == "tflite":
+        out, dtype = _requantize_fixed(acc, m.x_scale * m.w_scale / y_scale, y_zero, channel), "int64"
+    else:  # onnxruntime computes the scale in float32 as (x_scale * w_scale) / y_scale
+        scale = (np.float32(m.x_scale) * m.w_scale.astype(np.float32)) / np.float32(y_scale)
+        out, dtype = _requantize_float(acc, scale, y_zero, channel), i32
     lo = INT8_MIN if m.lo == -math.inf else max(INT8_MIN, y_zero + round(m.lo / y_scale))
     hi = INT8_MAX if m.hi == math.inf else min(INT8_MAX, y_zero + round(m.hi / y_scale))
-    out = relax.op.add(out, relax.const(y_zero, i64))
-    out = relax.op.minimum(relax.op.maximum(out, relax.const(lo, i64)), relax.const(hi, i64))
-    return relax.op.astype(out, "int8")
+    return _clamp_int8(out, dtype, lo, hi)
 
 
-def lower_integer(mod) -> tuple[object, IntegerReport]:
-    """Rewrite ``mod``'s quantized convolutions and matrix products into integer kernels (module docstring).
+def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, IntegerReport]:
+    """Rewrite ``mod``'s quantized convolutions, matrix products and additions into integer kernels (module
+    docstring).
 
     Args:
         mod: A Relax ``IRModule`` as TVM's importers make it from a QDQ model (NCHW convolutions, before
             layout conversion and legalization).
+        requantize: ``"onnxruntime"`` (float32 scale, ties to even: element for element what onnxruntime's
+            integer kernels compute, the reference of an ONNX model) or ``"tflite"`` (fixed-point multiplier and
+            shift with gemmlowp's rounding, as TFLite's reference kernels).
 
     Returns:
         ``(module, report)``: the rewritten module (dead float operators removed) and what was lowered.
@@ -320,14 +374,18 @@ def lower_integer(mod) -> tuple[object, IntegerReport]:
             if call.op != quantize_op or str(call.attrs.out_dtype) != "int8":
                 return new
             y_scale, y_zero = _scalar(bindings.const(call.args[1])), _scalar(bindings.const(call.args[2]))
-            m = _match(bindings, call)
-            if m is None or y_scale is None or y_zero is None:
+            if y_scale is None or y_zero is None:
                 return new
-            m.xq = self.visit_expr(m.xq)
-            out = _emit_integer(self.builder_, m, y_scale, int(y_zero))
+            m = _match(bindings, call)
+            if m is not None:
+                m.xq = self.visit_expr(m.xq)
+                out = _emit_integer(self.builder_, m, y_scale, int(y_zero), requantize)
+                kind = m.kind
+            else:
+                return new
             if out is None:
                 return new
-            lowered[m.kind] = lowered.get(m.kind, 0) + 1
+            lowered[kind] = lowered.get(kind, 0) + 1
             return out
 
     rewriter = _Rewrite(mod)
@@ -352,8 +410,9 @@ def float_islands(mod) -> dict[str, int]:
         ty = getattr(value, "ty", None) or getattr(value, "struct_info", None)
         if getattr(ty, "dtype", None) is None or not str(ty.dtype).startswith("float"):
             continue
-        if all(b.const(a) is not None for a in value.args if isinstance(a, tvm.relax.Expr)):
-            continue
+        if not any(b.call(a, "relax.dequantize") is not None and b.const(b.call(a, "relax.dequantize").args[0]) is None
+                   for a in value.args if isinstance(a, tvm.relax.Expr)):
+            continue  # not fed by a dequantized activation: the integer kernels' own float epilogue, or weights
         name = value.op.name.removeprefix("relax.").removeprefix("nn.")
         counts[name] = counts.get(name, 0) + 1
     return counts
