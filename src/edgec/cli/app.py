@@ -19,7 +19,8 @@ import click
 import typer
 from rich.markup import escape
 
-from edgec.cli import build, depth_compress, device, memory, merge_table, passes, profile, report, run, serve, split
+from edgec.cli import (build, depth_compress, device, memory, merge_table, passes, profile, quantize, report, run, serve,
+                       split)
 from edgec.cli import targets, tune, zoo
 from edgec.cli.console import err_console
 from edgec.errors import EdgecError, clear_interrupt, on_interrupt, raise_if_interrupted
@@ -45,6 +46,7 @@ _STATE = {"debug": False}
 
 app.command()(build.build)
 app.command()(memory.memory)
+app.command()(quantize.quantize)
 app.command("depth-compress")(depth_compress.depth_compress_cmd)
 app.command("merge-table")(merge_table.merge_table_cmd)
 app.command()(serve.serve)

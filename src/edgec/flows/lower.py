@@ -254,7 +254,9 @@ def lower(opts: BuildOptions, steps: Steps | None = None,
     inputs = sets["normal"]
     references = References()
     ref_model = steps.run("reference (onnxruntime)", lambda: _reference_model(source, shapes, notes))
-    ref = reference.run_ort(ref_model, inputs)
+    from edgec.frontend.quantize import is_qdq
+
+    ref = reference.run_ort(ref_model, inputs, optimized=is_qdq(ref_model))  # an int8 file: its integer kernels
     parity = _parity(source, ref_model, prepared, inputs, references.outputs(prepared, {"normal": inputs})["normal"],
                      ref, notes, references)
     result = steps.run("passes", lambda: run_pipeline(prepared, opts.passes, inputs=inputs, dump_dir=opts.dump_ir,

@@ -173,7 +173,7 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, method: str 
             quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=calibrate_method,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True, "DedicatedQDQPair": True,
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
                                            "CalibTensorRangeSymmetric": False})
         finally:
             root.setLevel(level)

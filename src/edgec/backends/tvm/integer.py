@@ -170,15 +170,15 @@ class _Match:
     hi: float
 
 
-def _dequantized_const(b: _Bindings, expr, dtype: str):
-    """``(values, scale, zero_point)`` of ``dequantize(constant)`` with a per-tensor or per-axis-0 scale."""
+def _dequantized_const(b: _Bindings, expr, dtype: str, axis: int = 0):
+    """``(values, scale, zero_point)`` of ``dequantize(constant)`` with a per-tensor or per-``axis`` scale."""
     dq = b.call(expr, "relax.dequantize")
     if dq is None:
         return None
     values, scale, zero = b.const(dq.args[0]), b.const(dq.args[1]), b.const(dq.args[2])
     if values is None or scale is None or zero is None or str(values.dtype) != dtype:
         return None
-    if scale.size > 1 and int(dq.attrs.axis) not in (0, -values.ndim):
+    if scale.size > 1 and int(dq.attrs.axis) % values.ndim != axis % values.ndim:
         return None
     if np.any(zero != 0):
         return None
@@ -225,13 +225,11 @@ def _match(b: _Bindings, quantize) -> _Match | None:
         perm = b.call(w_expr, "relax.permute_dims")
         if perm is not None and [int(a) for a in perm.attrs.axes] == [1, 0]:
             w_expr, transposed = perm.args[0], True
-    weights = _dequantized_const(b, w_expr, "int8")
+    weights = _dequantized_const(b, w_expr, "int8", 1 if kind == "matmul" and not transposed else 0)
     if weights is None:
         return None
     w_q, w_scale, _ = weights
-    if kind == "matmul" and not transposed:  # (K, N) weights with a per-tensor scale only
-        if w_scale.size > 1:
-            return None
+    if kind == "matmul" and not transposed:  # (K, N) weights, per-N scales: as (N, K)
         w_q = w_q.T
     out_channels = w_q.shape[0]
     w_scale = np.broadcast_to(w_scale, (out_channels,)).astype(np.float64)

@@ -1,0 +1,38 @@
+"""Small float models for the int8 tests: every quantized operator kind edgec lowers (3x3 conv with padding,
+depthwise conv with stride, ReLU6, 1x1 conv, residual add, global average pool, a dense layer)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+
+def block_cnn(path: Path, size: int = 16, seed: int = 0) -> Path:
+    """An inverted-residual-like CNN with random weights at ``path`` (input ``x``, (1, 3, size, size); output
+    ``y``, (1, 10) logits)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+
+    def w(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32), name)
+
+    inits = [w("w1", 8, 3, 3, 3), w("b1", 8), w("wd", 8, 1, 3, 3), w("bd", 8), w("wp", 8, 8, 1, 1), w("bp", 8),
+             w("wf", 8, 10), w("bf", 10), numpy_helper.from_array(np.float32(0), "lo"),
+             numpy_helper.from_array(np.float32(6), "hi")]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "wd", "bd"], ["cd"], pads=[1, 1, 1, 1], group=8),
+             helper.make_node("Clip", ["cd", "lo", "hi"], ["rd"]),
+             helper.make_node("Conv", ["rd", "wp", "bp"], ["cp"]),
+             helper.make_node("Add", ["cp", "r1"], ["s"]),
+             helper.make_node("GlobalAveragePool", ["s"], ["p"]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("MatMul", ["f", "wf"], ["m"]),
+             helper.make_node("Add", ["m", "bf"], ["y"])]
+    graph = helper.make_graph(nodes, "block", [helper.make_tensor_value_info("x", 1, [1, 3, size, size])],
+                              [helper.make_tensor_value_info("y", 1, [1, 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

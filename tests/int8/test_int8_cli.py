@@ -1,0 +1,87 @@
+"""int8 end to end through the CLI: ``edgec quantize`` writes a QDQ file that records its calibration and
+function change; ``edgec build --quantize int8`` and ``edgec build FILE-int8.onnx`` compile integer kernels
+that match onnxruntime's to the element on the host; a wrong integer kernel is refused; bad flags are one line."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from .qdq_models import block_cnn
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return block_cnn(tmp_path_factory.mktemp("int8cli") / "block.onnx")
+
+
+def test_quantize_writes_a_qdq_file_with_its_record(model, tmp_path, run_cli):
+    out = tmp_path / "q" / "block-int8.onnx"
+    code, stdout, err = run_cli("quantize", str(model), "--out", str(out), "--samples", "8")
+    assert code == 0, err
+    q = onnx.load(str(out))
+    assert any(n.op_type == "QuantizeLinear" for n in q.graph.node)
+    record = json.loads({p.key: p.value for p in q.metadata_props}["edgec.quantization"])
+    assert record["calibration"]["samples"] == 8 and record["calibration"]["source"] == "generated"
+    fc = record["function_change"]
+    assert 0 <= fc["top1_agreement"] <= 1 and fc["snr_db"] > 10 and fc["passes"] == ["quantize_int8(method=minmax)"]
+    assert "no --calibrate" in stdout and "SNR" in stdout
+    assert not list(out.parent.glob(".*tmp*"))  # staged, then renamed
+
+
+def test_build_quantize_int8_matches_onnxruntime_integer_kernels(model, tmp_path, run_cli):
+    code, stdout, err = run_cli("build", str(model), "--quantize", "int8", "--samples", "8", "--out", str(tmp_path))
+    assert code == 0, err
+    report = json.loads((tmp_path / "block-host" / "report.json").read_text())
+    v = report["verification"]
+    judged = [s for s in v["sets"] if s["passed"] is not None]
+    assert {s["name"] for s in judged} >= {"calibration:0", "calibration:1"}
+    assert all(s["max_steps"] == 0 and s["exact_fraction"] == 1.0 for s in judged if s["name"].startswith("calib"))
+    assert v["passed"] and "integer kernels" in v["reference_engine"]
+    assert sum(report["kernels"]["integer"]["integer_ops"].values()) == 4
+    fc = report["function_change"]
+    assert fc["passes"] == ["quantize_int8(method=minmax)"] and "snr_db" in fc
+    step = next(p for p in report["passes"] if p["name"] == "quantize_int8")
+    assert step["changes_function"] and step["calibration"]["samples"] == 8
+    assert "quantization step" in stdout and "quantize_int8" in stdout
+
+
+def test_a_quantized_file_builds_as_it_is(model, tmp_path, run_cli):
+    q = tmp_path / "block-int8.onnx"
+    assert run_cli("quantize", str(model), "--out", str(q), "--samples", "4")[0] == 0
+    code, stdout, err = run_cli("build", str(q), "--out", str(tmp_path))
+    assert code == 0, err
+    v = json.loads((tmp_path / "block-int8-host" / "report.json").read_text())["verification"]
+    assert v["passed"] and v["max_steps"] == 0
+
+
+def test_a_wrong_integer_kernel_is_refused(model, tmp_path, run_cli, monkeypatch):
+    from edgec.backends.tvm import integer
+
+    real = integer._requantize_float
+    monkeypatch.setattr(integer, "_requantize_float",
+                        lambda acc, scale, y_zero, shape: real(acc, np.asarray(scale) * 1.5, y_zero, shape))
+    code, _, err = run_cli("build", str(model), "--quantize", "int8", "--samples", "4", "--out", str(tmp_path))
+    assert code == 6 and "differ from onnxruntime (integer kernels of the quantized model)" in err, err
+    assert not (tmp_path / "block-host").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--quantize", "int4"], "not a known scheme"),
+    (["--calibrate", "x.npz"], "without --quantize"),
+    (["--quantize", "int8", "--calibrate", "nosuch"], "not found"),
+    (["--quantize", "int8", "--samples", "0"], "out of range"),
+    (["--quantize", "int8", "--calibration", "best"], "not a calibration method"),
+])
+def test_bad_quantize_flags_are_one_line(model, tmp_path, run_cli, args, needle):
+    code, _, err = run_cli("build", str(model), "--out", str(tmp_path), *args)
+    assert code == 2 and needle in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2
+
+
+@pytest.mark.parametrize("out, needle", [("x.txt", "does not end in .onnx"), ("dir.onnx", "is a folder")])
+def test_quantize_out_must_be_an_onnx_file(model, tmp_path, run_cli, out, needle):
+    (tmp_path / "dir.onnx").mkdir()
+    code, _, err = run_cli("quantize", str(model), "--out", str(tmp_path / out))
+    assert code == 2 and needle in err

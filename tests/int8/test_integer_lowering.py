@@ -1,0 +1,127 @@
+"""Integer lowering (backends/tvm/integer.py): quantized convolutions and matrix products become integer kernels
+that equal onnxruntime's integer kernels element for element; what is not lowered is counted; the TFLite
+rounding matches its reference arithmetic."""
+
+import numpy as np
+import onnx
+import pytest
+
+from edgec.backends.tvm.integer import (INTEGER_ATTR, float_islands, is_quantized, lower_integer,
+                                        quantize_multiplier, requantize_reference)
+from edgec.frontend.quantize import calibration_samples, output_steps, quantize_int8
+
+from .qdq_models import block_cnn
+
+SHAPES = {"x": (1, 3, 16, 16)}
+
+
+@pytest.fixture(scope="module")
+def qdq(tmp_path_factory):
+    path = block_cnn(tmp_path_factory.mktemp("int8") / "m.onnx")
+    cal = calibration_samples(None, SHAPES, {"x": np.dtype(np.float32)}, None, 16)
+    return quantize_int8(onnx.load(str(path)), cal), cal
+
+
+def _compile(mod):
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.pipeline import relax_pipeline
+
+    target = tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=relax_pipeline(target)), tvm.cpu())
+    return lambda x: vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def test_quantized_ops_are_lowered_and_the_rest_counted(qdq):
+    from edgec.backends.tvm.api import import_model
+
+    mod = import_model(qdq[0])
+    report = __import__("json").loads(str(mod.attrs[INTEGER_ATTR]))
+    assert sum(report["integer_ops"].values()) == 4 and report["integer_ops"]["conv2d"] >= 3  # the dense layer too
+    assert set(report["float_islands"]) <= {"add", "mean"} and report["float_islands"]
+    text = mod["main"].script()
+    assert text.count('out_dtype="int32"') == 4  # int8 x int8 -> int32 accumulators
+    assert "R.nn.conv2d(lv" in text and 'dtype="float32") = R.nn.conv2d' not in text  # no float convolution left
+
+
+def test_a_float_model_is_not_quantized(tmp_path):
+    from edgec.backends.tvm.api import import_model
+
+    mod = import_model(onnx.load(str(block_cnn(tmp_path / "f.onnx"))))
+    assert not is_quantized(mod) and mod.attrs is None or INTEGER_ATTR not in (mod.attrs or {})
+    assert float_islands(mod) == {}
+
+
+def test_integer_kernels_equal_onnxruntimes(qdq):
+    from edgec.backends.tvm.api import import_model
+    from edgec.frontend.reference import run_ort
+
+    model, cal = qdq
+    run = _compile(import_model(model))
+    step = output_steps(model)[0]
+    for sample in cal.samples[:4]:
+        got, want = run(sample["x"]), run_ort(model, sample, optimized=True)[0]
+        assert np.abs(got - want).max() <= 1e-6 * step  # every element equal (as int8)
+
+
+def test_a_wrong_zero_point_would_be_seen(qdq, monkeypatch):
+    """The equality above can fail: an integer kernel that ignores the input zero point differs by many steps."""
+    from edgec.backends.tvm import api, integer
+    from edgec.frontend.reference import run_ort
+
+    model, cal = qdq
+    real = integer._emit_integer
+
+    def wrong(bb, m, y_scale, y_zero, requantize):
+        m.x_zero = 0
+        return real(bb, m, y_scale, y_zero, requantize)
+
+    monkeypatch.setattr(integer, "_emit_integer", wrong)
+    got = _compile(api.import_model(model))(cal.samples[0]["x"])
+    want = run_ort(model, cal.samples[0], optimized=True)[0]
+    assert np.abs(got - want).max() > 2 * output_steps(model)[0]
+
+
+def test_tflite_fixed_point_requantization_matches_exact_rounding():
+    rng = np.random.default_rng(0)
+    multipliers = np.exp(rng.uniform(np.log(1e-5), np.log(2.0), 2000))
+    q, shift = quantize_multiplier(multipliers)
+    assert ((q >= 1 << 30) & (q < 1 << 31)).all()
+    assert np.allclose(q * 2.0 ** (shift - 31), multipliers, rtol=2 ** -30)
+    acc = rng.integers(-2 ** 24, 2 ** 24, 2000)
+    got = requantize_reference(acc, q, shift)
+    exact = acc * (q * 2.0 ** (shift - 31))
+    right = np.maximum(-shift, 0)  # two roundings: half a step, plus half a step of the pre-shift value
+    assert (np.abs(got - exact) <= 0.5 + 0.5 * 2.0 ** -right + 1e-9).all()
+    assert got.tolist() == [_gemmlowp(int(a), int(m), int(e)) for a, m, e in zip(acc, q, shift)]
+    ties = np.array([5, -5, 7, -7])  # x / 2, x odd: SaturatingRoundingDoublingHighMul's nudge rounds ties up
+    q2, s2 = quantize_multiplier(np.full(4, 0.5))
+    assert requantize_reference(ties, q2, s2).tolist() == [3, -2, 4, -3]
+
+
+def _gemmlowp(x: int, multiplier: int, shift: int) -> int:
+    """``MultiplyByQuantizedMultiplier`` written from gemmlowp's C++ with Python integers (C's division toward
+    zero spelled out): an oracle independent of the NumPy form."""
+    left, right = max(shift, 0), max(-shift, 0)
+    ab = (x * (1 << left)) * multiplier
+    nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+    v = ab + nudge
+    high = abs(v) // (1 << 31) * (1 if v >= 0 else -1)
+    mask = (1 << right) - 1
+    remainder = high & mask
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if remainder > threshold else 0)
+
+
+@pytest.mark.slow
+def test_tflite_rounding_kernels_stay_within_one_step_of_onnxruntime(qdq):
+    from edgec.backends.tvm.importer import import_onnx
+    from edgec.frontend.reference import run_ort
+
+    model, cal = qdq
+    mod, report = lower_integer(import_onnx(model, SHAPES), requantize="tflite")
+    assert sum(report.integer.values()) == 4
+    run = _compile(mod)
+    got, want = run(cal.samples[0]["x"]), run_ort(model, cal.samples[0], optimized=True)[0]
+    assert np.abs(got - want).max() <= 1.0001 * output_steps(model)[0]
