@@ -40,6 +40,9 @@ def test_build_quantize_int8_matches_onnxruntime_integer_kernels(model, tmp_path
     assert all(s["max_steps"] == 0 and s["exact_fraction"] == 1.0 for s in judged if s["name"].startswith("calib"))
     assert v["passed"] and "integer kernels" in v["reference_engine"]
     assert sum(report["kernels"]["integer"]["integer_ops"].values()) == 4
+    mem = report["memory"]
+    assert mem["activations"] == "int8" and "int8 analytic (fp32 would be" in stdout
+    assert mem["after_passes"]["int8"]["peak_activation_bytes"] * 4 == mem["after_passes"]["fp32"]["peak_activation_bytes"]
     fc = report["function_change"]
     assert fc["passes"] == ["quantize_int8(method=minmax)"] and "snr_db" in fc
     step = next(p for p in report["passes"] if p["name"] == "quantize_int8")
@@ -54,6 +57,8 @@ def test_a_quantized_file_builds_as_it_is(model, tmp_path, run_cli):
     assert code == 0, err
     v = json.loads((tmp_path / "block-int8-host" / "report.json").read_text())["verification"]
     assert v["passed"] and v["max_steps"] == 0
+    code, stdout, err = run_cli("memory", str(q))
+    assert code == 0 and "kB int8 analytic" in stdout, err
 
 
 def test_a_wrong_integer_kernel_is_refused(model, tmp_path, run_cli, monkeypatch):

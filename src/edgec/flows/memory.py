@@ -52,6 +52,10 @@ def memory(opts: BuildOptions, *, max_mac_overhead: float = 0.15, max_grid: int 
 
     steps = Steps(progress)
     final = lower(opts, steps).final
+    from edgec.frontend.quantize import dequantized, is_qdq
+
+    if is_qdq(final):  # an int8 file: the float graph it encodes (its int8 figures are the file's own)
+        final = dequantized(final)
     try:
         fp32, int8 = activation_memory(final), activation_memory(final, element_bytes=1)
         with_input = activation_memory(final, count_inputs=True)

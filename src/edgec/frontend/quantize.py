@@ -88,6 +88,55 @@ def output_steps(model: onnx.ModelProto) -> list[float | None]:
     return steps
 
 
+def dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The float graph a QDQ model encodes: each ``QuantizeLinear -> DequantizeLinear`` pair on an activation
+    becomes the wire it sits on, and each ``DequantizeLinear`` of a constant becomes that constant in float32
+    (for analyses that read the graph's tensors, e.g. the activation memory: between kernels the int8 build
+    holds these tensors as int8, one byte each)."""
+    out = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = out.graph
+    inits = {i.name: i for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    rename: dict[str, str] = {}
+    drop = set()
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        src = node.input[0]
+        if src in inits:
+            q = onnx.numpy_helper.to_array(inits[src]).astype(np.float64)
+            scale = onnx.numpy_helper.to_array(inits[node.input[1]]).astype(np.float64)
+            zero = (onnx.numpy_helper.to_array(inits[node.input[2]]).astype(np.float64) if len(node.input) > 2
+                    and node.input[2] in inits else np.zeros_like(scale))
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            shape = [1] * q.ndim
+            if scale.size > 1:
+                shape[axis % q.ndim] = -1
+            value = ((q - zero.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
+            graph.initializer.append(onnx.numpy_helper.from_array(value, node.output[0]))
+            drop.add(id(node))
+        elif src in producers and producers[src].op_type == "QuantizeLinear":
+            rename[node.output[0]] = producers[src].input[0]
+            drop.add(id(node))
+    used = {i for n in graph.node if id(n) not in drop for i in n.input} | {o.name for o in graph.output}
+    for node in graph.node:
+        if node.op_type == "QuantizeLinear" and not any(o in used for o in node.output):
+            drop.add(id(node))
+    kept = [n for n in graph.node if id(n) not in drop]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            while name in rename:
+                name = rename[name]
+            node.input[i] = name
+    for o in graph.output:
+        if o.name in rename:  # the graph's output was a dequantized value: keep its name on the float wire
+            kept.append(onnx.helper.make_node("Identity", [rename[o.name]], [o.name]))
+    del graph.node[:]
+    graph.node.extend(kept)
+    del graph.value_info[:]
+    return out
+
+
 def calibration_samples(calibrate: str | Path | None, shapes: dict[str, tuple[int, ...]],
                         dtypes: dict[str, np.dtype], preprocessing: dict[str, Any] | None, samples: int,
                         seed: int = 0) -> Calibration:

@@ -53,8 +53,15 @@ def memory_section(model: onnx.ModelProto, before_passes: onnx.ModelProto | None
     and the largest tensor), ``fp32_with_inputs_peak_bytes`` and the per-node curve (bytes).
     When a shape is not static the section is ``{"convention", "skipped": reason}``.
     """
+    from edgec.frontend.quantize import dequantized, is_qdq
+
+    quantized = is_qdq(model)
+    if quantized:  # the float graph it encodes; its int8 figure is the build's own
+        model = dequantized(model)
     try:
         section: dict[str, Any] = {"convention": CONVENTION, "after_passes": _figures(model)}
+        if quantized:
+            section["activations"] = "int8"
         if before_passes is not None and before_passes is not model:
             section["before_passes"] = _figures(before_passes)
     except ValueError as e:
@@ -124,7 +131,8 @@ def memory_line(section: dict[str, Any]) -> str:
         a = after[key]["peak_activation_bytes"] / KIB
         return f"{before[key]['peak_activation_bytes'] / KIB:.0f} -> {a:.0f}" if before else f"{a:.0f}"
 
-    words = [f"peak activations {kib('fp32')} kB fp32 ({kib('int8')} kB int8 analytic)"]
+    words = [f"peak activations {kib('int8')} kB int8 analytic (fp32 would be {kib('fp32')} kB)"
+             if section.get("activations") == "int8" else f"peak activations {kib('fp32')} kB fp32 ({kib('int8')} kB int8 analytic)"]
     words += _planned_words(section.get("planned", {}))
     p = section.get("patch_inference")
     if p:
