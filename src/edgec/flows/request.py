@@ -331,7 +331,7 @@ def check_quantize(opts: BuildOptions) -> None:
         UsageError: an unknown scheme or method, samples out of 1..10000, a missing ``--calibrate`` path, or
             calibration options without ``--quantize``.
     """
-    from edgec.frontend.quantize import METHODS
+    from edgec.frontend.specs import CALIBRATION_METHODS as METHODS
 
     if opts.quantize is None:
         if opts.calibrate is not None:

@@ -28,11 +28,12 @@ import numpy as np
 import onnx
 
 from edgec.errors import UsageError
+from edgec.frontend.specs import CALIBRATION_METHODS
 
 log = logging.getLogger(__name__)
 
 #: Calibration methods offered (onnxruntime's ``CalibrationMethod`` names).
-METHODS = ("minmax", "entropy", "percentile")
+METHODS = CALIBRATION_METHODS
 
 #: The default calibration method and the number of calibration samples.
 DEFAULT_METHOD = "minmax"

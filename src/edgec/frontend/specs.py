@@ -11,6 +11,9 @@ import re
 
 from edgec.errors import UsageError
 
+#: Post-training calibration methods (onnxruntime's ``CalibrationMethod`` names), checked before any work.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
 
 def parse_input_shapes(specs: list[str] | None) -> dict[str | None, tuple[int, ...]]:
     """Parse ``--input-shape`` values.

@@ -258,8 +258,11 @@ def round_half_even(v):
     d = relax.op.subtract(v, f)
     half = relax.const(0.5, f32)
     odd = relax.op.floor_mod(f, relax.const(2.0, f32))
-    return relax.op.where(relax.op.greater(d, half), relax.op.add(f, relax.const(1.0, f32)),
-                          relax.op.where(relax.op.less(d, half), f, relax.op.add(f, odd)))
+    # f + [d > 1/2] + [d == 1/2] * (f mod 2), with element-wise ops only: ``where`` has no layout rule, and
+    # ConvertLayout would transpose around each one
+    up = relax.op.add(relax.op.astype(relax.op.greater(d, half), f32),
+                      relax.op.multiply(relax.op.astype(relax.op.equal(d, half), f32), odd))
+    return relax.op.add(f, up)
 
 
 def _clamp_int8(out, dtype: str, lo: int = INT8_MIN, hi: int = INT8_MAX):
@@ -308,6 +311,27 @@ def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int
     return relax.op.add(out, relax.const(y_zero, i64))
 
 
+def _pad_with(x, padding: list[int], value: int):
+    """``x`` (int8, NCHW) padded by ``(top, left, bottom, right)`` rows and columns of ``value``, as concats of
+    borders computed from slices of ``x`` (``slice * 0 + value``): ``nn.pad`` has no layout rule, and a concat
+    that starts with a constant keeps the constant's layout, so ConvertLayout would transpose around either;
+    slices of ``x`` follow its layout, and the whole pad fuses into one kernel."""
+    from tvm import relax
+
+    top, left, bottom, right = padding
+    zero, fill = relax.const(0, "int8"), relax.const(value, "int8")
+
+    def border(t, axis: int, size: int):
+        piece = relax.op.strided_slice(t, axes=[axis], begin=[0], end=[1])
+        piece = relax.op.add(relax.op.multiply(piece, zero), fill)
+        return relax.op.repeat(piece, size, axis=axis) if size > 1 else piece
+
+    for axis, (before, after) in ((3, (left, right)), (2, (top, bottom))):
+        parts = [border(x, axis, before)] * bool(before) + [x] + [border(x, axis, after)] * bool(after)
+        x = relax.op.concat(parts, axis=axis) if len(parts) > 1 else x
+    return x
+
+
 def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
     """Emit the integer kernel of ``m`` (int8 out) into ``bb``; returns its expression (None when the folded
     bias leaves int32)."""
@@ -324,8 +348,7 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
         padding = [int(p) for p in attrs.padding]
         x = m.xq
         if any(padding) and m.x_zero != 0:  # a padded element is a real 0: the input's zero point
-            top, left, bottom, right = padding
-            x = bb.emit(relax.op.nn.pad(x, [0, 0, 0, 0, top, bottom, left, right], pad_value=float(m.x_zero)))
+            x = bb.emit(_pad_with(x, padding, m.x_zero))
             padding = [0, 0, 0, 0]
         acc = bb.emit(relax.op.nn.conv2d(x, relax.const(m.w_q.astype(np.int8)), strides=[int(s) for s in attrs.strides],
                                          padding=padding, dilation=[int(d) for d in attrs.dilation],
