@@ -306,10 +306,10 @@ def lower_tflite(source: Source, opts: BuildOptions, steps: Steps) -> Lowered:
     if model.info.kind == "int8":
         from edgec.errors import UnsupportedOpError
 
-        raise UnsupportedOpError(f"{source.path} is a full-integer (int8) TFLite model; edgec has no integer kernels "
-                                 "yet, and float kernels differ from TFLite's integer arithmetic by more than the one "
-                                 "quantization step an int8 build must keep",
-                                 "build the model's float32 (or float16-weight) TFLite file")
+        raise UnsupportedOpError(f"{source.path} is a full-integer (int8) TFLite model; edgec's integer kernels "
+                                 "take quantized ONNX models only so far, and float kernels differ from TFLite's "
+                                 "integer arithmetic by more than the one quantization step an int8 build must keep",
+                                 "build the model's float32 TFLite file, or its ONNX form with --quantize int8")
     sets = reference.verification_sets(model.shapes, model.dtypes, seed=opts.seed)
     if opts.verify_inputs:
         from edgec.frontend.image import load_samples

@@ -17,6 +17,8 @@ images) and generated ones, said so in the report.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import math
 import tempfile
@@ -35,7 +37,9 @@ log = logging.getLogger(__name__)
 #: Calibration methods offered (onnxruntime's ``CalibrationMethod`` names).
 METHODS = CALIBRATION_METHODS
 
-#: The default calibration method and the number of calibration samples.
+#: The default calibration method and the number of calibration samples. ``benchmarks/bench_calibration.py``
+#: (digits classifier, 360 validation images): minmax 96.67% / 97.22% top-1 with 32 / 128 images, entropy the
+#: same, percentile 96.94% / 96.39% (float32 98.06%): no method wins, and minmax is the simplest and fastest.
 DEFAULT_METHOD = "minmax"
 DEFAULT_SAMPLES = 32
 
@@ -220,11 +224,12 @@ def quantize_int8(model: onnx.ModelProto, calibration: Calibration, method: str 
         onnx.save(_with_opset(model, 13), str(src))
         root.setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" warnings: edgec's frontend did it
         try:
-            quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=calibrate_method,
-                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
-                                           "CalibTensorRangeSymmetric": False})
+            with contextlib.redirect_stdout(io.StringIO()):  # its entropy and percentile calibrators print
+                quantize_static(str(src), str(dst), _Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=calibrate_method,
+                                extra_options={"ActivationSymmetric": False, "WeightSymmetric": True,
+                                               "CalibTensorRangeSymmetric": False})
         finally:
             root.setLevel(level)
         quantized = onnx.load(str(dst))
