@@ -38,14 +38,16 @@ def lower(opts: BuildOptions, steps: Steps, spec: Any = None) -> Any:
     With ``spec``, the target refuses weights it cannot hold right after the frontend (:func:`check_weights`)."""
     from edgec.flows.lower import lower as lower_model
 
-    return lower_model(opts, steps, None if spec is None else lambda m, names: check_weights(spec, m, names),
-                       tflite=True)
+    return lower_model(opts, steps, None if spec is None else
+                       lambda m, names: check_weights(spec, m, names, int8=opts.quantize == "int8"), tflite=True)
 
 
-def check_weights(spec: Any, model: Any, pass_names: list[str]) -> None:
+def check_weights(spec: Any, model: Any, pass_names: list[str], *, int8: bool = False) -> None:
     """Refuse, before the passes, a model whose weights cannot fit ``spec``'s memory: the weight bytes no pass
     of the pipeline can remove (:func:`edgec.passes.weight_floor`) against the target (the backend's
     ``check_weights``; a microcontroller's flash).
+
+    With ``int8`` (``--quantize int8``) the float32 weights count one byte each.
 
     Raises:
         BudgetError: the weights cannot fit.
@@ -55,8 +57,11 @@ def check_weights(spec: Any, model: Any, pass_names: list[str]) -> None:
 
     floor = weight_floor(model, pass_names)
     if floor is not None:
+        if int8:  # float32 weights become int8: a quarter of the bytes (the int32 biases are not counted)
+            floor //= 4
         get_backend(spec).check_weights(spec, model, floor,
-                                        "exported weights; no pass of the pipeline shrinks them below that")
+                                        "exported weights" + (" as int8" if int8 else "")
+                                        + "; no pass of the pipeline shrinks them below that")
 
 
 def build(opts: BuildOptions, progress: Progress | None = None) -> BuildResult:
