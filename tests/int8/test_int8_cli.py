@@ -90,3 +90,22 @@ def test_quantize_out_must_be_an_onnx_file(model, tmp_path, run_cli, out, needle
     (tmp_path / "dir.onnx").mkdir()
     code, _, err = run_cli("quantize", str(model), "--out", str(tmp_path / out))
     assert code == 2 and needle in err
+
+
+def test_a_microcontrollers_flash_check_counts_int8_weights_at_one_byte():
+    """2.4 MB of float32 weights do not fit a 2 MB flash; the same weights as int8 (0.6 MB) do."""
+    from onnx import helper, numpy_helper
+
+    from edgec.errors import BudgetError
+    from edgec.flows.build import check_weights
+    from edgec.targets import get_target
+
+    w = numpy_helper.from_array(np.zeros((600, 1000, 1, 1), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"])], "big",
+                              [helper.make_tensor_value_info("x", 1, [1, 1000, 4, 4])],
+                              [helper.make_tensor_value_info("y", 1, [1, 600, 4, 4])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    spec = get_target("cortex-m7")
+    with pytest.raises(BudgetError, match="flash"):
+        check_weights(spec, model, ["fold_batchnorm"])
+    check_weights(spec, model, ["fold_batchnorm"], int8=True)
