@@ -18,8 +18,10 @@ from edgec.targets import TargetSpec
 
 #: How to fit, by the memory that overflows: weights live in flash, activations in SRAM.
 HINTS = {
-    "flash": ("the weights are fp32 (int8 is not supported yet): pick a smaller model, or a smaller "
-              "--width-mult where the zoo model has one (mcunetv2), or a target with more flash"),
+    "flash": ("quantize the weights to int8 (--quantize int8: a quarter of the bytes), pick a smaller model or a "
+              "smaller --width-mult where the zoo model has one (mcunetv2), or a target with more flash"),
+    "flash-int8": ("the weights are int8 already: pick a smaller model, or a smaller --width-mult where the zoo "
+                   "model has one (mcunetv2), or a target with more flash"),
     "SRAM": ("shrink the activations: a smaller --input-shape, the first stage in spatial patches "
              "(--passes 'default,patch_inference'; `edgec memory MODEL` shows the plans), or a smaller "
              "--width-mult where the zoo model has one"),
@@ -61,6 +63,11 @@ def largest_activation(model: onnx.ModelProto) -> tuple[str, int]:
     return best
 
 
+def _int8(model) -> bool:
+    """Whether ``model`` is a quantized (QDQ) ONNX model."""
+    return isinstance(model, onnx.ModelProto) and any(n.op_type == "QuantizeLinear" for n in model.graph.node)
+
+
 def check(spec: TargetSpec, model: onnx.ModelProto, flash: dict[str, int], sram: dict[str, int], when: str) -> None:
     """Raise when the model does not fit the chip.
 
@@ -87,4 +94,5 @@ def check(spec: TargetSpec, model: onnx.ModelProto, flash: dict[str, int], sram:
                 name, nbytes = largest(model)
                 detail += f"; largest {what} '{name}' {nbytes} bytes"
             raise BudgetError(f"the model needs {need} bytes ({_kb(need)}, {when}) of {memory}, over the {budget} "
-                              f"bytes ({_kb(budget)}) of {chip} {region} ('{spec.name}'): {detail}", HINTS[memory])
+                              f"bytes ({_kb(budget)}) of {chip} {region} ('{spec.name}'): {detail}",
+                              HINTS["flash-int8" if memory == "flash" and _int8(model) else memory])
