@@ -109,3 +109,28 @@ def test_a_microcontrollers_flash_check_counts_int8_weights_at_one_byte():
     with pytest.raises(BudgetError, match="flash"):
         check_weights(spec, model, ["fold_batchnorm"])
     check_weights(spec, model, ["fold_batchnorm"], int8=True)
+
+
+@pytest.mark.slow
+def test_build_reports_int8_accuracy_on_data(digits, tmp_path, run_cli):
+    """The digits classifier: --data gives the build's function line its top-1 accuracy, int8 against float32,
+    calibrated on the training images."""
+    model, folder = digits.onnx_path, digits.train_dir.parent
+    code, stdout, err = run_cli("build", str(model), "--quantize", "int8", "--data", str(folder), "--samples", "128",
+                                "--out", str(tmp_path), "--name", "d8")
+    assert code == 0, err
+    report = json.loads((tmp_path / "d8" / "report.json").read_text())
+    acc = report["function_change"]["accuracy"]
+    assert acc["images"] > 100 and acc["top1_fp32"] > 0.9
+    assert abs(acc["top1_int8"] - acc["top1_fp32"]) <= 0.02
+    step = next(p for p in report["passes"] if p["name"] == "quantize_int8")
+    assert step["calibration"]["source"] == "--calibrate DIR" and "train" in step["calibration"]["description"]
+    assert "--data images" in stdout
+
+
+def test_data_needs_quantize_and_a_folder(model, tmp_path, run_cli):
+    code, _, err = run_cli("build", str(model), "--data", str(tmp_path), "--out", str(tmp_path))
+    assert code == 2 and "--data is given without --quantize" in err
+    code, _, err = run_cli("build", str(model), "--quantize", "int8", "--data", str(tmp_path / "no"),
+                           "--out", str(tmp_path))
+    assert code == 2 and "is not a folder" in err

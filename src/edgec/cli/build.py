@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgec.cli.console import (PASSES_HELP, StepPrinter, calibrate_option, calibration_method_option, console,
-                               model_kwargs, samples_option, shape_option, value_option, verify_timeout_option)
+                               model_kwargs, quantize_data_option, samples_option, shape_option, value_option,
+                               verify_timeout_option)
 
 
 def build(
@@ -48,6 +49,7 @@ def build(
     calibrate: Annotated[Optional[Path], calibrate_option()] = None,
     samples: Annotated[int, samples_option()] = 32,
     calibration: Annotated[str, calibration_method_option()] = "minmax",
+    data: Annotated[Optional[Path], quantize_data_option()] = None,
 ) -> None:
     """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
     from edgec.flows.build import BuildOptions
@@ -58,7 +60,7 @@ def build(
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
                         dump_ir=dump_ir, tune_db=db, use_tune_db=tune_db, model_kwargs=kwargs,
                         verify_inputs=list(verify_inputs or []), verify_timeout=verify_timeout, quantize=quantize,
-                        calibrate=calibrate, calibration_samples=samples, calibration_method=calibration)
+                        calibrate=calibrate, calibration_samples=samples, calibration_method=calibration, data=data)
     with StepPrinter() as printer:
         result = run_build(opts, progress=printer)
     print_build_summary(result.report, result.artifact)

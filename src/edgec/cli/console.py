@@ -118,6 +118,14 @@ def calibrate_option():
                              "scikit-image's sample images and generated ones, said so in the summary.")
 
 
+def quantize_data_option():
+    """``--data DIR`` of int8 builds: a labelled image folder for accuracy (and calibration)."""
+    return typer.Option("--data", metavar="DIR",
+                        help="Labelled images (DIR/<class>/*.png, or DIR/train and DIR/val): top-1 accuracy of int8 "
+                             "and float32 on the validation images; calibrates on the training images unless "
+                             "--calibrate is given.")
+
+
 def samples_option():
     """``--samples N``: how many calibration samples."""
     return typer.Option("--samples", metavar="N", help="At most N calibration samples (1-10000).")

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgec.cli.console import (PASSES_HELP, StepPrinter, calibrate_option, calibration_method_option, console,
-                               model_kwargs, samples_option, shape_option, value_option)
+                               model_kwargs, quantize_data_option, samples_option, shape_option, value_option)
 
 
 def quantize(
@@ -20,6 +20,7 @@ def quantize(
     calibrate: Annotated[Optional[Path], calibrate_option()] = None,
     samples: Annotated[int, samples_option()] = 32,
     calibration: Annotated[str, calibration_method_option()] = "minmax",
+    data: Annotated[Optional[Path], quantize_data_option()] = None,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,
     input_value: Annotated[Optional[list[str]], value_option()] = None,
     weights: Annotated[Optional[Path], typer.Option(metavar="FILE", help="PyTorch state dict for a zoo model.")] = None,
@@ -34,7 +35,7 @@ def quantize(
 
     opts = BuildOptions(model=model, input_shapes=input_shape, input_values=input_value, weights=weights, seed=seed,
                         passes=passes, model_kwargs=model_kwargs(width_mult), quantize="int8", calibrate=calibrate,
-                        calibration_samples=samples, calibration_method=calibration, verify=False)
+                        calibration_samples=samples, calibration_method=calibration, data=data, verify=False)
     target = out or Path(f"{Path(model).stem if model.endswith('.onnx') else model}-int8.onnx")
     with StepPrinter() as printer:
         result = run_quantize(opts, target, progress=printer)

@@ -77,7 +77,7 @@ def fidelity(got: list[list[np.ndarray]], want: list[list[np.ndarray]]) -> dict[
 def quantize(fp32: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype],
              preprocessing: dict[str, Any] | None, sets: dict[str, dict[str, np.ndarray]],
              fp32_outputs: dict[str, list[np.ndarray]], *, calibrate: str | None, samples: int, method: str,
-             seed: int, steps: Steps) -> Quantized:
+             seed: int, steps: Steps, data: str | None = None) -> Quantized:
     """Calibrate and quantize ``fp32`` to int8 QDQ, and measure the change.
 
     Args:
@@ -88,10 +88,17 @@ def quantize(fp32: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: 
         calibrate: ``--calibrate`` (a folder of images or a ``.npz``), or None for package/generated images.
         samples: At most this many calibration samples.
         method: Calibration method (:data:`edgec.frontend.quantize.METHODS`).
+        data: ``--data DIR`` (ImageFolder, optionally ``train/`` and ``val/``): top-1 accuracy of float32 and
+            int8 on its validation images (``fidelity["accuracy"]``); without ``calibrate``, calibration takes
+            its training images.
 
     Raises:
         UsageError: bad ``--calibrate`` or method.
     """
+    if calibrate is None and data is not None:
+        from edgec.frontend.data import data_splits
+
+        calibrate = str(data_splits(data)[0])
     calibration: Calibration = steps.run("calibration samples", lambda: calibration_samples(
         calibrate, shapes, dtypes, preprocessing, samples, seed))
     model = steps.run(f"quantize to int8 ({method} calibration, {len(calibration.samples)} samples)",
@@ -107,6 +114,9 @@ def quantize(fp32: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: 
         return {**head, "measured_on": f"{len(calib_sets)} calibration samples", "sets": per_set}
 
     figures = steps.run("int8 fidelity (onnxruntime integer kernels against float32)", measure)
+    if data is not None:
+        figures["accuracy"] = steps.run(f"accuracy on --data {data}", lambda: accuracy(fp32, model, data,
+                                                                                      preprocessing))
     stats_before, stats_after = _counts(fp32), _counts(model)
     record = {"name": LABEL, "label": f"{LABEL}(method={method})", "options": {"method": method, "samples": samples},
               "equivalence": {"kind": "changes-function"}, "changes_function": True, "applied": 1,
@@ -120,6 +130,27 @@ def quantize(fp32: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: 
               "fidelity": figures, "passed": True}
     shown = {f"calibration:{i}": xs for i, xs in enumerate(calibration.samples[:VERIFY_CALIBRATION_SAMPLES])}
     return Quantized(model, record, figures, shown)
+
+
+def accuracy(fp32: onnx.ModelProto, int8: onnx.ModelProto, data: str, preprocessing: dict[str, Any] | None
+             ) -> dict[str, Any]:
+    """Top-1 accuracy (fractions) of the float32 and the int8 model (onnxruntime; its integer kernels for int8)
+    on ``--data``'s validation images (:func:`edgec.frontend.data.read_task_data`).
+
+    Raises:
+        UsageError: the folder does not fit the model (classes, images).
+    """
+    from edgec.frontend.data import read_task_data
+
+    _, val = read_task_data(data, fp32, preprocessing)
+    name = fp32.graph.input[0].name
+
+    def top1(model, optimized: bool) -> float:
+        session = reference.ort_session(model, optimized=optimized)
+        scores = np.concatenate([session.run(None, {name: val.x[i:i + 1]})[0] for i in range(len(val.x))])
+        return float((scores.argmax(axis=1) == val.labels).mean())
+
+    return {"images": len(val.x), "top1_fp32": top1(fp32, False), "top1_int8": top1(int8, True)}
 
 
 def function_change(earlier: dict[str, Any] | None, q: Quantized) -> dict[str, Any]:
@@ -146,4 +177,9 @@ def describe(fid: dict[str, Any]) -> str:
     if snr is not None:
         parts.append("SNR inf dB" if math.isinf(snr) else f"SNR {snr:.1f} dB")
     parts.append(f"max abs err {fid.get('max_abs_error', float('nan')):.3g}")
-    return ", ".join(parts) + f" on {fid.get('measured_on', str(fid.get('inputs', 0)) + ' input sets')}"
+    line = ", ".join(parts) + f" on {fid.get('measured_on', str(fid.get('inputs', 0)) + ' input sets')}"
+    acc = fid.get("accuracy")
+    if acc:
+        line += (f"; top-1 accuracy {100 * acc['top1_int8']:.2f}% int8 against {100 * acc['top1_fp32']:.2f}% "
+                 f"float32 on {acc['images']} --data images")
+    return line

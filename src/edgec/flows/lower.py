@@ -280,7 +280,7 @@ def quantized(low: Lowered, opts: BuildOptions, steps: Steps) -> Lowered:
     fp32 = low.references.outputs(low.prepared, low.input_sets)
     q = int8.quantize(low.final, low.shapes, low.dtypes, low.source.preprocessing, low.input_sets, fp32,
                       calibrate=opts.calibrate, samples=opts.calibration_samples, method=opts.calibration_method,
-                      seed=opts.seed, steps=steps)
+                      seed=opts.seed, steps=steps, data=opts.data)
     low.final = low.reference = q.model
     low.input_sets.update(q.verification_sets)
     low.records.append(q.record)

@@ -173,7 +173,10 @@ def function_change_line(fc: dict[str, Any] | None) -> str:
     if fc.get("snr_db") is not None:
         parts.append(f"SNR {fc['snr_db']:.1f} dB")
     if fc.get("measured_on"):
-        return " ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + f" on {fc['measured_on']}"
+        acc = fc.get("accuracy")
+        tail = (f"; top-1 accuracy {100 * acc['top1_int8']:.2f}% int8 against {100 * acc['top1_fp32']:.2f}% float32 "
+                f"on {acc['images']} --data images") if acc else ""
+        return " ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + f" on {fc['measured_on']}" + tail
     return " ".join(parts[:2]) + "".join(f", {p}" for p in parts[2:]) + f" over {fc.get('inputs', 1)} input sets"
 
 
