@@ -36,3 +36,24 @@ def block_cnn(path: Path, size: int = 16, seed: int = 0) -> Path:
                               [helper.make_tensor_value_info("y", 1, [1, 10])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
+
+
+def single_conv(path: Path, *, cin: int, cout: int, kernel: int, stride: int, pads: list[int], group: int,
+                size: int, relu6: bool = False, seed: int = 0) -> Path:
+    """One Conv (+ ReLU6) with random weights at ``path`` (input ``x`` (1, cin, size, size), output ``y``)."""
+    from onnx import helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    w = numpy_helper.from_array(rng.standard_normal((cout, cin // group, kernel, kernel)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32), "b")
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c" if relu6 else "y"], pads=pads, strides=[stride, stride],
+                              group=group)]
+    inits = [w, b]
+    if relu6:
+        inits += [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
+        nodes.append(helper.make_node("Clip", ["c", "lo", "hi"], ["y"]))
+    out = (size + pads[0] + pads[2] - kernel) // stride + 1
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", 1, [1, cin, size, size])],
+                              [helper.make_tensor_value_info("y", 1, [1, cout, out, out])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path

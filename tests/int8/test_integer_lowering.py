@@ -125,3 +125,33 @@ def test_tflite_rounding_kernels_stay_within_one_step_of_onnxruntime(qdq):
     run = _compile(mod)
     got, want = run(cal.samples[0]["x"]), run_ort(model, cal.samples[0], optimized=True)[0]
     assert np.abs(got - want).max() <= 1.0001 * output_steps(model)[0]
+
+
+@pytest.mark.parametrize("cin, cout, kernel, stride, pads, group, relu6", [
+    (3, 8, 3, 1, [1, 1, 1, 1], 1, False),   # the stem: padded with the input zero point
+    (3, 8, 3, 2, [0, 0, 1, 1], 1, True),    # stride 2, asymmetric (TF "SAME") padding, ReLU6
+    (8, 8, 3, 1, [1, 1, 1, 1], 8, True),    # depthwise
+    (16, 16, 5, 2, [2, 2, 2, 2], 16, False),  # depthwise 5x5 stride 2
+    (8, 24, 1, 1, [0, 0, 0, 0], 1, False),  # pointwise expansion
+    (12, 6, 3, 1, [1, 1, 1, 1], 3, False),  # grouped
+])
+def test_each_convolution_form_equals_onnxruntime(tmp_path, cin, cout, kernel, stride, pads, group, relu6):
+    from edgec.backends.tvm.api import import_model
+    from edgec.frontend.reference import run_ort
+    from .qdq_models import single_conv
+
+    size = 11
+    path = single_conv(tmp_path / "c.onnx", cin=cin, cout=cout, kernel=kernel, stride=stride, pads=pads,
+                       group=group, size=size, relu6=relu6)
+    shapes = {"x": (1, cin, size, size)}
+    rng = np.random.default_rng(1)
+    cal = type("C", (), {"samples": [{"x": rng.standard_normal((1, cin, size, size)).astype(np.float32)}
+                                     for _ in range(8)]})()
+    model = quantize_int8(onnx.load(str(path)), cal)
+    mod = import_model(model)
+    assert __import__("json").loads(str(mod.attrs[INTEGER_ATTR]))["integer_ops"] == {"conv2d": 1}
+    run = _compile(mod)
+    step = output_steps(model)[0]
+    for sample in cal.samples[:3] + [{"x": 3 * rng.standard_normal(shapes["x"]).astype(np.float32)}]:  # + saturating
+        got, want = run(sample["x"]), run_ort(model, sample, optimized=True)[0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-6 * step
