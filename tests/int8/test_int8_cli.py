@@ -47,7 +47,8 @@ def test_build_quantize_int8_matches_onnxruntime_integer_kernels(model, tmp_path
     assert fc["passes"] == ["quantize_int8(method=minmax)"] and "snr_db" in fc
     step = next(p for p in report["passes"] if p["name"] == "quantize_int8")
     assert step["changes_function"] and step["calibration"]["samples"] == 8
-    assert "quantization step" in stdout and "quantize_int8" in stdout
+    assert "every element equal to onnxruntime" in stdout and "quantize_int8" in stdout
+    assert "integer kernels: conv2d" in stdout and "edgec tune" not in stdout  # no tuning hint for an fp32 model
 
 
 def test_a_quantized_file_builds_as_it_is(model, tmp_path, run_cli):
@@ -134,3 +135,39 @@ def test_data_needs_quantize_and_a_folder(model, tmp_path, run_cli):
     code, _, err = run_cli("build", str(model), "--quantize", "int8", "--data", str(tmp_path / "no"),
                            "--out", str(tmp_path))
     assert code == 2 and "is not a folder" in err
+
+
+def test_found_by_a_new_user(model, tmp_path, run_cli):
+    """--out over the source, quantizing an int8 file, calibration flags without --quantize, an empty .npz."""
+    import shutil
+
+    src = tmp_path / "m.onnx"
+    shutil.copy(model, src)
+    before = src.read_bytes()
+    code, _, err = run_cli("quantize", str(src), "--out", str(src))
+    assert code == 2 and "is the model being quantized" in err and src.read_bytes() == before
+    q = tmp_path / "m-int8.onnx"
+    assert run_cli("quantize", str(src), "--out", str(q), "--samples", "4")[0] == 0
+    code, _, err = run_cli("quantize", str(q), "--out", str(tmp_path / "again.onnx"))
+    assert code == 2 and "quantized already" in err and "without --quantize" in err
+    for flag, value in (("--samples", "8"), ("--calibration", "entropy")):
+        code, _, err = run_cli("build", str(src), flag, value, "--out", str(tmp_path))
+        assert code == 2 and f"{flag} is given without --quantize" in err
+    np.savez(tmp_path / "zero.npz", x=np.zeros((0, 3, 16, 16), np.float32))
+    code, _, err = run_cli("quantize", str(src), "--calibrate", str(tmp_path / "zero.npz"), "--out", str(q))
+    assert code == 2 and "holds no samples" in err
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli("build", str(src), "--quantize", "int8", "--data", str(tmp_path / "empty"),
+                           "--out", str(tmp_path))
+    assert code == 2 and "error: --data" in err and "holds no images" in err
+
+
+def test_params_of_an_int8_model_count_its_integer_weights(model, tmp_path, run_cli):
+    from edgec.frontend.analysis import graph_stats
+
+    q = tmp_path / "q.onnx"
+    assert run_cli("quantize", str(model), "--out", str(q), "--samples", "4")[0] == 0
+    float_model = onnx.load(str(model))
+    weights = sum(onnx.numpy_helper.to_array(i).size for i in float_model.graph.initializer
+                  if i.name not in ("lo", "hi"))  # the ReLU6 bounds go with the Clip, folded into the ranges
+    assert graph_stats(onnx.load(str(q))).params == weights == graph_stats(float_model).params - 2

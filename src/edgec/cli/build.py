@@ -47,14 +47,20 @@ def build(
         "--quantize", metavar="int8",
         help="Quantize after the passes (post-training static int8) and compile integer kernels.")] = None,
     calibrate: Annotated[Optional[Path], calibrate_option()] = None,
-    samples: Annotated[int, samples_option()] = 32,
-    calibration: Annotated[str, calibration_method_option()] = "minmax",
+    samples: Annotated[Optional[int], samples_option()] = None,
+    calibration: Annotated[Optional[str], calibration_method_option()] = None,
     data: Annotated[Optional[Path], quantize_data_option()] = None,
 ) -> None:
     """Compile MODEL for TARGET and verify it; writes out/MODEL-TARGET/."""
     from edgec.flows.build import BuildOptions
     from edgec.flows.build import build as run_build
 
+    from edgec.errors import UsageError
+
+    if quantize is None and (samples is not None or calibration is not None):
+        flag = "--samples" if samples is not None else "--calibration"
+        raise UsageError(f"{flag} is given without --quantize", f"add --quantize int8, or drop {flag}")
+    samples, calibration = (32 if samples is None else samples), (calibration or "minmax")
     kwargs = model_kwargs(width_mult)
     opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape, input_values=input_value,
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,
@@ -82,6 +88,24 @@ def _flat(values) -> list[str]:
     if isinstance(values, list):
         return [x for v in values for x in _flat(v)]
     return [f"{values:g}" if isinstance(values, float) else str(values)]
+
+
+def int8_rows(report: dict) -> list[tuple[str, str]]:
+    """The summary's ``int8`` rows: the quantization step (calibration, in yellow when no images were given) and
+    the integer kernels with the operators left in float."""
+    rows = []
+    step = next((p for p in report.get("passes", []) if p.get("name") == "quantize_int8"), None)
+    if step:
+        cal = step["calibration"]
+        text = f"{escape(step['label'])}: {escape(cal['description'])}"
+        rows.append(("int8", f"[yellow]{text}[/]" if cal["source"] == "generated" else text))
+    integer = (report.get("kernels") or {}).get("integer")
+    if integer:
+        ops = ", ".join(f"{k} {v}" for k, v in integer["integer_ops"].items()) or "none"
+        islands = ", ".join(f"{k} {v}" for k, v in integer["float_islands"].items())
+        rows.append(("" if step else "int8", escape(f"integer kernels: {ops}" + (
+            f"; dequantize -> float -> quantize: {islands}" if islands else ""))))
+    return rows
 
 
 def print_build_summary(report: dict, artifact: Path) -> None:
@@ -112,10 +136,14 @@ def print_build_summary(report: dict, artifact: Path) -> None:
     if b.get("total_tasks") or t.get("kind") == "cpu":
         sched = b.get("schedules") or {}
         table.add_row("tuning", escape(schedules_line(b)))
-        if sched.get("transferred") or sched.get("default") or sched.get("untuned") or not b.get("total_tasks"):
+        quantized_here = any(p.get("name") == "quantize_int8" for p in report.get("passes", []))
+        if not quantized_here and (sched.get("transferred") or sched.get("default") or sched.get("untuned")
+                                   or not b.get("total_tasks")):
             device = "" if t["name"] == "host" else " --device rpc://BOARD:9090"
             table.add_row("", f"[dim]measure on the device for its own schedules: edgec tune {escape(_tune_args(m))} "
                               f"--target {escape(t['name'])}{device} --minutes 30[/]")
+    for row in int8_rows(report):
+        table.add_row(*row)
     mem = report.get("memory")
     if mem:
         table.add_row("memory", escape(memory_line(mem)))

@@ -113,7 +113,7 @@ def verify_timeout_option():
 def calibrate_option():
     """``--calibrate DIR|FILE.npz``: calibration samples for int8 quantization."""
     return typer.Option("--calibrate", metavar="DIR|FILE.npz",
-                        help="Calibration samples for --quantize: a folder of images (preprocessed as the model "
+                        help="Calibration samples for int8 quantization: a folder of images (preprocessed as the model "
                              "expects) or a .npz with one array per input (first axis: samples). Default: "
                              "scikit-image's sample images and generated ones, said so in the summary.")
 

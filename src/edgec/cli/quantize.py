@@ -62,7 +62,10 @@ def print_quantize_summary(result) -> None:
                           f"{q['quantized_tensors']} activation tensors quantized")
     table.add_row("function", f"[yellow]{escape(describe(fc))}[/] (against float32)")
     for s in fc.get("sets", []):
-        table.add_row("", escape(f"'{s['name']}' inputs: {describe({**s, 'measured_on': '1 input set'})}"))
+        one = {k: v for k, v in s.items() if k != "top1_agreement"}  # one sample: agreement is 0 or 100%
+        table.add_row("", escape(f"'{s['name']}' verification inputs: {describe({**one, 'measured_on': '1 sample'})}"))
+    table.add_row("", "[dim]normal, offset, pixels_0_255: synthetic inputs, partly outside the calibrated range "
+                      "(a low SNR there is expected)[/]")
     console.print(table)
     console.print(f"[bold green]int8 model:[/] {escape(str(result.path))}  (edgec build {escape(str(result.path))} "
                   "compiles it to integer kernels)")

@@ -95,12 +95,13 @@ def quantize(fp32: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], dtypes: 
     Raises:
         UsageError: bad ``--calibrate`` or method.
     """
+    flag = "--calibrate"
     if calibrate is None and data is not None:
         from edgec.frontend.data import data_splits
 
-        calibrate = str(data_splits(data)[0])
+        calibrate, flag = str(data_splits(data)[0]), "--data"
     calibration: Calibration = steps.run("calibration samples", lambda: calibration_samples(
-        calibrate, shapes, dtypes, preprocessing, samples, seed))
+        calibrate, shapes, dtypes, preprocessing, samples, seed, flag))
     model = steps.run(f"quantize to int8 ({method} calibration, {len(calibration.samples)} samples)",
                       lambda: quantize_int8(fp32, calibration, method))
 

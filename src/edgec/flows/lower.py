@@ -276,7 +276,11 @@ def quantized(low: Lowered, opts: BuildOptions, steps: Steps) -> Lowered:
         UsageError: bad ``--calibrate``.
     """
     from edgec.flows import int8
+    from edgec.frontend.quantize import is_qdq
 
+    if is_qdq(low.prepared):
+        raise UsageError(f"{opts.model} is quantized already (it holds QuantizeLinear nodes)",
+                         f"build it as it is, without --quantize: edgec build {opts.model}")
     fp32 = low.references.outputs(low.prepared, low.input_sets)
     q = int8.quantize(low.final, low.shapes, low.dtypes, low.source.preprocessing, low.input_sets, fp32,
                       calibrate=opts.calibrate, samples=opts.calibration_samples, method=opts.calibration_method,

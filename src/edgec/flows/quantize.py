@@ -69,6 +69,8 @@ def quantize(opts: BuildOptions, out: Path, progress: Progress | None = None) ->
     opts.quantize = opts.quantize or "int8"
     out = Path(out)
     check_output_file(out)
+    if out.exists() and Path(opts.model).exists() and out.resolve() == Path(opts.model).resolve():
+        raise UsageError(f"--out {out} is the model being quantized", "write the int8 model to another file")
     check_request(opts)
     import onnx
 
@@ -81,6 +83,11 @@ def quantize(opts: BuildOptions, out: Path, progress: Progress | None = None) ->
     del model.metadata_props[:]
     for prop in low.prepared.metadata_props:
         model.metadata_props.add(key=prop.key, value=prop.value)
+    from edgec.frontend.image import PREPROCESSING_KEY
+
+    if low.source.preprocessing and PREPROCESSING_KEY not in {p.key for p in model.metadata_props}:
+        # a zoo model's preprocessing travels with the file, so that `edgec build` and `edgec run` of it know it
+        model.metadata_props.add(key=PREPROCESSING_KEY, value=json.dumps(low.source.preprocessing))
     summary = {"calibration": record["calibration"], "quantization": record["quantization"],
                "function_change": {k: v for k, v in low.function_change.items() if k != "sets"}}
     model.metadata_props.add(key=RECORD_KEY, value=json.dumps(summary, default=str))

@@ -108,6 +108,13 @@ def graph_stats(model: onnx.ModelProto) -> GraphStats:
     """
     arrays = _constants(model)
     params = sum(a.size for a in arrays if np.issubdtype(a.dtype, np.floating))
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if qdq:  # a quantized model: its parameters are the integer weights and biases, not the scales
+        named = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        weights = {n.input[0] for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in named}
+        qparams = {i for n in qdq for i in n.input[1:]}
+        params = sum(a.size for k, a in named.items() if k in weights or (
+            np.issubdtype(a.dtype, np.floating) and k not in qparams))
     param_bytes = sum(a.nbytes for a in arrays)
     shapes = static_shapes(model)
     macs = sum(node_macs(n, shapes) for n in model.graph.node)

@@ -144,7 +144,7 @@ def dequantized(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def calibration_samples(calibrate: str | Path | None, shapes: dict[str, tuple[int, ...]],
                         dtypes: dict[str, np.dtype], preprocessing: dict[str, Any] | None, samples: int,
-                        seed: int = 0) -> Calibration:
+                        seed: int = 0, flag: str = "--calibrate") -> Calibration:
     """The calibration samples of ``--calibrate`` (or the package and generated images without it).
 
     Args:
@@ -155,6 +155,7 @@ def calibration_samples(calibrate: str | Path | None, shapes: dict[str, tuple[in
         preprocessing: The model's preprocessing (``resize``, ``scale``, ``mean``, ``std``, ``layout``), or None
             (images are resized to the input and scaled to [0, 1]).
         samples: At most this many samples (images taken evenly over the sorted files).
+        flag: The flag that named ``calibrate``, for messages (``--data`` when its training images calibrate).
 
     Raises:
         UsageError: a missing path, a folder without images, a ``.npz`` whose arrays do not fit the inputs, or
@@ -163,7 +164,7 @@ def calibration_samples(calibrate: str | Path | None, shapes: dict[str, tuple[in
     if calibrate is not None:
         path = Path(calibrate)
         if path.is_dir():
-            return _image_folder(path, shapes, preprocessing, samples)
+            return _image_folder(path, shapes, preprocessing, samples, flag)
         if path.is_file() and path.suffix == ".npz":
             return _npz(path, shapes, dtypes, samples)
         if path.is_file():
@@ -184,8 +185,13 @@ def calibration_samples(calibrate: str | Path | None, shapes: dict[str, tuple[in
     generated = samples - shipped
     parts = ([f"{shipped} scikit-image sample images"] if shipped else []) + (
         [f"{generated} generated images"] if generated else [])
-    return Calibration(out, "generated", " and ".join(parts) + " (no --calibrate: give your own images for "
-                                                               "ranges that fit your data)")
+    return Calibration(out, "generated", " and ".join(parts) + _scaling_note(preprocessing)
+                       + " (no --calibrate: give your own images for ranges that fit your data)")
+
+
+def _scaling_note(preprocessing: dict[str, Any] | None) -> str:
+    """How calibration images were scaled, where the model records no preprocessing (an ONNX file)."""
+    return "" if preprocessing else ", scaled to [0, 1] without mean/std (the model records no preprocessing)"
 
 
 def quantize_int8(model: onnx.ModelProto, calibration: Calibration, method: str = DEFAULT_METHOD) -> onnx.ModelProto:
@@ -329,14 +335,14 @@ def _generated_image(rng: np.random.Generator, size: list[int]) -> np.ndarray:
 
 
 def _image_folder(root: Path, shapes: dict[str, tuple[int, ...]], preprocessing: dict[str, Any] | None,
-                  samples: int) -> Calibration:
+                  samples: int, flag: str = "--calibrate") -> Calibration:
     from edgec.frontend.data import IMAGE_SUFFIXES
     from edgec.frontend.image import preprocess
 
-    name, shape = _image_input(shapes, "--calibrate DIR images")
+    name, shape = _image_input(shapes, f"{flag} DIR images")
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise UsageError(f"--calibrate {root} holds no images ({', '.join(IMAGE_SUFFIXES)})",
+        raise UsageError(f"{flag} {root} holds no images ({', '.join(IMAGE_SUFFIXES)})",
                          "give a folder of images, or a .npz of input arrays")
     if len(files) > samples:
         files = [files[int(k)] for k in np.linspace(0, len(files) - 1, samples)]
@@ -348,7 +354,7 @@ def _image_folder(root: Path, shapes: dict[str, tuple[int, ...]], preprocessing:
         if channels == 1:
             x = x.mean(axis=3 if pre["layout"] == "NHWC" else 1, keepdims=True)
         out.append({name: np.ascontiguousarray(np.repeat(x, shape[0], axis=0), dtype=np.float32)})
-    return Calibration(out, "--calibrate DIR", f"{len(out)} images from {root}")
+    return Calibration(out, "--calibrate DIR", f"{len(out)} images from {root}" + _scaling_note(preprocessing))
 
 
 def _npz(path: Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dtype], samples: int) -> Calibration:
@@ -377,6 +383,9 @@ def _npz(path: Path, shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.dt
         if not np.isfinite(a).all() if np.issubdtype(a.dtype, np.floating) else False:
             raise UsageError(f"--calibrate {path}: array '{n}' holds NaN or inf", "give finite calibration values")
         counts.add(a.shape[0] // max(shape[0], 1))
+    if counts == {0}:
+        raise UsageError(f"--calibrate {path} holds no samples (its arrays have 0 rows)",
+                         "stack at least one sample along the first axis")
     if len(counts) != 1 or 0 in counts:
         raise UsageError(f"--calibrate {path}: the arrays hold different numbers of samples ({sorted(counts)})",
                          "give every input the same number of samples")
