@@ -48,6 +48,8 @@ def test_build_quantize_int8_matches_onnxruntime_integer_kernels(model, tmp_path
     step = next(p for p in report["passes"] if p["name"] == "quantize_int8")
     assert step["changes_function"] and step["calibration"]["samples"] == 8
     assert "every element equal to onnxruntime" in stdout and "quantize_int8" in stdout
+    md = (tmp_path / "block-host" / "report.md").read_text()
+    assert "## int8" in md and "changes the function on purpose" in md and "Integer kernels: conv2d" in md
     assert "integer kernels: conv2d" in stdout and "edgec tune" not in stdout  # no tuning hint for an fp32 model
 
 

@@ -163,6 +163,39 @@ def schedules_line(build: dict[str, Any], target: str | None = None) -> str:
     return line
 
 
+def int8_markdown(report: dict[str, Any]) -> list[str]:
+    """The ``## int8`` part of ``report.md``: the quantization step (changes the function on purpose), its
+    calibration and its per-set fidelity, and the integer kernels with the operators left in float."""
+    step = next((p for p in report.get("passes") or [] if p.get("name") == "quantize_int8"), None)
+    integer = (report.get("kernels") or {}).get("integer")
+    if not step and not integer:
+        return []
+    lines = ["## int8", ""]
+    if step:
+        q, cal = step["quantization"], step["calibration"]
+        lines += [f"`{step['label']}` changes the function on purpose (post-training static quantization, "
+                  f"{q['format']}): weights {q['weights']}, activations {q['activations']}, bias {q['bias']}; "
+                  f"calibration: {cal['description']}, {cal['method']}.", "",
+                  "| inputs | top-1 agreement with float32 | SNR (dB) | max abs err |", "|---|---|---|---|"]
+        fid = step.get("fidelity") or {}
+        for name, row in [(fid.get("measured_on", "calibration"), fid)] + [(f"'{r['name']}'", r)
+                                                                          for r in fid.get("sets", [])]:
+            agree = row.get("top1_agreement")
+            lines.append(f"| {name} | {'-' if agree is None else f'{100 * agree:.1f}%'} | "
+                         f"{row.get('snr_db', float('nan')):.1f} | {row.get('max_abs_error', float('nan')):.3g} |")
+        acc = fid.get("accuracy")
+        if acc:
+            lines += ["", f"Top-1 accuracy on {acc['images']} --data images: int8 {100 * acc['top1_int8']:.2f}%, "
+                          f"float32 {100 * acc['top1_fp32']:.2f}%."]
+        lines.append("")
+    if integer:
+        ops = ", ".join(f"{k} {v}" for k, v in integer["integer_ops"].items()) or "none"
+        islands = ", ".join(f"{k} {v}" for k, v in integer["float_islands"].items()) or "none"
+        lines += [f"Integer kernels: {ops}. Left as dequantize → float → quantize (one kernel, int8 edges): "
+                  f"{islands}.", ""]
+    return lines
+
+
 def function_change_line(fc: dict[str, Any] | None) -> str:
     """One line on the function change made on purpose by function-changing passes."""
     if not fc:
@@ -312,6 +345,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         warnings = pass_growth_warnings(passes)
         if warnings:
             lines += [f"> **Warning:** {w}" for w in warnings] + [""]
+    lines += int8_markdown(report)
     k = report.get("kernels")
     if k:
         lines += [f"TVM fused kernels: {k.get('before_passes')} before the passes, {k.get('after_passes')} after; "
