@@ -81,13 +81,15 @@ def worker(engine: str, artifact: Path, tflite: Path | None, threads: int, warmu
 
 # --------------------------------------------------------------------------- the parent
 
-def _build(name: str, folder: Path) -> Path:
+def _build(name: str, folder: Path, quantize: str | None = None) -> Path:
+    """The host artifact of zoo model ``name`` in ``folder`` (built unless there; ``quantize``: ``"int8"``)."""
     from edgec.flows.build import BuildOptions, build
 
-    artifact = folder / f"{name}-host"
+    artifact = folder / (f"{name}-host" + (f"-{quantize}" if quantize else ""))
     if not (artifact / "model.so").exists():
-        print(f"building {name} for host", flush=True)
-        build(BuildOptions(model=name, target="host", out_dir=folder, name=artifact.name, verify=False))
+        print(f"building {name} for host" + (f" ({quantize})" if quantize else ""), flush=True)
+        build(BuildOptions(model=name, target="host", out_dir=folder, name=artifact.name, verify=False,
+                           quantize=quantize))
     return artifact
 
 
