@@ -173,3 +173,20 @@ def test_params_of_an_int8_model_count_its_integer_weights(model, tmp_path, run_
     weights = sum(onnx.numpy_helper.to_array(i).size for i in float_model.graph.initializer
                   if i.name not in ("lo", "hi"))  # the ReLU6 bounds go with the Clip, folded into the ranges
     assert graph_stats(onnx.load(str(q))).params == weights == graph_stats(float_model).params - 2
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "shape", "steps"])
+def test_synthetic_sets_excuse_rounding_only(bad):
+    """A synthetic set that is a few steps off is reported, not judged; NaN, inf or a wrong shape still fail."""
+    from edgec.flows.parts import compare_sets
+
+    ref = np.zeros((1, 10), np.float32)
+    out = {"nan": np.full((1, 10), np.nan, np.float32), "inf": np.full((1, 10), np.inf, np.float32),
+           "shape": np.zeros((1, 9), np.float32), "steps": np.full((1, 10), 0.3, np.float32)}[bad]
+    record = compare_sets({"normal": [out], "calibration:0": [ref]}, {"normal": [ref], "calibration:0": [ref]},
+                          quantization_steps=[0.1])
+    row = record["sets"][0]
+    if bad == "steps":
+        assert row["passed"] is None and row["max_steps"] == pytest.approx(3) and record["passed"]
+    else:
+        assert row["passed"] is False and record["passed"] is False
