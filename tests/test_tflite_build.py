@@ -1,6 +1,6 @@
 """TFLite files built as they are (issue 27): the committed float32 and float16-weight models compile for the
 host and verify against the TFLite interpreter; the artifact keeps the file's NHWC input and records it; a
-wrong artifact is caught; an int8 file and the commands that rewrite ONNX refuse it in one line."""
+wrong artifact is caught; the commands that rewrite ONNX refuse it in one line (int8 files: tests/int8)."""
 
 import json
 from pathlib import Path
@@ -61,7 +61,6 @@ def test_a_wrong_artifact_is_caught(tmp_path, run_cli, monkeypatch):
 
 
 @pytest.mark.parametrize("args,code,line", [
-    (["build", "{d}/cnn_int8.tflite"], 4, "is a full-integer (int8) TFLite model; edgec's integer kernels take quantized ONNX"),
     (["build", "{d}/cnn_fp32.tflite", "--passes", "fold_batchnorm"], 2, "--passes rewrite ONNX models"),
     (["build", "{d}/cnn_fp32.tflite", "--input-shape", "1,64,64,3"], 2, "input shapes are fixed in the file"),
     (["split", "{d}/cnn_fp32.tflite", "--list"], 3, "this command works on ONNX graphs"),

@@ -94,24 +94,26 @@ def test_tflite_fixed_point_requantization_matches_exact_rounding():
     exact = acc * (q * 2.0 ** (shift - 31))
     right = np.maximum(-shift, 0)  # two roundings: half a step, plus half a step of the pre-shift value
     assert (np.abs(got - exact) <= 0.5 + 0.5 * 2.0 ** -right + 1e-9).all()
-    assert got.tolist() == [_gemmlowp(int(a), int(m), int(e)) for a, m, e in zip(acc, q, shift)]
+    assert got.tolist() == [_tflite_builtin(int(a), int(m), int(e)) for a, m, e in zip(acc, q, shift)]
     ties = np.array([5, -5, 7, -7])  # x / 2, x odd: SaturatingRoundingDoublingHighMul's nudge rounds ties up
     q2, s2 = quantize_multiplier(np.full(4, 0.5))
     assert requantize_reference(ties, q2, s2).tolist() == [3, -2, 4, -3]
+    # x / 4 with x / 2 exact: the tie is the shift's; TFLite's built-in kernels round it up (gemmlowp's
+    # RoundingDivideByPOT would give -1 and -2 for -2 and -6)
+    q4, s4 = quantize_multiplier(np.full(4, 0.25))
+    assert requantize_reference(np.array([2, -2, 6, -6]), q4, s4).tolist() == [1, 0, 2, -1]
 
 
-def _gemmlowp(x: int, multiplier: int, shift: int) -> int:
-    """``MultiplyByQuantizedMultiplier`` written from gemmlowp's C++ with Python integers (C's division toward
-    zero spelled out): an oracle independent of the NumPy form."""
+def _tflite_builtin(x: int, multiplier: int, shift: int) -> int:
+    """``MultiplyByQuantizedMultiplier`` as TFLite's built-in kernels compute it (gemmlowp's doubling high
+    multiply, then ruy's rounding right shift, ties toward +inf), with Python integers (C's division toward zero
+    spelled out): an oracle independent of the NumPy form."""
     left, right = max(shift, 0), max(-shift, 0)
     ab = (x * (1 << left)) * multiplier
     nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
     v = ab + nudge
     high = abs(v) // (1 << 31) * (1 if v >= 0 else -1)
-    mask = (1 << right) - 1
-    remainder = high & mask
-    threshold = (mask >> 1) + (1 if high < 0 else 0)
-    return (high >> right) + (1 if remainder > threshold else 0)
+    return (high + ((1 << right) >> 1)) >> right
 
 
 @pytest.mark.slow
@@ -155,3 +157,37 @@ def test_each_convolution_form_equals_onnxruntime(tmp_path, cin, cout, kernel, s
     for sample in cal.samples[:3] + [{"x": 3 * rng.standard_normal(shapes["x"]).astype(np.float32)}]:  # + saturating
         got, want = run(sample["x"]), run_ort(model, sample, optimized=True)[0]
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-6 * step
+
+
+@pytest.mark.parametrize("spoil", ["weight_zero_point", "bias_scale"])
+def test_a_quantized_conv_the_integer_form_cannot_express_stays_float(tmp_path, spoil):
+    """Asymmetric weights (a non-zero weight zero point) and a bias whose scale is not ``scale_x * scale_w`` have
+    no int8 x int8 -> int32 form here: the matcher must leave the convolution as ``dequantize -> float ->
+    quantize`` (counted), and the build must still compute what onnxruntime computes."""
+    from onnx import numpy_helper
+
+    from edgec.backends.tvm.api import import_model
+    from edgec.frontend.reference import run_ort
+    from .qdq_models import single_conv
+
+    path = single_conv(tmp_path / "c.onnx", cin=3, cout=8, kernel=3, stride=1, pads=[1, 1, 1, 1], group=1, size=9,
+                       relu6=False)
+    rng = np.random.default_rng(2)
+    cal = type("C", (), {"samples": [{"x": rng.standard_normal((1, 3, 9, 9)).astype(np.float32)} for _ in range(8)]})()
+    model = quantize_int8(onnx.load(str(path)), cal)
+    inits = {i.name: i for i in model.graph.initializer}
+    weight_dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                     and inits[n.input[0]].data_type == onnx.TensorProto.INT8)
+    bias_dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+                   and inits[n.input[0]].data_type == onnx.TensorProto.INT32)
+    if spoil == "weight_zero_point":
+        zp = inits[weight_dq.input[2]]
+        zp.CopyFrom(numpy_helper.from_array(np.full(numpy_helper.to_array(zp).shape, 3, np.int8), zp.name))
+    else:
+        scale = inits[bias_dq.input[1]]
+        scale.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(scale) * np.float32(1.5), scale.name))
+    mod = import_model(model)
+    report = __import__("json").loads(str(mod.attrs[INTEGER_ATTR]))
+    assert report["integer_ops"] == {} and report["float_islands"].get("conv2d") == 1
+    got, want = _compile(mod)(cal.samples[0]["x"]), run_ort(model, cal.samples[0], optimized=True)[0]
+    assert np.abs(got - want).max() <= 1.0001 * output_steps(model)[0]

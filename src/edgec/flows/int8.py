@@ -52,7 +52,7 @@ VERIFY_CALIBRATION_SAMPLES = 2
 #: -> Conv -> QuantizeLinear`` where it finds no integer kernel), one-step rounding differences appear, and they
 #: compound through the layers (two steps at the output of MobileNetV4 on N(0, 1) inputs; 0 on the calibration
 #: samples).
-SYNTHETIC_SETS = ("normal", "offset", "pixels_0_255", "unit_0_1")
+SYNTHETIC_SETS = ("normal", "offset", "pixels_0_255", "unit_0_1", "codes")
 
 
 def int8_outputs(model: onnx.ModelProto, sets: dict[str, dict[str, np.ndarray]]) -> dict[str, list[np.ndarray]]:

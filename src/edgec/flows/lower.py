@@ -307,13 +307,6 @@ def lower_tflite(source: Source, opts: BuildOptions, steps: Steps) -> Lowered:
         raise UsageError("a TFLite file's input shapes are fixed in the file; --input-shape does not apply",
                          "drop --input-shape (convert the model again for another shape)")
     model = source.model
-    if model.info.kind == "int8":
-        from edgec.errors import UnsupportedOpError
-
-        raise UnsupportedOpError(f"{source.path} is a full-integer (int8) TFLite model; edgec's integer kernels "
-                                 "take quantized ONNX models only so far, and float kernels differ from TFLite's "
-                                 "integer arithmetic by more than the one quantization step an int8 build must keep",
-                                 "build the model's float32 TFLite file, or its ONNX form with --quantize int8")
     sets = reference.verification_sets(model.shapes, model.dtypes, seed=opts.seed)
     if opts.verify_inputs:
         from edgec.frontend.image import load_samples

@@ -311,6 +311,14 @@ def compare_sets(outputs: dict[str, list[np.ndarray]], expected: dict[str, list[
     return record
 
 
+def quantization_steps(model: onnx.ModelProto | TFLiteModel) -> list[float | None] | None:
+    """Per output, the quantization step of an int8 model's output (a QDQ ONNX model's, or a full-integer
+    TFLite file's); None for a float model."""
+    if isinstance(model, TFLiteModel):
+        return model.info.output_steps if model.info.kind == "int8" else None
+    return output_steps(model) if is_qdq(model) else None
+
+
 def compile_part(req: PartRequest, folder: Path, steps: Steps, references: References, *, tuning: TuningOptions,
                  verify: bool, reference_label: str, workdir: Path, verify_timeout: float | None = None) -> CompiledPart:
     """Compile one part into ``folder`` and verify it against onnxruntime on its input sets.
@@ -332,7 +340,7 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
     expected = references.outputs(req.reference or req.model, req.sets())
     sets = req.sets()
     ref_model = req.reference or req.model
-    q_steps = output_steps(ref_model) if not isinstance(ref_model, TFLiteModel) and is_qdq(ref_model) else None
+    q_steps = quantization_steps(ref_model)
 
     def check() -> tuple[dict[str, Any], VerifyPlan]:
         plan = backend.verify_plan(req.model, req.target, compiled, workdir)
@@ -344,8 +352,9 @@ def compile_part(req: PartRequest, folder: Path, steps: Steps, references: Refer
                 else reference_label,
                 "reference_engine": "the TFLite interpreter" if tflite else "onnxruntime",
                 "emulated": bool(device.emulated), **plan.extra,
-                **({"reference_engine": "onnxruntime (integer kernels of the quantized model)",
-                    "tolerance_rule": "one quantization step of each output"} if q_steps else {}),
+                **({"reference_engine": "onnxruntime (integer kernels of the quantized model)"} if q_steps and not tflite
+                   else {}),
+                **({"tolerance_rule": "one quantization step of each output"} if q_steps else {}),
                 **compare_sets(dict(zip(sets, outs)), expected, oracle=references.oracle(ref_model),
                                inputs=sets, step=steps.run, quantization_steps=q_steps)}, plan
 

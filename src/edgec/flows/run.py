@@ -125,7 +125,8 @@ def run_image(ref: str | Path, image: str | Path, top: int = 5, preprocessing: d
                 feeds.append(CutEncoding.from_dict(link.get("encoding") or {}).roundtrip(sent))
         outs = (here if there is None or p.target.get("verify") == "local" else there).run(p.library, feeds)
         values.update({(p.name, o["name"]): arr for o, arr in zip(p.manifest["outputs"], outs)})
-    return RunResult(rank_scores(artifact, parts[-1].name, outs[0], top), artifact.manifest["model"].get("weights"),
+    scores = dequantized_output(outs[0], parts[-1].manifest["outputs"][0])
+    return RunResult(rank_scores(artifact, parts[-1].name, scores, top), artifact.manifest["model"].get("weights"),
                      pre)
 
 
@@ -145,7 +146,8 @@ def rank_scores(artifact: Artifact, part_name: str, scores: np.ndarray, top: int
 
 def image_tensor(artifact: Artifact, first: Part, image: str | Path,
                  preprocessing: dict | None = None) -> tuple[np.ndarray, dict]:
-    """The image as ``first``'s input tensor (float32, its recorded shape), and the preprocessing used.
+    """The image as ``first``'s input tensor (its recorded shape; float32, or quantized to an integer input's
+    codes by :func:`quantized_input`), and the preprocessing used.
 
     Raises:
         UsageError: the part does not take the image, no preprocessing is known, a bad image or size.
@@ -174,12 +176,32 @@ def image_tensor(artifact: Artifact, first: Part, image: str | Path,
                          f"{pre['resize'][0]}x{pre['resize'][1]}), but '{first.name}' takes {want}",
                          "drop --size and --layout (the artifact's own are used), or rebuild with another "
                          "--input-shape")
-    return x, pre
+    return quantized_input(x, first.inputs[0]), pre
+
+
+def quantized_input(x: np.ndarray, tensor: dict) -> np.ndarray:
+    """``x`` (float32) as the input ``tensor`` takes it: unchanged for a float input; for an integer one
+    (a full-integer TFLite file's int8/uint8 input, with its ``scale`` and ``zero_point``),
+    ``clip(round(x / scale) + zero_point)`` in its dtype, as TFLite's QUANTIZE rounds (half to even)."""
+    dtype = np.dtype(tensor.get("dtype", "float32"))
+    if np.issubdtype(dtype, np.floating):
+        return x
+    info = np.iinfo(dtype)
+    q = np.rint(x.astype(np.float64) / float(tensor["scale"])) + int(tensor["zero_point"])
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantized_output(y: np.ndarray, tensor: dict) -> np.ndarray:
+    """An integer output with a ``scale`` and ``zero_point`` as the real values it codes (float32);
+    anything else unchanged."""
+    if np.issubdtype(y.dtype, np.floating) or tensor.get("scale") is None:
+        return y
+    return ((y.astype(np.float64) - int(tensor["zero_point"])) * float(tensor["scale"])).astype(np.float32)
 
 
 def _check_image_input(part: Part, given: dict) -> None:
-    """The part takes one float image tensor ``[1, C, H, W]`` / ``[1, H, W, C]``, and the user's
-    overrides are well-formed.
+    """The part takes one float (or quantized 8-bit) image tensor ``[1, C, H, W]`` / ``[1, H, W, C]``, and the
+    user's overrides are well-formed.
 
     Raises:
         UsageError: no input, several inputs, a non-image input, a zero ``--std``, a non-positive ``--size``.
@@ -190,7 +212,8 @@ def _check_image_input(part: Part, given: dict) -> None:
     if len(part.inputs) != 1:
         raise UsageError(f"'{part.name}' takes {len(part.inputs)} inputs, not one image", "run it through the Python API")
     t = part.inputs[0]
-    if len(t["shape"]) != 4 or "float" not in str(t.get("dtype", "float32")):
+    quantized = t.get("scale") is not None and str(t.get("dtype")) in ("int8", "uint8")
+    if len(t["shape"]) != 4 or not ("float" in str(t.get("dtype", "float32")) or quantized):
         raise UsageError(f"'{part.name}' takes {t['name']} of shape {t['shape']} ({t.get('dtype')}), not an image "
                          "batch [1, C, H, W]", "run it through the Python API")
     if given.get("std") is not None and any(float(v) == 0 for v in given["std"]):

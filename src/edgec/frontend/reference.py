@@ -100,12 +100,17 @@ def verification_sets(shapes: dict[str, tuple[int, ...]], dtypes: dict[str, np.d
       channels), ``pixels_0_255`` (U[0, 255]) and ``unit_0_1`` (U[0, 1]);
     * ``offset``: ``1000 + N(0, 1)`` (a large common offset, as raw depth or sensor values).
 
-    Integer and boolean inputs are the same small values in every set.
+    Integer and boolean inputs are the same small values in every set; an 8-bit image-like input (rank 4,
+    int8 or uint8: a quantized model's input codes) also gets ``codes``, uniform over its dtype's whole range.
     """
     base = make_inputs(shapes, dtypes, seed)
     rng = np.random.default_rng(seed + 7)
     floats = {k: v for k, v in base.items() if np.issubdtype(v.dtype, np.floating)}
     out = {"normal": base}
+    codes = {k for k, v in base.items() if v.dtype in (np.int8, np.uint8) and v.ndim == 4}
+    if codes:
+        out["codes"] = {k: (rng.integers(np.iinfo(v.dtype).min, np.iinfo(v.dtype).max + 1, v.shape).astype(v.dtype)
+                            if k in codes else v) for k, v in base.items()}
     if not floats:
         return out
 

@@ -91,6 +91,8 @@ class TFLiteInfo:
         inputs, outputs: The subgraph's inputs and outputs.
         kind: ``fp32``, ``fp16-weights`` or ``int8`` (any int8/uint8 activation: full-integer quantization).
         layout: ``NHWC`` when the first input is an image tensor (rank 4), else None.
+        output_steps: Per output, its quantization step: 1.0 for an integer output (its values are steps), the
+            scale of the int8 tensor a ``DEQUANTIZE`` turns into a float output, None for a float output.
     """
 
     path: Path
@@ -101,6 +103,7 @@ class TFLiteInfo:
     kind: str = "fp32"
     layout: str | None = None
     stats: TFLiteStats | None = None
+    output_steps: list[float | None] = field(default_factory=list)
 
 
 def is_tflite(path: str | Path) -> bool:
@@ -176,7 +179,29 @@ def _read(buf: bytes, path: Path) -> TFLiteInfo:
     halves = any(_DTYPES.get(subgraph.Tensors(i).Type()) == "float16" for i in range(subgraph.TensorsLength()))
     info.kind = "int8" if integer else ("fp16-weights" if halves else "fp32")
     info.layout = "NHWC" if info.inputs and len(info.inputs[0].shape) == 4 else None
+    info.output_steps = _output_steps(subgraph, info)
     return info
+
+
+def _output_steps(subgraph, info: TFLiteInfo) -> list[float | None]:
+    """:attr:`TFLiteInfo.output_steps`."""
+    producers = {}
+    for i, name in info.ops:
+        op = subgraph.Operators(i)
+        for out in op.OutputsAsNumpy():
+            producers[int(out)] = (name, [int(v) for v in op.InputsAsNumpy()])
+    steps: list[float | None] = []
+    for index, tensor in zip(subgraph.OutputsAsNumpy(), info.outputs):
+        step = None
+        if tensor.dtype in ("int8", "uint8"):
+            step = 1.0
+        else:
+            name, ins = producers.get(int(index), ("", []))
+            if name == "DEQUANTIZE" and ins:
+                source = _tensor(subgraph, ins[0])
+                step = source.scale if source.dtype in ("int8", "uint8") else None
+        steps.append(step)
+    return steps
 
 
 def _stats(model, subgraph, ops: list[tuple[int, str]]) -> TFLiteStats:

@@ -81,12 +81,13 @@ def verification_line(v: dict[str, Any] | None, float64: bool = True) -> str:
                      else f"max abs err {v['max_abs_error']:.2e} (tol {v['tolerance']:.2e})")
     if v.get("max_steps") is not None:
         exact = v.get("exact_fraction")
+        engine = ("the TFLite interpreter's kernels" if "TFLite" in str(v.get("reference_engine", ""))
+                  else "onnxruntime's integer kernels")
         if v["max_steps"] == 0:
-            parts.append("int8: every element equal to onnxruntime's integer kernels")
+            parts.append(f"int8: every element equal to {engine}")
         else:
             parts.append(f"int8: at most {v['max_steps']:g} quantization step{'' if v['max_steps'] == 1 else 's'} "
-                         "from onnxruntime's integer kernels" + (f", {100 * exact:.1f}% of elements exact"
-                                                                  if exact is not None else ""))
+                         f"from {engine}" + (f", {100 * exact:.1f}% of elements exact" if exact is not None else ""))
     if v.get("top1_match") is not None:
         ties = f" ({v['top1_near_ties']} near-ties)" if v.get("top1_near_ties") else ""
         parts.append(("same top-1" + ties) if v["top1_match"] else "top-1 differs")

@@ -101,7 +101,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
         ToolchainError: the cross compiler is missing or fails.
     """
     from edgec.backends.c import budget, lower, runner, toolchain
-    from edgec.backends.tvm.api import kernel_map
+    from edgec.backends.tvm.api import integer_kernels, kernel_map
     from edgec.tvm_setup.versions import versions
     from edgec.backends.tvm.pipeline import conv_layout, fused_kernels, standalone_kernels
 
@@ -147,7 +147,7 @@ def compile(model: onnx.ModelProto, spec: TargetSpec, out_dir: Path, tuning: Tun
                     files=sorted(set(files + [elf.name, sidecar.name])), compile_seconds=seconds,
                     kernels={"after_passes": len(after), "standalone_after_passes": standalone_kernels(after),
                              "conv_layout": conv_layout(fused), "int32_indices": kernels.int32_indices,
-                             "memory_scheduled": len(inlined)},
+                             "memory_scheduled": len(inlined), **integer_kernels(fused)},
                     kernel_map=kmap, memory=memory,
                     versions={**versions(), "arm-none-eabi-gcc": toolchain.version(spec)})
 

@@ -62,7 +62,8 @@ def import_model(model: onnx.ModelProto | TFLiteModel):
     if is_quantized(mod):
         import json
 
-        mod, report = lower_integer(mod)
+        # a TFLite file's reference is TFLite's own kernels: their fixed-point requantization
+        mod, report = lower_integer(mod, requantize="tflite" if isinstance(model, TFLiteModel) else "onnxruntime")
         mod = mod.with_attr(INTEGER_ATTR, json.dumps(report.to_dict()))
     return mod
 

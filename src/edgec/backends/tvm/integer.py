@@ -16,10 +16,12 @@ TFLite's reference kernels (``tensorflow/lite/kernels/internal/reference/integer
     ``MlasRequantizeOutput``, ``float32(acc) * float32(scale_x * scale_w[c] / scale_y)`` rounded to nearest
     even. The accumulation stays integer; one float multiply per output element. Element for element what
     onnxruntime's ``QLinearConv`` computes (MobileNetV4: every output element equal on the calibration images);
-  - ``tflite``: a fixed-point multiplier and shift (``QuantizeMultiplier``) with gemmlowp's rounding
-    (``gemmlowp/fixedpoint/fixedpoint.h``: ``SaturatingRoundingDoublingHighMul``, then ``RoundingDivideByPOT``)
-    in int64, as TFLite's reference kernels (for TFLite int8 files; it compiles slowly: LLVM takes minutes
-    over MobileNetV4's int64 epilogues on x86);
+  - ``tflite``: a fixed-point multiplier and shift (``QuantizeMultiplier``) in int64, rounded as TFLite's
+    built-in kernels do through ruy: gemmlowp's ``SaturatingRoundingDoublingHighMul``
+    (``gemmlowp/fixedpoint/fixedpoint.h``), then a rounding right shift with ties toward +inf (ruy's
+    ``ApplyMultiplier``, NEON's ``vrshl``; gemmlowp's ``RoundingDivideByPOT`` would round those ties away from
+    zero). For TFLite int8 files: every element equal to the TFLite interpreter's convolutions on the test
+    models. It compiles slowly: LLVM takes minutes over MobileNetV4's int64 epilogues on x86;
 * the output ``zero_point`` added and clamped to int8 (and to a ReLU / ReLU6 that sits between the
   operator and its quantize, in the quantized domain).
 
@@ -67,8 +69,9 @@ def quantize_multiplier(multiplier: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def requantize_reference(acc: np.ndarray, q: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """``MultiplyByQuantizedMultiplier(acc, q, shift)`` in NumPy (int64), as gemmlowp rounds: the test
-    oracle of the Relax form :func:`lower_integer` emits.
+    """``MultiplyByQuantizedMultiplier(acc, q, shift)`` in NumPy (int64), rounded as TFLite's built-in kernels
+    (module docstring: a doubling high multiply, then a right shift with ties toward +inf): the test oracle of
+    the Relax form :func:`lower_integer` emits.
 
     Args:
         acc: int32 accumulators (any shape, broadcast with ``q``, ``shift``).
@@ -79,10 +82,7 @@ def requantize_reference(acc: np.ndarray, q: np.ndarray, shift: np.ndarray) -> n
     p = acc.astype(np.int64) * (np.int64(1) << left) * q
     v = p + np.where(p >= 0, 1 << 30, 1 - (1 << 30))
     high = np.where(v >= 0, v >> 31, -((-v) >> 31))
-    mask = (np.int64(1) << right) - 1
-    rem = high & mask
-    threshold = (mask >> 1) + (high < 0)
-    return (high >> right) + (rem > threshold)
+    return (high + ((np.int64(1) << right) >> 1)) >> right
 
 
 @dataclass
@@ -163,33 +163,85 @@ class _Match:
     xq: object  # int8 input expression
     x_scale: float
     x_zero: int
-    w_q: np.ndarray  # int8 weights: OIHW (conv) or (N, K) (matmul)
+    w_q: np.ndarray  # int8 weights: in the conv's kernel layout (OIHW, HWIO, HWOI...), or (N, K) for matmul
     w_scale: np.ndarray  # per output channel (float64)
     bias: np.ndarray | None  # int32 (C,) or None
     lo: float  # real clamp between the operator and its quantize
     hi: float
+    out_axis: int = 0  # the output-channel axis of ``w_q``
 
 
-def _dequantized_const(b: _Bindings, expr, dtype: str, axis: int = 0):
-    """``(values, scale, zero_point)`` of ``dequantize(constant)`` with a per-tensor or per-``axis`` scale."""
+def _folded_const(b: _Bindings, expr) -> np.ndarray | None:
+    """The value of a constant, or of ``reshape`` / ``permute_dims`` of one (TFLite's importer transposes
+    fully-connected weights with ``permute_dims`` before dequantizing them)."""
+    value = b.const(expr)
+    if value is not None:
+        return value
+    reshape, perm = b.call(expr, "relax.reshape"), b.call(expr, "relax.permute_dims")
+    if reshape is not None:
+        inner = _folded_const(b, reshape.args[0])
+        shape = _static_shape(reshape)
+        return None if inner is None or shape is None else inner.reshape(shape)
+    if perm is not None:
+        inner = _folded_const(b, perm.args[0])
+        axes = None if perm.attrs.axes is None else [int(a) for a in perm.attrs.axes]
+        return None if inner is None else np.transpose(inner, axes)
+    return None
+
+
+def _static_shape(call) -> tuple[int, ...] | None:
+    ty = getattr(call, "ty", None) or getattr(call, "struct_info", None)
+    try:
+        return tuple(int(d) for d in ty.shape)
+    except (TypeError, AttributeError, ValueError):
+        return None
+
+
+def _dequantized_const(b: _Bindings, expr, dtype: str):
+    """``(values, scale)`` of ``dequantize(constant)`` behind any float ``reshape`` / ``permute_dims``:
+    ``values`` as the consumer sees them, ``scale`` the per-element scale (float64, the same shape), or None
+    when the zero point is not 0 or ``expr`` is not a dequantized constant of ``dtype``."""
+    reshape, perm = b.call(expr, "relax.reshape"), b.call(expr, "relax.permute_dims")
+    if reshape is not None or perm is not None:
+        inner = _dequantized_const(b, (reshape if reshape is not None else perm).args[0], dtype)
+        if inner is None:
+            return None
+        if reshape is not None:
+            shape = _static_shape(reshape)
+            return None if shape is None else (inner[0].reshape(shape), inner[1].reshape(shape))
+        axes = None if perm.attrs.axes is None else [int(a) for a in perm.attrs.axes]
+        return np.transpose(inner[0], axes), np.transpose(inner[1], axes)
     dq = b.call(expr, "relax.dequantize")
     if dq is None:
         return None
-    values, scale, zero = b.const(dq.args[0]), b.const(dq.args[1]), b.const(dq.args[2])
-    if values is None or scale is None or zero is None or str(values.dtype) != dtype:
+    values, scale, zero = _folded_const(b, dq.args[0]), b.const(dq.args[1]), b.const(dq.args[2])
+    if values is None or scale is None or zero is None or str(values.dtype) != dtype or np.any(zero != 0):
         return None
-    if scale.size > 1 and int(dq.attrs.axis) % values.ndim != axis % values.ndim:
+    scale = scale.astype(np.float64).reshape(-1)
+    if scale.size == 1:
+        return values, np.full(values.shape, scale[0])
+    axis = int(dq.attrs.axis) % max(values.ndim, 1)
+    if values.ndim == 0 or scale.size != values.shape[axis]:
         return None
-    if np.any(zero != 0):
-        return None
-    return values, scale.astype(np.float64).reshape(-1), zero
+    shape = [1] * values.ndim
+    shape[axis] = -1
+    return values, np.broadcast_to(scale.reshape(shape), values.shape).copy()
+
+
+def _per_channel(scale: np.ndarray, axis: int) -> np.ndarray | None:
+    """The scale along ``axis`` when it is constant over every other axis, else None."""
+    rows = np.moveaxis(scale, axis, 0).reshape(scale.shape[axis], -1)
+    return rows[:, 0].copy() if np.all(rows == rows[:, :1]) else None
+
+
+_CONV_LAYOUTS = {("NCHW", "OIHW"), ("NHWC", "HWIO"), ("NHWC", "HWOI"), ("NHWC", "OHWI")}
 
 
 def _match(b: _Bindings, quantize) -> _Match | None:
-    """The quantized conv2d / matmul ``quantize`` closes, or None (with the reason logged at debug level)."""
+    """The quantized conv2d / matmul ``quantize`` closes, or None."""
     y = quantize.args[0]
     lo, hi = -math.inf, math.inf
-    while True:  # a clamp between the operator and its quantize (ReLU, ReLU6 as maximum/minimum)
+    while True:  # a clamp between the operator and its quantize (ReLU, ReLU6 as maximum/minimum or clip)
         relu, mx, mn = b.call(y, "relax.nn.relu"), b.call(y, "relax.maximum"), b.call(y, "relax.minimum")
         if relu is not None:
             lo, y = max(lo, 0.0), relu.args[0]
@@ -205,12 +257,13 @@ def _match(b: _Bindings, quantize) -> _Match | None:
         y, bias_expr = add.args
     conv, matmul = b.call(y, "relax.nn.conv2d"), b.call(y, "relax.matmul")
     if conv is not None:
-        if str(conv.attrs.data_layout) != "NCHW" or str(conv.attrs.kernel_layout) != "OIHW":
+        layouts = (str(conv.attrs.data_layout), str(conv.attrs.kernel_layout))
+        if layouts not in _CONV_LAYOUTS or str(conv.attrs.out_layout) != layouts[0]:
             return None
-        kind, core, x_expr, w_expr = "conv2d", conv, conv.args[0], conv.args[1]
+        kind, core, x_expr, w_expr, out_axis = "conv2d", conv, conv.args[0], conv.args[1], layouts[1].index("O")
     elif matmul is not None:
-        kind, core, x_expr, w_expr = "matmul", matmul, matmul.args[0], matmul.args[1]
-        if len(matmul.args[0].ty.shape) != 2:
+        kind, core, x_expr, w_expr, out_axis = "matmul", matmul, matmul.args[0], matmul.args[1], 1
+        if len(matmul.args[0].ty.shape) != 2 or len(matmul.args[1].ty.shape) != 2:
             return None
     else:
         return None
@@ -220,31 +273,24 @@ def _match(b: _Bindings, quantize) -> _Match | None:
     x_scale, x_zero = _scalar(b.const(dx.args[1])), _scalar(b.const(dx.args[2]))
     if x_scale is None or x_zero is None:
         return None
-    transposed = False
-    if kind == "matmul":
-        perm = b.call(w_expr, "relax.permute_dims")
-        if perm is not None and [int(a) for a in perm.attrs.axes] == [1, 0]:
-            w_expr, transposed = perm.args[0], True
-    weights = _dequantized_const(b, w_expr, "int8", 1 if kind == "matmul" and not transposed else 0)
+    weights = _dequantized_const(b, w_expr, "int8")
     if weights is None:
         return None
-    w_q, w_scale, _ = weights
-    if kind == "matmul" and not transposed:  # (K, N) weights, per-N scales: as (N, K)
-        w_q = w_q.T
-    out_channels = w_q.shape[0]
-    w_scale = np.broadcast_to(w_scale, (out_channels,)).astype(np.float64)
+    w_q, w_scale = weights[0], _per_channel(weights[1], out_axis)
+    if w_scale is None:
+        return None
+    if kind == "matmul":  # (K, N) weights, per-N scales: as (N, K)
+        w_q, out_axis = w_q.T, 0
+    out_channels = w_q.shape[out_axis]
     bias = None
     if bias_expr is not None:
-        reshape = b.call(bias_expr, "relax.reshape")
-        bias_values = _dequantized_const(b, reshape.args[0] if reshape is not None else bias_expr, "int32")
-        if bias_values is None:
+        bias_values = _dequantized_const(b, bias_expr, "int32")
+        if bias_values is None or bias_values[0].size != out_channels:
             return None
-        bias, b_scale, _ = bias_values
-        bias = bias.reshape(-1)
-        if bias.size != out_channels or not np.allclose(np.broadcast_to(b_scale, (out_channels,)),
-                                                        x_scale * w_scale, rtol=1e-5, atol=0):
+        bias, b_scale = bias_values[0].reshape(-1), bias_values[1].reshape(-1)
+        if not np.allclose(b_scale, x_scale * w_scale, rtol=1e-5, atol=0):
             return None
-    return _Match(kind, core, dx.args[0], x_scale, int(x_zero), w_q, w_scale, bias, lo, hi)
+    return _Match(kind, core, dx.args[0], x_scale, int(x_zero), w_q, w_scale, bias, lo, hi, out_axis)
 
 
 def round_half_even(v):
@@ -283,8 +329,8 @@ def _requantize_float(acc, scale: np.ndarray, y_zero: int, shape: tuple[int, ...
 
 
 def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int, ...]):
-    """TFLite's requantization (``MultiplyByQuantizedMultiplier`` with gemmlowp's rounding, in int64), plus
-    the zero point (int64 out, not clamped)."""
+    """TFLite's requantization (``MultiplyByQuantizedMultiplier`` rounded as its built-in kernels, in int64),
+    plus the zero point (int64 out, not clamped)."""
     from tvm import relax
 
     i64 = "int64"
@@ -302,20 +348,16 @@ def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int
     thirty_one = relax.const(31, i64)
     high = relax.op.where(relax.op.greater_equal(v, zero), relax.op.right_shift(v, thirty_one),
                           relax.op.negative(relax.op.right_shift(relax.op.negative(v), thirty_one)))
-    # RoundingDivideByPOT(high, right)
-    mask = (np.int64(1) << right) - 1
-    rem = relax.op.bitwise_and(high, per_channel(mask))
-    threshold = relax.op.add(per_channel(mask >> 1), relax.op.astype(relax.op.less(high, zero), i64))
-    out = relax.op.add(relax.op.right_shift(high, per_channel(right)),
-                       relax.op.astype(relax.op.greater(rem, threshold), i64))
+    # a rounding right shift, ties toward +inf
+    out = relax.op.right_shift(relax.op.add(high, per_channel((np.int64(1) << right) >> 1)), per_channel(right))
     return relax.op.add(out, relax.const(y_zero, i64))
 
 
-def _pad_with(x, padding: list[int], value: int):
-    """``x`` (int8, NCHW) padded by ``(top, left, bottom, right)`` rows and columns of ``value``, as concats of
-    borders computed from slices of ``x`` (``slice * 0 + value``): ``nn.pad`` has no layout rule, and a concat
-    that starts with a constant keeps the constant's layout, so ConvertLayout would transpose around either;
-    slices of ``x`` follow its layout, and the whole pad fuses into one kernel."""
+def _pad_with(x, padding: list[int], value: int, layout: str = "NCHW"):
+    """``x`` (int8, in ``layout``) padded by ``(top, left, bottom, right)`` rows and columns of ``value``, as
+    concats of borders computed from slices of ``x`` (``slice * 0 + value``): ``nn.pad`` has no layout rule,
+    and a concat that starts with a constant keeps the constant's layout, so ConvertLayout would transpose
+    around either; slices of ``x`` follow its layout, and the whole pad fuses into one kernel."""
     from tvm import relax
 
     top, left, bottom, right = padding
@@ -326,7 +368,7 @@ def _pad_with(x, padding: list[int], value: int):
         piece = relax.op.add(relax.op.multiply(piece, zero), fill)
         return relax.op.repeat(piece, size, axis=axis) if size > 1 else piece
 
-    for axis, (before, after) in ((3, (left, right)), (2, (top, bottom))):
+    for axis, (before, after) in ((layout.index("W"), (left, right)), (layout.index("H"), (top, bottom))):
         parts = [border(x, axis, before)] * bool(before) + [x] + [border(x, axis, after)] * bool(after)
         x = relax.op.concat(parts, axis=axis) if len(parts) > 1 else x
     return x
@@ -338,22 +380,26 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
     from tvm import relax
 
     i32 = "int32"
-    w_sum = m.w_q.reshape(m.w_q.shape[0], -1).astype(np.int64).sum(axis=1)
-    bias = (m.bias.astype(np.int64) if m.bias is not None else np.zeros(m.w_q.shape[0], np.int64)) - m.x_zero * w_sum
+    out_channels = m.w_q.shape[m.out_axis]
+    w_sum = np.moveaxis(m.w_q, m.out_axis, 0).reshape(out_channels, -1).astype(np.int64).sum(axis=1)
+    bias = (m.bias.astype(np.int64) if m.bias is not None else np.zeros(out_channels, np.int64)) - m.x_zero * w_sum
     if np.abs(bias).max(initial=0) >= 2 ** 31:
         return None
-    channel = (1, -1, 1, 1) if m.kind == "conv2d" else (1, -1)
     if m.kind == "conv2d":
         attrs = m.core.attrs
+        layout, kernel_layout = str(attrs.data_layout), str(attrs.kernel_layout)
+        channel = tuple(-1 if d == "C" else 1 for d in layout)
         padding = [int(p) for p in attrs.padding]
         x = m.xq
         if any(padding) and m.x_zero != 0:  # a padded element is a real 0: the input's zero point
-            x = bb.emit(_pad_with(x, padding, m.x_zero))
+            x = bb.emit(_pad_with(x, padding, m.x_zero, layout))
             padding = [0, 0, 0, 0]
         acc = bb.emit(relax.op.nn.conv2d(x, relax.const(m.w_q.astype(np.int8)), strides=[int(s) for s in attrs.strides],
                                          padding=padding, dilation=[int(d) for d in attrs.dilation],
-                                         groups=int(attrs.groups), out_dtype=i32))
+                                         groups=int(attrs.groups), data_layout=layout, kernel_layout=kernel_layout,
+                                         out_layout=layout, out_dtype=i32))
     else:
+        channel = (1, -1)
         acc = bb.emit(relax.op.matmul(m.xq, relax.const(np.ascontiguousarray(m.w_q.T).astype(np.int8)), out_dtype=i32))
     acc = relax.op.add(acc, relax.const(bias.astype(np.int32).reshape(channel), i32))
     if requantize == "tflite":
@@ -366,6 +412,65 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
     return _clamp_int8(out, dtype, lo, hi)
 
 
+def _integer_avg_pool(b: _Bindings, cast):
+    """The ``avg_pool2d`` of ``astype(int8, avg_pool2d(astype(int32, x)))`` (x int8: TVM's TFLite importer's
+    form of a quantized AVERAGE_POOL_2D), else None."""
+    pool = b.call(cast.args[0], "relax.nn.avg_pool2d")
+    if pool is None:
+        return None
+    widen = b.call(pool.args[0], "relax.astype")
+    if widen is None or str(widen.attrs.dtype) != "int32" or str(widen.args[0].ty.dtype) != "int8":
+        return None
+    return pool
+
+
+def _rounded_avg_pool(x, pool):
+    """int8 ``x`` average-pooled with TFLite's rounding (``reference_integer_ops::AveragePool``: the sum over
+    the window's in-bounds elements divided by their count, rounded half away from zero), where TVM's integer
+    ``avg_pool2d`` divides by truncation. The mean is exact in float32 (an int8 window sum is far below 2**24),
+    so the rounding is too."""
+    from tvm import relax
+
+    a = pool.attrs
+    mean = relax.op.nn.avg_pool2d(relax.op.astype(x, "float32"), pool_size=[int(v) for v in a.pool_size],
+                                  strides=[int(v) for v in a.strides], padding=[int(v) for v in a.padding],
+                                  dilation=[int(v) for v in a.dilation], ceil_mode=bool(a.ceil_mode),
+                                  count_include_pad=bool(a.count_include_pad), layout=str(a.layout),
+                                  out_layout=str(a.out_layout))
+    sign = relax.op.sign(mean)  # |v| as v * sign(v): C code generation has no fabs
+    rounded = relax.op.multiply(sign, relax.op.floor(relax.op.add(relax.op.multiply(mean, sign),
+                                                                  relax.const(0.5, "float32"))))
+    return relax.op.astype(rounded, "int8")
+
+
+def _quantized_mean(b: _Bindings, quantize):
+    """``(x_q, x_scale, x_zero, mean call)`` of ``quantize(mean(dequantize(x_q)))`` with per-tensor
+    parameters, else None."""
+    mean = b.call(quantize.args[0], "relax.mean")
+    dx = None if mean is None else b.call(mean.args[0], "relax.dequantize")
+    if dx is None or str(dx.args[0].ty.dtype) != "int8":
+        return None
+    x_scale, x_zero = _scalar(b.const(dx.args[1])), _scalar(b.const(dx.args[2]))
+    if x_scale is None or x_zero is None or mean.attrs.axis is None:
+        return None
+    return dx.args[0], x_scale, int(x_zero), mean
+
+
+def _integer_mean(xq, x_scale: float, x_zero: int, mean, y_scale: float, y_zero: int):
+    """TFLite's int8 MEAN (``reference_integer_ops::Mean``): the int32 sum of ``x_q - x_zero`` over the axes,
+    requantized by ``x_scale / (count * y_scale)`` with the fixed-point multiplier (:func:`_requantize_fixed`),
+    plus ``y_zero``, clamped to int8."""
+    from tvm import relax
+
+    shape = [int(d) for d in xq.ty.shape]
+    axes = [int(a) % len(shape) for a in mean.attrs.axis]
+    count = int(np.prod([shape[a] for a in axes]))
+    acc = relax.op.subtract(relax.op.sum(relax.op.astype(xq, "int32"), axis=axes, keepdims=bool(mean.attrs.keepdims)),
+                            relax.const(count * x_zero, "int32"))
+    out = _requantize_fixed(acc, np.float64(x_scale) / (np.float64(y_scale) * count), y_zero, ())
+    return _clamp_int8(out, "int64")
+
+
 def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, IntegerReport]:
     """Rewrite ``mod``'s quantized convolutions, matrix products and additions into integer kernels (module
     docstring).
@@ -375,7 +480,7 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
             layout conversion and legalization).
         requantize: ``"onnxruntime"`` (float32 scale, ties to even: element for element what onnxruntime's
             integer kernels compute, the reference of an ONNX model) or ``"tflite"`` (fixed-point multiplier and
-            shift with gemmlowp's rounding, as TFLite's reference kernels).
+            shift rounded as TFLite's built-in kernels; the default for TFLite files).
 
     Returns:
         ``(module, report)``: the rewritten module (dead float operators removed) and what was lowered.
@@ -384,7 +489,7 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    quantize_op = tvm.ir.Op.get("relax.quantize")
+    quantize_op, astype_op = tvm.ir.Op.get("relax.quantize"), tvm.ir.Op.get("relax.astype")
     bindings = _Bindings(mod["main"])
     lowered: dict[str, int] = {}
 
@@ -392,11 +497,21 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
     class _Rewrite(PyExprMutator):
         def visit_call_(self, call):
             new = super().visit_call_(call)
+            if call.op == astype_op and str(call.attrs.dtype) == "int8":
+                pool = _integer_avg_pool(bindings, call)
+                if pool is None:
+                    return new
+                lowered["avg_pool2d"] = lowered.get("avg_pool2d", 0) + 1
+                return _rounded_avg_pool(self.visit_expr(bindings.call(pool.args[0], "relax.astype").args[0]), pool)
             if call.op != quantize_op or str(call.attrs.out_dtype) != "int8":
                 return new
             y_scale, y_zero = _scalar(bindings.const(call.args[1])), _scalar(bindings.const(call.args[2]))
             if y_scale is None or y_zero is None:
                 return new
+            mean = _quantized_mean(bindings, call) if requantize == "tflite" else None
+            if mean is not None:
+                lowered["mean"] = lowered.get("mean", 0) + 1
+                return _integer_mean(self.visit_expr(mean[0]), *mean[1:], y_scale, int(y_zero))
             m = _match(bindings, call)
             if m is not None:
                 m.xq = self.visit_expr(m.xq)
