@@ -191,3 +191,28 @@ def test_a_quantized_conv_the_integer_form_cannot_express_stays_float(tmp_path, 
     assert report["integer_ops"] == {} and report["float_islands"].get("conv2d") == 1
     got, want = _compile(mod)(cal.samples[0]["x"]), run_ort(model, cal.samples[0], optimized=True)[0]
     assert np.abs(got - want).max() <= 1.0001 * output_steps(model)[0]
+
+
+def test_requantization_rounds_ties_to_even_on_every_code_generator():
+    """onnxruntime rounds a requantized value's ties to even: LLVM's code must too, and the C backend must call
+    ``nearbyintf`` (ties to even in the default rounding mode), never ``roundf`` (ties away from zero)."""
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.integer import round_half_even
+
+    x = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.4999998, 1e6 + 0.5, -126.5, 127.5], np.float32)
+    bb = relax.BlockBuilder()
+    v = relax.Var("x", relax.TensorType(x.shape, "float32"))
+    with bb.function("main", [v]):
+        with bb.dataflow():
+            out = bb.emit_output(round_half_even(v))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    exe = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    assert got.tolist() == np.rint(x).tolist()
+    funcs = [f for _, f in relax.transform.LegalizeOps()(mod).functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    source = tvm.tirx.build(funcs[0].with_attr("global_symbol", "r"), target=tvm.target.Target({"kind": "c"}))
+    text = source.inspect_source()
+    assert "nearbyintf(" in text and "roundf(" not in text

@@ -294,28 +294,32 @@ def _match(b: _Bindings, quantize) -> _Match | None:
 
 
 def round_half_even(v):
-    """``v`` (a float32 Relax expression) rounded to the nearest integer, ties to even (``nearbyintf`` in the
-    default rounding mode), from floor and compares: TVM's ``round`` becomes C's ``round`` (ties away from
-    zero) in the C backend, and onnxruntime rounds ties to even."""
+    """``v`` (a float32 Relax expression) rounded to the nearest integer, ties to even, as onnxruntime rounds:
+    ``relax.op.round`` becomes ``llvm.nearbyint`` (one vector instruction) on LLVM targets and ``nearbyintf``
+    in the C backend, both ties-to-even in the default rounding mode (``tests/int8``: the ties checked on
+    every code generator)."""
     from tvm import relax
 
-    f32 = "float32"
-    f = relax.op.floor(v)
-    d = relax.op.subtract(v, f)
-    half = relax.const(0.5, f32)
-    odd = relax.op.floor_mod(f, relax.const(2.0, f32))
-    # f + [d > 1/2] + [d == 1/2] * (f mod 2), with element-wise ops only: ``where`` has no layout rule, and
-    # ConvertLayout would transpose around each one
-    up = relax.op.add(relax.op.astype(relax.op.greater(d, half), f32),
-                      relax.op.multiply(relax.op.astype(relax.op.equal(d, half), f32), odd))
-    return relax.op.add(f, up)
+    return relax.op.round(v)
 
 
-def _clamp_int8(out, dtype: str, lo: int = INT8_MIN, hi: int = INT8_MAX):
+def _clamp_int8(out, dtype: str, lo: int = INT8_MIN, hi: int = INT8_MAX, shape: tuple[int, ...] | None = None):
+    """``out`` clamped to ``[lo, hi]`` and cast to int8. With ``shape`` (the per-channel broadcast shape), the
+    bounds are small tensors, not immediates: a kernel's code then depends on its shapes only, not on the
+    calibration's zero points and ReLU bounds, so one tuning record serves every calibration."""
     from tvm import relax
 
-    return relax.op.astype(relax.op.minimum(relax.op.maximum(out, relax.const(lo, dtype)), relax.const(hi, dtype)),
-                           "int8")
+    def bound(v: int):
+        return relax.const(np.full(shape, v, dtype), dtype) if shape else relax.const(v, dtype)
+
+    return relax.op.astype(relax.op.minimum(relax.op.maximum(out, bound(lo)), bound(hi)), "int8")
+
+
+def _channel_const(value: int, dtype: str, shape: tuple[int, ...]):
+    """A per-channel tensor of ``value`` (see :func:`_clamp_int8` for why not a scalar)."""
+    from tvm import relax
+
+    return relax.const(np.full(shape, value, dtype), dtype) if shape else relax.const(value, dtype)
 
 
 def _requantize_float(acc, scale: np.ndarray, y_zero: int, shape: tuple[int, ...]):
@@ -325,7 +329,7 @@ def _requantize_float(acc, scale: np.ndarray, y_zero: int, shape: tuple[int, ...
 
     v = relax.op.multiply(relax.op.astype(acc, "float32"),
                           relax.const(np.asarray(scale, np.float32).reshape(shape), "float32"))
-    return relax.op.add(relax.op.astype(round_half_even(v), "int32"), relax.const(y_zero, "int32"))
+    return relax.op.add(relax.op.astype(round_half_even(v), "int32"), _channel_const(y_zero, "int32", shape))
 
 
 def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int, ...]):
@@ -350,7 +354,7 @@ def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int
                           relax.op.negative(relax.op.right_shift(relax.op.negative(v), thirty_one)))
     # a rounding right shift, ties toward +inf
     out = relax.op.right_shift(relax.op.add(high, per_channel((np.int64(1) << right) >> 1)), per_channel(right))
-    return relax.op.add(out, relax.const(y_zero, i64))
+    return relax.op.add(out, _channel_const(y_zero, i64, shape))
 
 
 def _pad_with(x, padding: list[int], value: int, layout: str = "NCHW"):
@@ -388,7 +392,7 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
     if m.kind == "conv2d":
         attrs = m.core.attrs
         layout, kernel_layout = str(attrs.data_layout), str(attrs.kernel_layout)
-        channel = tuple(-1 if d == "C" else 1 for d in layout)
+        channel = tuple(out_channels if d == "C" else 1 for d in layout)
         padding = [int(p) for p in attrs.padding]
         x = m.xq
         if any(padding) and m.x_zero != 0:  # a padded element is a real 0: the input's zero point
@@ -399,7 +403,7 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
                                          groups=int(attrs.groups), data_layout=layout, kernel_layout=kernel_layout,
                                          out_layout=layout, out_dtype=i32))
     else:
-        channel = (1, -1)
+        channel = (1, out_channels)
         acc = bb.emit(relax.op.matmul(m.xq, relax.const(np.ascontiguousarray(m.w_q.T).astype(np.int8)), out_dtype=i32))
     acc = relax.op.add(acc, relax.const(bias.astype(np.int32).reshape(channel), i32))
     if requantize == "tflite":
@@ -409,7 +413,7 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
         out, dtype = _requantize_float(acc, scale, y_zero, channel), i32
     lo = INT8_MIN if m.lo == -math.inf else max(INT8_MIN, y_zero + round(m.lo / y_scale))
     hi = INT8_MAX if m.hi == math.inf else min(INT8_MAX, y_zero + round(m.hi / y_scale))
-    return _clamp_int8(out, dtype, lo, hi)
+    return _clamp_int8(out, dtype, lo, hi, channel)
 
 
 def _integer_avg_pool(b: _Bindings, cast):
