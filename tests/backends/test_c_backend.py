@@ -181,3 +181,5 @@ def test_patch_inference_shrinks_the_planned_arena_of_the_runner(tmp_path):
         "peak_activation_bytes"]
     assert arenas["default,patch_inference(stop=a,grid=4)"] < arenas["default"], arenas
     assert patched["planned"]["planned_arena_bytes_before_passes"] > arenas["default,patch_inference(stop=a,grid=4)"]
+    # the patches share each weight: one array in flash, not one per patch (issue 28, item 6)
+    assert patched["planned"]["weight_bytes"] == reports["default"]["memory"]["planned"]["weight_bytes"]

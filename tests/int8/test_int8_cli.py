@@ -117,9 +117,9 @@ def test_a_microcontrollers_flash_check_counts_int8_weights_at_one_byte():
 @pytest.mark.slow
 def test_build_reports_int8_accuracy_on_data(digits, tmp_path, run_cli):
     """The digits classifier: --data gives the build's function line its top-1 accuracy, int8 against float32,
-    calibrated on the training images."""
+    calibrated on the training images (the default number of them)."""
     model, folder = digits.onnx_path, digits.train_dir.parent
-    code, stdout, err = run_cli("build", str(model), "--quantize", "int8", "--data", str(folder), "--samples", "128",
+    code, stdout, err = run_cli("build", str(model), "--quantize", "int8", "--data", str(folder),
                                 "--out", str(tmp_path), "--name", "d8")
     assert code == 0, err
     report = json.loads((tmp_path / "d8" / "report.json").read_text())
@@ -128,6 +128,7 @@ def test_build_reports_int8_accuracy_on_data(digits, tmp_path, run_cli):
     assert abs(acc["top1_int8"] - acc["top1_fp32"]) <= 0.02
     step = next(p for p in report["passes"] if p["name"] == "quantize_int8")
     assert step["calibration"]["source"] == "--calibrate DIR" and "train" in step["calibration"]["description"]
+    assert step["calibration"]["description"].startswith("128 images from")  # the default, not --samples
     assert "--data images" in stdout
 
 

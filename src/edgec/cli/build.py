@@ -60,7 +60,7 @@ def build(
     if quantize is None and (samples is not None or calibration is not None):
         flag = "--samples" if samples is not None else "--calibration"
         raise UsageError(f"{flag} is given without --quantize", f"add --quantize int8, or drop {flag}")
-    samples, calibration = (32 if samples is None else samples), (calibration or "minmax")
+    calibration = calibration or "minmax"
     kwargs = model_kwargs(width_mult)
     opts = BuildOptions(model=model, target=target, out_dir=out, name=name, input_shapes=input_shape, input_values=input_value,
                         weights=weights, pretrained=pretrained, seed=seed, verify=verify, passes=passes,

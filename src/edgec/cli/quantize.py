@@ -18,7 +18,7 @@ def quantize(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", metavar="FILE.onnx",
                                                 help="The int8 QDQ model to write (default MODEL-int8.onnx).")] = None,
     calibrate: Annotated[Optional[Path], calibrate_option()] = None,
-    samples: Annotated[int, samples_option()] = 32,
+    samples: Annotated[Optional[int], samples_option()] = None,
     calibration: Annotated[str, calibration_method_option()] = "minmax",
     data: Annotated[Optional[Path], quantize_data_option()] = None,
     input_shape: Annotated[Optional[list[str]], shape_option()] = None,

@@ -18,7 +18,7 @@ from typing import Any
 
 from edgec.backends import TuningOptions, get_backend
 from edgec.errors import UsageError
-from edgec.frontend.specs import parse_input_shapes
+from edgec.frontend.specs import DEFAULT_CALIBRATION_SAMPLES, parse_input_shapes
 from edgec.targets import TargetSpec, get_target
 
 
@@ -55,7 +55,8 @@ class BuildOptions:
             None: float32.
         calibrate: Calibration images (a folder) or arrays (``.npz``) for ``quantize`` (None: package and
             generated images).
-        calibration_samples: At most this many calibration samples.
+        calibration_samples: At most this many calibration samples (None: the default,
+            :data:`edgec.frontend.specs.DEFAULT_CALIBRATION_SAMPLES`).
         calibration_method: ``minmax``, ``entropy`` or ``percentile``.
         data: A labelled image folder (``--data``): int8 and float32 top-1 accuracy on its validation images,
             and the calibration images when ``calibrate`` is not given.
@@ -81,9 +82,13 @@ class BuildOptions:
     verify_timeout: float | None = None
     quantize: str | None = None
     calibrate: Path | None = None
-    calibration_samples: int = 32
+    calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES
     calibration_method: str = "minmax"
     data: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.calibration_samples is None:  # a command line without --samples
+            self.calibration_samples = DEFAULT_CALIBRATION_SAMPLES
 
     def verify_limit(self) -> float | None:
         """``verify_timeout``, else ``$EDGEC_VERIFY_TIMEOUT``, else None (the limit scales with the model).

@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 
 from edgec.errors import UsageError
-from edgec.frontend.specs import CALIBRATION_METHODS
+from edgec.frontend.specs import CALIBRATION_METHODS, DEFAULT_CALIBRATION_SAMPLES
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ METHODS = CALIBRATION_METHODS
 #: (digits classifier, 360 validation images): minmax 96.67% / 97.22% top-1 with 32 / 128 images, entropy the
 #: same, percentile 96.94% / 96.39% (float32 98.06%): no method wins, and minmax is the simplest and fastest.
 DEFAULT_METHOD = "minmax"
-DEFAULT_SAMPLES = 32
+DEFAULT_SAMPLES = DEFAULT_CALIBRATION_SAMPLES  # frontend/specs.py says why
 
 #: scikit-image sample images bundled in its wheel (no download), RGB or grey.
 PACKAGE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",

@@ -20,6 +20,8 @@ assertions off (``tirx.disable_assert``: the C shrinks about 8x, ``docs/tvm-0.27
 
 from __future__ import annotations
 
+import hashlib
+
 import logging
 import math
 import re
@@ -263,6 +265,7 @@ def program(planned) -> Program:
     tensor_of: dict[Any, Any] = {}   # relax var -> tensor number, or a tuple of them
     storage_of: dict[Any, int] = {}  # relax var -> storage number
     const_of: dict[Any, int] = {}    # constant -> tensor number
+    const_by_content: dict[tuple, int] = {}  # (dtype, shape, sha256 of the bytes) -> tensor number
 
     buffers = iter(range(1 << 30))
 
@@ -282,8 +285,14 @@ def program(planned) -> Program:
         if isinstance(expr, tvm.ir.Constant) and hasattr(expr.value, "numpy"):
             if expr not in const_of:
                 value = np.ascontiguousarray(expr.value.numpy())
-                prog.constants.append(value)
-                const_of[expr] = new_tensor(value.shape, str(value.dtype), "const", len(prog.constants) - 1)
+                # equal constants are one array in flash: the same weight reaches several kernels as separate
+                # constants after TVM's per-use folding (each patch of patch_inference transposes it again)
+                key = (str(value.dtype), value.shape, hashlib.sha256(value.tobytes()).digest())
+                if key not in const_by_content:
+                    prog.constants.append(value)
+                    const_by_content[key] = new_tensor(value.shape, str(value.dtype), "const",
+                                                       len(prog.constants) - 1)
+                const_of[expr] = const_by_content[key]
             return const_of[expr]
         raise _unsupported(f"the kernel argument {str(expr)[:80]!r}")
 

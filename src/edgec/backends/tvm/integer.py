@@ -305,21 +305,20 @@ def round_half_even(v):
 
 def _clamp_int8(out, dtype: str, lo: int = INT8_MIN, hi: int = INT8_MAX, shape: tuple[int, ...] | None = None):
     """``out`` clamped to ``[lo, hi]`` and cast to int8. With ``shape`` (the per-channel broadcast shape), the
-    bounds are small tensors, not immediates: a kernel's code then depends on its shapes only, not on the
+    bounds are one-element tensors, not immediates: a kernel's code then depends on its shapes only, not on the
     calibration's zero points and ReLU bounds, so one tuning record serves every calibration."""
     from tvm import relax
 
-    def bound(v: int):
-        return relax.const(np.full(shape, v, dtype), dtype) if shape else relax.const(v, dtype)
-
-    return relax.op.astype(relax.op.minimum(relax.op.maximum(out, bound(lo)), bound(hi)), "int8")
+    return relax.op.astype(relax.op.minimum(relax.op.maximum(out, _channel_const(lo, dtype, shape)),
+                                            _channel_const(hi, dtype, shape)), "int8")
 
 
-def _channel_const(value: int, dtype: str, shape: tuple[int, ...]):
-    """A per-channel tensor of ``value`` (see :func:`_clamp_int8` for why not a scalar)."""
+def _channel_const(value: int, dtype: str, shape: tuple[int, ...] | None):
+    """``value`` as a one-element tensor of ``shape``'s rank (see :func:`_clamp_int8` for why not a scalar): one
+    element, not one per channel, so a microcontroller's flash holds 4 bytes for it (and equal ones once)."""
     from tvm import relax
 
-    return relax.const(np.full(shape, value, dtype), dtype) if shape else relax.const(value, dtype)
+    return relax.const(np.full([1] * len(shape), value, dtype), dtype) if shape else relax.const(value, dtype)
 
 
 def _requantize_float(acc, scale: np.ndarray, y_zero: int, shape: tuple[int, ...]):
