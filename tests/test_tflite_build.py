@@ -85,9 +85,10 @@ def test_a_tflite_build_profiles_against_litert(built, run_cli):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("target", ["rpi4", "cortex-m7"])
-def test_the_float16_weight_file_builds_for_the_emulated_boards(target, tmp_path, run_cli):
-    code, _, err = run_cli("build", str(DATA / "cnn_fp16.tflite"), "--target", target, "--out", str(tmp_path))
+@pytest.mark.parametrize("name", ["cnn_fp32", "cnn_fp16"])
+def test_the_float_files_build_for_the_emulated_boards(name, target, tmp_path, run_cli):
+    code, _, err = run_cli("build", str(DATA / f"{name}.tflite"), "--target", target, "--out", str(tmp_path))
     assert code == 0, err
-    report = json.loads((tmp_path / f"cnn_fp16-{target}" / "report.json").read_text())
+    report = json.loads((tmp_path / f"{name}-{target}" / "report.json").read_text())
     assert report["verification"]["passed"] is True and report["verification"]["emulated"] is True
     assert report["verification"]["reference_engine"] == "the TFLite interpreter"

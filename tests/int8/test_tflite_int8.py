@@ -114,3 +114,51 @@ def test_an_int8_tflite_file_builds_for_the_emulated_boards(target, name, tmp_pa
     assert v["passed"] is True and v["emulated"] is True and v["reference_engine"] == "the TFLite interpreter"
     assert all(s["max_steps"] <= 1 for s in v["sets"])
     assert report["kernels"]["integer"]["integer_ops"]["conv2d"] == 2
+
+
+def test_a_per_tensor_tflite_convolution_with_a_fused_relu6_is_lowered():
+    """TVM's importer writes a per-tensor quantized CONV_2D's bias scale as ``multiply(scale_x, scale_w)`` (not a
+    constant) and its fused RELU6 as a clip of the int8 output: both must still give one integer kernel, equal
+    to a NumPy transcription of TFLite's arithmetic."""
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.integer import lower_integer, quantize_multiplier, requantize_reference
+
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (1, 6, 6, 4)).astype(np.int8)
+    w = rng.integers(-127, 128, (3, 3, 4, 5)).astype(np.int8)  # HWIO
+    b = rng.integers(-2000, 2000, (5,)).astype(np.int32)
+    sx, zx, sw, sy, zy = 0.05, -3, 0.01, 0.2, 7
+    f32 = "float32"
+
+    def dq(v, scale, zero, axis=0):
+        return relax.op.dequantize(v, relax.const(scale, f32) if isinstance(scale, float) else scale,
+                                   relax.const(zero, "int32"), axis=axis)
+
+    bb = relax.BlockBuilder()
+    inp = relax.Var("x", relax.TensorType(x.shape, "int8"))
+    with bb.function("main", [inp]):
+        with bb.dataflow():
+            conv = bb.emit(relax.op.nn.conv2d(dq(inp, sx, zx), dq(relax.const(w), sw, 0, 3), padding=[1, 1, 1, 1],
+                                              data_layout="NHWC", kernel_layout="HWIO", out_layout="NHWC"))
+            bias_scale = relax.op.multiply(relax.const(sx, f32), relax.const(sw, f32))
+            out = bb.emit(relax.op.add(conv, dq(relax.const(b), bias_scale, 0)))
+            q = bb.emit(relax.op.quantize(out, relax.const(sy, f32), relax.const(zy, "int32"), axis=0, out_dtype="int8"))
+            lo, hi = zy, zy + round(6 / sy)
+            y = bb.emit_output(relax.op.clip(q, lo, min(hi, 127)))
+        bb.emit_func_output(y)
+    mod, report = lower_integer(bb.get(), requantize="tflite")
+    assert report.integer == {"conv2d": 1}
+    exe = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    xp = np.full((1, 8, 8, 4), zx, np.int64)
+    xp[:, 1:7, 1:7] = x
+    acc = np.zeros((1, 6, 6, 5), np.int64)
+    for i in range(3):
+        for j in range(3):
+            acc += np.einsum("nhwc,co->nhwo", xp[:, i:i + 6, j:j + 6] - zx, w[i, j].astype(np.int64))
+    m = np.float64(np.float32(sx)) * np.float64(np.float32(sw)) / np.float64(np.float32(sy))
+    q, shift = quantize_multiplier(np.array([m]))
+    want = np.clip(requantize_reference(acc + b, q, shift) + zy, lo, min(hi, 127))
+    assert np.array_equal(got.astype(np.int64), want)

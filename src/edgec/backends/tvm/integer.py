@@ -172,12 +172,16 @@ class _Match:
 
 
 def _folded_const(b: _Bindings, expr) -> np.ndarray | None:
-    """The value of a constant, or of ``reshape`` / ``permute_dims`` of one (TFLite's importer transposes
-    fully-connected weights with ``permute_dims`` before dequantizing them)."""
+    """The value of a constant, of ``reshape`` / ``permute_dims`` of one (TFLite's importer transposes
+    fully-connected weights with ``permute_dims`` before dequantizing them), or of the product of two."""
     value = b.const(expr)
     if value is not None:
         return value
     reshape, perm = b.call(expr, "relax.reshape"), b.call(expr, "relax.permute_dims")
+    mul = b.call(expr, "relax.multiply")
+    if mul is not None:  # TFLite's importer scales a per-tensor bias by multiply(scale_x, scale_w)
+        left, right = _folded_const(b, mul.args[0]), _folded_const(b, mul.args[1])
+        return None if left is None or right is None else np.multiply(left, right)
     if reshape is not None:
         inner = _folded_const(b, reshape.args[0])
         shape = _static_shape(reshape)
@@ -214,7 +218,7 @@ def _dequantized_const(b: _Bindings, expr, dtype: str):
     dq = b.call(expr, "relax.dequantize")
     if dq is None:
         return None
-    values, scale, zero = _folded_const(b, dq.args[0]), b.const(dq.args[1]), b.const(dq.args[2])
+    values, scale, zero = _folded_const(b, dq.args[0]), _folded_const(b, dq.args[1]), b.const(dq.args[2])
     if values is None or scale is None or zero is None or str(values.dtype) != dtype or np.any(zero != 0):
         return None
     scale = scale.astype(np.float64).reshape(-1)
@@ -241,7 +245,7 @@ def _match(b: _Bindings, quantize) -> _Match | None:
     """The quantized conv2d / matmul ``quantize`` closes, or None."""
     y = quantize.args[0]
     lo, hi = -math.inf, math.inf
-    while True:  # a clamp between the operator and its quantize (ReLU, ReLU6 as maximum/minimum or clip)
+    while True:  # a clamp between the operator and its quantize (ReLU, ReLU6 as maximum/minimum)
         relu, mx, mn = b.call(y, "relax.nn.relu"), b.call(y, "relax.maximum"), b.call(y, "relax.minimum")
         if relu is not None:
             lo, y = max(lo, 0.0), relu.args[0]
