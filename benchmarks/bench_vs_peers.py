@@ -11,12 +11,15 @@ and the table says how busy the machine was: compare figures only within one run
 
     python benchmarks/bench_vs_peers.py [--models mobilenetv4,ghostnet,efficientvit,mcunetv2]
         [--threads 1,2] [--rounds 3] [--warmup 20] [--runs 100] [--artifacts DIR]
-        [--tflite mobilenetv4=FILE.tflite ...] [--json out.json]
+        [--tflite mobilenetv4=FILE.tflite ...] [--quantize int8] [--json out.json]
 
 The models are built for ``host`` (``--artifacts`` keeps and reuses them); onnxruntime runs the artifact's
 own ``model.onnx`` (all graph optimisations, ``intra_op_num_threads`` = threads); LiteRT runs the given
 ``.tflite`` conversion of that model with its default XNNPACK delegate (``num_threads`` = threads), on an
-NHWC copy of the same input. A benchmark, not a test.
+NHWC copy of the same input. With ``--quantize int8`` the artifacts are int8 builds (``MODEL-host-int8``):
+edgec runs its integer kernels, onnxruntime the artifact's QDQ ``model.onnx``, LiteRT the int8 ``.tflite`` given.
+``benchmarks/bench_vs_litert.py`` converts the .tflite files and runs this for float32 and int8. A benchmark,
+not a test.
 """
 
 from __future__ import annotations
@@ -113,6 +116,7 @@ def main() -> None:
     ap.add_argument("--artifacts", type=Path, default=None, help="build into / reuse artifacts from this folder")
     ap.add_argument("--tflite", action="append", default=[], metavar="MODEL=FILE",
                     help="a .tflite conversion of MODEL for LiteRT (repeatable)")
+    ap.add_argument("--quantize", choices=["int8"], default=None, help="time int8 builds (--tflite: int8 files)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--worker", nargs=7, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -133,7 +137,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-peers-") as tmp:
         folder = args.artifacts or Path(tmp)
         for name in args.models.split(","):
-            artifact = _build(name, folder)
+            artifact = _build(name, folder, args.quantize)
             manifest = json.loads((artifact / "manifest.json").read_text())
             shape = manifest["inputs"][0]["shape"]
             inputs = Path(tmp) / f"{name}.npz"
@@ -157,7 +161,8 @@ def main() -> None:
                     f"{e} {row[e]['p50_ms']:.2f} ms" for e in engines), highlight=False)
     isa = "AVX-512" if "avx512f" in isa_flags() else ("AVX2" if "avx2" in isa_flags() else "no AVX2")
     busiest = max(row[e]["others_cores_max"] for row in rows for e in ENGINES if e in row)
-    title = (f"p50 ms, each engine alone in a fresh process, {args.rounds} rounds alternated "
+    title = ("int8 builds, " if args.quantize else "") + (
+             f"p50 ms, each engine alone in a fresh process, {args.rounds} rounds alternated "
              f"({args.warmup} warm-up + {args.runs} timed calls); {cpu_model_name()} ({isa}), "
              f"{os.cpu_count()} cores; load {load_before[0]:.1f} before, others' busiest {busiest:.1f} cores")
     table = Table(title=title, title_justify="left")

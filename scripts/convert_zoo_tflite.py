@@ -2,12 +2,13 @@
 
     python3 scripts/convert_zoo_tflite.py [NAME=]MODEL.onnx ... --out DIR [--precision fp32,int8]
         [--calibration [NAME=]FILE.npz ...] [--hardsigmoid relu6|keep] [--no-compare]
-        [--venv DIR] [--python PY] [--check-python PY]
+        [--int8-float-islands auto|off] [--venv DIR] [--python PY] [--check-python PY]
 
 Maintainers only; ``benchmarks/bench_vs_litert.py`` runs it. TensorFlow never enters edgec's environment: like
 ``scripts/make_tflite_models.py`` this script creates (or reuses) a scratch virtual environment -- default
 ``.cache/onnx2tf/venv`` in the repository (``.cache/`` is git-ignored; ``/tmp/onnx2tf/venv`` where it is not) --
-with onnx2tf 1.29.24, the last release for Python 3.11, and the exact versions its wheel pins:
+with onnx2tf 1.29.24 (the newest pip offers for Python 3.11; 2.x needs a newer Python) and the exact versions
+its wheel pins:
 
     onnx2tf==1.29.24  tensorflow==2.19.0  tf-keras==2.19.0  keras==3.15.1  onnx==1.19.1  onnxsim==0.4.36
     onnxruntime==1.23.0  onnx-graphsurgeon==0.5.8  simple-onnx-processing-tools==1.1.32 (brings sng4onnx==2.0.1)
@@ -17,9 +18,11 @@ with onnx2tf 1.29.24, the last release for Python 3.11, and the exact versions i
 and runs itself in stages (separate processes):
 
 ``calib`` (edgec's python, only where int8 is asked for without ``--calibration``)
-    the calibration samples edgec's own int8 build uses by default for that artifact (its ``manifest.json``:
-    input shape, preprocessing, ``calibration_samples``, seed): ``edgec.frontend.quantize.calibration_samples``
-    (16 scikit-image sample images and 16 generated ones for 32 samples), as ``<NAME>.calibration.npz``.
+    the calibration samples edgec's own int8 build uses for that artifact: input shape and preprocessing from its
+    ``manifest.json``, ``calibrate``/``calibration_samples``/seed from that of its int8 sibling
+    ``<artifact>-int8`` where there is one (else its own, else edgec's defaults), through
+    ``edgec.frontend.quantize.calibration_samples`` (e.g. 16 scikit-image sample images and 16 generated ones
+    for 32 samples), as ``<NAME>.calibration.npz``.
 ``convert`` (scratch venv: onnx, onnx2tf, TensorFlow)
     ``<NAME>_fp32.tflite``: ``onnx2tf.convert`` (onnxsim on, from the venv's ``bin/`` put on PATH), NHWC input.
     ``<NAME>_int8.tflite``: full-integer int8 from the saved_model onnx2tf writes, with
@@ -44,7 +47,16 @@ the preceding convolution's bias and fuses the RELU6 into it, and XNNPACK takes 
 that hold a HardSigmoid the as-exported form is converted as well (``DIR/as_exported/``, unless
 ``--no-compare``) and both partition counts are printed. ``--hardsigmoid keep`` converts the ONNX as it is.
 
+Int8 ops XNNPACK does not take: in the all-int8 efficientvit XNNPACK leaves BATCH_MATMUL x48, SOFTMAX x24 and
+RELU x6 to the TFLite kernels (31 partitions). By default (``--int8-float-islands auto``) a model whose int8
+conversion (the form written to ``--out``) leaves ops outside XNNPACK is converted again with those op types
+kept in float (``tf.lite.experimental.QuantizationDebugger``, ``denylisted_ops``; XNNPACK runs them in float between
+QUANTIZE/DEQUANTIZE): efficientvit then is one partition, and measured 0.90 ms against 1.63 ms for the all-int8
+file (LiteRT 2.3, one thread, a shared 2-core AMD EPYC). The all-int8 file stays as ``<NAME>_int8_fullint.tflite``;
+where the float ops give no fewer partitions the all-int8 file is kept as ``<NAME>_int8.tflite``.
+
 Files written to ``--out``: ``<NAME>_fp32.tflite``, ``<NAME>_int8.tflite``, ``as_exported/...``,
+``<NAME>.calibration.npz`` (where made by stage ``calib``),
 ``logs/<NAME>.convert.log`` (onnx2tf's output), ``convert_report.json`` (per model and file: the checks, the
 partitions, the versions; merged with an existing one). ``NAME`` defaults to the file's stem, or to its
 folder's name for ``model.onnx`` (an edgec artifact).
@@ -229,8 +241,37 @@ def main_outer(args: argparse.Namespace) -> int:
                              venv_bin=py.parent)
             for note in conv["notes"]:
                 print(f"{name}: {note}", flush=True)
-            check = run_stage(check_py, "check", {"name": name, "onnx": str(onnx_path), "files": conv["files"],
-                                                 "calibration": job["calibration"]}, work)
+            check_job = {"name": name, "onnx": str(onnx_path), "files": conv["files"],
+                         "calibration": job["calibration"]}
+            check = run_stage(check_py, "check", check_job, work)
+            islands = [c for c in check["checks"] if c["precision"] == "int8" and c["xnnpack"]["left_ops"]
+                       and c["form"] == conv["primary"]]
+            if islands and args.int8_float_islands == "auto":
+                check["checks"] = [c for c in check["checks"] if c not in islands]
+                jobs, files = [], []
+                for c in islands:
+                    best, full = Path(c["file"]), Path(c["file"]).with_name(f"{name}_int8_fullint.tflite")
+                    best.replace(full)
+                    ops = sorted(c["xnnpack"]["left_ops"])
+                    jobs.append({"saved_model": conv["saved_models"][c["form"]], "float_ops": ops, "file": str(best)})
+                    files += [{"tag": f"{c['tag']} all-int8", "precision": "int8", "form": c["form"],
+                               "file": str(full)},
+                              {"tag": f"{c['tag']} float {'/'.join(ops)}", "precision": "int8", "form": c["form"],
+                               "file": str(best), "float_ops": ops}]
+                    print(f"{name}: int8 {c['form']}: XNNPACK leaves {'/'.join(ops)} to TFLite: converting again "
+                          f"with those ops in float ({best.name}; the all-int8 one is {full.name})", flush=True)
+                run_stage(py, "int8", {"name": name, "onnx": str(onnx_path), "calibration": job["calibration"],
+                                       "jobs": jobs}, work, log=out / "logs" / f"{name}.int8.log", venv_bin=py.parent)
+                again = run_stage(check_py, "check", {**check_job, "files": files}, work)["checks"]
+                for full_c, best_c in zip(again[::2], again[1::2]):
+                    if best_c["xnnpack"]["partitions"] >= full_c["xnnpack"]["partitions"]:  # no better: undo
+                        Path(best_c["file"]).unlink()
+                        Path(full_c["file"]).replace(best_c["file"])
+                        print(f"{name}: int8 {full_c['form']}: float ops gave no fewer partitions; all-int8 kept",
+                              flush=True)
+                        again.remove(best_c)
+                        full_c.update(file=best_c["file"], tag=full_c["tag"].replace(" all-int8", ""))
+                check["checks"] += again
             for c in check["checks"]:
                 print(f"  {Path(c['file']).relative_to(out)}: {fmt_check(c)}", flush=True)
                 if not c["ok"]:
@@ -252,20 +293,25 @@ def main_outer(args: argparse.Namespace) -> int:
 
 
 def stage_calib(job: dict) -> dict:
-    """edgec's default calibration samples for the artifact of ``job["manifest"]``, as an .npz (NCHW)."""
+    """edgec's default calibration samples for the artifact of ``job["manifest"]``, as an .npz (NCHW): with the
+    options recorded by its int8 sibling ``<artifact>-int8`` where there is one (the samples that build used),
+    else by the artifact itself, else edgec's defaults."""
     import numpy as np
 
     from edgec.frontend.quantize import DEFAULT_SAMPLES, calibration_samples
 
-    m = json.loads(Path(job["manifest"]).read_text())
-    opts = m.get("build_options", {})
+    path = Path(job["manifest"])
+    sibling = path.parent.with_name(path.parent.name + "-int8") / "manifest.json"
+    m = json.loads(path.read_text())
+    opts = json.loads(sibling.read_text()).get("build_options", {}) if sibling.is_file() else m.get("build_options", {})
     shapes = {i["name"]: tuple(i["shape"]) for i in m["inputs"]}
     dtypes = {i["name"]: np.dtype(i["dtype"]) for i in m["inputs"]}
-    cal = calibration_samples(None, shapes, dtypes, m.get("preprocessing"),
-                              opts.get("calibration_samples") or DEFAULT_SAMPLES, seed=opts.get("seed", 0))
+    cal = calibration_samples(opts.get("calibrate"), shapes, dtypes, m.get("preprocessing"),
+                              opts.get("calibration_samples") or DEFAULT_SAMPLES, seed=opts.get("seed") or 0)
     arrays = {n: np.concatenate([s[n] for s in cal.samples]).astype(np.float32) for n in shapes}
     np.savez(job["out"], **arrays)
-    return {"description": cal.description, "samples": len(cal.samples)}
+    source = f"as {sibling.parent.name} was calibrated" if sibling.is_file() else "edgec's defaults"
+    return {"description": f"{cal.description} ({source})", "samples": len(cal.samples)}
 
 
 def rewrite_hardsigmoid(model):
@@ -363,12 +409,13 @@ def stage_convert(job: dict) -> dict:
 
     import onnx2tf
 
-    files = []
+    files, saved_models = [], {}
     for form, src, dest in forms:
         dest.mkdir(parents=True, exist_ok=True)
         o2t = work / f"o2t_{form}"
         print(f"=== onnx2tf {src} ({form})", flush=True)
         onnx2tf.convert(input_onnx_file_path=str(src), output_folder_path=str(o2t), verbosity="warn")
+        saved_models[form] = str(o2t)
         made = sorted(o2t.glob("*_float32.tflite"))
         if len(made) != 1:
             raise SystemExit(f"onnx2tf wrote no float32 .tflite in {o2t}: {sorted(p.name for p in o2t.iterdir())}")
@@ -386,12 +433,14 @@ def stage_convert(job: dict) -> dict:
     for pkg in ("onnx2tf", "tensorflow", "tf-keras", "keras", "onnx", "onnxsim", "onnxruntime", "onnx-graphsurgeon",
                 "sng4onnx", "psutil", "numpy"):
         versions[pkg] = md.version(pkg)
-    return {"files": files, "notes": notes, "versions": versions,
+    return {"files": files, "notes": notes, "versions": versions, "saved_models": saved_models, "primary": forms[0][0],
             "hardsigmoid": {"count": n_hs, "form": forms[0][0] if n_hs else None}}
 
 
-def int8_from_saved_model(tf, saved_model: Path, calib: dict, input_names: list[str]) -> bytes:
-    """Full-integer int8 .tflite (float32 I/O) of onnx2tf's saved_model, calibrated on ``calib`` (NCHW)."""
+def int8_from_saved_model(tf, saved_model: Path, calib: dict, input_names: list[str],
+                          float_ops: list[str] | None = None) -> bytes:
+    """Full-integer int8 .tflite (float32 I/O) of onnx2tf's saved_model, calibrated on ``calib`` (NCHW); with
+    ``float_ops``, ops of those TFLite types stay float (QuantizationDebugger's ``denylisted_ops``)."""
     import numpy as np
 
     if not calib:
@@ -424,9 +473,31 @@ def int8_from_saved_model(tf, saved_model: Path, calib: dict, input_names: list[
 
     conv = tf.lite.TFLiteConverter.from_saved_model(str(saved_model))
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.representative_dataset = representative
-    return conv.convert()
+    if not float_ops:
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return conv.convert()
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
+    opts = tf.lite.experimental.QuantizationDebugOptions(denylisted_ops=list(float_ops))
+    debugger = tf.lite.experimental.QuantizationDebugger(converter=conv, debug_dataset=representative,
+                                                         debug_options=opts)
+    return debugger.get_nondebug_quantized_model()
+
+
+def stage_int8(job: dict) -> dict:
+    """Int8 conversions with float islands (``job["jobs"]``: saved_model, float_ops, file) from the saved_models
+    that stage ``convert`` left in the working folder."""
+    import onnx
+    import tensorflow as tf
+
+    model = onnx.load(job["onnx"], load_external_data=False)
+    input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    calib = load_calibration(job["calibration"], input_names)
+    for j in job["jobs"]:
+        print(f"=== int8 from {j['saved_model']}, float {j['float_ops']}", flush=True)
+        Path(j["file"]).write_bytes(int8_from_saved_model(tf, Path(j["saved_model"]), calib, input_names,
+                                                          j["float_ops"]))
+    return {}
 
 
 def xnnpack_partitions(path: str) -> dict:
@@ -539,13 +610,17 @@ def main() -> int:
     ap.add_argument("--python", default=sys.executable, help="python that creates the venv (default: this one)")
     ap.add_argument("--check-python", help="python with ai_edge_litert + onnxruntime for the checks "
                                            "(default: edgec's .venv, else the scratch venv)")
-    ap.add_argument("--_stage", choices=["calib", "convert", "check"], help=argparse.SUPPRESS)
+    ap.add_argument("--int8-float-islands", choices=["auto", "off"], default="auto",
+                    help="auto (default): where XNNPACK leaves ops of the all-int8 model to TFLite, convert again "
+                         "with those op types in float (the all-int8 file is kept as NAME_int8_fullint.tflite)")
+    ap.add_argument("--_stage", choices=["calib", "convert", "int8", "check"], help=argparse.SUPPRESS)
     ap.add_argument("--_job", help=argparse.SUPPRESS)
     ap.add_argument("--_result", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args._stage:
         job = json.loads(Path(args._job).read_text())
-        result = {"calib": stage_calib, "convert": stage_convert, "check": stage_check}[args._stage](job)
+        stages = {"calib": stage_calib, "convert": stage_convert, "int8": stage_int8, "check": stage_check}
+        result = stages[args._stage](job)
         Path(args._result).write_text(json.dumps(result))
         return 0
     if not args.models or not args.out:
