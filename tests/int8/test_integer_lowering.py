@@ -216,3 +216,43 @@ def test_requantization_rounds_ties_to_even_on_every_code_generator():
     source = tvm.tirx.build(funcs[0].with_attr("global_symbol", "r"), target=tvm.target.Target({"kind": "c"}))
     text = source.inspect_source()
     assert "nearbyintf(" in text and "roundf(" not in text
+
+
+@pytest.mark.parametrize("ties", ["up", "away"])
+def test_the_fixed_point_requantization_kernel_equals_its_numpy_transcription(ties):
+    """The Relax form of TFLite's requantization (int64, compiled by LLVM) against the NumPy one, per channel,
+    with the ties of both roundings: ``up`` (the convolutions) and ``away`` from zero (grouped convolutions, ADD)."""
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.integer import _requantize_fixed
+
+    rng = np.random.default_rng(0)
+    multipliers = np.exp(rng.uniform(np.log(1e-5), np.log(2.0), 64))
+    acc = rng.integers(-2 ** 24, 2 ** 24, (50, 64)).astype(np.int32)
+    acc[0, :8], multipliers[:8] = [2, -2, 6, -6, 1, -1, 3, -3], [0.25] * 4 + [0.5] * 4  # ties of the shift, of the
+    bb = relax.BlockBuilder()                                                           # high multiply
+    v = relax.Var("acc", relax.TensorType(acc.shape, "int32"))
+    with bb.function("main", [v]):
+        with bb.dataflow():
+            out = bb.emit_output(_requantize_fixed(v, multipliers, 0, (1, 64), ties=ties))
+        bb.emit_func_output(out)
+    exe = tvm.compile(bb.get(), target=tvm.target.Target({"kind": "llvm"}))
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(acc)).numpy()
+    q, shift = quantize_multiplier(multipliers)
+    if ties == "up":
+        want = requantize_reference(acc, q, shift)
+    else:
+        want = np.array([[_gemmlowp_away(int(a), int(m), int(e)) for a, m, e in zip(row, q, shift)] for row in acc])
+    assert np.array_equal(got, want)
+    assert got[0, :8].tolist() == ([1, 0, 2, -1, 1, 0, 2, -1] if ties == "up" else [1, -1, 2, -2, 1, 0, 2, -1])
+
+
+def _gemmlowp_away(x: int, multiplier: int, shift: int) -> int:
+    """``MultiplyByQuantizedMultiplier`` with gemmlowp's ``RoundingDivideByPOT`` (ties away from zero), from its
+    C++ with Python integers."""
+    high = _tflite_builtin(x, multiplier, max(shift, 0))  # the doubling high multiply alone (no right shift)
+    right = max(-shift, 0)
+    mask = (1 << right) - 1
+    threshold = (mask >> 1) + (1 if high < 0 else 0)
+    return (high >> right) + (1 if (high & mask) > threshold else 0)

@@ -107,15 +107,63 @@ def import_tflite(model: TFLiteModel):
 
     tfl = tflite.Model.GetRootAsModel(model.data, 0)
     check_supported_tflite(model, tfl)
+    _quantized_data_movement_ops()
     try:
         with captured_fds():
-            return from_tflite(tfl, shape_dict={k: list(v) for k, v in model.shapes.items()},
-                               dtype_dict={k: str(v) for k, v in model.dtypes.items()})
+            mod = from_tflite(tfl, shape_dict={k: list(v) for k, v in model.shapes.items()},
+                              dtype_dict={k: str(v) for k, v in model.dtypes.items()})
     except Exception as exc:
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else type(exc).__name__
         raise UnsupportedOpError(f"TVM's TFLite importer failed on {model.path.name}: {last[:240]}",
                                  "rerun with --debug for the importer's trace") from exc
+    return _declared_output_shapes(mod, [t.shape for t in model.info.outputs])
+
+
+def _declared_output_shapes(mod, shapes: list[tuple[int, ...]]):
+    """``mod`` with each output reshaped to the shape the TFLite file declares where TVM's importer left the
+    same elements in another shape (its quantized FULLY_CONNECTED keeps a 4-D input's leading 1s: (1, 1, 1, 1000)
+    for the file's (1, 1000))."""
+    import tvm
+    from tvm import relax
+
+    func = mod["main"]
+    ret = func.ret_ty
+    fields = list(ret.fields) if isinstance(ret, relax.TupleType) else [ret]
+    got = [tuple(int(d) for d in f.shape) for f in fields]
+    if got == [tuple(s) for s in shapes] or len(got) != len(shapes) or any(
+            int(np.prod(g)) != int(np.prod(s)) for g, s in zip(got, shapes)):
+        return mod
+    result = func.body.body
+    bindings, outs = [], []
+    for i, (f, g, want) in enumerate(zip(fields, got, shapes)):
+        part = result if len(fields) == 1 else relax.TupleGetItem(result, i)
+        if g != tuple(want):
+            var = relax.Var(f"output_{i}", relax.TensorType(want, f.dtype))
+            bindings.append(relax.VarBinding(var, relax.op.reshape(part, want)))
+            part = var
+        outs.append(part)
+    body = relax.SeqExpr(list(func.body.blocks) + [relax.BindingBlock(bindings)],
+                         outs[0] if len(fields) == 1 else relax.Tuple(outs))
+    types = [relax.TensorType(tuple(want), f.dtype) for f, want in zip(fields, shapes)]
+    fixed = relax.Function(func.params, body, types[0] if len(types) == 1 else relax.TupleType(types),
+                           attrs=func.attrs)
+    return relax.transform.Normalize()(tvm.IRModule({"main": fixed}, attrs=mod.attrs))
+
+
+#: TFLite operators that only move int8 values (no arithmetic: their output has the input's scale and zero
+#: point, and PAD fills with that zero point): TVM's converters are right for them on quantized tensors, but its
+#: importer refuses every quantized operator outside its list, and MobileNet-style int8 files hold PAD
+#: (onnx2tf writes one before each strided depthwise convolution).
+QUANTIZED_DATA_MOVEMENT = frozenset({"PAD", "PADV2", "TRANSPOSE", "SQUEEZE", "EXPAND_DIMS", "STRIDED_SLICE", "SLICE",
+                                     "SPLIT", "SPLIT_V", "PACK", "UNPACK", "DEPTH_TO_SPACE", "SPACE_TO_DEPTH"})
+
+
+def _quantized_data_movement_ops() -> None:
+    """Let TVM's TFLite importer convert :data:`QUANTIZED_DATA_MOVEMENT` on quantized tensors."""
+    from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
+
+    OperatorConverter._SUPPORTED_QUANTIZED_OPS = OperatorConverter._SUPPORTED_QUANTIZED_OPS | QUANTIZED_DATA_MOVEMENT
 
 
 def _failing_node(exc: Exception, model: onnx.ModelProto) -> str:

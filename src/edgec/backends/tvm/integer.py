@@ -267,7 +267,7 @@ def _match(b: _Bindings, quantize) -> _Match | None:
         kind, core, x_expr, w_expr, out_axis = "conv2d", conv, conv.args[0], conv.args[1], layouts[1].index("O")
     elif matmul is not None:
         kind, core, x_expr, w_expr, out_axis = "matmul", matmul, matmul.args[0], matmul.args[1], 1
-        if len(matmul.args[0].ty.shape) != 2 or len(matmul.args[1].ty.shape) != 2:
+        if len(matmul.args[0].ty.shape) < 2 or len(matmul.args[1].ty.shape) != 2:
             return None
     else:
         return None
@@ -335,9 +335,11 @@ def _requantize_float(acc, scale: np.ndarray, y_zero: int, shape: tuple[int, ...
     return relax.op.add(relax.op.astype(round_half_even(v), "int32"), _channel_const(y_zero, "int32", shape))
 
 
-def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int, ...]):
+def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int, ...], ties: str = "up"):
     """TFLite's requantization (``MultiplyByQuantizedMultiplier`` rounded as its built-in kernels, in int64),
-    plus the zero point (int64 out, not clamped)."""
+    plus the zero point (int64 out, not clamped). ``ties``: how the final right shift rounds a tie, ``"up"``
+    (ruy, the convolutions and fully-connected layers) or ``"away"`` from zero (gemmlowp's ``RoundingDivideByPOT``,
+    TFLite's ``MultiplyByQuantizedMultiplierSmallerThanOneExp`` in its ADD kernel)."""
     from tvm import relax
 
     i64 = "int64"
@@ -348,16 +350,61 @@ def _requantize_fixed(acc, multiplier: np.ndarray, y_zero: int, shape: tuple[int
 
     left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
     p = relax.op.multiply(relax.op.astype(acc, i64), per_channel((np.int64(1) << left) * q))
-    # SaturatingRoundingDoublingHighMul: (p + nudge) / 2**31, rounded toward zero
-    zero = relax.const(0, i64)
-    v = relax.op.add(p, relax.op.where(relax.op.greater_equal(p, zero), relax.const(1 << 30, i64),
-                                       relax.const(1 - (1 << 30), i64)))
-    thirty_one = relax.const(31, i64)
-    high = relax.op.where(relax.op.greater_equal(v, zero), relax.op.right_shift(v, thirty_one),
-                          relax.op.negative(relax.op.right_shift(relax.op.negative(v), thirty_one)))
-    # a rounding right shift, ties toward +inf
-    out = relax.op.right_shift(relax.op.add(high, per_channel((np.int64(1) << right) >> 1)), per_channel(right))
+    # SaturatingRoundingDoublingHighMul: (p + nudge) / 2**31 truncated, nudge = 2**30 or 1 - 2**30 by the sign of
+    # p, is floor((p + 2**30) / 2**31) for every p (ties toward +inf on both sides): one use of p, so the kernel's
+    # inlined expression does not double at each step (it did with where(p >= 0, ...): minutes in TVM's simplifier)
+    high = relax.op.right_shift(relax.op.add(p, relax.const(1 << 30, i64)), relax.const(31, i64))
+    if ties == "up":  # a rounding right shift, ties toward +inf
+        out = relax.op.right_shift(relax.op.add(high, per_channel((np.int64(1) << right) >> 1)), per_channel(right))
+    else:  # RoundingDivideByPOT, ties away from zero: (high + half - [high < 0]) >> right
+        negative = relax.op.multiply(relax.op.astype(relax.op.less(high, relax.const(0, i64)), i64),
+                                     per_channel((right > 0).astype(np.int64)))  # no shift, no rounding
+        out = relax.op.right_shift(relax.op.subtract(relax.op.add(high, per_channel((np.int64(1) << right) >> 1)),
+                                                     negative), per_channel(right))
     return relax.op.add(out, _channel_const(y_zero, i64, shape))
+
+
+def _quantized_add(b: _Bindings, quantize):
+    """``(a_q, a_scale, a_zero, b_q, b_scale, b_zero)`` of ``quantize(add(dequantize(a_q), dequantize(b_q)))``
+    with int8 operands of the same shape and per-tensor parameters, else None."""
+    add = b.call(quantize.args[0], "relax.add")
+    if add is None:
+        return None
+    out = []
+    for arg in add.args:
+        dq = b.call(arg, "relax.dequantize")
+        if dq is None or str(dq.args[0].ty.dtype) != "int8":
+            return None
+        scale, zero = _scalar(b.const(dq.args[1])), _scalar(b.const(dq.args[2]))
+        if scale is None or zero is None:
+            return None
+        out += [dq.args[0], scale, int(zero)]
+    if [int(d) for d in out[0].ty.shape] != [int(d) for d in out[3].ty.shape]:
+        return None
+    return tuple(out)
+
+
+#: TFLite's int8 ADD shifts both operands left by this many bits before rescaling them (``add.cc``).
+ADD_LEFT_SHIFT = 20
+
+
+def _integer_add(a, a_scale: float, a_zero: int, b, b_scale: float, b_zero: int, y_scale: float, y_zero: int):
+    """TFLite's int8 ADD (``reference_integer_ops::Add``): each operand minus its zero point, shifted left by
+    :data:`ADD_LEFT_SHIFT` and rescaled to twice the larger input scale by a fixed-point multiplier smaller than
+    one, summed, and rescaled to the output (gemmlowp's rounding, ties away from zero), plus the output zero
+    point, clamped to int8."""
+    from tvm import relax
+
+    twice_max = 2.0 * max(np.float64(np.float32(a_scale)), np.float64(np.float32(b_scale)))
+    terms = []
+    for x, scale, zero in ((a, a_scale, a_zero), (b, b_scale, b_zero)):
+        shifted = relax.op.multiply(relax.op.subtract(relax.op.astype(x, "int32"), relax.const(zero, "int32")),
+                                    relax.const(1 << ADD_LEFT_SHIFT, "int32"))
+        terms.append(_requantize_fixed(shifted, np.float64(np.float32(scale)) / twice_max, 0, (), ties="away"))
+    total = relax.op.add(*terms)
+    out = _requantize_fixed(total, twice_max / ((1 << ADD_LEFT_SHIFT) * np.float64(np.float32(y_scale))), y_zero, (),
+                            ties="away")
+    return _clamp_int8(out, "int64")
 
 
 def _pad_with(x, padding: list[int], value: int, layout: str = "NCHW"):
@@ -406,11 +453,15 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
                                          groups=int(attrs.groups), data_layout=layout, kernel_layout=kernel_layout,
                                          out_layout=layout, out_dtype=i32))
     else:
-        channel = (1, out_channels)
+        channel = (1,) * (len(m.core.args[0].ty.shape) - 1) + (out_channels,)
         acc = bb.emit(relax.op.matmul(m.xq, relax.const(np.ascontiguousarray(m.w_q.T).astype(np.int8)), out_dtype=i32))
     acc = relax.op.add(acc, relax.const(bias.astype(np.int32).reshape(channel), i32))
     if requantize == "tflite":
-        out, dtype = _requantize_fixed(acc, m.x_scale * m.w_scale / y_scale, y_zero, channel), "int64"
+        # a grouped CONV_2D (weights HWIO with groups > 1; a DEPTHWISE_CONV_2D arrives as HWOI) runs TFLite's
+        # reference kernel, whose shift rounds ties away from zero; the optimized kernels round them up
+        grouped = m.kind == "conv2d" and int(m.core.attrs.groups) > 1 and str(m.core.attrs.kernel_layout) == "HWIO"
+        out, dtype = _requantize_fixed(acc, m.x_scale * m.w_scale / y_scale, y_zero, channel,
+                                       ties="away" if grouped else "up"), "int64"
     else:  # onnxruntime computes the scale in float32 as (x_scale * w_scale) / y_scale
         scale = (np.float32(m.x_scale) * m.w_scale.astype(np.float32)) / np.float32(y_scale)
         out, dtype = _requantize_float(acc, scale, y_zero, channel), i32
@@ -450,6 +501,18 @@ def _rounded_avg_pool(x, pool):
     return relax.op.astype(rounded, "int8")
 
 
+def _tflite_input_quantize(x, scale: float, zero: int):
+    """A float input quantized as TFLite's optimized QUANTIZE kernel does: ``x * float32(1 / scale)`` rounded to
+    nearest even, plus the zero point, saturated to int8 (TVM's ``quantize`` divides by the scale, which differs
+    in the last bit now and then: one input element in 150,000 one step off, which a deep network carries to
+    several steps at its output)."""
+    from tvm import relax
+
+    inverse = np.float32(1.0) / np.float32(scale)
+    v = relax.op.round(relax.op.multiply(x, relax.const(inverse, "float32")))
+    return _clamp_int8(relax.op.add(relax.op.astype(v, "int32"), relax.const(zero, "int32")), "int32")
+
+
 def _quantized_mean(b: _Bindings, quantize):
     """``(x_q, x_scale, x_zero, mean call)`` of ``quantize(mean(dequantize(x_q)))`` with per-tensor
     parameters, else None."""
@@ -464,17 +527,30 @@ def _quantized_mean(b: _Bindings, quantize):
 
 
 def _integer_mean(xq, x_scale: float, x_zero: int, mean, y_scale: float, y_zero: int):
-    """TFLite's int8 MEAN (``reference_integer_ops::Mean``): the int32 sum of ``x_q - x_zero`` over the axes,
-    requantized by ``x_scale / (count * y_scale)`` with the fixed-point multiplier (:func:`_requantize_fixed`),
-    plus ``y_zero``, clamped to int8."""
+    """TFLite's int8 MEAN, in the kernel TFLite picks:
+
+    * ``keep_dims`` over H and W of an NHWC tensor (``optimized_integer_ops::Mean``, a global average pool): the
+      int32 sum of the raw codes, times the fixed-point ``float32(x_scale / (count * y_scale))``, plus
+      ``y_zero - int(float32(x_zero * x_scale) / y_scale)`` (truncated: the zero point leaves before the sum);
+    * otherwise (``QuantizedMeanOrSum``): the int32 sum of ``x_q - x_zero``, times the fixed-point
+      ``x_scale / (count * y_scale)``, plus ``y_zero``;
+
+    clamped to int8. Both round as the convolutions do (:func:`_requantize_fixed`); each equals the interpreter
+    on every element of the test files (a global pool of MobileNetV4, the small CNN's MEAN)."""
     from tvm import relax
 
     shape = [int(d) for d in xq.ty.shape]
-    axes = [int(a) % len(shape) for a in mean.attrs.axis]
+    axes = sorted(int(a) % len(shape) for a in mean.attrs.axis)
     count = int(np.prod([shape[a] for a in axes]))
-    acc = relax.op.subtract(relax.op.sum(relax.op.astype(xq, "int32"), axis=axes, keepdims=bool(mean.attrs.keepdims)),
-                            relax.const(count * x_zero, "int32"))
-    out = _requantize_fixed(acc, np.float64(x_scale) / (np.float64(y_scale) * count), y_zero, ())
+    total = relax.op.sum(relax.op.astype(xq, "int32"), axis=axes, keepdims=bool(mean.attrs.keepdims))
+    if bool(mean.attrs.keepdims) and len(shape) == 4 and axes == [1, 2]:
+        f32 = np.float32
+        bias = y_zero - int(f32(f32(x_zero) * f32(x_scale)) / f32(y_scale))
+        scale = f32(f32(x_scale) / (f32(count) * f32(y_scale)))
+        out = _requantize_fixed(total, np.float64(scale), bias, ())
+    else:
+        acc = relax.op.subtract(total, relax.const(count * x_zero, "int32"))
+        out = _requantize_fixed(acc, np.float64(x_scale) / (np.float64(y_scale) * count), y_zero, ())
     return _clamp_int8(out, "int64")
 
 
@@ -515,6 +591,13 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
             y_scale, y_zero = _scalar(bindings.const(call.args[1])), _scalar(bindings.const(call.args[2]))
             if y_scale is None or y_zero is None:
                 return new
+            if requantize == "tflite" and isinstance(call.args[0], relax.Var) and call.args[0] not in bindings.values:
+                return _tflite_input_quantize(self.visit_expr(call.args[0]), y_scale, int(y_zero))
+            pair = _quantized_add(bindings, call) if requantize == "tflite" else None
+            if pair is not None:
+                lowered["add"] = lowered.get("add", 0) + 1
+                a, sa, za, b, sb, zb = pair
+                return _integer_add(self.visit_expr(a), sa, za, self.visit_expr(b), sb, zb, y_scale, int(y_zero))
             mean = _quantized_mean(bindings, call) if requantize == "tflite" else None
             if mean is not None:
                 lowered["mean"] = lowered.get("mean", 0) + 1
