@@ -62,6 +62,7 @@ def test_a_wrong_artifact_is_caught(tmp_path, run_cli, monkeypatch):
 
 @pytest.mark.parametrize("args,code,line", [
     (["build", "{d}/cnn_fp32.tflite", "--passes", "fold_batchnorm"], 2, "--passes rewrite ONNX models"),
+    (["build", "{d}/cnn_fp32.tflite", "--quantize", "int8"], 2, "--quantize quantizes ONNX models"),
     (["build", "{d}/cnn_fp32.tflite", "--input-shape", "1,64,64,3"], 2, "input shapes are fixed in the file"),
     (["split", "{d}/cnn_fp32.tflite", "--list"], 3, "this command works on ONNX graphs"),
 ])

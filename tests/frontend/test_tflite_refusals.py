@@ -62,6 +62,7 @@ def test_a_sound_file_is_read_and_the_litert_reference_matches_its_recorded_outp
     for name, kind in kinds.items():
         info = inspect_tflite(DATA / f"{name}.tflite")
         assert info.kind == kind and info.layout == "NHWC" and info.inputs[0].shape == (1, 32, 32, 3)
+        assert info.stats.params == 394  # the same network: int8 weights and int32 biases count as float ones
         assert [op for _, op in info.ops if op in ("CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH")] == \
             ["CONV_2D", "DEPTHWISE_CONV_2D", "HARD_SWISH"]
         ref = np.load(DATA / f"{name}.npz")

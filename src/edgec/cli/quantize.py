@@ -44,7 +44,7 @@ def quantize(
 
 def print_quantize_summary(result) -> None:
     """One screen: calibration, the int8 scheme, the function change per input set, the file."""
-    from edgec.flows.int8 import describe
+    from edgec.flows.int8 import SYNTHETIC_SETS, describe
     from edgec.profiling.report import weights_note
 
     rec, fc = result.record, result.function_change
@@ -64,7 +64,9 @@ def print_quantize_summary(result) -> None:
     for s in fc.get("sets", []):
         one = {k: v for k, v in s.items() if k != "top1_agreement"}  # one sample: agreement is 0 or 100%
         table.add_row("", escape(f"'{s['name']}' verification inputs: {describe({**one, 'measured_on': '1 sample'})}"))
-    table.add_row("", "[dim]normal, offset, pixels_0_255: synthetic inputs, partly outside the calibrated range "
+    synthetic = [s["name"] for s in fc.get("sets", []) if s["name"] in SYNTHETIC_SETS]
+    if synthetic:
+        table.add_row("", f"[dim]{', '.join(synthetic)}: synthetic inputs, partly outside the calibrated range "
                       "(a low SNR there is expected)[/]")
     console.print(table)
     console.print(f"[bold green]int8 model:[/] {escape(str(result.path))}  (edgec build {escape(str(result.path))} "

@@ -297,9 +297,14 @@ def lower_tflite(source: Source, opts: BuildOptions, steps: Steps) -> Lowered:
     (in the file's own layout and dtypes) and the TFLite interpreter's outputs on them as the reference.
 
     Raises:
-        UsageError: ``--passes`` other than the default, or ``--input-shape`` (a TFLite file's shapes are fixed).
+        UsageError: ``--passes`` other than the default, ``--input-shape`` (a TFLite file's shapes are fixed), or
+            ``--quantize`` (it quantizes ONNX models).
         ModelError: the TFLite interpreter cannot run the file.
     """
+    if opts.quantize:
+        raise UsageError("--quantize quantizes ONNX models; a TFLite file is compiled as it is (an int8 file "
+                         "builds into integer kernels by itself)",
+                         "drop --quantize (and --calibrate, --samples), or build the model's ONNX form with it")
     if opts.passes not in ("default", "none"):
         raise UsageError("--passes rewrite ONNX models; a TFLite file is compiled as it is",
                          "drop --passes, or convert the model to ONNX to run passes on it")

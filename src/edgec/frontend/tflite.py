@@ -65,7 +65,7 @@ class TFLiteStats:
 
     Attributes:
         nodes: Operators.
-        params: Scalars held by constant float (float32/float16) and int8 weight buffers.
+        params: Scalars held by constant float (float32/float16) and int8 weight buffers, and int32 biases.
         param_bytes: Bytes of every constant buffer.
         macs: Multiply-accumulates of one inference: CONV_2D (output elements x kh x kw x Cin),
             DEPTHWISE_CONV_2D (output elements x kh x kw), FULLY_CONNECTED (output elements x in features),
@@ -211,9 +211,13 @@ def _stats(model, subgraph, ops: list[tuple[int, str]]) -> TFLiteStats:
         return [int(d) for d in subgraph.Tensors(t).ShapeAsNumpy()] if t >= 0 else []
 
     macs = 0
+    biases = set()  # int32 biases of an int8 model count as parameters, as float32 ones do
     for i, name in ops:
         op = subgraph.Operators(i)
         ins, outs = [int(v) for v in op.InputsAsNumpy()], [int(v) for v in op.OutputsAsNumpy()]
+        bias_at = {"CONV_2D": 2, "DEPTHWISE_CONV_2D": 2, "FULLY_CONNECTED": 2, "TRANSPOSE_CONV": 3}.get(name)
+        if bias_at is not None and len(ins) > bias_at and ins[bias_at] >= 0:
+            biases.add(ins[bias_at])
         out = int(np.prod(shape(outs[0]))) if outs else 0
         w = shape(ins[1]) if len(ins) > 1 else []
         if name == "CONV_2D" and len(w) == 4:  # weights OHWI
@@ -230,7 +234,7 @@ def _stats(model, subgraph, ops: list[tuple[int, str]]) -> TFLiteStats:
         size = model.Buffers(t.Buffer()).DataLength() if t.Buffer() > 0 else 0
         if size:
             param_bytes += size
-            if t.Type() in (0, 1, 9):  # float32, float16, int8 weights
+            if t.Type() in (0, 1, 9) or (t.Type() == 2 and i in biases):  # float32, float16, int8 weights; biases
                 params += int(np.prod(shape(i))) if t.ShapeLength() else 1
     return TFLiteStats(len(ops), params, param_bytes, macs, dict(Counter(name for _, name in ops)))
 
