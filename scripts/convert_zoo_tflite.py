@@ -93,35 +93,25 @@ NOISE_SEED = 1
 # outer part: standard library only, runs with any python3
 
 
+def _venv_helpers():
+    """``scripts/make_tflite_models.py`` (its scratch-venv helpers), loaded by path: scripts/ is not a package."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_tflite_models", Path(__file__).with_name(
+        "make_tflite_models.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def default_venv() -> Path:
     """``.cache/onnx2tf/venv`` where git ignores it, else ``/tmp/onnx2tf/venv``."""
-    cand = REPO / ".cache" / "onnx2tf" / "venv"
-    try:
-        ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", str(cand)],
-                                 capture_output=True).returncode == 0
-    except OSError:
-        ignored = False
-    return cand if ignored else Path(tempfile.gettempdir()) / "onnx2tf" / "venv"
+    return _venv_helpers().default_venv("onnx2tf")
 
 
 def ensure_venv(venv: Path, python: str) -> Path:
-    """Create ``venv`` if needed and install the pinned packages where a version differs."""
-    py = venv / "bin" / "python"
-    if not py.is_file():
-        print(f"creating {venv} with {python}", flush=True)
-        venv.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([python, "-m", "venv", str(venv)], check=True)
-    probe = ("import importlib.metadata as m\n"
-             f"for n in {sorted(PINS)!r}:\n"
-             "    try: print(n, m.version(n))\n"
-             "    except m.PackageNotFoundError: print(n, '-')\n")
-    have = dict(line.split() for line in subprocess.run([str(py), "-c", probe], check=True, text=True,
-                                                        capture_output=True).stdout.splitlines())
-    if any(have.get(n) != v for n, v in PINS.items()):
-        pins = [f"{n}=={v}" for n, v in PINS.items()]
-        print(f"installing {' '.join(pins)} into {venv}", flush=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], check=True)
-    return py
+    """Create ``venv`` if needed and install :data:`PINS` where a version differs."""
+    return _venv_helpers().ensure_venv(venv, python, PINS)
 
 
 def default_check_python(scratch_py: Path) -> Path:

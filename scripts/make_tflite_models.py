@@ -69,38 +69,41 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 # outer part: standard library only, runs with any python3
 
 
-def default_venv() -> Path:
-    """``.cache/tflite-maker/venv`` where git ignores it, else ``/tmp/tflite-maker/venv``."""
-    cand = REPO / ".cache" / "tflite-maker" / "venv"
+def default_venv(name: str = "tflite-maker") -> Path:
+    """``.cache/<name>/venv`` where git ignores it, else ``/tmp/<name>/venv`` (``scripts/convert_zoo_tflite.py``
+    uses it too)."""
+    cand = REPO / ".cache" / name / "venv"
     try:
         ignored = subprocess.run(["git", "-C", str(REPO), "check-ignore", "-q", str(cand)],
                                  capture_output=True).returncode == 0
     except OSError:
         ignored = False
-    return cand if ignored else Path(tempfile.gettempdir()) / "tflite-maker" / "venv"
+    return cand if ignored else Path(tempfile.gettempdir()) / name / "venv"
 
 
 def venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure_venv(venv: Path, python: str) -> Path:
-    """Create ``venv`` if needed and install the pinned packages where a version differs."""
+def ensure_venv(venv: Path, python: str, pins: dict[str, str] | None = None) -> Path:
+    """Create ``venv`` if needed and install the pinned packages (``pins``, default this script's
+    :data:`PINS`) where a version differs."""
+    pins = PINS if pins is None else pins
     py = venv_python(venv)
     if not py.is_file():
         print(f"creating {venv} with {python}", flush=True)
         venv.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
     probe = ("import importlib.metadata as m\n"
-             f"for n in {sorted(PINS)!r}:\n"
+             f"for n in {sorted(pins)!r}:\n"
              "    try: print(n, m.version(n))\n"
              "    except m.PackageNotFoundError: print(n, '-')\n")
     have = dict(line.split() for line in subprocess.run([str(py), "-c", probe], check=True, text=True,
                                                         capture_output=True).stdout.splitlines())
-    if any(have.get(n) != v for n, v in PINS.items()):
-        pins = [f"{n}=={v}" for n, v in PINS.items()]
-        print(f"installing {' '.join(pins)} into {venv}", flush=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *pins], check=True)
+    if any(have.get(n) != v for n, v in pins.items()):
+        specs = [f"{n}=={v}" for n, v in pins.items()]
+        print(f"installing {' '.join(specs)} into {venv}", flush=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *specs], check=True)
     return py
 
 
