@@ -232,6 +232,16 @@ def _dequantized_const(b: _Bindings, expr, dtype: str):
     return values, np.broadcast_to(scale.reshape(shape), values.shape).copy()
 
 
+def _int8_activation(b: _Bindings, expr):
+    """``(x_q, scale, zero_point)`` of ``dequantize(x_q)`` with an int8 ``x_q`` and per-tensor constant
+    parameters, else None."""
+    dq = b.call(expr, "relax.dequantize")
+    if dq is None or str(dq.args[0].ty.dtype) != "int8":
+        return None
+    scale, zero = _scalar(b.const(dq.args[1])), _scalar(b.const(dq.args[2]))
+    return None if scale is None or zero is None else (dq.args[0], scale, int(zero))
+
+
 def _per_channel(scale: np.ndarray, axis: int) -> np.ndarray | None:
     """The scale along ``axis`` when it is constant over every other axis, else None."""
     rows = np.moveaxis(scale, axis, 0).reshape(scale.shape[axis], -1)
@@ -271,12 +281,10 @@ def _match(b: _Bindings, quantize) -> _Match | None:
             return None
     else:
         return None
-    dx = b.call(x_expr, "relax.dequantize")
-    if dx is None or str(dx.args[0].ty.dtype) != "int8":
+    x = _int8_activation(b, x_expr)
+    if x is None:
         return None
-    x_scale, x_zero = _scalar(b.const(dx.args[1])), _scalar(b.const(dx.args[2]))
-    if x_scale is None or x_zero is None:
-        return None
+    x_q, x_scale, x_zero = x
     weights = _dequantized_const(b, w_expr, "int8")
     if weights is None:
         return None
@@ -294,7 +302,7 @@ def _match(b: _Bindings, quantize) -> _Match | None:
         bias, b_scale = bias_values[0].reshape(-1), bias_values[1].reshape(-1)
         if not np.allclose(b_scale, x_scale * w_scale, rtol=1e-5, atol=0):
             return None
-    return _Match(kind, core, dx.args[0], x_scale, int(x_zero), w_q, w_scale, bias, lo, hi, out_axis)
+    return _Match(kind, core, x_q, x_scale, x_zero, w_q, w_scale, bias, lo, hi, out_axis)
 
 
 def round_half_even(v):
@@ -372,13 +380,10 @@ def _quantized_add(b: _Bindings, quantize):
         return None
     out = []
     for arg in add.args:
-        dq = b.call(arg, "relax.dequantize")
-        if dq is None or str(dq.args[0].ty.dtype) != "int8":
+        operand = _int8_activation(b, arg)
+        if operand is None:
             return None
-        scale, zero = _scalar(b.const(dq.args[1])), _scalar(b.const(dq.args[2]))
-        if scale is None or zero is None:
-            return None
-        out += [dq.args[0], scale, int(zero)]
+        out += list(operand)
     if [int(d) for d in out[0].ty.shape] != [int(d) for d in out[3].ty.shape]:
         return None
     return tuple(out)
@@ -517,13 +522,10 @@ def _quantized_mean(b: _Bindings, quantize):
     """``(x_q, x_scale, x_zero, mean call)`` of ``quantize(mean(dequantize(x_q)))`` with per-tensor
     parameters, else None."""
     mean = b.call(quantize.args[0], "relax.mean")
-    dx = None if mean is None else b.call(mean.args[0], "relax.dequantize")
-    if dx is None or str(dx.args[0].ty.dtype) != "int8":
+    x = None if mean is None else _int8_activation(b, mean.args[0])
+    if x is None or mean.attrs.axis is None:
         return None
-    x_scale, x_zero = _scalar(b.const(dx.args[1])), _scalar(b.const(dx.args[2]))
-    if x_scale is None or x_zero is None or mean.attrs.axis is None:
-        return None
-    return dx.args[0], x_scale, int(x_zero), mean
+    return (*x, mean)
 
 
 def _integer_mean(xq, x_scale: float, x_zero: int, mean, y_scale: float, y_zero: int):
