@@ -39,9 +39,13 @@ def model_io(model: onnx.ModelProto | TFLiteModel) -> tuple[list[dict[str, Any]]
     if isinstance(model, TFLiteModel):
         return model.input_infos(), model.output_infos()
     from edgec.artifact import tensor_infos
+    from edgec.frontend.integer_io import io_quantization
     from edgec.frontend.load import graph_inputs
 
-    return tensor_infos(graph_inputs(model)), tensor_infos(model.graph.output)
+    coded = io_quantization(model)  # an int8 input's or output's scale and zero_point
+    inputs, outputs = tensor_infos(graph_inputs(model)), tensor_infos(model.graph.output)
+    return ([{**t, **coded["inputs"].get(t["name"], {})} for t in inputs],
+            [{**t, **coded["outputs"].get(t["name"], {})} for t in outputs])
 
 
 def model_stats(model: onnx.ModelProto | TFLiteModel) -> Any:

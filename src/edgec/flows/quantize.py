@@ -79,10 +79,13 @@ def quantize(opts: BuildOptions, out: Path, progress: Progress | None = None) ->
     steps = Steps(progress)
     low = lower(opts, steps)
     record = next(r for r in low.records if r.get("changes_function") and r.get("quantization"))
+    from edgec.frontend.integer_io import METADATA_KEY as IO_KEY
+
     model = low.final
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key == IO_KEY]  # int8 inputs' scale, zero_point
     del model.metadata_props[:]
-    for prop in low.prepared.metadata_props:
-        model.metadata_props.add(key=prop.key, value=prop.value)
+    for key, value in [(p.key, p.value) for p in low.prepared.metadata_props] + kept:
+        model.metadata_props.add(key=key, value=value)
     from edgec.frontend.image import PREPROCESSING_KEY
 
     if low.source.preprocessing and PREPROCESSING_KEY not in {p.key for p in model.metadata_props}:

@@ -55,8 +55,8 @@ class Tensor:
             (constant number ``index``) or ``"input"`` (model input number ``index``).
         index: See ``where``.
         offset: Byte offset inside the storage or region.
-        buffer: The activation buffer it lives in (views share their base's), for the arena plan; -1
-            for inputs and constants.
+        buffer: The arena buffer it lives in (views share their base's; the model's inputs are arena buffers
+            too), for the arena plan; -1 for constants.
     """
 
     shape: tuple[int, ...]
@@ -99,7 +99,10 @@ class Program:
 
     def plan_arena(self) -> None:
         """Place the activation buffers in one arena by their lifetimes over the kernel calls
-        (:func:`edgec.backends.c.arena.greedy_by_size`); model outputs stay alive to the end."""
+        (:func:`edgec.backends.c.arena.greedy_by_size`); model outputs stay alive to the end. The model's
+        inputs are arena buffers too, live from the start until their last reader: the application writes them
+        before each run, and the model reuses their bytes once it no longer needs them (TensorFlow Lite Micro
+        places its input tensors in the arena the same way)."""
         from edgec.backends.c.arena import Buffer, greedy_by_size
 
         count = 1 + max((t.buffer for t in self.tensors), default=-1)
@@ -115,6 +118,8 @@ class Program:
         for o in self.outputs:
             b = self.tensors[o].buffer
             first[b], last[b] = min(first[b], len(self.calls)), len(self.calls)
+        for i in self.inputs:  # written before the run: live from its start until the model has read them
+            first[self.tensors[i].buffer] = 0
         buffers = [Buffer(sizes[b], first[b], max(last[b], first[b])) for b in range(count)]
         self.buffer_offsets, self.arena_size = greedy_by_size(buffers, ALIGN)
 
@@ -275,8 +280,8 @@ def program(planned) -> Program:
         prog.tensors.append(Tensor(tuple(shape), dtype, where, index, offset, buffer))
         return len(prog.tensors) - 1
 
-    for i, param in enumerate(main.params):
-        prog.inputs.append(new_tensor(*_ty(param), "input", i))
+    for i, param in enumerate(main.params):  # in the arena, as TensorFlow Lite Micro's input tensors
+        prog.inputs.append(new_tensor(*_ty(param), "input", i, buffer=next(buffers)))
         tensor_of[param] = prog.inputs[-1]
 
     def arg(expr) -> int:

@@ -7,13 +7,14 @@ Files (all written into the artifact, see :func:`write_runner`):
 * ``kernels.c`` -- the fused kernels from TVM's C code generator (packed calling convention);
 * ``weights.c`` -- every constant as a ``const`` array (placed in flash by the linker);
 * ``model.c`` / ``model.h`` -- one static activation arena (``edgec_arena``, byte offsets from
-  TVM's storage plan), the input buffers, a ``DLTensor`` per tensor and a ``const`` argument
+  TVM's storage plan; the model's inputs are in it), a ``DLTensor`` per tensor and a ``const`` argument
   list per call (all in flash), ``edgec_run()`` calling every kernel once in order, and the
   workspace shim: ``TVMBackendAllocWorkspace``/``TVMBackendFreeWorkspace`` as a LIFO stack in
   a static buffer (``edgec_workspace``). Nothing uses the heap.
 
-The application API (``model.h``): fill ``edgec_input(i)`` (``edgec_input_bytes[i]`` bytes), call
-``edgec_run()`` (0 on success, else 1 + the number of the failing call), read ``edgec_output(i)``.
+The application API (``model.h``): fill ``edgec_input(i)`` (``edgec_input_bytes[i]`` bytes) before each run,
+call ``edgec_run()`` (0 on success, else 1 + the number of the failing call), read ``edgec_output(i)``. The inputs
+lie in the arena, as TensorFlow Lite Micro's do: a run reuses their bytes once it has read them.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ extern const char* const edgec_call_names[EDGEC_NUM_CALLS];
 /* Peak bytes of the workspace stack since start (measured). */
 extern size_t edgec_workspace_peak;
 
+/* Input i's bytes, in the arena: fill them before each run (a run reuses them once it has read them). */
 void* edgec_input(int i);
 const void* edgec_output(int i);
 /* Runs the model once: 0 on success, else 1 + the number of the kernel call that failed. */
@@ -186,8 +188,6 @@ def model_c(prog: Program) -> str:
     for name in sorted({k for k, _ in prog.calls}):
         out.append(f"int32_t __tvm_ffi_{name}(void* self, void* args, int32_t num_args, void* result);")
     out += ["", f"static uint8_t edgec_arena[{max(prog.arena_bytes, 1)}] __attribute__((aligned({ALIGN})));"]
-    for k, t in enumerate(prog.inputs):
-        out.append(f"static uint8_t edgec_in{k}[{prog.tensors[t].nbytes}] __attribute__((aligned({ALIGN})));")
     out.append("")
     shapes: dict[tuple[int, ...], int] = {}
     for t in prog.tensors:
@@ -196,8 +196,7 @@ def model_c(prog: Program) -> str:
             dims = ", ".join(map(str, t.shape)) or "1"
             out.append(f"static const int64_t edgec_shape{shapes[t.shape]}[{max(len(t.shape), 1)}] = {{{dims}}};")
     for i, t in enumerate(prog.tensors):
-        data = (f"(void*)edgec_c{t.index}" if t.where == "const" else f"(void*)edgec_in{t.index}"
-                if t.where == "input" else f"(void*)(edgec_arena + {prog.arena_offset(t)})")
+        data = (f"(void*)edgec_c{t.index}" if t.where == "const" else f"(void*)(edgec_arena + {prog.arena_offset(t)})")
         out.append(f"static const DLTensor edgec_t{i} = {{{data}, {{kDLCPU, 0}}, {len(t.shape)}, "
                    f"{_dl_dtype(t.dtype)}, (int64_t*)edgec_shape{shapes[t.shape]}, NULL, 0}};")
     out.append("")
@@ -213,7 +212,7 @@ def model_c(prog: Program) -> str:
             f"{{{', '.join(f'{chr(34)}{k}{chr(34)}' for k, _ in prog.calls) or '0'}}};",
             "",
             "void* edgec_input(int i) {",
-            "  switch (i) {"] + [f"    case {k}: return edgec_in{k};" for k in range(n_in)] + [
+            "  switch (i) {"] + [f"    case {k}: return edgec_t{t}.data;" for k, t in enumerate(prog.inputs)] + [
             "    default: return NULL;", "  }", "}", "",
             "const void* edgec_output(int i) {",
             "  switch (i) {"] + [f"    case {k}: return edgec_t{t}.data;" for k, t in enumerate(prog.outputs)] + [

@@ -440,8 +440,13 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
 
     i32 = "int32"
     out_channels = m.w_q.shape[m.out_axis]
+    padded = m.kind == "conv2d" and any(int(p) for p in m.core.attrs.padding)
+    # x - zero_point fits uint8 when the zero point is -128 (a ReLU's output, whose range starts at 0): then the
+    # convolution's own zero padding is the input's zero point, and no padded copy of the input is made
+    shifted = padded and m.x_zero == INT8_MIN
+    x_zero = 0 if shifted else m.x_zero
     w_sum = np.moveaxis(m.w_q, m.out_axis, 0).reshape(out_channels, -1).astype(np.int64).sum(axis=1)
-    bias = (m.bias.astype(np.int64) if m.bias is not None else np.zeros(out_channels, np.int64)) - m.x_zero * w_sum
+    bias = (m.bias.astype(np.int64) if m.bias is not None else np.zeros(out_channels, np.int64)) - x_zero * w_sum
     if np.abs(bias).max(initial=0) >= 2 ** 31:
         return None
     if m.kind == "conv2d":
@@ -450,7 +455,10 @@ def _emit_integer(bb, m: _Match, y_scale: float, y_zero: int, requantize: str):
         channel = tuple(out_channels if d == "C" else 1 for d in layout)
         padding = [int(p) for p in attrs.padding]
         x = m.xq
-        if any(padding) and m.x_zero != 0:  # a padded element is a real 0: the input's zero point
+        if shifted:  # x + 128 as uint8 (the element-wise shift fuses into the kernel that wrote x)
+            x = bb.emit(relax.op.astype(relax.op.add(relax.op.astype(x, "int16"), relax.const(-INT8_MIN, "int16")),
+                                        "uint8"))
+        elif padded and m.x_zero != 0:  # a padded element is a real 0: the input's zero point
             x = bb.emit(_pad_with(x, padding, m.x_zero, layout))
             padding = [0, 0, 0, 0]
         acc = bb.emit(relax.op.nn.conv2d(x, relax.const(m.w_q.astype(np.int8)), strides=[int(s) for s in attrs.strides],
@@ -593,6 +601,13 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
             y_scale, y_zero = _scalar(bindings.const(call.args[1])), _scalar(bindings.const(call.args[2]))
             if y_scale is None or y_zero is None:
                 return new
+            parts = bindings.call(call.args[0], "relax.concat")
+            if parts is not None and isinstance(parts.args[0], relax.Tuple):
+                # quantize(concat(xs)) is concat(quantize(x) for x in xs), exactly: the concat then moves int8
+                # (patch_inference stitches its patches so; a float concat kept each patch's output as float32)
+                lowered["concat"] = lowered.get("concat", 0) + 1
+                return relax.op.concat([self.visit_expr(relax.Call(call.op, [f, *call.args[1:]], call.attrs))
+                                        for f in parts.args[0].fields], axis=parts.attrs.axis)
             if requantize == "tflite" and isinstance(call.args[0], relax.Var) and call.args[0] not in bindings.values:
                 return _tflite_input_quantize(self.visit_expr(call.args[0]), y_scale, int(y_zero))
             pair = _quantized_add(bindings, call) if requantize == "tflite" else None
@@ -621,7 +636,109 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     out = relax.transform.DeadCodeElimination()(rewriter.builder_.get())
-    return out, IntegerReport(lowered, float_islands(out))
+    return elementwise_qdq(decode_per_use(out)), IntegerReport(lowered, float_islands(out))
+
+
+def elementwise_qdq(mod):
+    """``mod`` with each per-tensor ``quantize``/``dequantize`` written as the element-wise operators TVM's
+    legalization makes of it (the same arithmetic: ``(float32)(x - zero_point) * scale``, and
+    ``clip(round(y / scale) + zero_point)`` cast to int8, rounding half to even).
+
+    ``quantize`` and ``dequantize`` have no layout rule, so ConvertLayout kept the float islands between them
+    (a squeeze-excite block's mean and multiply) in NCHW and transposed the NHWC int8 tensors around them: a
+    full copy of the block's widest tensor each time. Element-wise operators follow any layout.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    quantize_op, dequantize_op = tvm.ir.Op.get("relax.quantize"), tvm.ir.Op.get("relax.dequantize")
+    bindings = _Bindings(mod["main"])
+
+    @mutator
+    class _Elementwise(PyExprMutator):
+        def visit_call_(self, call):
+            new = super().visit_call_(call)
+            if call.op not in (quantize_op, dequantize_op):
+                return new
+            scale, zero = _scalar(bindings.const(call.args[1])), _scalar(bindings.const(call.args[2]))
+            x = new.args[0]
+            if scale is None or zero is None:
+                return new
+            if call.op == dequantize_op and str(call.attrs.out_dtype) == "float32" and str(x.ty.dtype) in (
+                    "int8", "uint8", "int32"):
+                diff = relax.op.subtract(relax.op.astype(x, "int32"), relax.const(int(zero), "int32"))
+                return relax.op.multiply(relax.op.astype(diff, "float32"), relax.const(np.float32(scale), "float32"))
+            if call.op == quantize_op and str(call.attrs.out_dtype) == "int8" and str(x.ty.dtype) == "float32":
+                scaled = relax.op.divide(x, relax.const(np.float32(scale), "float32"))
+                shifted = relax.op.add(relax.op.round(scaled), relax.const(np.float32(zero), "float32"))
+                return relax.op.astype(relax.op.clip(shifted, INT8_MIN, INT8_MAX), "int8")
+            return new
+
+    rewriter = _Elementwise(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
+def decode_per_use(mod):
+    """``mod`` with each decode of an int8 activation (``dequantize``, or ``astype`` to a wider type) emitted
+    again beside each operator that uses it, so that the decode fuses forward into its consumer's kernel.
+
+    Without this, a decode with several consumers (a squeeze-excite block's ``mean`` and ``multiply``, a float
+    island's two inputs) fuses backward into the integer kernel that produced its int8 input: that kernel then
+    writes the float32 (or int32) tensor, four times the int8 bytes, and the arena holds it. TVM's FuseOps ends a
+    kernel at a tensor with several consumers, so with one decode per use the int8 tensor is what lies between
+    kernels.
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    decode_ops = {tvm.ir.Op.get("relax.dequantize"), tvm.ir.Op.get("relax.astype")}
+    mean_op = tvm.ir.Op.get("relax.mean")
+    bindings = _Bindings(mod["main"])
+
+    def decode_of(expr):
+        value = bindings.values.get(expr) if isinstance(expr, relax.Var) else None
+        if (isinstance(value, relax.Call) and value.op in decode_ops and isinstance(value.args[0], relax.Var)
+                and value.args[0] in bindings.values and str(value.args[0].ty.dtype) == "int8"):
+            return value
+        return None
+
+    @mutator
+    class _PerUse(PyExprMutator):
+        def again(self, expr):
+            value = decode_of(expr)
+            if value is None:
+                return self.visit_expr(expr)
+            return self.builder_.emit(relax.Call(value.op, [self.visit_expr(a) for a in value.args], value.attrs,
+                                                 value.ty_args))
+
+        def visit_call_(self, call):
+            if call.op in decode_ops or not any(decode_of(a) is not None or (
+                    isinstance(a, relax.Tuple) and any(decode_of(f) is not None for f in a.fields))
+                    for a in call.args):
+                return super().visit_call_(call)
+            args = [relax.Tuple([self.again(f) for f in a.fields]) if isinstance(a, relax.Tuple) else self.again(a)
+                    for a in call.args]
+            if call.op == mean_op:  # sum, then divide: a decode fuses into a sum (FuseOps: an elementwise op
+                # joins a following reduction), not into a mean, whose two-stage kernel is not a plain reduction
+                x_shape = [int(d) for d in call.args[0].ty.shape]
+                axes = [int(a) % len(x_shape) for a in call.attrs.axis] if call.attrs.axis is not None else list(
+                    range(len(x_shape)))
+                total = self.builder_.emit(relax.op.sum(args[0], axes, call.attrs.keepdims))
+                count = relax.const(float(np.prod([x_shape[a] for a in axes])), str(call.ty.dtype))
+                return relax.op.divide(total, count)
+            return relax.Call(self.visit_expr(call.op) if isinstance(call.op, relax.Expr) and not isinstance(
+                call.op, tvm.ir.Op) else call.op, args, call.attrs, call.ty_args)
+
+    rewriter = _PerUse(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
 
 
 def float_islands(mod) -> dict[str, int]:

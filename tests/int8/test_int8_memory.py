@@ -1,0 +1,153 @@
+"""What an int8 build holds in memory: int8 inputs and outputs (frontend/integer_io.py), the float model's node
+order kept through quantization (patches run one after another), and int8 tensors between kernels (no float32
+decode written by a kernel, no transposes around float islands, no zero-point padded copy after a ReLU)."""
+
+import math
+
+import numpy as np
+import onnx
+import pytest
+
+from edgec.frontend.integer_io import integer_io, io_quantization, quantize_sets
+from edgec.frontend.quantize import calibration_samples, in_original_order, quantize_int8
+from edgec.frontend.reference import run_ort
+
+from .qdq_models import patched_se_cnn
+
+SHAPES = {"x": (1, 3, 16, 16)}
+
+
+@pytest.fixture(scope="module")
+def patched(tmp_path_factory):
+    fp32 = onnx.load(str(patched_se_cnn(tmp_path_factory.mktemp("int8mem") / "p.onnx")))
+    cal = calibration_samples(None, SHAPES, {"x": np.dtype(np.float32)}, None, 16)
+    q = quantize_int8(fp32, cal)
+    return fp32, q, integer_io(q), cal
+
+
+def _params(model, node):
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    return float(inits[node.input[1]]), int(inits[node.input[2]])
+
+
+def test_the_slices_of_an_input_share_one_quantization(patched):
+    """Each slice of the input was calibrated on its own region; they now share the input's scale and zero point."""
+    _, q, _, _ = patched
+    sliced = {n.output[0] for n in q.graph.node if n.op_type == "Slice"}
+    quantizers = [n for n in q.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in sliced]
+    assert len(quantizers) == 2 and len({_params(q, n) for n in quantizers}) == 1
+
+
+def test_integer_io_gives_the_codes_of_the_float_model(patched):
+    _, q, iq, cal = patched
+    io = io_quantization(iq)
+    assert set(io["inputs"]) == {"x"} and set(io["outputs"]) == {"y"}
+    assert [v.type.tensor_type.elem_type for v in [*iq.graph.input, *iq.graph.output]] == [onnx.TensorProto.INT8] * 2
+    scale, zero = io["outputs"]["y"]["scale"], io["outputs"]["y"]["zero_point"]
+    for sample in cal.samples[:3]:
+        want = run_ort(q, sample, optimized=True)[0]
+        codes = run_ort(iq, quantize_sets({"s": sample}, io["inputs"])["s"], optimized=True)[0]
+        assert codes.dtype == np.int8
+        np.testing.assert_array_equal((codes.astype(np.float32) - np.float32(zero)) * np.float32(scale), want)
+
+
+def test_a_float_input_read_by_other_operators_stays_float(patched):
+    _, q, _, _ = patched
+    model = onnx.ModelProto.FromString(q.SerializeToString())
+    model.graph.node.append(onnx.helper.make_node("Relu", ["x"], ["rx"]))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("rx", onnx.TensorProto.FLOAT, [1, 3, 16, 16]))
+    iq = integer_io(model)
+    assert "x" not in io_quantization(iq)["inputs"] and iq.graph.input[0].type.tensor_type.elem_type == 1
+
+
+def test_quantization_keeps_the_float_models_node_order(patched):
+    """quantize_static sorts the graph again; the float model's order is what patch-by-patch execution needs."""
+    fp32, q, _, _ = patched
+    kept = [n.op_type for n in q.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+    assert kept == [n.op_type for n in fp32.graph.node if n.op_type != "Relu"]  # ReLUs fold into the quantizers
+    # the order of another float model (the second branch first) is followed, and the first one's is restored
+    other = onnx.ModelProto.FromString(fp32.SerializeToString())
+    nodes = list(other.graph.node)
+    branch = [n for n in nodes if n.output[0] in ("x1", "c1", "r1")]
+    del other.graph.node[:]
+    other.graph.node.extend(branch + [n for n in nodes if n not in branch])
+    shuffled = in_original_order(q, other)
+    onnx.checker.check_model(shuffled)
+    slices = [n.output[0] for n in shuffled.graph.node if n.op_type == "Slice"]
+    assert slices == ["x1", "x0"]
+    restored = in_original_order(shuffled, fp32)
+    assert [n.output[0] for n in restored.graph.node] == [n.output[0] for n in q.graph.node]
+
+
+def _kernel_outputs(fused):
+    import tvm
+    from tvm import relax
+
+    out = []
+    for block in fused["main"].body.blocks:
+        for b in block.bindings:
+            v = b.value
+            if isinstance(v, relax.Call) and v.op == tvm.ir.Op.get("relax.call_tir"):
+                out.append((v.args[0].name_hint, tuple(int(d) for d in b.var.ty.shape), str(b.var.ty.dtype)))
+    return out
+
+
+@pytest.mark.parametrize("target", ["host", "cortex-m7"])
+def test_between_kernels_every_activation_is_int8(patched, target):
+    """No kernel writes a decoded float32 tensor larger than one value per channel (the squeeze-excite mean
+    and multiply read the int8 tensor), and no transpose is left but the model's two boundary ones."""
+    from edgec.backends.tvm.api import import_model
+    from edgec.targets import get_target
+
+    _, _, iq, _ = patched
+    if target == "cortex-m7":
+        from edgec.backends.c.lower import fuse
+
+        fused = fuse(iq, get_target(target))
+    else:
+        import tvm
+
+        from edgec.backends.tvm.pipeline import fused_module
+
+        fused = fused_module(import_model(iq), tvm.target.Target({"kind": "llvm"}))
+    kernels = _kernel_outputs(fused)
+    wide = [(name, shape, dtype) for name, shape, dtype in kernels if dtype not in ("int8", "uint8")
+            and math.prod(shape) > max(shape)]
+    assert not wide, wide
+    assert sum("transpose" in name for name, _, _ in kernels) <= 2, [k[0] for k in kernels]
+    assert 'dtype="uint8"' in import_model(iq)["main"].script()  # x - (-128) as uint8: no padded copy
+
+
+def test_the_integer_io_model_compiles_to_onnxruntimes_codes(patched):
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.api import import_model
+    from edgec.backends.tvm.pipeline import relax_pipeline
+
+    _, _, iq, cal = patched
+    target = tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(import_model(iq), target=target, relax_pipeline=relax_pipeline(target)),
+                              tvm.cpu())
+    sets = quantize_sets({f"s{i}": s for i, s in enumerate(cal.samples[:4])}, io_quantization(iq)["inputs"])
+    for xs in sets.values():
+        got = vm["main"](tvm.runtime.tensor(xs["x"])).numpy()
+        want = run_ort(iq, xs, optimized=True)[0]
+        assert got.dtype == np.int8 and np.abs(got.astype(int) - want.astype(int)).max() <= 1
+        assert (got == want).mean() > 0.99
+
+
+def test_the_c_runner_keeps_the_input_in_the_arena(patched):
+    from edgec.backends.c import lower, runner
+    from edgec.targets import get_target
+
+    _, _, iq, _ = patched
+    spec = get_target("cortex-m7")
+    target = lower.c_target(spec)
+    scheduled, _ = lower.schedule(lower.fuse(iq, spec), target)
+    prog = lower.program(lower.plan_memory(scheduled, target))
+    prog.plan_arena()
+    (i,) = prog.inputs
+    assert prog.tensors[i].buffer >= 0 and prog.tensors[i].dtype == "int8"
+    text = runner.model_c(prog)
+    assert f"case 0: return edgec_t{i}.data;" in text and "edgec_in0" not in text
