@@ -67,8 +67,8 @@ def test_a_quantized_file_builds_as_it_is(model, tmp_path, run_cli):
 def test_a_wrong_integer_kernel_is_refused(model, tmp_path, run_cli, monkeypatch):
     from edgec.backends.tvm import integer
 
-    real = integer._requantize_float
-    monkeypatch.setattr(integer, "_requantize_float",
+    real = integer._requantize_exact
+    monkeypatch.setattr(integer, "_requantize_exact",
                         lambda acc, scale, y_zero, shape: real(acc, np.asarray(scale) * 1.5, y_zero, shape))
     code, _, err = run_cli("build", str(model), "--quantize", "int8", "--samples", "4", "--out", str(tmp_path))
     assert code == 6 and "differ from onnxruntime (integer kernels of the quantized model)" in err, err

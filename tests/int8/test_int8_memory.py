@@ -151,3 +151,51 @@ def test_the_c_runner_keeps_the_input_in_the_arena(patched):
     assert prog.tensors[i].buffer >= 0 and prog.tensors[i].dtype == "int8"
     text = runner.model_c(prog)
     assert f"case 0: return edgec_t{i}.data;" in text and "edgec_in0" not in text
+
+
+def test_the_integer_kernels_compute_the_qdq_models_float64_function(patched):
+    """The requantization has one rounding of the exact multiplier: the kernels equal the QDQ model computed in
+    float64 (the truth the verification falls back on), element for element."""
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.api import import_model
+    from edgec.backends.tvm.pipeline import relax_pipeline
+    from edgec.frontend.float64 import Float64Model
+
+    _, _, iq, cal = patched
+    target = tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(import_model(iq), target=target, relax_pipeline=relax_pipeline(target)),
+                              tvm.cpu())
+    truth = Float64Model(iq)
+    sets = quantize_sets({f"s{i}": s for i, s in enumerate(cal.samples[:4])}, io_quantization(iq)["inputs"])
+    for xs in sets.values():
+        got = vm["main"](tvm.runtime.tensor(xs["x"])).numpy()
+        (want,) = truth.run(xs)
+        assert want.dtype == np.int8 and (got == want).mean() > 0.999 and np.abs(got - want.astype(int)).max() <= 1
+
+
+def test_an_int8_set_onnxruntime_is_off_on_is_decided_by_the_float64_truth(patched):
+    """onnxruntime's float32 arithmetic can put its result two steps from the model's function; an artifact at
+    the truth then passes, and one two steps from the truth (and from onnxruntime) fails."""
+    from edgec.flows.parts import ONE_STEP, References, compare_sets
+    from edgec.frontend.float64 import Float64Model
+    from edgec.frontend.quantize import output_steps
+
+    _, _, iq, cal = patched
+    xs = quantize_sets({"calibration:0": cal.samples[0]}, io_quantization(iq)["inputs"])
+    (truth,) = Float64Model(iq).run(xs["calibration:0"])
+    off = np.clip(truth.astype(int) + 2, -128, 127).astype(np.int8)
+    refs = References()
+    refs._models[id(iq)] = (iq, None, {"calibration:0": [off]})  # onnxruntime's result, two steps off the truth
+    steps = output_steps(iq)
+    assert steps == [1.0]
+    good = compare_sets({"calibration:0": [truth]}, {"calibration:0": [off]}, inputs=xs, quantization_steps=steps,
+                        int8_oracle=refs.int8_oracle(iq))
+    row = good["sets"][0]
+    assert good["passed"] and row["float64"]["max_steps"] == 0 and row["float64"]["onnxruntime_max_steps"] == 2
+    wrong = np.clip(truth.astype(int) - 2, -128, 127).astype(np.int8)
+    bad = compare_sets({"calibration:0": [wrong]}, {"calibration:0": [off]}, inputs=xs, quantization_steps=steps,
+                       int8_oracle=refs.int8_oracle(iq))
+    assert bad["passed"] is False and bad["sets"][0]["float64"]["max_steps"] == 2
+    assert "beyond one" in bad["sets"][0]["float64"]["reason"] and ONE_STEP > 1

@@ -106,7 +106,9 @@ def _exact_ops() -> list[type]:
     * ``Conv`` (2-D, explicit pads): the reference runs one im2col per group, 3 s of a 7.7-GMAC
       MobileNetV4; other convolutions keep the reference's own kernel;
     * ``MeanVarianceNormalization``: the reference expands the operator's ONNX function, whose constants
-      are float32 (the operator's definition, computed in float64: ``(X - E[X]) / (sqrt(Var[X]) + 1e-9)``).
+      are float32 (the operator's definition, computed in float64: ``(X - E[X]) / (sqrt(Var[X]) + 1e-9)``);
+    * ``QuantizeLinear``/``DequantizeLinear``: the reference has them from opset 19 only; here in float64 at
+      any opset (``(x - zero_point) * scale``; ``round(x / scale) + zero_point``, half to even, saturated).
     """
     import torch
     from onnx.reference.op_run import OpRun
@@ -139,7 +141,33 @@ def _exact_ops() -> list[type]:
             centred = X - X.mean(axis=axes, keepdims=True)
             return (centred / (np.sqrt((centred ** 2).mean(axis=axes, keepdims=True)) + 1e-9),)
 
-    return [Erf, Conv, MeanVarianceNormalization]
+    def per_axis(v, x, axis):
+        v = np.asarray(v)
+        if v.size == 1:
+            return v.reshape(())
+        shape = [1] * x.ndim
+        shape[(axis if axis is not None else 1) % x.ndim] = -1
+        return v.reshape(shape)
+
+    class DequantizeLinear(OpRun):  # the reference implements opset 19 and later only; float64, any opset
+        op_domain = ""
+
+        def _run(self, x, x_scale, x_zero_point=None, axis=None, block_size=None, output_dtype=None):
+            zero = 0 if x_zero_point is None else per_axis(x_zero_point, x, axis).astype(np.float64)
+            return (((x.astype(np.float64) - zero) * per_axis(x_scale, x, axis).astype(np.float64)),)
+
+    class QuantizeLinear(OpRun):  # round(x / scale) + zero_point, half to even, saturated (float64)
+        op_domain = ""
+
+        def _run(self, x, y_scale, y_zero_point=None, axis=None, saturate=None, block_size=None,
+                 output_dtype=None, precision=None):
+            dtype = np.uint8 if y_zero_point is None else np.asarray(y_zero_point).dtype
+            zero = 0 if y_zero_point is None else per_axis(y_zero_point, x, axis).astype(np.float64)
+            q = np.rint(np.asarray(x, np.float64) / per_axis(y_scale, x, axis).astype(np.float64)) + zero
+            info = np.iinfo(dtype)
+            return (np.clip(q, info.min, info.max).astype(dtype),)
+
+    return [Erf, Conv, MeanVarianceNormalization, DequantizeLinear, QuantizeLinear]
 
 
 def _evaluator(model: onnx.ModelProto):
@@ -385,6 +413,45 @@ class Oracle:
             got = self.evidence(set_name, inputs, optimized=True)
             verdict = judge(outputs, got[0], got[1], rtol, check_top1, got[2])
         return verdict
+
+
+    def check_steps(self, set_name: str, inputs: dict[str, np.ndarray], outputs: list[np.ndarray],
+                    steps: list[float | None], floor: list[float]) -> dict[str, Any]:
+        """For an int8 model (QDQ, :attr:`model`): whether ``outputs`` are within ``floor`` (one quantization
+        step per output) of the model's own function computed in float64, with its top-1 (near-ties within
+        the floor). onnxruntime runs quantized operators with float32 arithmetic (its requantization, and the
+        float ``Conv`` it keeps between ``DequantizeLinear`` and ``QuantizeLinear``), whose one-step flips
+        compound through the layers; an artifact can be one step from onnxruntime's result or from the
+        truth, and the truth is what the model means. The record gives both distances in steps
+        (``max_steps``, ``onnxruntime_max_steps``), or :func:`unavailable_record` without a float64 path."""
+        got = self.evidence(set_name, inputs)
+        if got is None:
+            return unavailable_record(self._f64.unavailable or "the engine failed")
+        truth, _, seconds = got
+
+        def in_steps(result: list[np.ndarray]) -> float:
+            worst = 0.0
+            for out, ref, step in zip(result, truth, steps):
+                if step and np.shape(out) == np.shape(ref):
+                    diff = np.abs(np.asarray(out, np.float64) - np.asarray(ref, np.float64)) / step
+                    worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max(initial=0)))
+            return round(worst, 3)
+
+        cmp = compare(outputs, truth, rtol=0.0, floor=floor)
+        ours, theirs = in_steps(outputs), in_steps(self._ort(set_name, inputs))
+        record = {"engine": ENGINE.replace("model", "QDQ model"), "seconds": round(seconds, 3), "max_steps": ours,
+                  "onnxruntime_max_steps": theirs, "max_abs_error": cmp.max_abs_error, "max_abs_ref": cmp.max_abs_ref,
+                  "tolerance": cmp.tolerance, "top1_match": cmp.top1_match, "passed": cmp.passed}
+        if cmp.passed is None:
+            reason = f"the float64 truth is not finite: {cmp.reason}"
+        elif cmp.passed:
+            reason = (f"within one quantization step of the QDQ model computed in float64 ({ours:g} steps; "
+                      f"onnxruntime's integer kernels are {theirs:g} steps from it)")
+        else:
+            reason = (f"{ours:g} steps from the QDQ model computed in float64, beyond one"
+                      + ("" if cmp.top1_match is not False else ", top-1 differs")
+                      + f" (onnxruntime's integer kernels: {theirs:g} steps)")
+        return {**record, "reason": reason}
 
 
 #: A set whose error against onnxruntime exceeds this fraction of the tolerance is judged on the float64
