@@ -150,7 +150,7 @@ def test_the_c_runner_keeps_the_input_in_the_arena(patched):
     (i,) = prog.inputs
     assert prog.tensors[i].buffer >= 0 and prog.tensors[i].dtype == "int8"
     text = runner.model_c(prog)
-    assert f"case 0: return edgec_t{i}.data;" in text and "edgec_in0" not in text
+    assert f"case 0: return (void*)edgec_tensors[{i}].data;" in text and "edgec_in0" not in text
 
 
 def test_the_integer_kernels_compute_the_qdq_models_float64_function(patched):
@@ -177,7 +177,7 @@ def test_the_integer_kernels_compute_the_qdq_models_float64_function(patched):
 
 def test_an_int8_set_onnxruntime_is_off_on_is_decided_by_the_float64_truth(patched):
     """onnxruntime's float32 arithmetic can put its result two steps from the model's function; an artifact at
-    the truth then passes, and one two steps from the truth (and from onnxruntime) fails."""
+    the truth passes, one as far from it as onnxruntime passes (rounding noise), one five steps off fails."""
     from edgec.flows.parts import ONE_STEP, References, compare_sets
     from edgec.frontend.float64 import Float64Model
     from edgec.frontend.quantize import output_steps
@@ -194,8 +194,14 @@ def test_an_int8_set_onnxruntime_is_off_on_is_decided_by_the_float64_truth(patch
                         int8_oracle=refs.int8_oracle(iq))
     row = good["sets"][0]
     assert good["passed"] and row["float64"]["max_steps"] == 0 and row["float64"]["onnxruntime_max_steps"] == 2
-    wrong = np.clip(truth.astype(int) - 2, -128, 127).astype(np.int8)
+    # as far from the truth as onnxruntime (on other elements): rounding noise, passed
+    drift = truth.astype(int).copy()
+    drift.flat[:: 7] -= 2
+    noisy = compare_sets({"calibration:0": [np.clip(drift, -128, 127).astype(np.int8)]}, {"calibration:0": [off]},
+                         inputs=xs, quantization_steps=steps, int8_oracle=refs.int8_oracle(iq))
+    assert noisy["passed"] and noisy["sets"][0]["float64"]["allowed_steps"] == 4
+    wrong = np.clip(truth.astype(int) - 5, -128, 127).astype(np.int8)  # beyond twice onnxruntime's two steps
     bad = compare_sets({"calibration:0": [wrong]}, {"calibration:0": [off]}, inputs=xs, quantization_steps=steps,
                        int8_oracle=refs.int8_oracle(iq))
-    assert bad["passed"] is False and bad["sets"][0]["float64"]["max_steps"] == 2
-    assert "beyond one" in bad["sets"][0]["float64"]["reason"] and ONE_STEP > 1
+    assert bad["passed"] is False and bad["sets"][0]["float64"]["max_steps"] == 5
+    assert "beyond 4" in bad["sets"][0]["float64"]["reason"] and ONE_STEP > 1

@@ -49,6 +49,14 @@ ENGINE = "onnx.reference, model in float64"
 NOISE_MULTIPLE = 4.0
 
 
+#: An int8 result is within rounding noise when it is at most this many times as many quantization steps from
+#: the QDQ model's float64 function as onnxruntime's integer kernels are (and at least one step is allowed).
+#: A one-step rounding flip (a float32 product or sum a hair from a tie) grows layer after layer in a deep
+#: random-weight network: onnxruntime itself ends two steps from the truth on ``mcunetv2_large``, and so does a
+#: correct artifact whose flips fell elsewhere; a wrong kernel (a zero point ignored, a scale off by half) is
+#: tens of steps away.
+STEP_NOISE_MULTIPLE = 2.0
+
 #: Operators ``onnx.reference`` computes in float32 whatever the input (its sampling grids): a model with
 #: one has no float64 path.
 NOT_FLOAT64 = frozenset({"GridSample", "AffineGrid"})
@@ -418,8 +426,8 @@ class Oracle:
     def check_steps(self, set_name: str, inputs: dict[str, np.ndarray], outputs: list[np.ndarray],
                     steps: list[float | None], floor: list[float]) -> dict[str, Any]:
         """For an int8 model (QDQ, :attr:`model`): whether ``outputs`` are within ``floor`` (one quantization
-        step per output) of the model's own function computed in float64, with its top-1 (near-ties within
-        the floor). onnxruntime runs quantized operators with float32 arithmetic (its requantization, and the
+        step per output), or :data:`STEP_NOISE_MULTIPLE` times onnxruntime's own distance if larger, of the model's
+        own function computed in float64, with its top-1 (near-ties within that). onnxruntime runs quantized operators with float32 arithmetic (its requantization, and the
         float ``Conv`` it keeps between ``DequantizeLinear`` and ``QuantizeLinear``), whose one-step flips
         compound through the layers; an artifact can be one step from onnxruntime's result or from the
         truth, and the truth is what the model means. The record gives both distances in steps
@@ -437,20 +445,21 @@ class Oracle:
                     worst = max(worst, float(np.nan_to_num(diff, nan=np.inf).max(initial=0)))
             return round(worst, 3)
 
-        cmp = compare(outputs, truth, rtol=0.0, floor=floor)
         ours, theirs = in_steps(outputs), in_steps(self._ort(set_name, inputs))
+        allowed = max(1.0, STEP_NOISE_MULTIPLE * theirs)  # one step, or onnxruntime's own drift from the truth
+        cmp = compare(outputs, truth, rtol=0.0, floor=[f * allowed for f in floor])
         record = {"engine": ENGINE.replace("model", "QDQ model"), "seconds": round(seconds, 3), "max_steps": ours,
-                  "onnxruntime_max_steps": theirs, "max_abs_error": cmp.max_abs_error, "max_abs_ref": cmp.max_abs_ref,
+                  "onnxruntime_max_steps": theirs, "allowed_steps": allowed, "max_abs_error": cmp.max_abs_error, "max_abs_ref": cmp.max_abs_ref,
                   "tolerance": cmp.tolerance, "top1_match": cmp.top1_match, "passed": cmp.passed}
         if cmp.passed is None:
             reason = f"the float64 truth is not finite: {cmp.reason}"
         elif cmp.passed:
-            reason = (f"within one quantization step of the QDQ model computed in float64 ({ours:g} steps; "
-                      f"onnxruntime's integer kernels are {theirs:g} steps from it)")
+            reason = (f"{ours:g} steps from the QDQ model computed in float64, within {allowed:g} (one step, or "
+                      f"{STEP_NOISE_MULTIPLE:g}x onnxruntime's integer kernels' {theirs:g})")
         else:
-            reason = (f"{ours:g} steps from the QDQ model computed in float64, beyond one"
+            reason = (f"{ours:g} steps from the QDQ model computed in float64, beyond {allowed:g}"
                       + ("" if cmp.top1_match is not False else ", top-1 differs")
-                      + f" (onnxruntime's integer kernels: {theirs:g} steps)")
+                      + f" (one step, or {STEP_NOISE_MULTIPLE:g}x onnxruntime's integer kernels' {theirs:g})")
         return {**record, "reason": reason}
 
 

@@ -396,9 +396,49 @@ def kernels_c(planned, target, include: str) -> Kernels:
                 last = [ln for ln in str(exc).strip().splitlines() if ln.strip()][-1:] or [type(exc).__name__]
                 raise UnsupportedOpError(f"TVM failed to generate C for the model: {last[0][:200]}",
                                          "rerun with --debug for TVM's trace") from exc
-    source = _TVM_INCLUDE.sub("", source)
+    source = exact_float_literals(_TVM_INCLUDE.sub("", source), tir)
     source = source.replace("#define TVM_EXPORTS\n", f'#include "{include}"\n', 1)
     return Kernels(source, workspace_requests(source), narrowed)
+
+
+#: A float literal as TVM's C code generator prints it (``std::scientific``: 7 significant digits).
+_SCRIPT_FLOAT = re.compile(r"T\.float(32|64)\(([-+0-9.eE]+|inf|-inf|nan)\)")
+_FLOAT_LITERAL = re.compile(r"(?<![\w.])(-?\d\.\d{6}e[+-]\d{2,3})(f?)(?![\w.])")
+
+
+def exact_float_literals(source: str, tir) -> str:
+    """``source`` with each float literal TVM printed to 7 significant digits replaced by the exact value as a
+    C99 hexadecimal float.
+
+    TVM's C code generator prints a float immediate with ``std::scientific`` (``2.352941e-02``), which is not
+    the value for either float32 (9 digits needed) or float64 (17): a scale written as an immediate
+    (``0.023529412`` = 6/255) became another number, and the int8 kernels in C drifted two steps from the same
+    kernels compiled by LLVM. The exact values are read from the kernels' TVMScript (``T.float32(...)`` and
+    ``T.float64(...)`` print every digit) and matched by their printed form; a printed form two different values share is left as it is (and logged).
+    """
+    import tvm
+
+    exact: dict[str, str | None] = {}
+    for _, func in tir.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        for bits, number in _SCRIPT_FLOAT.findall(func.script()):  # TVMScript prints them exactly
+            value = float(number)
+            if not math.isfinite(value):
+                continue
+            if bits == "32":
+                value = float(np.float32(value))
+            text = f"{value:e}" + ("f" if bits == "32" else "")
+            literal = float.hex(value) + ("f" if bits == "32" else "")
+            exact[text] = literal if exact.get(text, literal) == literal else None
+    clashes = [k for k, v in exact.items() if v is None]
+    if clashes:
+        log.info("float literals printed alike for different values, left as printed: %s", clashes[:5])
+
+    def replace(m: re.Match) -> str:
+        return exact.get(m.group(1) + m.group(2)) or m.group(0)
+
+    return _FLOAT_LITERAL.sub(replace, source)
 
 
 _FUNC = re.compile(r"^TVM_DLL int32_t __tvm_ffi_(\w+)\(void\* self_handle.*?\) \{$", re.M)

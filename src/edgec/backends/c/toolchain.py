@@ -245,7 +245,8 @@ def cflags(spec: TargetSpec) -> list[str]:
     """Compiler flags: the core, its FPU with the hard-float ABI, -O2, newlib-nano and rdimon specs."""
     m = mcu(spec)
     return [f"-mcpu={m['core']}", "-mthumb", f"-mfpu={m['fpu']}", f"-mfloat-abi={m.get('float_abi', 'hard')}",
-            "-O2", "-ffunction-sections", "-fdata-sections", "-fno-strict-aliasing", "-Wno-unused-variable",
+            "-O2", "-ffp-contract=off", "-ffunction-sections", "-fdata-sections", "-fno-strict-aliasing",
+            "-Wno-unused-variable",
             "--specs=nano.specs", "--specs=rdimon.specs"]
 
 
