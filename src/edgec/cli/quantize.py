@@ -52,7 +52,7 @@ def print_quantize_summary(result) -> None:
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
     if result.weights == "random":
-        table.add_row("weights", f"[yellow]{weights_note('random')}[/]")
+        table.add_row("weights", f"[yellow]{weights_note('random', '--weights')}[/]")
     cal = rec["calibration"]
     style = "yellow" if cal["source"] == "generated" else ""
     table.add_row("calibration", f"[{style}]{escape(cal['description'])}[/], {cal['method']}" if style

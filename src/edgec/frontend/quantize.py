@@ -417,7 +417,9 @@ def _image_folder(root: Path, shapes: dict[str, tuple[int, ...]], preprocessing:
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UsageError(f"{flag} {root} holds no images ({', '.join(IMAGE_SUFFIXES)})",
-                         "give a folder of images, or a .npz of input arrays")
+                         "give a folder of images, or a .npz of input arrays" if flag == "--calibrate" else
+                         "give a labelled ImageFolder (one subfolder of images per class, optionally under "
+                         "train/ and val/)")
     if len(files) > samples:
         files = [files[int(k)] for k in np.linspace(0, len(files) - 1, samples)]
     pre = _pre(shape, preprocessing)

@@ -84,7 +84,7 @@ def verification_line(v: dict[str, Any] | None, float64: bool = True) -> str:
         engine = ("the TFLite interpreter's kernels" if "TFLite" in str(v.get("reference_engine", ""))
                   else "onnxruntime's integer kernels")
         if v["max_steps"] == 0:
-            parts.append(f"int8: every element equal to {engine}")
+            parts.append(f"int8: every element equal to {engine} on the judged sets")
         else:
             parts.append(f"int8: at most {v['max_steps']:g} quantization step{'' if v['max_steps'] == 1 else 's'} "
                          f"from {engine}" + (f", {100 * exact:.1f}% of elements exact" if exact is not None else ""))
@@ -377,10 +377,10 @@ def _reference_words(report: dict[str, Any]) -> str:
     return f"the model after {', '.join(fc['passes'])}" if fc else "the source model"
 
 
-def weights_note(weights: str | None) -> str:
-    """How the weights were set, with a warning for random ones."""
+def weights_note(weights: str | None, flags: str = "--pretrained or --weights") -> str:
+    """How the weights were set, with a warning for random ones naming the command's own ``flags``."""
     if weights == "random":
-        return "random (pass --pretrained or --weights for a trained model)"
+        return f"random (pass {flags} for a trained model)"
     return weights or "-"
 
 
