@@ -205,3 +205,72 @@ def test_an_int8_set_onnxruntime_is_off_on_is_decided_by_the_float64_truth(patch
                        int8_oracle=refs.int8_oracle(iq))
     assert bad["passed"] is False and bad["sets"][0]["float64"]["max_steps"] == 5
     assert "beyond 4" in bad["sets"][0]["float64"]["reason"] and ONE_STEP > 1
+
+
+def test_narrow_constants_keep_the_values_and_leave_wide_ones():
+    """Integer constants that fit a narrower type are stored narrow and widened in the kernel (same outputs);
+    one that does not fit stays as it is."""
+    import tvm
+    from tvm import relax
+
+    from edgec.backends.tvm.pipeline import legalize_and_fuse
+
+    small = np.array([3, -7, 100, 2 ** 20], np.int64)
+    big = np.array([1, 2 ** 40, -5, 0], np.int64)
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([4], "int64"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.add(relax.op.multiply(x, relax.const(small, "int64")), relax.const(big, "int64")))
+            out = bb.emit_output(y)
+        bb.emit_func_output(out)
+    target = tvm.target.Target({"kind": "llvm"})
+    with target:
+        fused = tvm.transform.Sequential(legalize_and_fuse())(bb.get())
+    dtypes = {str(b.value.args[1].fields[i].value.numpy().dtype) for blk in fused["main"].body.blocks
+              for b in blk.bindings for i in range(len(b.value.args[1].fields))
+              if isinstance(b.value, relax.Call) and isinstance(b.value.args[1], relax.Tuple)
+              and isinstance(b.value.args[1].fields[i], tvm.ir.Constant)}
+    assert dtypes == {"int32", "int64"}  # `small` stored as int32, `big` kept int64
+    exe = tvm.compile(fused, target=target)
+    xv = np.array([1, 2, -3, 4], np.int64)
+    got = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(xv)).numpy()
+    assert got.tolist() == (xv * small + big).tolist()
+
+
+def test_c_float_literals_are_written_exactly():
+    """TVM's C code generator prints 7 digits; the literals become exact hex floats, others stay as printed."""
+    import tvm
+    from tvm import te
+
+    from edgec.backends.c.lower import exact_float_literals
+
+    scale, third = float(np.float32(6 / 255)), 1 / 3
+    a = te.placeholder((4,), "float32", name="a")
+    b = te.placeholder((4,), "float64", name="b")
+    y = te.compute((4,), lambda i: a[i] * tvm.tirx.const(scale, "float32"), name="y")
+    z = te.compute((4,), lambda i: b[i] * tvm.tirx.const(third, "float64"), name="z")
+    tir = tvm.IRModule({"f": te.create_prim_func([a, b, y, z])})
+    src = "y = x * 2.352941e-02f; z = w * 3.333333e-01; q = 7.123456e-01f;"
+    out = exact_float_literals(src, tir)
+    assert f"x * {float.hex(scale)}f;" in out and f"w * {float.hex(third)};" in out
+    assert "7.123456e-01f" in out  # not a value of the kernels: left as printed
+
+
+def test_shared_input_quantization_leaves_an_input_with_a_float_reader(patched):
+    """An input also read by a float operator keeps its slices' own parameters (no int8 input can come of it)."""
+    from edgec.frontend.integer_io import shared_input_quantization
+
+    _, q, _, _ = patched
+    model = onnx.ModelProto.FromString(q.SerializeToString())
+    sliced = {n.output[0] for n in model.graph.node if n.op_type == "Slice"}
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in sliced]
+    scale = next(i for i in model.graph.initializer if i.name == quantizers[0].input[1])
+    scale.CopyFrom(onnx.numpy_helper.from_array(np.float32(0.5), scale.name))  # the two slices now differ
+    model.graph.node.append(onnx.helper.make_node("Relu", ["x"], ["rx"]))
+    model.graph.output.append(onnx.helper.make_tensor_value_info("rx", onnx.TensorProto.FLOAT, [1, 3, 16, 16]))
+    kept = shared_input_quantization(model)
+    assert len({_params(kept, n) for n in quantizers}) == 2
+    model.graph.node.pop()
+    model.graph.output.pop()
+    assert len({_params(shared_input_quantization(model), n) for n in quantizers}) == 1  # without it: shared

@@ -449,8 +449,8 @@ class Oracle:
         allowed = max(1.0, STEP_NOISE_MULTIPLE * theirs)  # one step, or onnxruntime's own drift from the truth
         cmp = compare(outputs, truth, rtol=0.0, floor=[f * allowed for f in floor])
         record = {"engine": ENGINE.replace("model", "QDQ model"), "seconds": round(seconds, 3), "max_steps": ours,
-                  "onnxruntime_max_steps": theirs, "allowed_steps": allowed, "max_abs_error": cmp.max_abs_error, "max_abs_ref": cmp.max_abs_ref,
-                  "tolerance": cmp.tolerance, "top1_match": cmp.top1_match, "passed": cmp.passed}
+                  "onnxruntime_max_steps": theirs, "allowed_steps": allowed, "max_abs_error": cmp.max_abs_error,
+                  "max_abs_ref": cmp.max_abs_ref, "tolerance": cmp.tolerance, "top1_match": cmp.top1_match, "passed": cmp.passed}
         if cmp.passed is None:
             reason = f"the float64 truth is not finite: {cmp.reason}"
         elif cmp.passed:

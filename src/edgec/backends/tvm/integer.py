@@ -653,14 +653,20 @@ def lower_integer(mod, requantize: str = "onnxruntime") -> tuple[object, Integer
             lowered[kind] = lowered.get(kind, 0) + 1
             return out
 
-    rewriter = _Rewrite(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    out = relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+    out = relax.transform.DeadCodeElimination()(rewrite_functions(_Rewrite(mod), mod))
     report = IntegerReport(lowered, float_islands(out))
     out = elementwise_qdq(decode_per_use(out))
     return (float64_islands(out) if requantize == "onnxruntime" else out), report
+
+
+def rewrite_functions(rewriter, mod):
+    """``mod`` with each Relax function rewritten by ``rewriter`` (a ``PyExprMutator`` made over ``mod``)."""
+    from tvm import relax
+
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
 
 
 def float64_islands(mod):
@@ -708,11 +714,7 @@ def float64_islands(mod):
                 out = self.builder_.emit(relax.Call(call.op, narrow, call.attrs, call.ty_args))
                 return relax.op.astype(out, "float64") if str(out.ty.dtype) == "float32" else out
 
-    rewriter = _Float64(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    return rewrite_functions(_Float64(mod), mod)
 
 
 def elementwise_qdq(mod):
@@ -751,11 +753,7 @@ def elementwise_qdq(mod):
                 return relax.op.astype(relax.op.clip(shifted, INT8_MIN, INT8_MAX), "int8")
             return new
 
-    rewriter = _Elementwise(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    return rewrite_functions(_Elementwise(mod), mod)
 
 
 def decode_per_use(mod):
@@ -810,11 +808,7 @@ def decode_per_use(mod):
             return relax.Call(self.visit_expr(call.op) if isinstance(call.op, relax.Expr) and not isinstance(
                 call.op, tvm.ir.Op) else call.op, args, call.attrs, call.ty_args)
 
-    rewriter = _PerUse(mod)
-    for gv, func in mod.functions_items():
-        if isinstance(func, relax.Function):
-            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+    return relax.transform.DeadCodeElimination()(rewrite_functions(_PerUse(mod), mod))
 
 
 def float_islands(mod) -> dict[str, int]:

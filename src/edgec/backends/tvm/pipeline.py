@@ -60,6 +60,8 @@ def clip_to_min_max():
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
+    from edgec.backends.tvm.integer import rewrite_functions
+
     clip = tvm.ir.Op.get("relax.clip")
 
     @mutator
@@ -78,11 +80,7 @@ def clip_to_min_max():
 
     @tvm.transform.module_pass(opt_level=0, name="edgec_clip_to_min_max")
     def _pass(mod, _ctx):
-        rewriter = _Rewrite(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(_Rewrite(mod), mod)
 
     return _pass
 
@@ -188,6 +186,8 @@ def narrow_int64_constants():
     from tvm import relax, topi
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
+    from edgec.backends.tvm.integer import rewrite_functions
+
     call_tir = tvm.ir.Op.get("relax.call_tir")
 
     def narrower(expr) -> str | None:
@@ -216,11 +216,7 @@ def narrow_int64_constants():
 
     @tvm.transform.module_pass(opt_level=0, name="NarrowInt64Constants")
     def transform(mod, _ctx):
-        rewriter = _Narrow(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-        return rewriter.builder_.get()
+        return rewrite_functions(_Narrow(mod), mod)
 
     return transform
 
